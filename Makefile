@@ -1,0 +1,123 @@
+# kms: HSM-backed key management over mTLS gRPC.
+#
+#   make            build build/kmsd and build/kmsctl
+#   make run        install what is missing, build, set up $KMS_HOME, run kmsd
+#   make test       install what is missing, build, run every test
+#   make bench      benchmarks (see bench/)
+#
+# SAN=1 builds with AddressSanitizer and UndefinedBehaviorSanitizer into
+# build/asan (make test does both builds).
+
+CC ?= cc
+BUILD ?= build
+SAN ?= 0
+KMS_HOME ?= $(CURDIR)/var
+KMS_ADDR ?= 127.0.0.1:7443
+export KMS_HOME KMS_ADDR
+
+WARN = -Wall -Wextra -Wshadow -Wformat=2 -Wstrict-prototypes \
+	-Wmissing-prototypes -Wpointer-arith -Wno-unused-parameter -Werror
+CPPFLAGS += -D_GNU_SOURCE -I. -Ikms -Iclients -I$(BUILD)/gen \
+	$(shell pkg-config --cflags p11-kit-1 2>/dev/null)
+CFLAGS ?= -O2 -g
+CFLAGS += -std=c11 -fno-strict-aliasing -fstack-protector-strong -fPIC $(WARN)
+LDLIBS_COMMON = -lprotobuf-c -lssl -lcrypto -ljansson -linih -lpthread -ldl
+LDLIBS_GRPC = -lgrpc -lgpr
+
+ifeq ($(SAN),1)
+CFLAGS += -O1 -fno-omit-frame-pointer -fsanitize=address,undefined \
+	-fno-sanitize-recover=undefined
+LDFLAGS += -fsanitize=address,undefined
+else
+CPPFLAGS += -D_FORTIFY_SOURCE=2
+endif
+
+GEN = $(BUILD)/gen
+PROTO_C = $(GEN)/kms/v1/kms.pb-c.c $(GEN)/grpc/health/v1/health.pb-c.c
+PROTO_H = $(PROTO_C:.c=.h)
+
+# The daemon's modules, one per concern; the RPC layer alone sees gRPC.
+LIB_SRCS = kms/kmserr.c kms/algo.c kms/log.c kms/secret.c kms/config.c \
+	kms/policy.c kms/names.c kms/hsm.c kms/keystore.c kms/audit.c \
+	kms/pubkey.c
+KMSD_SRCS = kms/rpc.c kms/handlers.c kms/main.c
+CLIENT_SRCS = clients/kmsclient.c
+KMSCTL_SRCS = clients/kmsctl.c
+
+LIB_OBJS = $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
+KMSD_OBJS = $(KMSD_SRCS:%.c=$(BUILD)/obj/%.o)
+CLIENT_OBJS = $(CLIENT_SRCS:%.c=$(BUILD)/obj/%.o)
+KMSCTL_OBJS = $(KMSCTL_SRCS:%.c=$(BUILD)/obj/%.o)
+PROTO_OBJS = $(PROTO_C:$(GEN)/%.c=$(BUILD)/obj/gen/%.o)
+
+UNIT_TESTS = test_kmserr test_names test_config test_policy test_secret \
+	test_hsm
+UNIT_BINS = $(UNIT_TESTS:%=$(BUILD)/tests/%)
+
+.PHONY: all deps run test unit integration asan clean bench setup
+.SUFFIXES:
+
+all: $(BUILD)/kmsd $(BUILD)/kmsctl
+
+deps:
+	@bash hsm-config/deps.sh
+
+$(GEN)/%.pb-c.c $(GEN)/%.pb-c.h: proto/%.proto
+	@mkdir -p $(GEN)
+	protoc-c --proto_path=proto --c_out=$(GEN) $<
+
+$(BUILD)/obj/gen/%.o: $(GEN)/%.c $(PROTO_H)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -Wno-missing-prototypes -c -o $@ $<
+
+$(BUILD)/obj/%.o: %.c $(PROTO_H) $(wildcard kms/*.h clients/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/libkms.a: $(LIB_OBJS)
+	$(AR) rcs $@ $^
+
+$(BUILD)/kmsd: $(KMSD_OBJS) $(PROTO_OBJS) $(BUILD)/libkms.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS_GRPC) $(LDLIBS_COMMON)
+
+$(BUILD)/kmsctl: $(KMSCTL_OBJS) $(CLIENT_OBJS) $(PROTO_OBJS) $(BUILD)/libkms.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS_GRPC) $(LDLIBS_COMMON)
+
+# The fault-injecting PKCS#11 module used by the unit tests.
+$(BUILD)/p11fault.so: tests/mock-p11/p11fault.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -shared -o $@ $< -ldl
+
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libkms.a $(PROTO_H)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libkms.a \
+		-lcmocka $(LDLIBS_COMMON)
+
+unit: $(UNIT_BINS) $(BUILD)/p11fault.so
+	@BUILD=$(BUILD) bash tests/run-unit.sh $(UNIT_TESTS)
+
+asan:
+	$(MAKE) BUILD=build/asan SAN=1 all
+
+integration: all
+	@BUILD=$(BUILD) bash tests/run-integration.sh
+
+# Every test: unit tests and the integration suite on the normal build,
+# then the integration suite again on the ASan+UBSan build.
+test: deps
+	$(MAKE) all unit
+	$(MAKE) integration
+	$(MAKE) BUILD=build/asan SAN=1 all unit
+	$(MAKE) BUILD=build/asan SAN=1 integration
+
+setup: deps all
+	@bash hsm-config/setup.sh
+
+run: deps all
+	@bash hsm-config/run.sh
+
+bench: deps all
+	@bash bench/run.sh
+
+clean:
+	rm -rf build

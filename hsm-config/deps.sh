@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Installs the Debian packages needed to build, run and test kms, and only
+# those that are missing.  It asks dpkg first so that the common case, where
+# everything is present, costs one dpkg-query and prints nothing.
+set -euo pipefail
+
+PACKAGES=(
+	# Build.
+	build-essential
+	make
+	pkg-config
+	libgrpc-dev
+	protobuf-c-compiler
+	libprotobuf-c-dev
+	libssl-dev
+	libinih-dev
+	libjansson-dev
+	libp11-kit-dev
+	libcmocka-dev
+	# Run: the default HSM and the dev PKI.
+	softhsm2
+	p11-kit
+	openssl
+	util-linux		# flock(1) in setup.sh
+	# Integration tests.
+	opensc			# pkcs11-tool
+	python3
+	python3-grpcio
+	python3-grpc-tools
+	python3-protobuf
+	python3-pytest
+)
+
+# One dpkg-query for all of them; a package that dpkg has never heard of is
+# reported on stderr and simply missing from the output.
+installed=$(dpkg-query -W -f='${Package} ${db:Status-Status}\n' \
+    "${PACKAGES[@]}" 2>/dev/null || true)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+	if ! grep -qx "$p installed" <<<"$installed"; then
+		missing+=("$p")
+	fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+	exit 0
+fi
+
+echo "deps: installing ${missing[*]}" >&2
+SUDO=()
+if [ "$(id -u)" -ne 0 ]; then
+	SUDO=(sudo)
+fi
+export DEBIAN_FRONTEND=noninteractive
+"${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+"${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+    --no-install-recommends "${missing[@]}"

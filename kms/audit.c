@@ -1,0 +1,550 @@
+/*
+ * audit.c: the append-only, hash-chained JSON Lines audit log.
+ */
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <openssl/sha.h>
+
+#include "audit.h"
+#include "kmserr.h"
+#include "log.h"
+
+#define SEG_NAME_DIGITS 20
+#define SEG_SUFFIX ".jsonl"
+#define AUDIT_LINE_MAX (64 * 1024)
+
+/*
+ * Group commit: a record is formatted and chained under the lock and put
+ * in the pending batch; whichever caller finds no flush under way becomes
+ * the flusher, writes the whole batch and fdatasyncs it once, outside the
+ * lock, while later records gather in the next batch.  Each caller
+ * returns once its own record is durable.  A failed flush takes the batch
+ * back out of the file, and every record chained after it (the pending
+ * batch too) fails with it: the generation counter tells their callers.
+ */
+struct audit {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;		/* a flush finished */
+	char dir[4096];			/* the chain directory */
+	char chain[256];
+	size_t segment_max;
+	int fd;				/* current segment, O_APPEND; flusher only */
+	off_t seg_size;			/* flusher only */
+	uint64_t next_seq;
+	char prev[SHA256_DIGEST_LENGTH * 2 + 1];
+	uint64_t durable_seq;		/* every record up to here is on disk */
+	uint64_t gen;			/* bumped when a flush fails */
+	int flushing;
+	char *pend;			/* the pending batch */
+	size_t pend_len, pend_cap;
+	uint64_t pend_first, pend_last;
+	char pend_base[SHA256_DIGEST_LENGTH * 2 + 1];	/* prev before it */
+};
+
+static void
+hex_encode(const uint8_t *in, size_t len, char *out)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t i;
+
+	for (i = 0; i < len; i++) {
+		out[2 * i] = hex[in[i] >> 4];
+		out[2 * i + 1] = hex[in[i] & 0xf];
+	}
+	out[2 * len] = '\0';
+}
+
+static void
+line_hash(const char *line, size_t len, char *out)
+{
+	uint8_t md[SHA256_DIGEST_LENGTH];
+
+	SHA256((const unsigned char *)line, len, md);
+	hex_encode(md, sizeof(md), out);
+}
+
+static int
+is_segment_name(const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < SEG_NAME_DIGITS; i++)
+		if (name[i] < '0' || name[i] > '9')
+			return 0;
+	return strcmp(name + SEG_NAME_DIGITS, SEG_SUFFIX) == 0;
+}
+
+static int
+seg_filter(const struct dirent *d)
+{
+	return is_segment_name(d->d_name);
+}
+
+static int
+mkdir_p(const char *path)
+{
+	char tmp[4096];
+	size_t i, len = strlen(path);
+
+	if (len == 0 || len >= sizeof(tmp))
+		return -1;
+	memcpy(tmp, path, len + 1);
+	for (i = 1; i <= len; i++) {
+		if (tmp[i] != '/' && tmp[i] != '\0')
+			continue;
+		tmp[i] = '\0';
+		if (mkdir(tmp, 0700) == -1 && errno != EEXIST)
+			return -1;
+		tmp[i] = path[i];
+	}
+	return 0;
+}
+
+static int
+fsync_dir(const char *dir)
+{
+	int fd, r;
+
+	if ((fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1)
+		return -1;
+	r = fsync(fd);
+	close(fd);
+	return r;
+}
+
+static int
+open_segment(struct audit *a, uint64_t first_seq)
+{
+	char path[4400];
+
+	snprintf(path, sizeof(path), "%s/%0*" PRIu64 SEG_SUFFIX, a->dir,
+	    SEG_NAME_DIGITS, first_seq);
+	a->fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+	if (a->fd == -1)
+		return -1;
+	a->seg_size = lseek(a->fd, 0, SEEK_END);
+	/* The new directory entry must survive a crash as well. */
+	return fsync_dir(a->dir);
+}
+
+/*
+ * Reads the last segment, cuts off a torn last line and learns the next
+ * seq and the hash of the last record.  Returns the number of bytes cut.
+ */
+static int
+load_tail(struct audit *a, const char *path, size_t *cut, int *found,
+    struct kms_status *st)
+{
+	char *buf = NULL, *start, *end;
+	json_t *rec = NULL;
+	json_error_t jerr;
+	struct stat sb;
+	size_t len = 0, keep;
+	ssize_t n;
+	int fd = -1, r = KMS_ERR_AUDIT;
+
+	*cut = 0;
+	*found = 0;
+	if ((fd = open(path, O_RDWR | O_CLOEXEC)) == -1 ||
+	    fstat(fd, &sb) == -1) {
+		kms_status_set(st, r, "%s: %s", path, strerror(errno));
+		goto out;
+	}
+	if ((buf = malloc((size_t)sb.st_size + 1)) == NULL) {
+		r = kms_status_set(st, KMS_ERR_NOMEM, "out of memory");
+		goto out;
+	}
+	while (len < (size_t)sb.st_size) {
+		n = read(fd, buf + len, (size_t)sb.st_size - len);
+		if (n <= 0) {
+			if (n == -1 && errno == EINTR)
+				continue;
+			kms_status_set(st, r, "%s: read failed", path);
+			goto out;
+		}
+		len += (size_t)n;
+	}
+	buf[len] = '\0';
+	/* Everything after the last newline is a torn write. */
+	keep = len;
+	while (keep > 0 && buf[keep - 1] != '\n')
+		keep--;
+	if (keep != len) {
+		if (ftruncate(fd, (off_t)keep) == -1 || fsync(fd) == -1) {
+			kms_status_set(st, r, "%s: cannot cut torn tail: %s",
+			    path, strerror(errno));
+			goto out;
+		}
+		*cut = len - keep;
+	}
+	if (keep == 0) {
+		r = 0;
+		goto out;
+	}
+	end = buf + keep - 1;		/* the last newline */
+	*end = '\0';
+	start = strrchr(buf, '\n');
+	start = start == NULL ? buf : start + 1;
+	if ((rec = json_loads(start, 0, &jerr)) == NULL ||
+	    !json_is_integer(json_object_get(rec, "seq"))) {
+		kms_status_set(st, r, "%s: last record is corrupt (%s); "
+		    "check the log with kmsctl audit verify", path,
+		    rec == NULL ? jerr.text : "no seq");
+		goto out;
+	}
+	a->next_seq = (uint64_t)json_integer_value(json_object_get(rec,
+	    "seq")) + 1;
+	line_hash(start, (size_t)(end - start), a->prev);
+	*found = 1;
+	r = 0;
+ out:
+	json_decref(rec);
+	free(buf);
+	if (fd != -1)
+		close(fd);
+	return r;
+}
+
+int
+audit_open(const char *dir, const char *chain, size_t segment_max,
+    struct audit **out, struct kms_status *st)
+{
+	struct dirent **names = NULL;
+	struct audit *a = NULL;
+	struct audit_event ev;
+	char path[4400], segname[64] = "", cutname[64] = "", reason[512];
+	uint64_t seq;
+	size_t cut = 0, c;
+	int found = 0;
+	int i, n = -1, r = KMS_ERR_AUDIT;
+
+	*out = NULL;
+	if ((a = calloc(1, sizeof(*a))) == NULL)
+		return kms_status_set(st, KMS_ERR_NOMEM, "out of memory");
+	a->fd = -1;
+	pthread_mutex_init(&a->lock, NULL);
+	pthread_cond_init(&a->cond, NULL);
+	a->segment_max = segment_max < 4096 ? 4096 : segment_max;
+	a->next_seq = 1;
+	memset(a->prev, '0', SHA256_DIGEST_LENGTH * 2);
+	if ((size_t)snprintf(a->dir, sizeof(a->dir), "%s/%s", dir, chain) >=
+	    sizeof(a->dir) || strlen(chain) >= sizeof(a->chain)) {
+		kms_status_set(st, r, "audit directory name too long");
+		goto out;
+	}
+	strcpy(a->chain, chain);
+	if (mkdir_p(a->dir) == -1) {
+		kms_status_set(st, r, "cannot create %s: %s", a->dir,
+		    strerror(errno));
+		goto out;
+	}
+	if ((n = scandir(a->dir, &names, seg_filter, alphasort)) == -1) {
+		kms_status_set(st, r, "cannot read %s: %s", a->dir,
+		    strerror(errno));
+		goto out;
+	}
+	/*
+	 * Continue the chain from the last record, which is in the last
+	 * non-empty segment (a crash can leave an empty one after it).
+	 */
+	seq = 1;
+	for (i = n - 1; i >= 0 && !found; i--) {
+		/* Segment names are exactly 26 bytes (seg_filter). */
+		memcpy(segname, names[i]->d_name,
+		    SEG_NAME_DIGITS + sizeof(SEG_SUFFIX));
+		snprintf(path, sizeof(path), "%s/%s", a->dir, segname);
+		if ((r = load_tail(a, path, &c, &found, st)) != 0)
+			goto out;
+		r = KMS_ERR_AUDIT;
+		if (i == n - 1) {
+			cut = c;
+			memcpy(cutname, segname, sizeof(cutname));
+			seq = strtoull(segname, NULL, 10);
+		}
+	}
+	/* An empty last segment starts where its name says. */
+	if (a->next_seq < seq)
+		a->next_seq = seq;
+	if (n > 0 && open_segment(a, seq) == -1) {
+		kms_status_set(st, r, "cannot open audit segment in %s: %s",
+		    a->dir, strerror(errno));
+		goto out;
+	}
+	if (cut > 0) {
+		log_warn("audit: cut %zu bytes of a torn record at the end "
+		    "of %s/%s", cut, a->dir, cutname);
+		memset(&ev, 0, sizeof(ev));
+		snprintf(reason, sizeof(reason), "cut %zu bytes of a torn "
+		    "record at the end of segment %s", cut, cutname);
+		ev.identity = "kmsd";
+		ev.rpc = "AuditRepair";
+		ev.result = "ok";
+		ev.status = "OK";
+		ev.reason = reason;
+		if ((r = audit_append(a, &ev, &seq)) != 0) {
+			kms_status_set(st, r, "cannot record the audit repair");
+			goto out;
+		}
+	}
+	*out = a;
+	a = NULL;
+	r = 0;
+ out:
+	for (i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
+	audit_close(a);
+	return r;
+}
+
+void
+audit_close(struct audit *a)
+{
+	if (a == NULL)
+		return;
+	if (a->fd != -1)
+		close(a->fd);
+	pthread_mutex_destroy(&a->lock);
+	pthread_cond_destroy(&a->cond);
+	free(a->pend);
+	free(a);
+}
+
+const char *
+audit_chain_dir(const struct audit *a)
+{
+	return a->dir;
+}
+
+static void
+now_rfc3339(char *buf, size_t len)
+{
+	struct timespec ts;
+	struct tm tm;
+	char base[32];
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	strftime(base, sizeof(base), "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(buf, len, "%s.%06uZ", base,
+	    (unsigned int)(ts.tv_nsec / 1000) % 1000000u);
+}
+
+static int
+set_str(json_t *o, const char *k, const char *v)
+{
+	if (v == NULL)
+		return 0;
+	return json_object_set_new(o, k, json_string(v));
+}
+
+/* Builds the record; the caller holds the lock (seq and prev are read). */
+static char *
+format_record(struct audit *a, const struct audit_event *ev, uint64_t seq)
+{
+	char ts[48], hex[SHA256_DIGEST_LENGTH * 2 + 1];
+	json_t *o = NULL, *detail = NULL;
+	char *line = NULL;
+
+	if ((o = json_object()) == NULL)
+		return NULL;
+	now_rfc3339(ts, sizeof(ts));
+	if (json_object_set_new(o, "seq", json_integer((json_int_t)seq)) ||
+	    set_str(o, "time", ts) ||
+	    set_str(o, "chain", a->chain) ||
+	    set_str(o, "prev", a->prev) ||
+	    set_str(o, "identity", ev->identity) ||
+	    set_str(o, "fingerprint", ev->fingerprint) ||
+	    set_str(o, "peer", ev->peer) ||
+	    set_str(o, "rpc", ev->rpc) ||
+	    set_str(o, "key", ev->key) ||
+	    (ev->version != 0 && json_object_set_new(o, "version",
+	    json_integer(ev->version))) ||
+	    set_str(o, "result", ev->result) ||
+	    set_str(o, "status", ev->status) ||
+	    set_str(o, "reason", ev->reason))
+		goto out;
+	if (ev->request_sha256 != NULL) {
+		hex_encode(ev->request_sha256, SHA256_DIGEST_LENGTH, hex);
+		if (set_str(o, "request_sha256", hex))
+			goto out;
+	}
+	if (ev->detail_json != NULL) {
+		if ((detail = json_loads(ev->detail_json, 0, NULL)) == NULL ||
+		    json_object_set(o, "detail", detail))
+			goto out;
+	}
+	/* Compact output holds no newline: one record, one line. */
+	line = json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII);
+ out:
+	json_decref(detail);
+	json_decref(o);
+	return line;
+}
+
+static int
+write_all(int fd, const char *p, size_t len)
+{
+	ssize_t n;
+
+	while (len > 0) {
+		n = write(fd, p, len);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return -1;
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/* Writes one batch to the current segment, starting a new one when due. */
+static int
+flush_batch(struct audit *a, const char *buf, size_t len, uint64_t first)
+{
+	int saved;
+
+	if (a->fd == -1 || (a->seg_size > 0 &&
+	    (size_t)a->seg_size >= a->segment_max)) {
+		if (a->fd != -1)
+			close(a->fd);
+		a->fd = -1;
+		if (open_segment(a, first) == -1) {
+			log_error("audit: cannot start a segment in %s: %s",
+			    a->dir, strerror(errno));
+			if (a->fd != -1)
+				close(a->fd);
+			a->fd = -1;
+			return KMS_ERR_AUDIT;
+		}
+	}
+	if (write_all(a->fd, buf, len) == -1 || fdatasync(a->fd) == -1) {
+		saved = errno;
+		/*
+		 * Take back whatever part of the batch reached the file so
+		 * that the chain holds no torn line and the next record can
+		 * go where this one failed.
+		 */
+		if (ftruncate(a->fd, a->seg_size) == -1)
+			log_error("audit: cannot take back a failed write in "
+			    "%s: %s", a->dir, strerror(errno));
+		log_error("audit: write to %s failed: %s", a->dir,
+		    strerror(saved));
+		return KMS_ERR_AUDIT;
+	}
+	a->seg_size += (off_t)len;
+	return 0;
+}
+
+/* Adds a formatted line to the pending batch; called with the lock held. */
+static int
+pend_add(struct audit *a, const char *line, size_t len)
+{
+	size_t ncap;
+	char *n;
+
+	if (a->pend_len + len + 1 > a->pend_cap) {
+		ncap = a->pend_cap == 0 ? 64 * 1024 : a->pend_cap;
+		while (ncap < a->pend_len + len + 1)
+			ncap *= 2;
+		if ((n = realloc(a->pend, ncap)) == NULL)
+			return KMS_ERR_NOMEM;
+		a->pend = n;
+		a->pend_cap = ncap;
+	}
+	if (a->pend_len == 0) {
+		a->pend_first = a->next_seq;
+		memcpy(a->pend_base, a->prev, sizeof(a->pend_base));
+	}
+	memcpy(a->pend + a->pend_len, line, len);
+	a->pend[a->pend_len + len] = '\n';
+	a->pend_len += len + 1;
+	a->pend_last = a->next_seq;
+	line_hash(line, len, a->prev);
+	a->next_seq++;
+	return 0;
+}
+
+int
+audit_append(struct audit *a, const struct audit_event *ev, uint64_t *seq)
+{
+	char *line = NULL, *buf, base[SHA256_DIGEST_LENGTH * 2 + 1];
+	uint64_t my, gen, first, last;
+	size_t len;
+	int r;
+
+	*seq = 0;
+	pthread_mutex_lock(&a->lock);
+	if ((line = format_record(a, ev, a->next_seq)) == NULL) {
+		r = KMS_ERR_NOMEM;
+		goto out;
+	}
+	if ((len = strlen(line)) + 1 > AUDIT_LINE_MAX) {
+		r = KMS_ERR_INTERNAL;
+		goto out;
+	}
+	my = a->next_seq;
+	gen = a->gen;
+	if ((r = pend_add(a, line, len)) != 0)
+		goto out;
+	for (;;) {
+		if (a->gen != gen) {
+			r = KMS_ERR_AUDIT;
+			break;
+		}
+		if (a->durable_seq >= my) {
+			*seq = my;
+			r = 0;
+			break;
+		}
+		if (a->flushing) {
+			pthread_cond_wait(&a->cond, &a->lock);
+			continue;
+		}
+		/* Become the flusher of everything pending. */
+		buf = a->pend;
+		len = a->pend_len;
+		first = a->pend_first;
+		last = a->pend_last;
+		memcpy(base, a->pend_base, sizeof(base));
+		a->pend = NULL;
+		a->pend_len = a->pend_cap = 0;
+		a->flushing = 1;
+		pthread_mutex_unlock(&a->lock);
+		r = flush_batch(a, buf, len, first);
+		pthread_mutex_lock(&a->lock);
+		a->flushing = 0;
+		if (r == 0)
+			a->durable_seq = last;
+		else {
+			/*
+			 * The batch is gone, and so is everything chained
+			 * after it: start again from before the batch.
+			 */
+			a->gen++;
+			a->next_seq = first;
+			memcpy(a->prev, base, sizeof(a->prev));
+			a->pend_len = 0;
+		}
+		free(buf);
+		pthread_cond_broadcast(&a->cond);
+	}
+ out:
+	pthread_mutex_unlock(&a->lock);
+	free(line);
+	return r;
+}

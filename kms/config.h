@@ -1,0 +1,62 @@
+/*
+ * config.h: the kmsd configuration file (INI, parsed with inih).
+ *
+ *   [server]
+ *   listen = 127.0.0.1:7443        ; host:port
+ *   ca = pki/ca.pem                 ; CA that client certificates must chain to
+ *   cert = pki/server.pem
+ *   key = pki/server.key
+ *   workers = 2                     ; HSM worker threads (1..64)
+ *   max_data_bytes = 1048576        ; largest Sign/Verify `data` (1..64 MiB)
+ *   max_message_bytes = 4194304     ; gRPC max receive size
+ *   log_level = info
+ *   [hsm]
+ *   module = /usr/lib/softhsm/libsofthsm2.so
+ *   token = kms                     ; token label
+ *   pin_file = pin
+ *   [policy]
+ *   file = policy.conf
+ *   [audit]
+ *   dir = audit
+ *
+ * Relative paths are taken relative to the directory of the config file.
+ */
+#ifndef KMS_CONFIG_H
+#define KMS_CONFIG_H
+
+#include <stddef.h>
+
+#include "log.h"
+
+#define CONFIG_PATH_MAX 4096
+
+struct config {
+	char listen[256];
+	char ca_file[CONFIG_PATH_MAX];
+	char cert_file[CONFIG_PATH_MAX];
+	char key_file[CONFIG_PATH_MAX];
+	unsigned int workers;
+	size_t max_data_bytes;
+	size_t max_message_bytes;
+	enum log_level log_level;
+
+	char hsm_module[CONFIG_PATH_MAX];
+	char hsm_token[33];		/* PKCS#11 labels are at most 32 bytes */
+	char hsm_pin_file[CONFIG_PATH_MAX];
+
+	char policy_file[CONFIG_PATH_MAX];
+	char audit_dir[CONFIG_PATH_MAX];
+};
+
+/* Fills cfg with the defaults above (paths relative to the current directory). */
+void config_defaults(struct config *cfg);
+
+/*
+ * Loads path over the defaults.  Unknown sections or keys, bad numbers and
+ * over-long values are errors: returns KMS_ERR_CONFIG with a message naming
+ * the line in st, and leaves *cfg in an unspecified state.
+ */
+struct kms_status;
+int config_load(const char *path, struct config *cfg, struct kms_status *st);
+
+#endif /* KMS_CONFIG_H */

@@ -1,0 +1,639 @@
+/*
+ * handlers.c: one function per RPC, all of the same shape:
+ * decode -> authenticate -> authorize -> (HSM) -> audit -> reply.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
+
+#include "audit.h"
+#include "config.h"
+#include "handlers.h"
+#include "hsm.h"
+#include "keystore.h"
+#include "kmserr.h"
+#include "log.h"
+#include "names.h"
+#include "policy.h"
+#include "pubkey.h"
+
+#include "grpc/health/v1/health.pb-c.h"
+#include "kms/v1/kms.pb-c.h"
+
+#define LIST_KEYS_MAX 10000
+#define ROLES_MAX 32
+
+static const char *const grpc_code_names[] = {
+	"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED",
+	"NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED",
+	"RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED",
+	"OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE",
+	"DATA_LOSS", "UNAUTHENTICATED"
+};
+
+const char *
+grpc_code_name(int code)
+{
+	if (code < 0 || (size_t)code >=
+	    sizeof(grpc_code_names) / sizeof(grpc_code_names[0]))
+		return "UNKNOWN";
+	return grpc_code_names[code];
+}
+
+/* The state of one call as it moves through the handler. */
+struct call {
+	struct service *svc;
+	struct hsm_session *hs;
+	const struct rpc_peer *who;
+	const char *rpc;
+	const char *key;		/* for the audit record */
+	uint32_t version;
+	uint8_t req_hash[SHA256_DIGEST_LENGTH];
+	int have_hash;
+	struct kms_status st;
+};
+
+static void
+call_init(struct call *c, struct service *svc, struct hsm_session *hs,
+    const struct rpc_peer *who, const char *rpc)
+{
+	memset(c, 0, sizeof(*c));
+	c->svc = svc;
+	c->hs = hs;
+	c->who = who;
+	c->rpc = rpc;
+	kms_status_clear(&c->st);
+}
+
+static int
+malformed(struct call *c)
+{
+	return kms_status_set(&c->st, KMS_ERR_INVALID_ARGUMENT,
+	    "malformed request: not a valid %s request message", c->rpc);
+}
+
+static int
+authenticate(struct call *c)
+{
+	if (c->who->identity == NULL || c->who->identity[0] == '\0')
+		return kms_status_set(&c->st, KMS_ERR_UNAUTHENTICATED,
+		    "no verified client certificate");
+	return 0;
+}
+
+static int
+authorize(struct call *c, enum kms_op op, const char *key)
+{
+	struct policy_decision d;
+
+	pthread_rwlock_rdlock(&c->svc->policy_lock);
+	policy_check(c->svc->policy, c->who->identity, op, key, &d);
+	pthread_rwlock_unlock(&c->svc->policy_lock);
+	if (!d.allow)
+		return kms_status_set(&c->st, KMS_ERR_PERMISSION_DENIED, "%s",
+		    d.reason);
+	return 0;
+}
+
+/*
+ * Validates the key name of a request and remembers it for the audit
+ * record (only once it is known to be a well-formed name).
+ */
+static int
+check_name(struct call *c, const char *name)
+{
+	int r;
+
+	if ((r = names_check_key(name, &c->st)) != 0)
+		return r;
+	c->key = name;
+	return 0;
+}
+
+static const char *
+result_of(int err)
+{
+	if (err == 0)
+		return "ok";
+	if (err == KMS_ERR_PERMISSION_DENIED || err == KMS_ERR_UNAUTHENTICATED)
+		return "denied";
+	return "error";
+}
+
+/*
+ * Audits the call and, when both the call and the audit record succeeded,
+ * stores the record's sequence number in *seq_field (if any) and packs the
+ * response.  A failed audit write withholds the result.
+ */
+static void
+finish(struct call *c, const ProtobufCMessage *resp, uint64_t *seq_field,
+    struct rpc_reply *out)
+{
+	struct audit_event ev;
+	uint64_t seq = 0;
+	size_t len;
+	int r;
+
+	memset(&ev, 0, sizeof(ev));
+	ev.identity = c->who->identity;
+	ev.fingerprint = c->who->fingerprint;
+	ev.peer = c->who->peer;
+	ev.rpc = c->rpc;
+	ev.key = c->key;
+	ev.version = c->version;
+	ev.result = result_of(c->st.err);
+	ev.status = grpc_code_name(kms_err_grpc_code(c->st.err));
+	ev.reason = c->st.err != 0 ? c->st.msg : NULL;
+	ev.request_sha256 = c->have_hash ? c->req_hash : NULL;
+	if ((r = audit_append(c->svc->audit, &ev, &seq)) != 0) {
+		kms_status_set(&out->st, KMS_ERR_AUDIT, "the audit log cannot "
+		    "be written: the request was refused and no result is "
+		    "released");
+		return;
+	}
+	if (c->st.err != 0) {
+		out->st = c->st;
+		return;
+	}
+	if (seq_field != NULL)
+		*seq_field = seq;
+	len = protobuf_c_message_get_packed_size(resp);
+	if ((out->body = malloc(len == 0 ? 1 : len)) == NULL) {
+		kms_status_set(&out->st, KMS_ERR_NOMEM, "out of memory");
+		return;
+	}
+	out->len = protobuf_c_message_pack(resp, out->body);
+	kms_status_clear(&out->st);
+}
+
+/* Key metadata as a protobuf message; free with pb_key_clear. */
+static int
+pb_key_fill(const struct ks_key *k, Kms__V1__Key *m)
+{
+	size_t i;
+
+	kms__v1__key__init(m);
+	m->name = (char *)k->name;
+	m->algorithm = (Kms__V1__Algorithm)k->alg->alg;
+	m->primary_version = k->primary;
+	m->rotation_period_seconds = k->rotation_period;
+	m->create_time = k->create_time;
+	m->next_rotation_time = 0;
+	if ((m->versions = calloc(k->nversions,
+	    sizeof(*m->versions))) == NULL)
+		return KMS_ERR_NOMEM;
+	for (i = 0; i < k->nversions; i++) {
+		if ((m->versions[i] = malloc(sizeof(**m->versions))) == NULL)
+			return KMS_ERR_NOMEM;
+		m->n_versions++;
+		kms__v1__key_version__init(m->versions[i]);
+		m->versions[i]->version = k->versions[i].version;
+		m->versions[i]->state =
+		    (Kms__V1__KeyVersionState)k->versions[i].state;
+		m->versions[i]->create_time = k->versions[i].create_time;
+		m->versions[i]->destroy_time = k->versions[i].destroy_time;
+	}
+	return 0;
+}
+
+static void
+pb_key_clear(Kms__V1__Key *m)
+{
+	size_t i;
+
+	for (i = 0; i < m->n_versions; i++)
+		free(m->versions[i]);
+	free(m->versions);
+	m->versions = NULL;
+	m->n_versions = 0;
+}
+
+static void
+h_create_key(struct service *svc, struct hsm_session *hs,
+    const struct rpc_peer *who, const uint8_t *body, size_t len,
+    struct rpc_reply *out)
+{
+	Kms__V1__CreateKeyRequest *req = NULL;
+	Kms__V1__Key resp;
+	const struct kms_alg_info *alg;
+	struct ks_key *k = NULL;
+	struct call c;
+
+	call_init(&c, svc, hs, who, "CreateKey");
+	kms__v1__key__init(&resp);
+	if ((req = kms__v1__create_key_request__unpack(NULL, len,
+	    body)) == NULL) {
+		malformed(&c);
+		goto out;
+	}
+	if (authenticate(&c) != 0 || check_name(&c, req->name) != 0 ||
+	    authorize(&c, KMS_OP_CREATE_KEY, req->name) != 0)
+		goto out;
+	if ((alg = kms_alg_lookup(req->algorithm)) == NULL) {
+		kms_status_set(&c.st, KMS_ERR_INVALID_ARGUMENT,
+		    "unknown algorithm %d: use one of the Algorithm values, "
+		    "e.g. EC_P256_SHA256", (int)req->algorithm);
+		goto out;
+	}
+	if (req->rotation_period_seconds < 0) {
+		kms_status_set(&c.st, KMS_ERR_INVALID_ARGUMENT,
+		    "rotation_period_seconds must not be negative");
+		goto out;
+	}
+	if (keystore_create(svc->ks, hs, req->name, alg,
+	    req->rotation_period_seconds, &k, &c.st) != 0)
+		goto out;
+	c.version = k->primary;
+	if (pb_key_fill(k, &resp) != 0)
+		kms_status_set(&c.st, KMS_ERR_NOMEM, "out of memory");
+ out:
+	finish(&c, &resp.base, NULL, out);
+	pb_key_clear(&resp);
+	ks_key_free(k);
+	kms__v1__create_key_request__free_unpacked(req, NULL);
+}
+
+static void
+h_get_key(struct service *svc, struct hsm_session *hs,
+    const struct rpc_peer *who, const uint8_t *body, size_t len,
+    struct rpc_reply *out)
+{
+	Kms__V1__GetKeyRequest *req = NULL;
+	Kms__V1__Key resp;
+	struct ks_key *k = NULL;
+	struct call c;
+
+	call_init(&c, svc, hs, who, "GetKey");
+	kms__v1__key__init(&resp);
+	if ((req = kms__v1__get_key_request__unpack(NULL, len, body)) ==
+	    NULL) {
+		malformed(&c);
+		goto out;
+	}
+	if (authenticate(&c) != 0 || check_name(&c, req->name) != 0 ||
+	    authorize(&c, KMS_OP_GET_KEY, req->name) != 0 ||
+	    keystore_get(svc->ks, req->name, &k, &c.st) != 0)
+		goto out;
+	if (pb_key_fill(k, &resp) != 0)
+		kms_status_set(&c.st, KMS_ERR_NOMEM, "out of memory");
+ out:
+	finish(&c, &resp.base, NULL, out);
+	pb_key_clear(&resp);
+	ks_key_free(k);
+	kms__v1__get_key_request__free_unpacked(req, NULL);
+}
+
+struct visible_ctx {
+	const struct policy *policy;
+	const char *identity;
+};
+
+static int
+visible_to(const char *name, void *arg)
+{
+	struct visible_ctx *v = arg;
+
+	return policy_may_see(v->policy, v->identity, name);
+}
+
+static void
+h_list_keys(struct service *svc, struct hsm_session *hs,
+    const struct rpc_peer *who, const uint8_t *body, size_t len,
+    struct rpc_reply *out)
+{
+	Kms__V1__ListKeysRequest *req = NULL;
+	Kms__V1__ListKeysResponse resp;
+	Kms__V1__Key *keys = NULL;
+	struct visible_ctx vc;
+	struct ks_key **list = NULL;
+	struct call c;
+	size_t i, n = 0;
+	int r;
+
+	call_init(&c, svc, hs, who, "ListKeys");
+	kms__v1__list_keys_response__init(&resp);
+	if ((req = kms__v1__list_keys_request__unpack(NULL, len, body)) ==
+	    NULL) {
+		malformed(&c);
+		goto out;
+	}
+	if (authenticate(&c) != 0)
+		goto out;
+	if (strlen(req->prefix) > KMS_KEY_NAME_MAX) {
+		kms_status_set(&c.st, KMS_ERR_INVALID_ARGUMENT,
+		    "prefix is longer than %d characters", KMS_KEY_NAME_MAX);
+		goto out;
+	}
+	/* The listing is filtered by the policy: no grant of its own. */
+	vc.identity = who->identity;
+	pthread_rwlock_rdlock(&svc->policy_lock);
+	vc.policy = svc->policy;
+	r = keystore_list(svc->ks, req->prefix, visible_to, &vc,
+	    LIST_KEYS_MAX, &list, &n);
+	pthread_rwlock_unlock(&svc->policy_lock);
+	if (r != 0) {
+		kms_status_set(&c.st, r, "cannot list keys: %s",
+		    kms_strerror(r));
+		goto out;
+	}
+	if (n > 0 && ((keys = calloc(n, sizeof(*keys))) == NULL ||
+	    (resp.keys = calloc(n, sizeof(*resp.keys))) == NULL)) {
+		kms_status_set(&c.st, KMS_ERR_NOMEM, "out of memory");
+		goto out;
+	}
+	for (i = 0; i < n; i++) {
+		resp.keys[i] = &keys[i];
+		resp.n_keys++;
+		if (pb_key_fill(list[i], &keys[i]) != 0) {
+			kms_status_set(&c.st, KMS_ERR_NOMEM, "out of memory");
+			goto out;
+		}
+	}
+ out:
+	finish(&c, &resp.base, NULL, out);
+	for (i = 0; i < resp.n_keys; i++)
+		pb_key_clear(&keys[i]);
+	free(keys);
+	free(resp.keys);
+	for (i = 0; i < n; i++)
+		ks_key_free(list[i]);
+	free(list);
+	kms__v1__list_keys_request__free_unpacked(req, NULL);
+}
+
+static void
+h_get_public_key(struct service *svc, struct hsm_session *hs,
+    const struct rpc_peer *who, const uint8_t *body, size_t len,
+    struct rpc_reply *out)
+{
+	Kms__V1__GetPublicKeyRequest *req = NULL;
+	Kms__V1__PublicKey resp;
+	const struct kms_alg_info *alg;
+	uint8_t *der = NULL;
+	char *pem = NULL;
+	size_t derlen;
+	struct call c;
+
+	call_init(&c, svc, hs, who, "GetPublicKey");
+	kms__v1__public_key__init(&resp);
+	if ((req = kms__v1__get_public_key_request__unpack(NULL, len,
+	    body)) == NULL) {
+		malformed(&c);
+		goto out;
+	}
+	if (authenticate(&c) != 0 || check_name(&c, req->name) != 0 ||
+	    authorize(&c, KMS_OP_GET_PUBLIC_KEY, req->name) != 0 ||
+	    keystore_resolve(svc->ks, req->name, req->version, KS_USE_PUBLIC,
+	    &alg, &c.version, &c.st) != 0 ||
+	    keystore_public_key(svc->ks, hs, req->name, c.version, &der,
+	    &derlen, &c.st) != 0)
+		goto out;
+	if (pubkey_pem(der, derlen, &pem) != 0) {
+		kms_status_set(&c.st, KMS_ERR_INTERNAL,
+		    "cannot encode the public key");
+		goto out;
+	}
+	resp.pem = pem;
+	resp.algorithm = (Kms__V1__Algorithm)alg->alg;
+	resp.version = c.version;
+	resp.name = req->name;
+ out:
+	finish(&c, &resp.base, NULL, out);
+	free(pem);
+	free(der);
+	kms__v1__get_public_key_request__free_unpacked(req, NULL);
+}
+
+/*
+ * Turns a Sign or Verify request's digest or data into what the HSM
+ * signs: the digest as given, the hash of data, or data itself (Ed25519,
+ * RSA_RAW).  Records the SHA-256 of the caller's input for the audit log.
+ * *in points into the request or into md (at least 64 bytes).
+ */
+static int
+signing_input(struct call *c, const struct kms_alg_info *alg,
+    const ProtobufCBinaryData *digest, const ProtobufCBinaryData *data,
+    uint8_t *md, const uint8_t **in, size_t *inlen)
+{
+	const ProtobufCBinaryData *given;
+	int r;
+
+	if ((r = names_check_sign_input(alg, digest->len, data->len,
+	    c->svc->cfg->max_data_bytes, &c->st)) != 0)
+		return r;
+	given = digest->len > 0 ? digest : data;
+	SHA256(given->data, given->len, c->req_hash);
+	c->have_hash = 1;
+	if (given == data && alg->hash != KMS_HASH_NONE) {
+		if ((r = pubkey_hash(alg->hash, data->data, data->len,
+		    md)) != 0)
+			return kms_status_set(&c->st, r, "cannot hash data");
+		*in = md;
+		*inlen = kms_hash_len(alg->hash);
+		return 0;
+	}
+	*in = given->data;
+	*inlen = given->len;
+	return 0;
+}
+
+static void
+h_sign(struct service *svc, struct hsm_session *hs,
+    const struct rpc_peer *who, const uint8_t *body, size_t len,
+    struct rpc_reply *out)
+{
+	Kms__V1__SignRequest *req = NULL;
+	Kms__V1__SignResponse resp;
+	const struct kms_alg_info *alg;
+	uint8_t md[64], sig[HSM_SIG_MAX];
+	const uint8_t *in;
+	size_t inlen, siglen = sizeof(sig);
+	struct call c;
+
+	call_init(&c, svc, hs, who, "Sign");
+	kms__v1__sign_response__init(&resp);
+	if ((req = kms__v1__sign_request__unpack(NULL, len, body)) == NULL) {
+		malformed(&c);
+		goto out;
+	}
+	if (authenticate(&c) != 0 || check_name(&c, req->name) != 0 ||
+	    authorize(&c, KMS_OP_SIGN, req->name) != 0 ||
+	    keystore_resolve(svc->ks, req->name, req->version,
+	    KS_USE_PRIVATE, &alg, &c.version, &c.st) != 0 ||
+	    signing_input(&c, alg, &req->digest, &req->data, md, &in,
+	    &inlen) != 0 ||
+	    keystore_sign(svc->ks, hs, req->name, c.version, in, inlen, sig,
+	    &siglen, &c.st) != 0)
+		goto out;
+	resp.signature.data = sig;
+	resp.signature.len = siglen;
+	resp.version = c.version;
+	resp.algorithm = (Kms__V1__Algorithm)alg->alg;
+ out:
+	finish(&c, &resp.base, &resp.audit_seq, out);
+	kms__v1__sign_request__free_unpacked(req, NULL);
+}
+
+static void
+h_verify(struct service *svc, struct hsm_session *hs,
+    const struct rpc_peer *who, const uint8_t *body, size_t len,
+    struct rpc_reply *out)
+{
+	Kms__V1__VerifyRequest *req = NULL;
+	Kms__V1__VerifyResponse resp;
+	const struct kms_alg_info *alg;
+	uint8_t md[64], *der = NULL;
+	const uint8_t *in;
+	size_t inlen, derlen;
+	struct call c;
+	int valid = 0;
+
+	call_init(&c, svc, hs, who, "Verify");
+	kms__v1__verify_response__init(&resp);
+	if ((req = kms__v1__verify_request__unpack(NULL, len, body)) ==
+	    NULL) {
+		malformed(&c);
+		goto out;
+	}
+	if (authenticate(&c) != 0 || check_name(&c, req->name) != 0 ||
+	    authorize(&c, KMS_OP_VERIFY, req->name) != 0 ||
+	    keystore_resolve(svc->ks, req->name, req->version, KS_USE_PUBLIC,
+	    &alg, &c.version, &c.st) != 0 ||
+	    signing_input(&c, alg, &req->digest, &req->data, md, &in,
+	    &inlen) != 0 ||
+	    keystore_public_key(svc->ks, hs, req->name, c.version, &der,
+	    &derlen, &c.st) != 0)
+		goto out;
+	if (req->signature.len == 0 || req->signature.len > HSM_SIG_MAX) {
+		kms_status_set(&c.st, KMS_ERR_INVALID_ARGUMENT,
+		    "signature must be 1 to %d bytes", HSM_SIG_MAX);
+		goto out;
+	}
+	if (pubkey_verify(alg, der, derlen, in, inlen, req->signature.data,
+	    req->signature.len, &valid) != 0) {
+		kms_status_set(&c.st, KMS_ERR_INTERNAL,
+		    "cannot check the signature");
+		goto out;
+	}
+	resp.valid = valid;
+	resp.version = c.version;
+ out:
+	finish(&c, &resp.base, &resp.audit_seq, out);
+	free(der);
+	kms__v1__verify_request__free_unpacked(req, NULL);
+}
+
+static void
+h_whoami(struct service *svc, struct hsm_session *hs,
+    const struct rpc_peer *who, const uint8_t *body, size_t len,
+    struct rpc_reply *out)
+{
+	Kms__V1__WhoAmIRequest *req = NULL;
+	Kms__V1__WhoAmIResponse resp;
+	const char *roles[ROLES_MAX];
+	struct call c;
+	size_t n;
+
+	call_init(&c, svc, hs, who, "WhoAmI");
+	kms__v1__who_am_iresponse__init(&resp);
+	if ((req = kms__v1__who_am_irequest__unpack(NULL, len, body)) ==
+	    NULL) {
+		malformed(&c);
+		goto out;
+	}
+	if (authenticate(&c) != 0)
+		goto out;
+	/* The role names point into the policy: build the reply under the lock. */
+	pthread_rwlock_rdlock(&svc->policy_lock);
+	n = policy_roles(svc->policy, who->identity, roles, ROLES_MAX);
+	resp.identity = (char *)who->identity;
+	resp.fingerprint = (char *)(who->fingerprint == NULL ? "" :
+	    who->fingerprint);
+	resp.roles = (char **)roles;
+	resp.n_roles = n < ROLES_MAX ? n : ROLES_MAX;
+	finish(&c, &resp.base, NULL, out);
+	pthread_rwlock_unlock(&svc->policy_lock);
+	kms__v1__who_am_irequest__free_unpacked(req, NULL);
+	return;
+ out:
+	finish(&c, &resp.base, NULL, out);
+	kms__v1__who_am_irequest__free_unpacked(req, NULL);
+}
+
+static void
+h_health_check(struct service *svc, struct hsm_session *hs,
+    const struct rpc_peer *who, const uint8_t *body, size_t len,
+    struct rpc_reply *out)
+{
+	Grpc__Health__V1__HealthCheckRequest *req = NULL;
+	Grpc__Health__V1__HealthCheckResponse resp;
+	struct call c;
+
+	call_init(&c, svc, hs, who, "Health/Check");
+	grpc__health__v1__health_check_response__init(&resp);
+	if ((req = grpc__health__v1__health_check_request__unpack(NULL, len,
+	    body)) == NULL) {
+		malformed(&c);
+		goto out;
+	}
+	if (req->service[0] != '\0' &&
+	    strcmp(req->service, "kms.v1.KeyManagementService") != 0) {
+		kms_status_set(&c.st, KMS_ERR_NOT_FOUND,
+		    "unknown service \"%.128s\"", req->service);
+		goto out;
+	}
+	resp.status =
+	    GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
+ out:
+	finish(&c, &resp.base, NULL, out);
+	grpc__health__v1__health_check_request__free_unpacked(req, NULL);
+}
+
+void
+service_audit_unimplemented(struct service *svc, const struct rpc_peer *who,
+    const char *method)
+{
+	struct rpc_reply out;
+	struct call c;
+	char esc[160];
+
+	memset(&out, 0, sizeof(out));
+	call_init(&c, svc, NULL, who, "Unimplemented");
+	kms_status_set(&c.st, KMS_ERR_UNIMPLEMENTED, "unknown method %s",
+	    log_escape(method, esc, sizeof(esc)));
+	finish(&c, NULL, NULL, &out);
+	free(out.body);
+}
+
+#define KMS_PATH(m) "/kms.v1.KeyManagementService/" m
+
+const struct handler_def handler_table[] = {
+	{ KMS_PATH("CreateKey"), "CreateKey", h_create_key },
+	{ KMS_PATH("GetKey"), "GetKey", h_get_key },
+	{ KMS_PATH("ListKeys"), "ListKeys", h_list_keys },
+	{ KMS_PATH("GetPublicKey"), "GetPublicKey", h_get_public_key },
+	{ KMS_PATH("Sign"), "Sign", h_sign },
+	{ KMS_PATH("Verify"), "Verify", h_verify },
+	{ KMS_PATH("WhoAmI"), "WhoAmI", h_whoami },
+	{ "/grpc.health.v1.Health/Check", "Health/Check", h_health_check },
+	{ NULL, NULL, NULL }
+};
+
+int
+service_reload_policy(struct service *svc, struct kms_status *st)
+{
+	struct policy *np = NULL, *old;
+	int r;
+
+	if ((r = policy_load(svc->cfg->policy_file, &np, st)) != 0)
+		return r;
+	pthread_rwlock_wrlock(&svc->policy_lock);
+	old = svc->policy;
+	svc->policy = np;
+	pthread_rwlock_unlock(&svc->policy_lock);
+	policy_free(old);
+	return 0;
+}

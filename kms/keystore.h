@@ -1,0 +1,117 @@
+/*
+ * keystore.h: keys and their versions, kept on the token itself.
+ *
+ * The token is the key store; there is no side database that could
+ * disagree with it.  Per key there is one CKO_DATA object (CKA_APPLICATION
+ * "kms", CKA_LABEL = the key name) whose value is a small JSON document:
+ * algorithm, primary version, rotation period, and per version its state,
+ * creation time and the CKA_LABEL of its HSM objects.  Key material
+ * objects are labelled NAME#VERSION#RANDOM, so that an object left behind
+ * by an interrupted creation can never be mistaken for a live version.
+ *
+ * The metadata is loaded once at start; object handles are looked up on
+ * first use and cached, and looked up again when the HSM says a handle is
+ * stale.  All functions are thread-safe; none holds a lock across an HSM
+ * call.
+ */
+#ifndef KMS_KEYSTORE_H
+#define KMS_KEYSTORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "algo.h"
+#include "names.h"
+
+struct hsm_session;
+struct kms_status;
+struct keystore;
+
+/* Values equal the protobuf enum kms.v1.KeyVersionState. */
+enum ks_state {
+	KS_STATE_ENABLED = 1,
+	KS_STATE_DISABLED = 2,
+	KS_STATE_DESTROY_SCHEDULED = 3,
+	KS_STATE_DESTROYED = 4
+};
+
+struct ks_version {
+	uint32_t version;
+	enum ks_state state;
+	int64_t create_time;		/* seconds since the epoch */
+	int64_t destroy_time;		/* DESTROY_SCHEDULED: when; else 0 */
+};
+
+/* A snapshot of a key's metadata, owned by the caller (ks_key_free). */
+struct ks_key {
+	char name[KMS_KEY_NAME_MAX + 1];
+	const struct kms_alg_info *alg;
+	uint32_t primary;
+	int64_t rotation_period;
+	int64_t create_time;
+	size_t nversions;
+	struct ks_version *versions;
+};
+
+void ks_key_free(struct ks_key *k);
+
+/* What a version is about to be used for: decides which states are usable. */
+enum ks_use {
+	KS_USE_PRIVATE,		/* sign, unwrap: the version must be ENABLED */
+	KS_USE_PUBLIC		/* public key, verify: any state but DESTROYED */
+};
+
+/* Loads every key's metadata from the token through session s. */
+int keystore_open(struct hsm_session *s, struct keystore **out,
+    struct kms_status *st);
+void keystore_free(struct keystore *ks);
+size_t keystore_count(struct keystore *ks);
+
+/*
+ * Creates key name with version 1 generated inside the HSM.
+ * KMS_ERR_ALREADY_EXISTS when the name is taken.
+ */
+int keystore_create(struct keystore *ks, struct hsm_session *s,
+    const char *name, const struct kms_alg_info *alg,
+    int64_t rotation_period, struct ks_key **out, struct kms_status *st);
+
+/* A snapshot of key name; KMS_ERR_NOT_FOUND when there is none. */
+int keystore_get(struct keystore *ks, const char *name, struct ks_key **out,
+    struct kms_status *st);
+
+/*
+ * Snapshots of the keys whose names start with prefix and for which
+ * visible(name, arg) returns non-zero, sorted by name, at most max.
+ * *out is an array of *n pointers; free each and the array.
+ */
+int keystore_list(struct keystore *ks, const char *prefix,
+    int (*visible)(const char *name, void *arg), void *arg, size_t max,
+    struct ks_key ***out, size_t *n);
+
+/*
+ * Resolves version (0 = primary) of key name for use: checks the key and
+ * the version exist and that the version's state allows use.  Gives the
+ * key's algorithm and the version number resolved.  No allocation.
+ */
+int keystore_resolve(struct keystore *ks, const char *name, uint32_t version,
+    enum ks_use use, const struct kms_alg_info **alg, uint32_t *resolved,
+    struct kms_status *st);
+
+/*
+ * Signs in with the private key of the resolved version (see hsm_sign for
+ * what in is and the signature format).  The version's state is checked
+ * again.  *siglen holds the capacity of sig on entry.
+ */
+int keystore_sign(struct keystore *ks, struct hsm_session *s,
+    const char *name, uint32_t version, const uint8_t *in, size_t inlen,
+    uint8_t *sig, size_t *siglen, struct kms_status *st);
+
+/*
+ * The DER SubjectPublicKeyInfo of a resolved version (cached after the
+ * first read); *der is malloc'd.
+ */
+int keystore_public_key(struct keystore *ks, struct hsm_session *s,
+    const char *name, uint32_t version, uint8_t **der, size_t *derlen,
+    struct kms_status *st);
+
+#endif /* KMS_KEYSTORE_H */

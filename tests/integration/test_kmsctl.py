@@ -1,0 +1,60 @@
+"""The README's user story, with kmsctl and OpenSSL only."""
+
+import json
+import os
+import zipfile
+
+from conftest import run
+
+
+def make_zip(path):
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("index.html", "<html>kms</html>\n")
+        z.writestr("app.bin", os.urandom(4096))
+
+
+def test_release_signing_story(kmsd, workdir):
+    name = "release/android"
+    app = workdir / "app.zip"
+    make_zip(app)
+    sig = workdir / "sig.der"
+    pub = workdir / "pub.pem"
+
+    kmsd.kmsctl("key", "create", name, "--algorithm", "EC_P256_SHA256",
+                identity="officer")
+    kmsd.kmsctl("sign", name, "--in", app, "-o", sig, identity="ci")
+    assert sig.stat().st_size > 0
+    p = kmsd.kmsctl("pubkey", name, identity="ci")
+    assert p.stdout.startswith(b"-----BEGIN PUBLIC KEY-----")
+    pub.write_bytes(p.stdout)
+
+    v = run(["openssl", "dgst", "-sha256", "-verify", pub,
+             "-signature", sig, app], check=False)
+    assert v.returncode == 0 and b"Verified OK" in v.stdout, v.stdout
+
+    # The same signature is refused for other content.
+    other = workdir / "other.zip"
+    make_zip(other)
+    v = run(["openssl", "dgst", "-sha256", "-verify", pub,
+             "-signature", sig, other], check=False)
+    assert v.returncode != 0
+
+
+def test_json_output(kmsd):
+    name = "release/android-json"
+    kmsd.kmsctl("key", "create", name, "--algorithm", "ED25519",
+                identity="officer")
+
+    key = json.loads(kmsd.kmsctl("--json", "key", "get", name,
+                                 identity="officer").stdout)
+    assert key["name"] == name
+    assert key["algorithm"] == "ED25519"
+
+    listing = json.loads(kmsd.kmsctl("--json", "key", "list",
+                                     identity="officer").stdout)
+    keys = listing["keys"] if isinstance(listing, dict) else listing
+    assert name in [k["name"] for k in keys]
+
+    who = json.loads(kmsd.kmsctl("--json", "whoami", identity="ci").stdout)
+    assert who["identity"] == "ci"
+    assert "signer" in who["roles"]

@@ -39,9 +39,10 @@ PROTO_H = $(PROTO_C:.c=.h)
 # The daemon's modules, one per concern; the RPC layer alone sees gRPC.
 LIB_SRCS = kms/kmserr.c kms/algo.c kms/log.c kms/secret.c kms/config.c \
 	kms/policy.c kms/names.c kms/hsm.c kms/keystore.c kms/audit.c \
+	kms/auditread.c \
 	kms/pubkey.c
 KMSD_SRCS = kms/rpc.c kms/handlers.c kms/main.c
-CLIENT_SRCS = clients/kmsclient.c
+CLIENT_SRCS = clients/kmsclient.c clients/auditcmd.c
 KMSCTL_SRCS = clients/kmsctl.c
 
 LIB_OBJS = $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
@@ -50,11 +51,11 @@ CLIENT_OBJS = $(CLIENT_SRCS:%.c=$(BUILD)/obj/%.o)
 KMSCTL_OBJS = $(KMSCTL_SRCS:%.c=$(BUILD)/obj/%.o)
 PROTO_OBJS = $(PROTO_C:$(GEN)/%.c=$(BUILD)/obj/gen/%.o)
 
-UNIT_TESTS = test_kmserr test_names test_config test_policy test_secret \
+UNIT_TESTS = test_kmserr test_names test_config test_policy test_secret test_audit \
 	test_hsm
 UNIT_BINS = $(UNIT_TESTS:%=$(BUILD)/tests/%)
 
-.PHONY: all deps run test unit integration asan clean bench setup
+.PHONY: all deps run test unit integration asan clean bench setup fuzz
 .SUFFIXES:
 
 all: $(BUILD)/kmsd $(BUILD)/kmsctl
@@ -96,6 +97,24 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libkms.a $(PROTO_H)
 unit: $(UNIT_BINS) $(BUILD)/p11fault.so
 	@BUILD=$(BUILD) bash tests/run-unit.sh $(UNIT_TESTS)
 
+# libFuzzer targets (clang), run for FUZZ_SECONDS each.
+FUZZ_SECONDS ?= 30
+FUZZ_DIR = build/fuzz
+FUZZ_AUDIT_SRCS = tests/fuzz/fuzz_audit_verify.c kms/auditread.c \
+	kms/kmserr.c kms/algo.c kms/pubkey.c kms/log.c
+
+$(FUZZ_DIR)/fuzz_audit_verify: $(FUZZ_AUDIT_SRCS) kms/auditread.h
+	@mkdir -p $(dir $@)
+	clang -g -O1 -fsanitize=fuzzer,address,undefined \
+		-DFUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION -D_GNU_SOURCE -Ikms \
+		-o $@ $(FUZZ_AUDIT_SRCS) -ljansson -lcrypto
+
+fuzz: $(FUZZ_DIR)/fuzz_audit_verify
+	@mkdir -p $(FUZZ_DIR)/corpus-audit
+	$(FUZZ_DIR)/fuzz_audit_verify -max_total_time=$(FUZZ_SECONDS) \
+		-max_len=4096 -print_final_stats=1 $(FUZZ_DIR)/corpus-audit \
+		tests/fuzz/corpus-audit
+
 asan:
 	$(MAKE) BUILD=build/asan SAN=1 all
 
@@ -109,6 +128,7 @@ test: deps
 	$(MAKE) integration
 	$(MAKE) BUILD=build/asan SAN=1 all unit
 	$(MAKE) BUILD=build/asan SAN=1 integration
+	$(MAKE) fuzz FUZZ_SECONDS=10
 
 setup: deps all
 	@bash hsm-config/setup.sh

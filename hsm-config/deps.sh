@@ -17,6 +17,8 @@ PACKAGES=(
 	libjansson-dev
 	libp11-kit-dev
 	libcmocka-dev
+	clang			# libFuzzer targets
+	libclang-rt-14-dev
 	# Run: the default HSM and the dev PKI.
 	softhsm2
 	p11-kit

@@ -1,6 +1,7 @@
 /*
  * audit.c: the append-only, hash-chained JSON Lines audit log.
  */
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 
@@ -16,15 +17,17 @@
 #include <unistd.h>
 
 #include <jansson.h>
+#include <openssl/evp.h>
 #include <openssl/sha.h>
 
 #include "audit.h"
+#include "auditread.h"
+#include "pubkey.h"
 #include "kmserr.h"
 #include "log.h"
 
 #define SEG_NAME_DIGITS 20
 #define SEG_SUFFIX ".jsonl"
-#define AUDIT_LINE_MAX (64 * 1024)
 
 /*
  * Group commit: a record is formatted and chained under the lock and put
@@ -52,6 +55,18 @@ struct audit {
 	size_t pend_len, pend_cap;
 	uint64_t pend_first, pend_last;
 	char pend_base[SHA256_DIGEST_LENGTH * 2 + 1];	/* prev before it */
+	uint64_t pend_base_since;	/* since_cp before it */
+	int lock_fd;			/* flock'd: this chain is ours */
+	int nosync;			/* benchmarks only */
+
+	/* Checkpoints. */
+	struct audit_signer signer;	/* sign == NULL: none */
+	char key_fpr[SHA256_DIGEST_LENGTH * 2 + 1];
+	char *key_pem;
+	uint64_t since_cp;		/* records chained since the last one */
+	pthread_t timer;
+	int timer_running, stopping;
+	pthread_cond_t timer_cond;
 };
 
 static void
@@ -218,117 +233,6 @@ load_tail(struct audit *a, const char *path, size_t *cut, int *found,
 	return r;
 }
 
-int
-audit_open(const char *dir, const char *chain, size_t segment_max,
-    struct audit **out, struct kms_status *st)
-{
-	struct dirent **names = NULL;
-	struct audit *a = NULL;
-	struct audit_event ev;
-	char path[4400], segname[64] = "", cutname[64] = "", reason[512];
-	uint64_t seq;
-	size_t cut = 0, c;
-	int found = 0;
-	int i, n = -1, r = KMS_ERR_AUDIT;
-
-	*out = NULL;
-	if ((a = calloc(1, sizeof(*a))) == NULL)
-		return kms_status_set(st, KMS_ERR_NOMEM, "out of memory");
-	a->fd = -1;
-	pthread_mutex_init(&a->lock, NULL);
-	pthread_cond_init(&a->cond, NULL);
-	a->segment_max = segment_max < 4096 ? 4096 : segment_max;
-	a->next_seq = 1;
-	memset(a->prev, '0', SHA256_DIGEST_LENGTH * 2);
-	if ((size_t)snprintf(a->dir, sizeof(a->dir), "%s/%s", dir, chain) >=
-	    sizeof(a->dir) || strlen(chain) >= sizeof(a->chain)) {
-		kms_status_set(st, r, "audit directory name too long");
-		goto out;
-	}
-	strcpy(a->chain, chain);
-	if (mkdir_p(a->dir) == -1) {
-		kms_status_set(st, r, "cannot create %s: %s", a->dir,
-		    strerror(errno));
-		goto out;
-	}
-	if ((n = scandir(a->dir, &names, seg_filter, alphasort)) == -1) {
-		kms_status_set(st, r, "cannot read %s: %s", a->dir,
-		    strerror(errno));
-		goto out;
-	}
-	/*
-	 * Continue the chain from the last record, which is in the last
-	 * non-empty segment (a crash can leave an empty one after it).
-	 */
-	seq = 1;
-	for (i = n - 1; i >= 0 && !found; i--) {
-		/* Segment names are exactly 26 bytes (seg_filter). */
-		memcpy(segname, names[i]->d_name,
-		    SEG_NAME_DIGITS + sizeof(SEG_SUFFIX));
-		snprintf(path, sizeof(path), "%s/%s", a->dir, segname);
-		if ((r = load_tail(a, path, &c, &found, st)) != 0)
-			goto out;
-		r = KMS_ERR_AUDIT;
-		if (i == n - 1) {
-			cut = c;
-			memcpy(cutname, segname, sizeof(cutname));
-			seq = strtoull(segname, NULL, 10);
-		}
-	}
-	/* An empty last segment starts where its name says. */
-	if (a->next_seq < seq)
-		a->next_seq = seq;
-	if (n > 0 && open_segment(a, seq) == -1) {
-		kms_status_set(st, r, "cannot open audit segment in %s: %s",
-		    a->dir, strerror(errno));
-		goto out;
-	}
-	if (cut > 0) {
-		log_warn("audit: cut %zu bytes of a torn record at the end "
-		    "of %s/%s", cut, a->dir, cutname);
-		memset(&ev, 0, sizeof(ev));
-		snprintf(reason, sizeof(reason), "cut %zu bytes of a torn "
-		    "record at the end of segment %s", cut, cutname);
-		ev.identity = "kmsd";
-		ev.rpc = "AuditRepair";
-		ev.result = "ok";
-		ev.status = "OK";
-		ev.reason = reason;
-		if ((r = audit_append(a, &ev, &seq)) != 0) {
-			kms_status_set(st, r, "cannot record the audit repair");
-			goto out;
-		}
-	}
-	*out = a;
-	a = NULL;
-	r = 0;
- out:
-	for (i = 0; i < n; i++)
-		free(names[i]);
-	free(names);
-	audit_close(a);
-	return r;
-}
-
-void
-audit_close(struct audit *a)
-{
-	if (a == NULL)
-		return;
-	if (a->fd != -1)
-		close(a->fd);
-	pthread_mutex_destroy(&a->lock);
-	pthread_cond_destroy(&a->cond);
-	free(a->pend);
-	free(a);
-}
-
-const char *
-audit_chain_dir(const struct audit *a)
-{
-	return a->dir;
-}
-
 static void
 now_rfc3339(char *buf, size_t len)
 {
@@ -343,17 +247,21 @@ now_rfc3339(char *buf, size_t len)
 	    (unsigned int)(ts.tv_nsec / 1000) % 1000000u);
 }
 
+/* Every record has every member, null when it does not apply. */
 static int
 set_str(json_t *o, const char *k, const char *v)
 {
-	if (v == NULL)
-		return 0;
-	return json_object_set_new(o, k, json_string(v));
+	return json_object_set_new(o, k, v == NULL ? json_null() :
+	    json_string(v));
 }
 
-/* Builds the record; the caller holds the lock (seq and prev are read). */
+/*
+ * Builds the record for seq; the caller holds the lock (prev is read).
+ * cp, when not NULL, is the checkpoint member.
+ */
 static char *
-format_record(struct audit *a, const struct audit_event *ev, uint64_t seq)
+format_record(struct audit *a, const struct audit_event *ev, uint64_t seq,
+    json_t *cp)
 {
 	char ts[48], hex[SHA256_DIGEST_LENGTH * 2 + 1];
 	json_t *o = NULL, *detail = NULL;
@@ -371,22 +279,24 @@ format_record(struct audit *a, const struct audit_event *ev, uint64_t seq)
 	    set_str(o, "peer", ev->peer) ||
 	    set_str(o, "rpc", ev->rpc) ||
 	    set_str(o, "key", ev->key) ||
-	    (ev->version != 0 && json_object_set_new(o, "version",
-	    json_integer(ev->version))) ||
+	    json_object_set_new(o, "version", ev->version == 0 ? json_null() :
+	    json_integer(ev->version)) ||
 	    set_str(o, "result", ev->result) ||
 	    set_str(o, "status", ev->status) ||
 	    set_str(o, "reason", ev->reason))
 		goto out;
-	if (ev->request_sha256 != NULL) {
+	if (ev->request_sha256 != NULL)
 		hex_encode(ev->request_sha256, SHA256_DIGEST_LENGTH, hex);
-		if (set_str(o, "request_sha256", hex))
-			goto out;
-	}
+	if (set_str(o, "request_sha256", ev->request_sha256 == NULL ? NULL :
+	    hex))
+		goto out;
 	if (ev->detail_json != NULL) {
 		if ((detail = json_loads(ev->detail_json, 0, NULL)) == NULL ||
 		    json_object_set(o, "detail", detail))
 			goto out;
 	}
+	if (cp != NULL && json_object_set(o, "checkpoint", cp))
+		goto out;
 	/* Compact output holds no newline: one record, one line. */
 	line = json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII);
  out:
@@ -432,7 +342,8 @@ flush_batch(struct audit *a, const char *buf, size_t len, uint64_t first)
 			return KMS_ERR_AUDIT;
 		}
 	}
-	if (write_all(a->fd, buf, len) == -1 || fdatasync(a->fd) == -1) {
+	if (write_all(a->fd, buf, len) == -1 ||
+	    (!a->nosync && fdatasync(a->fd) == -1)) {
 		saved = errno;
 		/*
 		 * Take back whatever part of the batch reached the file so
@@ -452,7 +363,7 @@ flush_batch(struct audit *a, const char *buf, size_t len, uint64_t first)
 
 /* Adds a formatted line to the pending batch; called with the lock held. */
 static int
-pend_add(struct audit *a, const char *line, size_t len)
+pend_add(struct audit *a, const char *line, size_t len, int is_cp)
 {
 	size_t ncap;
 	char *n;
@@ -469,6 +380,7 @@ pend_add(struct audit *a, const char *line, size_t len)
 	if (a->pend_len == 0) {
 		a->pend_first = a->next_seq;
 		memcpy(a->pend_base, a->prev, sizeof(a->pend_base));
+		a->pend_base_since = a->since_cp;
 	}
 	memcpy(a->pend + a->pend_len, line, len);
 	a->pend[a->pend_len + len] = '\n';
@@ -476,41 +388,90 @@ pend_add(struct audit *a, const char *line, size_t len)
 	a->pend_last = a->next_seq;
 	line_hash(line, len, a->prev);
 	a->next_seq++;
+	a->since_cp = is_cp ? 0 : a->since_cp + 1;
 	return 0;
 }
 
-int
-audit_append(struct audit *a, const struct audit_event *ev, uint64_t *seq)
+/* Formats and queues a record; *my receives its seq.  Lock held. */
+static int
+queue_record(struct audit *a, const struct audit_event *ev, json_t *cp,
+    uint64_t *my)
 {
-	char *line = NULL, *buf, base[SHA256_DIGEST_LENGTH * 2 + 1];
-	uint64_t my, gen, first, last;
+	char *line;
 	size_t len;
 	int r;
 
-	*seq = 0;
-	pthread_mutex_lock(&a->lock);
-	if ((line = format_record(a, ev, a->next_seq)) == NULL) {
-		r = KMS_ERR_NOMEM;
-		goto out;
-	}
+	if ((line = format_record(a, ev, a->next_seq, cp)) == NULL)
+		return KMS_ERR_NOMEM;
 	if ((len = strlen(line)) + 1 > AUDIT_LINE_MAX) {
-		r = KMS_ERR_INTERNAL;
-		goto out;
+		free(line);
+		return KMS_ERR_INTERNAL;
 	}
-	my = a->next_seq;
-	gen = a->gen;
-	if ((r = pend_add(a, line, len)) != 0)
-		goto out;
+	*my = a->next_seq;
+	r = pend_add(a, line, len, cp != NULL);
+	free(line);
+	return r;
+}
+
+/*
+ * Signs and queues a checkpoint at the current end of the chain.  Lock
+ * held; the HSM call is made under it, which orders checkpoints with the
+ * records they cover (one signature per `every` records costs little).
+ */
+static int
+queue_checkpoint(struct audit *a, uint64_t *my)
+{
+	struct audit_event ev;
+	uint8_t md[SHA256_DIGEST_LENGTH], sig[512];
+	char msg[512], sig64[1024];
+	json_t *cp = NULL;
+	size_t siglen = sizeof(sig);
+	int n, r;
+
+	n = audit_checkpoint_message(a->chain, a->next_seq, a->prev,
+	    a->signer.every, msg, sizeof(msg));
+	if (n < 0)
+		return KMS_ERR_INTERNAL;
+	SHA256((const unsigned char *)msg, (size_t)n, md);
+	if ((r = a->signer.sign(a->signer.arg, md, sizeof(md), sig,
+	    &siglen)) != 0) {
+		log_error("audit: the HSM could not sign a checkpoint: %s",
+		    kms_strerror(r));
+		return KMS_ERR_AUDIT;
+	}
+	EVP_EncodeBlock((unsigned char *)sig64, sig, (int)siglen);
+	if ((cp = json_pack("{s:s, s:s, s:i, s:s}", "key", a->key_fpr,
+	    "alg", "EC_P256_SHA256", "every", (json_int_t)a->signer.every,
+	    "sig", sig64)) == NULL)
+		return KMS_ERR_NOMEM;
+	memset(&ev, 0, sizeof(ev));
+	ev.identity = AUDIT_SERVICE_IDENTITY;
+	ev.rpc = AUDIT_CHECKPOINT_RPC;
+	ev.result = "ok";
+	ev.status = "OK";
+	r = queue_record(a, &ev, cp, my);
+	json_decref(cp);
+	return r;
+}
+
+/*
+ * Waits, lock held, until record my is durable; becomes the flusher of
+ * the pending batch when no flush is under way.  Fails when a flush of a
+ * batch holding (or preceding) my failed, which gen tells.
+ */
+static int
+wait_durable(struct audit *a, uint64_t my, uint64_t gen)
+{
+	char *buf, base[SHA256_DIGEST_LENGTH * 2 + 1];
+	uint64_t first, last, since;
+	size_t len;
+	int r;
+
 	for (;;) {
-		if (a->gen != gen) {
-			r = KMS_ERR_AUDIT;
-			break;
-		}
-		if (a->durable_seq >= my) {
-			*seq = my;
-			r = 0;
-			break;
-		}
+		if (a->gen != gen)
+			return KMS_ERR_AUDIT;
+		if (a->durable_seq >= my)
+			return 0;
 		if (a->flushing) {
 			pthread_cond_wait(&a->cond, &a->lock);
 			continue;
@@ -520,6 +481,7 @@ audit_append(struct audit *a, const struct audit_event *ev, uint64_t *seq)
 		len = a->pend_len;
 		first = a->pend_first;
 		last = a->pend_last;
+		since = a->pend_base_since;
 		memcpy(base, a->pend_base, sizeof(base));
 		a->pend = NULL;
 		a->pend_len = a->pend_cap = 0;
@@ -537,14 +499,312 @@ audit_append(struct audit *a, const struct audit_event *ev, uint64_t *seq)
 			 */
 			a->gen++;
 			a->next_seq = first;
+			a->since_cp = since;
 			memcpy(a->prev, base, sizeof(a->prev));
 			a->pend_len = 0;
 		}
 		free(buf);
 		pthread_cond_broadcast(&a->cond);
 	}
+}
+
+/* Queues a checkpoint and waits for it to be durable.  Lock held. */
+static int
+checkpoint_now(struct audit *a)
+{
+	uint64_t my, gen = a->gen;
+	int r;
+
+	if ((r = queue_checkpoint(a, &my)) != 0)
+		return r;
+	return wait_durable(a, my, gen);
+}
+
+static void *
+timer_main(void *arg)
+{
+	struct audit *a = arg;
+	struct timespec ts;
+
+	pthread_mutex_lock(&a->lock);
+	while (!a->stopping) {
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		ts.tv_sec += a->signer.seconds;
+		while (!a->stopping && pthread_cond_timedwait(&a->timer_cond,
+		    &a->lock, &ts) == 0)
+			;
+		if (!a->stopping && a->since_cp > 0 && checkpoint_now(a) != 0)
+			log_warn("audit: timed checkpoint failed; retrying in "
+			    "%u s", a->signer.seconds);
+	}
+	pthread_mutex_unlock(&a->lock);
+	return NULL;
+}
+
+/* Writes dir/audit-key-FPR16.pem once, atomically. */
+static int
+write_key_pem(struct audit *a, struct kms_status *st)
+{
+	char path[4400], tmp[4500], *pem = NULL;
+	size_t len;
+	int fd = -1, r;
+
+	snprintf(path, sizeof(path), "%s/" AUDIT_KEY_PREFIX "%.16s.pem",
+	    a->dir, a->key_fpr);
+	if ((r = pubkey_pem(a->signer.spki, a->signer.spki_len,
+	    &a->key_pem)) != 0)
+		return kms_status_set(st, r, "cannot encode the audit key");
+	if (access(path, F_OK) == 0)
+		return 0;
+	pem = a->key_pem;
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	len = strlen(pem);
+	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+	    0644)) == -1 || write_all(fd, pem, len) == -1 || fsync(fd) == -1 ||
+	    rename(tmp, path) == -1 || fsync_dir(a->dir) == -1) {
+		r = kms_status_set(st, KMS_ERR_AUDIT, "cannot write %s: %s",
+		    path, strerror(errno));
+		unlink(tmp);
+	} else
+		r = 0;
+	if (fd != -1)
+		close(fd);
+	return r;
+}
+
+static int
+lock_chain(struct audit *a, struct kms_status *st)
+{
+	char path[4400];
+
+	snprintf(path, sizeof(path), "%s/.lock", a->dir);
+	if ((a->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC,
+	    0600)) == -1)
+		return kms_status_set(st, KMS_ERR_AUDIT, "cannot open %s: %s",
+		    path, strerror(errno));
+	if (flock(a->lock_fd, LOCK_EX | LOCK_NB) == -1) {
+		if (errno == EWOULDBLOCK)
+			return kms_status_set(st, KMS_ERR_ALREADY_EXISTS,
+			    "audit chain %s is held by another kmsd", a->dir);
+		return kms_status_set(st, KMS_ERR_AUDIT, "cannot lock %s: %s",
+		    path, strerror(errno));
+	}
+	return 0;
+}
+
+int
+audit_open(const char *dir, const char *chain, size_t segment_max,
+    const struct audit_signer *signer, struct audit **out,
+    struct kms_status *st)
+{
+	struct dirent **names = NULL;
+	struct audit *a = NULL;
+	struct audit_event ev;
+	char path[4400], segname[64] = "", cutname[64] = "", reason[512];
+	uint8_t md[SHA256_DIGEST_LENGTH];
+	uint64_t seq, gen;
+	size_t cut = 0, c;
+	int found = 0;
+	int i, n = -1, r = KMS_ERR_AUDIT;
+
+	*out = NULL;
+	if ((a = calloc(1, sizeof(*a))) == NULL)
+		return kms_status_set(st, KMS_ERR_NOMEM, "out of memory");
+	a->fd = -1;
+	a->lock_fd = -1;
+	pthread_mutex_init(&a->lock, NULL);
+	pthread_cond_init(&a->cond, NULL);
+	{
+		pthread_condattr_t ca;
+
+		pthread_condattr_init(&ca);
+		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+		pthread_cond_init(&a->timer_cond, &ca);
+		pthread_condattr_destroy(&ca);
+	}
+	a->segment_max = segment_max < 4096 ? 4096 : segment_max;
+	a->next_seq = 1;
+	memset(a->prev, '0', SHA256_DIGEST_LENGTH * 2);
+	if ((size_t)snprintf(a->dir, sizeof(a->dir), "%s/%s", dir, chain) >=
+	    sizeof(a->dir) || strlen(chain) >= sizeof(a->chain) ||
+	    *chain == '\0' || *chain == '.' || strchr(chain, '/') != NULL) {
+		kms_status_set(st, r, "bad audit chain name \"%s\"", chain);
+		goto out;
+	}
+	strcpy(a->chain, chain);
+	if (mkdir_p(a->dir) == -1) {
+		kms_status_set(st, r, "cannot create %s: %s", a->dir,
+		    strerror(errno));
+		goto out;
+	}
+	if ((r = lock_chain(a, st)) != 0)
+		goto out;
+	r = KMS_ERR_AUDIT;
+	if ((n = scandir(a->dir, &names, seg_filter, alphasort)) == -1) {
+		kms_status_set(st, r, "cannot read %s: %s", a->dir,
+		    strerror(errno));
+		goto out;
+	}
+	/*
+	 * Continue the chain from the last record, which is in the last
+	 * non-empty segment (a crash can leave an empty one after it).
+	 */
+	seq = 1;
+	for (i = n - 1; i >= 0 && !found; i--) {
+		/* Segment names are exactly 26 bytes (seg_filter). */
+		memcpy(segname, names[i]->d_name,
+		    SEG_NAME_DIGITS + sizeof(SEG_SUFFIX));
+		snprintf(path, sizeof(path), "%s/%s", a->dir, segname);
+		if ((r = load_tail(a, path, &c, &found, st)) != 0)
+			goto out;
+		r = KMS_ERR_AUDIT;
+		if (i == n - 1) {
+			cut = c;
+			memcpy(cutname, segname, sizeof(cutname));
+			seq = strtoull(segname, NULL, 10);
+		}
+	}
+	/* An empty last segment starts where its name says. */
+	if (a->next_seq < seq)
+		a->next_seq = seq;
+	if (n > 0 && open_segment(a, seq) == -1) {
+		kms_status_set(st, r, "cannot open audit segment in %s: %s",
+		    a->dir, strerror(errno));
+		goto out;
+	}
+	pthread_mutex_lock(&a->lock);
+	if (signer != NULL && signer->sign != NULL) {
+		a->signer = *signer;
+		if (a->signer.every == 0)
+			a->signer.every = 1;
+		SHA256(signer->spki, signer->spki_len, md);
+		hex_encode(md, sizeof(md), a->key_fpr);
+		if ((r = write_key_pem(a, st)) != 0 ||
+		    (r = checkpoint_now(a)) != 0) {
+			pthread_mutex_unlock(&a->lock);
+			if (st->err == 0)
+				kms_status_set(st, r, "cannot write the first "
+				    "checkpoint in %s", a->dir);
+			goto out;
+		}
+	}
+	if (cut > 0) {
+		log_warn("audit: cut %zu bytes of a torn record at the end "
+		    "of %s/%s", cut, a->dir, cutname);
+		memset(&ev, 0, sizeof(ev));
+		snprintf(reason, sizeof(reason), "cut %zu bytes of a torn "
+		    "record at the end of segment %s", cut, cutname);
+		ev.identity = AUDIT_SERVICE_IDENTITY;
+		ev.rpc = "AuditRepair";
+		ev.result = "ok";
+		ev.status = "OK";
+		ev.reason = reason;
+		gen = a->gen;
+		if ((r = queue_record(a, &ev, NULL, &seq)) != 0 ||
+		    (r = wait_durable(a, seq, gen)) != 0) {
+			pthread_mutex_unlock(&a->lock);
+			kms_status_set(st, r, "cannot record the audit repair");
+			goto out;
+		}
+	}
+	pthread_mutex_unlock(&a->lock);
+	if (a->signer.sign != NULL && a->signer.seconds > 0) {
+		if (pthread_create(&a->timer, NULL, timer_main, a) != 0) {
+			kms_status_set(st, r, "cannot start the checkpoint "
+			    "timer");
+			goto out;
+		}
+		a->timer_running = 1;
+	}
+	*out = a;
+	a = NULL;
+	r = 0;
+ out:
+	for (i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
+	if (a != NULL)
+		a->signer.sign = NULL;	/* no closing checkpoint */
+	audit_close(a);
+	return r;
+}
+
+void
+audit_close(struct audit *a)
+{
+	if (a == NULL)
+		return;
+	pthread_mutex_lock(&a->lock);
+	a->stopping = 1;
+	pthread_cond_broadcast(&a->timer_cond);
+	pthread_mutex_unlock(&a->lock);
+	if (a->timer_running)
+		pthread_join(a->timer, NULL);
+	pthread_mutex_lock(&a->lock);
+	/* A clean stop leaves no record outside a checkpoint. */
+	if (a->signer.sign != NULL && a->since_cp > 0 &&
+	    checkpoint_now(a) != 0)
+		log_warn("audit: the closing checkpoint failed");
+	pthread_mutex_unlock(&a->lock);
+	if (a->fd != -1)
+		close(a->fd);
+	if (a->lock_fd != -1)
+		close(a->lock_fd);
+	pthread_mutex_destroy(&a->lock);
+	pthread_cond_destroy(&a->cond);
+	pthread_cond_destroy(&a->timer_cond);
+	free(a->pend);
+	free(a->key_pem);
+	free(a);
+}
+
+const char *
+audit_chain_dir(const struct audit *a)
+{
+	return a->dir;
+}
+
+const char *
+audit_chain_name(const struct audit *a)
+{
+	return a->chain;
+}
+
+void
+audit_set_sync(struct audit *a, int sync)
+{
+	pthread_mutex_lock(&a->lock);
+	a->nosync = !sync;
+	pthread_mutex_unlock(&a->lock);
+}
+
+const char *
+audit_key_pem(const struct audit *a)
+{
+	return a->key_pem;
+}
+
+int
+audit_append(struct audit *a, const struct audit_event *ev, uint64_t *seq)
+{
+	uint64_t my, cpseq, gen;
+	int r;
+
+	*seq = 0;
+	pthread_mutex_lock(&a->lock);
+	gen = a->gen;
+	/*
+	 * The last checkpoint promised the next within `every` records: keep
+	 * the promise before adding one more, or add nothing.
+	 */
+	if (a->signer.sign != NULL && a->since_cp >= a->signer.every &&
+	    (r = queue_checkpoint(a, &cpseq)) != 0)
+		goto out;
+	if ((r = queue_record(a, ev, NULL, &my)) != 0)
+		goto out;
+	if ((r = wait_durable(a, my, gen)) == 0)
+		*seq = my;
  out:
 	pthread_mutex_unlock(&a->lock);
-	free(line);
 	return r;
 }

@@ -37,14 +37,46 @@ struct audit_event {
 };
 
 /*
+ * Checkpoints: every `every` records and every `seconds` seconds (when
+ * records were added), and when the chain is opened and closed, a
+ * checkpoint record is chained whose signature, made in the HSM with a
+ * non-extractable audit key, covers the chain name, its own seq and prev
+ * (the hash of everything before it) and the interval it promises.  See
+ * auditread.h for the exact bytes.  sign() gets the SHA-256 of those bytes
+ * and returns a DER ECDSA P-256 signature; it is called with the log's
+ * lock held, so it needs no locking of its own.
+ */
+struct audit_signer {
+	int (*sign)(void *arg, const uint8_t *md, size_t mdlen,
+	    uint8_t *sig, size_t *siglen);
+	void *arg;
+	const uint8_t *spki;		/* the audit key's public half, DER */
+	size_t spki_len;
+	unsigned int every;		/* records between checkpoints, >= 1 */
+	unsigned int seconds;		/* 0: no timed checkpoints */
+};
+
+/*
  * Opens (creating as needed, mode 0700) the chain directory dir/chain and
  * continues it: the last segment's last complete record gives the next
- * seq and prev hash; a torn last line is cut off and the repair logged.
- * segment_max is the size after which a new segment is started.
+ * seq and prev hash; a torn last line is cut off and the repair recorded.
+ * The chain is locked (flock) for this process: a chain held by another
+ * kmsd is KMS_ERR_ALREADY_EXISTS.  With a signer, the audit key's public
+ * half is written next to the segments (audit-key-FPR.pem) and a first
+ * checkpoint is made at once.  segment_max is the size after which a new
+ * segment is started.
  */
 int audit_open(const char *dir, const char *chain, size_t segment_max,
-    struct audit **out, struct kms_status *st);
+    const struct audit_signer *signer, struct audit **out,
+    struct kms_status *st);
+/* Makes a last checkpoint (when records were added since the last one) and closes. */
 void audit_close(struct audit *a);
+
+/*
+ * With sync 0 records are written but not fdatasync'd: for measuring what
+ * durability costs only (config `[audit] sync = no`), never for service.
+ */
+void audit_set_sync(struct audit *a, int sync);
 
 /* Appends ev durably; *seq receives its sequence number. */
 int audit_append(struct audit *a, const struct audit_event *ev,
@@ -52,5 +84,9 @@ int audit_append(struct audit *a, const struct audit_event *ev,
 
 /* The chain directory, e.g. "var/audit/127.0.0.1_7443". */
 const char *audit_chain_dir(const struct audit *a);
+/* The chain's name, e.g. "127.0.0.1_7443". */
+const char *audit_chain_name(const struct audit *a);
+/* The PEM of the key that signs the checkpoints, or NULL without one. */
+const char *audit_key_pem(const struct audit *a);
 
 #endif /* KMS_AUDIT_H */

@@ -18,6 +18,10 @@
  *   file = policy.conf
  *   [audit]
  *   dir = audit
+ *   segment_bytes = 67108864        ; start a new segment file past this size
+ *   checkpoint_every = 1000         ; records between signed checkpoints
+ *   checkpoint_seconds = 60         ; and at least this often (0: off)
+ *   sync = yes                      ; no: skip fdatasync (benchmarks only)
  *
  * Relative paths are taken relative to the directory of the config file.
  */
@@ -46,6 +50,10 @@ struct config {
 
 	char policy_file[CONFIG_PATH_MAX];
 	char audit_dir[CONFIG_PATH_MAX];
+	size_t audit_segment_bytes;		/* 4 KiB .. 1 GiB */
+	unsigned int audit_checkpoint_every;	/* 1 .. 1000000 */
+	unsigned int audit_checkpoint_seconds;	/* 0 .. 86400 */
+	int audit_sync;				/* 1: fdatasync every batch */
 };
 
 /* Fills cfg with the defaults above (paths relative to the current directory). */

@@ -10,6 +10,7 @@
 #include <openssl/sha.h>
 
 #include "audit.h"
+#include "auditread.h"
 #include "config.h"
 #include "handlers.h"
 #include "hsm.h"
@@ -24,6 +25,9 @@
 #include "kms/v1/kms.pb-c.h"
 
 #define LIST_KEYS_MAX 10000
+#define AUDIT_PAGE_DEFAULT 100
+#define AUDIT_PAGE_MAX 1000
+#define AUDIT_SCAN_MAX 100000	/* records looked at per call, matching or not */
 #define ROLES_MAX 32
 
 static const char *const grpc_code_names[] = {
@@ -250,7 +254,7 @@ h_create_key(struct service *svc, struct hsm_session *hs,
 	if (pb_key_fill(k, &resp) != 0)
 		kms_status_set(&c.st, KMS_ERR_NOMEM, "out of memory");
  out:
-	finish(&c, &resp.base, NULL, out);
+	finish(&c, &resp.base, &resp.audit_seq, out);
 	pb_key_clear(&resp);
 	ks_key_free(k);
 	kms__v1__create_key_request__free_unpacked(req, NULL);
@@ -280,7 +284,7 @@ h_get_key(struct service *svc, struct hsm_session *hs,
 	if (pb_key_fill(k, &resp) != 0)
 		kms_status_set(&c.st, KMS_ERR_NOMEM, "out of memory");
  out:
-	finish(&c, &resp.base, NULL, out);
+	finish(&c, &resp.base, &resp.audit_seq, out);
 	pb_key_clear(&resp);
 	ks_key_free(k);
 	kms__v1__get_key_request__free_unpacked(req, NULL);
@@ -353,7 +357,7 @@ h_list_keys(struct service *svc, struct hsm_session *hs,
 		}
 	}
  out:
-	finish(&c, &resp.base, NULL, out);
+	finish(&c, &resp.base, &resp.audit_seq, out);
 	for (i = 0; i < resp.n_keys; i++)
 		pb_key_clear(&keys[i]);
 	free(keys);
@@ -401,7 +405,7 @@ h_get_public_key(struct service *svc, struct hsm_session *hs,
 	resp.version = c.version;
 	resp.name = req->name;
  out:
-	finish(&c, &resp.base, NULL, out);
+	finish(&c, &resp.base, &resp.audit_seq, out);
 	free(pem);
 	free(der);
 	kms__v1__get_public_key_request__free_unpacked(req, NULL);
@@ -563,6 +567,160 @@ h_whoami(struct service *svc, struct hsm_session *hs,
 	kms__v1__who_am_irequest__free_unpacked(req, NULL);
 }
 
+/* Collects the records of one ListAuditRecords page. */
+struct audit_page {
+	Kms__V1__AuditRecord **recs;
+	size_t n, cap;
+};
+
+static char *
+dup_or_empty(const char *s)
+{
+	return strdup(s == NULL ? "" : s);
+}
+
+static void
+audit_page_free(struct audit_page *p)
+{
+	size_t i;
+
+	for (i = 0; i < p->n; i++) {
+		Kms__V1__AuditRecord *r = p->recs[i];
+
+		free(r->time);
+		free(r->identity);
+		free(r->rpc);
+		free(r->key);
+		free(r->result);
+		free(r->reason);
+		free(r->peer);
+		free(r->fingerprint);
+		free(r->request_sha256);
+		free(r->status);
+		free(r->chain);
+		free(r->json);
+		free(r);
+	}
+	free(p->recs);
+}
+
+static int
+audit_page_add(const struct audit_record *rec, void *arg)
+{
+	struct audit_page *p = arg;
+	Kms__V1__AuditRecord *m;
+
+	if (p->n == p->cap)
+		return KMS_ERR_INTERNAL;
+	if ((m = calloc(1, sizeof(*m))) == NULL)
+		return KMS_ERR_NOMEM;
+	kms__v1__audit_record__init(m);
+	p->recs[p->n++] = m;
+	m->seq = rec->seq;
+	m->version = rec->version;
+	if ((m->time = dup_or_empty(rec->time)) == NULL ||
+	    (m->identity = dup_or_empty(rec->identity)) == NULL ||
+	    (m->rpc = dup_or_empty(rec->rpc)) == NULL ||
+	    (m->key = dup_or_empty(rec->key)) == NULL ||
+	    (m->result = dup_or_empty(rec->result)) == NULL ||
+	    (m->reason = dup_or_empty(rec->reason)) == NULL ||
+	    (m->peer = dup_or_empty(rec->peer)) == NULL ||
+	    (m->fingerprint = dup_or_empty(rec->fingerprint)) == NULL ||
+	    (m->request_sha256 = dup_or_empty(rec->request_sha256)) == NULL ||
+	    (m->status = dup_or_empty(rec->status)) == NULL ||
+	    (m->chain = dup_or_empty(rec->chain)) == NULL ||
+	    (m->json = dup_or_empty(rec->line)) == NULL)
+		return KMS_ERR_NOMEM;
+	return 0;
+}
+
+/* Chain names as kmsd makes them: [A-Za-z0-9._-], not starting with '.'. */
+static int
+check_chain(struct call *c, const char *chain)
+{
+	size_t i;
+
+	for (i = 0; chain[i] != '\0'; i++) {
+		char ch = chain[i];
+
+		if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+		    (ch >= '0' && ch <= '9') || ch == '.' || ch == '_' ||
+		    ch == '-'))
+			break;
+	}
+	if (chain[i] != '\0' || i > 200 || chain[0] == '.')
+		return kms_status_set(&c->st, KMS_ERR_INVALID_ARGUMENT,
+		    "bad chain name: use the name of a directory under the "
+		    "audit directory, e.g. 127.0.0.1_7443");
+	return 0;
+}
+
+static void
+h_list_audit_records(struct service *svc, struct hsm_session *hs,
+    const struct rpc_peer *who, const uint8_t *body, size_t len,
+    struct rpc_reply *out)
+{
+	Kms__V1__ListAuditRecordsRequest *req = NULL;
+	Kms__V1__ListAuditRecordsResponse resp;
+	struct audit_filter f;
+	struct audit_page page;
+	const char *chain;
+	char dir[CONFIG_PATH_MAX + 256];
+	uint64_t next = 0;
+	size_t limit;
+	struct call c;
+
+	call_init(&c, svc, hs, who, "ListAuditRecords");
+	kms__v1__list_audit_records_response__init(&resp);
+	memset(&page, 0, sizeof(page));
+	if ((req = kms__v1__list_audit_records_request__unpack(NULL, len,
+	    body)) == NULL) {
+		malformed(&c);
+		goto out;
+	}
+	if (authenticate(&c) != 0 ||
+	    authorize(&c, KMS_OP_LIST_AUDIT_RECORDS, "") != 0)
+		goto out;
+	chain = req->chain[0] != '\0' ? req->chain :
+	    audit_chain_name(svc->audit);
+	if (check_chain(&c, chain) != 0)
+		goto out;
+	limit = req->limit == 0 ? AUDIT_PAGE_DEFAULT : req->limit;
+	if (limit > AUDIT_PAGE_MAX)
+		limit = AUDIT_PAGE_MAX;
+	if ((page.recs = calloc(limit, sizeof(*page.recs))) == NULL) {
+		kms_status_set(&c.st, KMS_ERR_NOMEM, "out of memory");
+		goto out;
+	}
+	page.cap = limit;
+	memset(&f, 0, sizeof(f));
+	if (req->filters != NULL) {
+		f.identity = req->filters->identity;
+		f.key = req->filters->key;
+		f.rpc = req->filters->rpc;
+		f.result = req->filters->result;
+		f.time_from = req->filters->time_from;
+		f.time_to = req->filters->time_to;
+	}
+	snprintf(dir, sizeof(dir), "%s/%s", svc->cfg->audit_dir, chain);
+	if (audit_list(dir, req->after_seq, limit, AUDIT_SCAN_MAX, &f,
+	    audit_page_add, &page, &next, &c.st) != 0) {
+		if (c.st.err == 0)
+			kms_status_set(&c.st, KMS_ERR_NOMEM, "out of memory");
+		goto out;
+	}
+	resp.records = page.recs;
+	resp.n_records = page.n;
+	resp.next_after_seq = next;
+	resp.chain = (char *)audit_chain_name(svc->audit);
+	if (audit_key_pem(svc->audit) != NULL)
+		resp.audit_key_pem = (char *)audit_key_pem(svc->audit);
+ out:
+	finish(&c, &resp.base, NULL, out);
+	audit_page_free(&page);
+	kms__v1__list_audit_records_request__free_unpacked(req, NULL);
+}
+
 static void
 h_health_check(struct service *svc, struct hsm_session *hs,
     const struct rpc_peer *who, const uint8_t *body, size_t len,
@@ -618,6 +776,8 @@ const struct handler_def handler_table[] = {
 	{ KMS_PATH("Sign"), "Sign", h_sign },
 	{ KMS_PATH("Verify"), "Verify", h_verify },
 	{ KMS_PATH("WhoAmI"), "WhoAmI", h_whoami },
+	{ KMS_PATH("ListAuditRecords"), "ListAuditRecords",
+	    h_list_audit_records },
 	{ "/grpc.health.v1.Health/Check", "Health/Check", h_health_check },
 	{ NULL, NULL, NULL }
 };

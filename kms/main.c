@@ -30,8 +30,80 @@
 #include "policy.h"
 #include "rpc.h"
 
-#define AUDIT_SEGMENT_MAX (64UL * 1024 * 1024)
 #define STOP_GRACE_SECONDS 30
+#define AUDIT_KEY_LABEL "kms-audit#"
+#define CHAIN_TRIES 16
+
+/*
+ * The audit key: an ECDSA P-256 key pair in the token, one per chain,
+ * labelled "kms-audit#CHAIN" (not a key of the key store: no client can
+ * name it).  Checkpoints are signed with it on a session of its own.
+ */
+struct audit_key {
+	struct hsm_session *s;
+	const struct kms_alg_info *alg;
+	char label[HSM_LABEL_MAX];
+	hsm_handle_t priv;
+	uint8_t *spki;
+	size_t spki_len;
+};
+
+static int
+audit_key_sign(void *arg, const uint8_t *md, size_t mdlen, uint8_t *sig,
+    size_t *siglen)
+{
+	struct audit_key *k = arg;
+	size_t cap = *siglen;
+	int r;
+
+	r = hsm_sign(k->s, k->alg, k->priv, md, mdlen, sig, siglen);
+	if (r == KMS_ERR_STALE_HANDLE &&
+	    hsm_find(k->s, HSM_OBJ_PRIVATE_KEY, k->label, &k->priv) == 0) {
+		*siglen = cap;
+		r = hsm_sign(k->s, k->alg, k->priv, md, mdlen, sig, siglen);
+	}
+	return r;
+}
+
+/* Finds or makes the audit key of chain. */
+static int
+audit_key_open(struct hsm *hsm, const char *chain, struct audit_key *k,
+    struct kms_status *st)
+{
+	hsm_handle_t pub;
+	int r;
+
+	k->alg = kms_alg_lookup(KMS_ALG_EC_P256_SHA256);
+	snprintf(k->label, sizeof(k->label), AUDIT_KEY_LABEL "%s", chain);
+	if ((r = hsm_session_open(hsm, &k->s)) != 0)
+		return kms_status_set(st, r, "cannot open an HSM session for "
+		    "the audit key");
+	r = hsm_find(k->s, HSM_OBJ_PRIVATE_KEY, k->label, &k->priv);
+	if (r == 0)
+		r = hsm_find(k->s, HSM_OBJ_PUBLIC_KEY, k->label, &pub);
+	if (r == KMS_ERR_NOT_FOUND) {
+		log_info("audit: generating audit key %s in the HSM", k->label);
+		r = hsm_generate_key_pair(k->s, k->alg, k->label,
+		    (const uint8_t *)k->label, strlen(k->label), &k->priv,
+		    &pub);
+	}
+	if (r != 0)
+		return kms_status_set(st, r, "cannot find or make the audit "
+		    "key %s: %s", k->label, kms_strerror(r));
+	if ((r = hsm_public_key_der(k->s, k->alg, pub, &k->spki,
+	    &k->spki_len)) != 0)
+		return kms_status_set(st, r, "cannot read the audit key: %s",
+		    kms_strerror(r));
+	return 0;
+}
+
+static void
+audit_key_close(struct audit_key *k)
+{
+	hsm_session_close(k->s);
+	free(k->spki);
+	memset(k, 0, sizeof(*k));
+}
 
 static void
 usage(void)
@@ -73,10 +145,12 @@ main(int argc, char **argv)
 	struct kms_status st;
 	struct rlimit rl;
 	const char *config_path = NULL, *listen = NULL, *level = NULL;
-	char chain[256];
+	static struct audit_key akey;
+	struct audit_signer signer;
+	char base[200], chain[256];
 	sigset_t sigs;
 	enum log_level lvl;
-	int ch, sig, port, r, rc = 1;
+	int ch, i, sig, port, r, rc = 1;
 
 	while ((ch = getopt_long(argc, argv, "c:l:v:h", opts, NULL)) != -1) {
 		switch (ch) {
@@ -108,6 +182,8 @@ main(int argc, char **argv)
 	sigaddset(&sigs, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	signal(SIGPIPE, SIG_IGN);
+	/* A file size limit fails the audit write (fail closed), not kmsd. */
+	signal(SIGXFSZ, SIG_IGN);
 
 	memset(&svc, 0, sizeof(svc));
 	pthread_rwlock_init(&svc.policy_lock, NULL);
@@ -148,11 +224,43 @@ main(int argc, char **argv)
 	}
 	hsm_session_close(hs);
 	hs = NULL;
-	chain_name(cfg.listen, chain, sizeof(chain));
-	if (audit_open(cfg.audit_dir, chain, AUDIT_SEGMENT_MAX, &svc.audit,
-	    &st) != 0) {
+	/*
+	 * One chain per instance, named after the listen address; a chain
+	 * held by another kmsd on the same state directory (same address
+	 * with port 0, say) makes this one take the next free name.
+	 */
+	chain_name(cfg.listen, base, sizeof(base));
+	for (i = 1; i <= CHAIN_TRIES; i++) {
+		if (i == 1)
+			snprintf(chain, sizeof(chain), "%s", base);
+		else
+			snprintf(chain, sizeof(chain), "%s-%d", base, i);
+		audit_key_close(&akey);
+		if (audit_key_open(svc.hsm, chain, &akey, &st) != 0) {
+			log_error("audit: %s", st.msg);
+			goto out;
+		}
+		memset(&signer, 0, sizeof(signer));
+		signer.sign = audit_key_sign;
+		signer.arg = &akey;
+		signer.spki = akey.spki;
+		signer.spki_len = akey.spki_len;
+		signer.every = cfg.audit_checkpoint_every;
+		signer.seconds = cfg.audit_checkpoint_seconds;
+		r = audit_open(cfg.audit_dir, chain, cfg.audit_segment_bytes,
+		    &signer, &svc.audit, &st);
+		if (r != KMS_ERR_ALREADY_EXISTS)
+			break;
+		log_info("audit: %s", st.msg);
+	}
+	if (r != 0) {
 		log_error("audit: %s", st.msg);
 		goto out;
+	}
+	if (!cfg.audit_sync) {
+		log_warn("audit: sync = no: records are not fsync'd and a "
+		    "crash can lose them; use this for measurements only");
+		audit_set_sync(svc.audit, 0);
 	}
 	if (service_reload_policy(&svc, &st) != 0) {
 		log_error("policy: %s", st.msg);
@@ -189,6 +297,7 @@ main(int argc, char **argv)
 	hsm_session_close(hs);
 	policy_free(svc.policy);
 	audit_close(svc.audit);
+	audit_key_close(&akey);
 	keystore_free(svc.ks);
 	hsm_close(svc.hsm);
 	pthread_rwlock_destroy(&svc.policy_lock);

@@ -1,0 +1,139 @@
+/*
+ * auditread.h: reading the audit log back: the offline verifier behind
+ * `kmsctl audit verify` and the pager behind ListAuditRecords.
+ *
+ * Layout (see audit.h): AUDIT_ROOT/CHAIN/NNNNNNNNNNNNNNNNNNNN.jsonl, one
+ * chain per kmsd instance, segment files named by the seq of their first
+ * record, and AUDIT_ROOT/CHAIN/audit-key-*.pem, the public halves of the
+ * HSM keys that signed the chain's checkpoints.
+ *
+ * What the verifier checks, per chain:
+ *  - every line is one JSON object (duplicate members refused) with the
+ *    chain's name, a seq one above its predecessor's (the first is 1) and
+ *    `prev` equal to the SHA-256 of the previous line's bytes (64 zeros
+ *    for the first), across segment boundaries;
+ *  - segment names equal the seq of their first record, the first
+ *    segment starts at 1, and only the last segment may be empty;
+ *  - every checkpoint record (rpc "Checkpoint" by "kmsd") carries a valid
+ *    signature, by a known audit key, over the chain name, its own seq
+ *    and prev and the checkpoint interval it promises;
+ *  - no more records follow a checkpoint than the interval it promised
+ *    before the next checkpoint (so checkpoints cannot be dropped quietly).
+ * What it cannot see is said in the README: records cut off after the
+ * last checkpoint, and a whole chain directory removed.
+ */
+#ifndef KMS_AUDITREAD_H
+#define KMS_AUDITREAD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct kms_status;
+
+#define AUDIT_LINE_MAX (64 * 1024)
+#define AUDIT_HASH_HEX 64
+#define AUDIT_KEY_PREFIX "audit-key-"
+#define AUDIT_CHECKPOINT_RPC "Checkpoint"
+#define AUDIT_SERVICE_IDENTITY "kmsd"
+
+/*
+ * The bytes a checkpoint signs (SHA-256, then ECDSA P-256 in the HSM):
+ *   "kms-audit-checkpoint-v1\nchain=C\nseq=N\nprev=H\nevery=E\n"
+ * Returns the length written (always < len for sane inputs) or -1.
+ */
+int audit_checkpoint_message(const char *chain, uint64_t seq,
+    const char *prev, unsigned int every, char *buf, size_t len);
+
+/* A set of trusted audit public keys, looked up by SPKI SHA-256 (hex). */
+struct audit_keyset;
+struct audit_keyset *audit_keyset_new(void);
+void audit_keyset_free(struct audit_keyset *ks);
+/* Adds every key of a PEM file ("BEGIN PUBLIC KEY", P-256). */
+int audit_keyset_add_pem(struct audit_keyset *ks, const char *path,
+    struct kms_status *st);
+/* Adds a DER SubjectPublicKeyInfo; *fpr (65 bytes) receives its hex SHA-256. */
+int audit_keyset_add_der(struct audit_keyset *ks, const uint8_t *der,
+    size_t len, char *fpr);
+
+/* Line-by-line verification of one chain (also the fuzzing surface). */
+struct auditv_chain {
+	char chain[256];
+	const struct audit_keyset *keys;
+	uint64_t next_seq;		/* the seq the next line must carry */
+	char prev[AUDIT_HASH_HEX + 1];	/* hash of the last line */
+	uint64_t last_cp_seq;		/* 0: no checkpoint yet */
+	unsigned int cp_every;		/* interval promised by the last one */
+	uint64_t since_cp;		/* records since the last checkpoint */
+	uint64_t records, checkpoints;
+	uint64_t line_seq;		/* seq of the line last looked at */
+};
+
+void auditv_chain_init(struct auditv_chain *c, const char *chain,
+    const struct audit_keyset *keys);
+/*
+ * Checks one line (without its newline).  Returns 0, or -1 with the
+ * reason in why.
+ */
+int auditv_chain_line(struct auditv_chain *c, const char *line, size_t len,
+    char *why, size_t whylen);
+
+struct audit_verify_result {
+	unsigned int chains;
+	uint64_t records;		/* every record, checkpoints included */
+	uint64_t checkpoints;
+	uint64_t unsigned_tail;		/* records after each chain's last checkpoint */
+	unsigned int warnings;		/* e.g. a torn last line kmsd will cut */
+	int ok;				/* 1 intact */
+	/* The first problem found, when !ok. */
+	char file[4096];
+	unsigned long line;		/* 1-based; 0 when not about a line */
+	uint64_t seq;			/* the record's seq when known, else 0 */
+	char why[512];
+};
+
+/*
+ * Verifies path: an audit root holding chain directories, or one chain
+ * directory.  When pubkey_pem is not NULL only the keys in that file are
+ * trusted (a pinned key, fetched from kms or kept apart); otherwise the
+ * audit-key-*.pem files of each chain.  note, when not NULL, is called
+ * with a line of text per chain and per warning.  Returns 0 when the
+ * check could be made (res->ok tells the verdict), or an error (path
+ * unreadable) with st set.
+ */
+int audit_verify(const char *path, const char *pubkey_pem,
+    struct audit_verify_result *res,
+    void (*note)(const char *msg, void *arg), void *arg,
+    struct kms_status *st);
+
+/* One record as read back, valid during the callback. */
+struct audit_record {
+	uint64_t seq;
+	uint32_t version;
+	const char *time, *chain, *identity, *fingerprint, *peer, *rpc, *key;
+	const char *result, *status, *reason, *request_sha256;
+	const char *line;		/* the stored line, NUL-terminated */
+	size_t len;
+};
+
+/* Filters; NULL or "" members match everything.  Times are RFC 3339. */
+struct audit_filter {
+	const char *identity, *key, *rpc, *result;
+	const char *time_from, *time_to;	/* inclusive bounds */
+};
+
+/*
+ * Calls cb for up to limit records of the chain directory dir with seq >
+ * after_seq that pass f, reading segment by segment with bounded memory
+ * and looking at no more than scan_max records.  *next_after receives the
+ * seq to pass as after_seq for the next page.  A bad time bound is
+ * KMS_ERR_INVALID_ARGUMENT.
+ */
+int audit_list(const char *dir, uint64_t after_seq, size_t limit,
+    size_t scan_max, const struct audit_filter *f,
+    int (*cb)(const struct audit_record *rec, void *arg), void *arg,
+    uint64_t *next_after, struct kms_status *st);
+
+/* Parses "YYYY-MM-DDTHH:MM:SS[.ffffff]Z" into microseconds since 1970. */
+int audit_parse_time(const char *s, int64_t *usec);
+
+#endif /* KMS_AUDITREAD_H */

@@ -84,6 +84,10 @@ $(BUILD)/kmsd: $(KMSD_OBJS) $(PROTO_OBJS) $(BUILD)/libkms.a
 $(BUILD)/kmsctl: $(KMSCTL_OBJS) $(CLIENT_OBJS) $(PROTO_OBJS) $(BUILD)/libkms.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS_GRPC) $(LDLIBS_COMMON)
 
+# The load generator of the benchmarks.
+$(BUILD)/kmsload: $(BUILD)/obj/bench/kmsload.o $(PROTO_OBJS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS_GRPC) $(LDLIBS_COMMON)
+
 # The fault-injecting PKCS#11 module used by the unit tests.
 $(BUILD)/p11fault.so: tests/mock-p11/p11fault.c
 	@mkdir -p $(dir $@)
@@ -136,7 +140,7 @@ setup: deps all
 run: deps all
 	@bash hsm-config/run.sh
 
-bench: deps all
+bench: deps all $(BUILD)/kmsload
 	@bash bench/run.sh
 
 clean:

@@ -85,7 +85,7 @@ struct audit_verify_result {
 	unsigned int warnings;		/* e.g. a torn last line kmsd will cut */
 	int ok;				/* 1 intact */
 	/* The first problem found, when !ok. */
-	char file[4096];
+	char file[8192];
 	unsigned long line;		/* 1-based; 0 when not about a line */
 	uint64_t seq;			/* the record's seq when known, else 0 */
 	char why[512];

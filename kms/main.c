@@ -42,7 +42,7 @@
 struct audit_key {
 	struct hsm_session *s;
 	const struct kms_alg_info *alg;
-	char label[HSM_LABEL_MAX];
+	char label[HSM_LABEL_MAX + 16];
 	hsm_handle_t priv;
 	uint8_t *spki;
 	size_t spki_len;

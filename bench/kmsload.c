@@ -1,0 +1,358 @@
+/*
+ * kmsload: a closed-loop load generator for kmsd on the gRPC C core API.
+ *
+ *   kmsload --addr HOST:PORT --ca CA --cert CERT --key KEY --key-name NAME
+ *       [--rpc Sign] [--inflight N] [--threads T] [--seconds S]
+ *       [--digest-len 32] [--data-len N] [--json]
+ *
+ * T threads each keep N/T calls in flight on their own channel and
+ * completion queue for S seconds, and the latency of every call is kept
+ * (bounded: at most MAX_SAMPLES per thread) for percentiles.  Prints one
+ * JSON object: ops, ops_per_s, errors, p50_ms, p99_ms, p999_ms.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <grpc/byte_buffer.h>
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
+#include <grpc/support/alloc.h>
+#include <grpc/support/time.h>
+
+#include "kms/v1/kms.pb-c.h"
+
+#define MAX_SAMPLES (1024 * 1024)
+#define MAX_INFLIGHT 1024
+
+struct opts {
+	const char *addr, *ca, *cert, *key, *key_name, *rpc;
+	int inflight, threads, seconds;
+	size_t digest_len, data_len;
+};
+
+struct slot {
+	grpc_call *call;
+	grpc_byte_buffer *resp;
+	grpc_metadata_array init_md, trail_md;
+	grpc_status_code status;
+	grpc_slice details;
+	struct timespec start;
+};
+
+struct worker {
+	const struct opts *o;
+	grpc_channel_credentials *creds;
+	grpc_slice method;
+	uint8_t *req;
+	size_t req_len;
+	double *lat;			/* ms */
+	size_t nlat;
+	uint64_t ops, errors;
+	int first_error;
+	pthread_t th;
+};
+
+static double
+now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static char *
+read_file(const char *path)
+{
+	FILE *f = fopen(path, "rb");
+	char *buf = NULL;
+	long n;
+
+	if (f == NULL || fseek(f, 0, SEEK_END) != 0 || (n = ftell(f)) < 0 ||
+	    fseek(f, 0, SEEK_SET) != 0 || (buf = calloc(1, (size_t)n + 1)) ==
+	    NULL || fread(buf, 1, (size_t)n, f) != (size_t)n) {
+		fprintf(stderr, "kmsload: cannot read %s: %s\n", path,
+		    strerror(errno));
+		exit(1);
+	}
+	fclose(f);
+	return buf;
+}
+
+static void
+start_call(struct worker *w, grpc_channel *ch, grpc_completion_queue *cq,
+    struct slot *s, gpr_timespec deadline)
+{
+	grpc_slice sl = grpc_slice_from_copied_buffer((const char *)w->req,
+	    w->req_len);
+	grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&sl, 1);
+	grpc_op ops[6];
+
+	grpc_slice_unref(sl);
+	memset(ops, 0, sizeof(ops));
+	s->resp = NULL;
+	grpc_metadata_array_init(&s->init_md);
+	grpc_metadata_array_init(&s->trail_md);
+	clock_gettime(CLOCK_MONOTONIC, &s->start);
+	s->call = grpc_channel_create_call(ch, NULL, GRPC_PROPAGATE_DEFAULTS,
+	    cq, w->method, NULL, deadline, NULL);
+	ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+	ops[1].op = GRPC_OP_SEND_MESSAGE;
+	ops[1].data.send_message.send_message = bb;
+	ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+	ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+	ops[3].data.recv_initial_metadata.recv_initial_metadata = &s->init_md;
+	ops[4].op = GRPC_OP_RECV_MESSAGE;
+	ops[4].data.recv_message.recv_message = &s->resp;
+	ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+	ops[5].data.recv_status_on_client.trailing_metadata = &s->trail_md;
+	ops[5].data.recv_status_on_client.status = &s->status;
+	ops[5].data.recv_status_on_client.status_details = &s->details;
+	if (grpc_call_start_batch(s->call, ops, 6, s, NULL) != GRPC_CALL_OK) {
+		fprintf(stderr, "kmsload: grpc_call_start_batch failed\n");
+		exit(1);
+	}
+	grpc_byte_buffer_destroy(bb);
+}
+
+static void
+finish_call(struct worker *w, struct slot *s)
+{
+	struct timespec end;
+	char *msg;
+
+	clock_gettime(CLOCK_MONOTONIC, &end);
+	if (s->status == GRPC_STATUS_OK && s->resp != NULL) {
+		w->ops++;
+		if (w->nlat < MAX_SAMPLES)
+			w->lat[w->nlat++] = (end.tv_sec - s->start.tv_sec) *
+			    1e3 + (end.tv_nsec - s->start.tv_nsec) / 1e6;
+	} else {
+		w->errors++;
+		if (!w->first_error) {
+			w->first_error = 1;
+			msg = grpc_slice_to_c_string(s->details);
+			fprintf(stderr, "kmsload: call failed: status %d: %s\n",
+			    (int)s->status, msg);
+			gpr_free(msg);
+		}
+	}
+	if (s->resp != NULL)
+		grpc_byte_buffer_destroy(s->resp);
+	grpc_slice_unref(s->details);
+	grpc_metadata_array_destroy(&s->init_md);
+	grpc_metadata_array_destroy(&s->trail_md);
+	grpc_call_unref(s->call);
+	s->call = NULL;
+}
+
+static void *
+worker_main(void *arg)
+{
+	struct worker *w = arg;
+	const struct opts *o = w->o;
+	grpc_completion_queue *cq = grpc_completion_queue_create_for_next(NULL);
+	grpc_channel_args args;
+	grpc_arg a[1];
+	grpc_channel *ch;
+	struct slot *slots;
+	gpr_timespec deadline;
+	grpc_event ev;
+	double end;
+	int i, n, active = 0;
+
+	/* A channel of its own, so that threads do not share one connection. */
+	a[0].type = GRPC_ARG_INTEGER;
+	a[0].key = (char *)"grpc.use_local_subchannel_pool";
+	a[0].value.integer = 1;
+	args.num_args = 1;
+	args.args = a;
+	ch = grpc_channel_create(o->addr, w->creds, &args);
+	n = o->inflight / o->threads;
+	if (n < 1)
+		n = 1;
+	slots = calloc((size_t)n, sizeof(*slots));
+	end = now_ms() + o->seconds * 1e3;
+	deadline = gpr_time_add(gpr_now(GPR_CLOCK_REALTIME),
+	    gpr_time_from_seconds(o->seconds + 30, GPR_TIMESPAN));
+	for (i = 0; i < n; i++, active++)
+		start_call(w, ch, cq, &slots[i], deadline);
+	while (active > 0) {
+		ev = grpc_completion_queue_next(cq,
+		    gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+		if (ev.type != GRPC_OP_COMPLETE)
+			break;
+		finish_call(w, ev.tag);
+		active--;
+		if (now_ms() < end) {
+			start_call(w, ch, cq, ev.tag, deadline);
+			active++;
+		}
+	}
+	grpc_channel_destroy(ch);
+	grpc_completion_queue_shutdown(cq);
+	while (grpc_completion_queue_next(cq, gpr_inf_future(
+	    GPR_CLOCK_REALTIME), NULL).type != GRPC_QUEUE_SHUTDOWN)
+		;
+	grpc_completion_queue_destroy(cq);
+	free(slots);
+	return NULL;
+}
+
+static int
+cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static void
+usage(void)
+{
+	fprintf(stderr, "usage: kmsload --addr HOST:PORT --ca CA --cert CERT "
+	    "--key KEY --key-name NAME\n    [--rpc Sign|Verify|GetPublicKey] "
+	    "[--inflight N] [--threads T] [--seconds S]\n    [--digest-len N] "
+	    "[--data-len N]\n");
+	exit(2);
+}
+
+int
+main(int argc, char **argv)
+{
+	static const struct option lo[] = {
+		{ "addr", required_argument, NULL, 'a' },
+		{ "ca", required_argument, NULL, 'C' },
+		{ "cert", required_argument, NULL, 'c' },
+		{ "key", required_argument, NULL, 'k' },
+		{ "key-name", required_argument, NULL, 'n' },
+		{ "rpc", required_argument, NULL, 'r' },
+		{ "inflight", required_argument, NULL, 'i' },
+		{ "threads", required_argument, NULL, 't' },
+		{ "seconds", required_argument, NULL, 's' },
+		{ "digest-len", required_argument, NULL, 'd' },
+		{ "data-len", required_argument, NULL, 'D' },
+		{ NULL, 0, NULL, 0 }
+	};
+	struct opts o = { NULL, NULL, NULL, NULL, NULL, "Sign", 16, 2, 5, 32,
+	    0 };
+	grpc_ssl_pem_key_cert_pair pair;
+	struct worker *w;
+	Kms__V1__SignRequest sreq = KMS__V1__SIGN_REQUEST__INIT;
+	Kms__V1__GetPublicKeyRequest preq = KMS__V1__GET_PUBLIC_KEY_REQUEST__INIT;
+	const ProtobufCMessage *msg;
+	uint8_t *buf, *payload;
+	char *ca, *cert, *key, path[256];
+	double *all, t0, elapsed;
+	size_t nall = 0, plen;
+	uint64_t ops = 0, errors = 0;
+	int ch, i;
+
+	while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+		switch (ch) {
+		case 'a': o.addr = optarg; break;
+		case 'C': o.ca = optarg; break;
+		case 'c': o.cert = optarg; break;
+		case 'k': o.key = optarg; break;
+		case 'n': o.key_name = optarg; break;
+		case 'r': o.rpc = optarg; break;
+		case 'i': o.inflight = atoi(optarg); break;
+		case 't': o.threads = atoi(optarg); break;
+		case 's': o.seconds = atoi(optarg); break;
+		case 'd': o.digest_len = (size_t)atol(optarg); break;
+		case 'D': o.data_len = (size_t)atol(optarg); break;
+		default: usage();
+		}
+	}
+	if (o.addr == NULL || o.ca == NULL || o.cert == NULL ||
+	    o.key == NULL || o.key_name == NULL || o.inflight < 1 ||
+	    o.inflight > MAX_INFLIGHT || o.threads < 1 || o.threads > 64 ||
+	    o.seconds < 1 || o.seconds > 3600)
+		usage();
+	if (o.threads > o.inflight)
+		o.threads = o.inflight;
+
+	plen = o.data_len > 0 ? o.data_len : o.digest_len;
+	payload = calloc(1, plen + 1);
+	for (i = 0; i < (int)plen; i++)
+		payload[i] = (uint8_t)(i * 7 + 1);
+	if (strcmp(o.rpc, "Sign") == 0) {
+		sreq.name = (char *)o.key_name;
+		if (o.data_len > 0) {
+			sreq.data.data = payload;
+			sreq.data.len = plen;
+		} else {
+			sreq.digest.data = payload;
+			sreq.digest.len = plen;
+		}
+		msg = &sreq.base;
+	} else if (strcmp(o.rpc, "GetPublicKey") == 0) {
+		preq.name = (char *)o.key_name;
+		msg = &preq.base;
+	} else
+		usage();
+
+	grpc_init();
+	ca = read_file(o.ca);
+	cert = read_file(o.cert);
+	key = read_file(o.key);
+	pair.private_key = key;
+	pair.cert_chain = cert;
+	w = calloc((size_t)o.threads, sizeof(*w));
+	buf = malloc(protobuf_c_message_get_packed_size(msg) + 1);
+	snprintf(path, sizeof(path), "/kms.v1.KeyManagementService/%s", o.rpc);
+	for (i = 0; i < o.threads; i++) {
+		w[i].o = &o;
+		w[i].creds = grpc_ssl_credentials_create(ca, &pair, NULL, NULL);
+		w[i].method = grpc_slice_from_static_string(path);
+		w[i].req = buf;
+		w[i].req_len = protobuf_c_message_pack(msg, buf);
+		if ((w[i].lat = malloc(MAX_SAMPLES * sizeof(double))) == NULL) {
+			fprintf(stderr, "kmsload: out of memory\n");
+			return 1;
+		}
+	}
+	t0 = now_ms();
+	for (i = 0; i < o.threads; i++)
+		pthread_create(&w[i].th, NULL, worker_main, &w[i]);
+	for (i = 0; i < o.threads; i++)
+		pthread_join(w[i].th, NULL);
+	elapsed = (now_ms() - t0) / 1e3;
+	for (i = 0; i < o.threads; i++) {
+		ops += w[i].ops;
+		errors += w[i].errors;
+		nall += w[i].nlat;
+	}
+	all = malloc((nall + 1) * sizeof(double));
+	nall = 0;
+	for (i = 0; i < o.threads; i++) {
+		memcpy(all + nall, w[i].lat, w[i].nlat * sizeof(double));
+		nall += w[i].nlat;
+		free(w[i].lat);
+		grpc_channel_credentials_release(w[i].creds);
+	}
+	qsort(all, nall, sizeof(double), cmp_double);
+#define PCT(p) (nall == 0 ? 0.0 : all[(size_t)((p) * (nall - 1))])
+	printf("{\"rpc\":\"%s\",\"inflight\":%d,\"threads\":%d,"
+	    "\"seconds\":%.3f,\"ops\":%llu,\"errors\":%llu,"
+	    "\"ops_per_s\":%.1f,\"p50_ms\":%.3f,\"p99_ms\":%.3f,"
+	    "\"p999_ms\":%.3f}\n", o.rpc, o.inflight, o.threads, elapsed,
+	    (unsigned long long)ops, (unsigned long long)errors,
+	    ops / elapsed, PCT(0.50), PCT(0.99), PCT(0.999));
+	free(all);
+	free(w);
+	free(buf);
+	free(payload);
+	free(ca);
+	free(cert);
+	free(key);
+	grpc_shutdown();
+	return errors > 0 && ops == 0 ? 1 : 0;
+}

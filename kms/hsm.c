@@ -1,0 +1,979 @@
+/*
+ * hsm.c: the PKCS#11 layer (see hsm.h).  The only file that includes
+ * pkcs11.h.
+ */
+#include <dlfcn.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <p11-kit/pkcs11.h>
+
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/ec.h>
+#include <openssl/evp.h>
+#include <openssl/param_build.h>
+#include <openssl/x509.h>
+
+#include "algo.h"
+#include "hsm.h"
+#include "kmserr.h"
+#include "log.h"
+#include "secret.h"
+
+#define PIN_FILE_MAX 4096
+
+struct hsm {
+	void *dl;
+	CK_FUNCTION_LIST_PTR f;
+	CK_SLOT_ID slot;
+	char pin_file[PIN_FILE_MAX];
+	pthread_mutex_t login_lock;
+};
+
+struct hsm_session {
+	struct hsm *hsm;
+	CK_SESSION_HANDLE h;
+};
+
+static const struct {
+	CK_RV rv;
+	const char *name;
+} rv_names[] = {
+	{ CKR_OK, "CKR_OK" },
+	{ CKR_CANCEL, "CKR_CANCEL" },
+	{ CKR_HOST_MEMORY, "CKR_HOST_MEMORY" },
+	{ CKR_SLOT_ID_INVALID, "CKR_SLOT_ID_INVALID" },
+	{ CKR_GENERAL_ERROR, "CKR_GENERAL_ERROR" },
+	{ CKR_FUNCTION_FAILED, "CKR_FUNCTION_FAILED" },
+	{ CKR_ARGUMENTS_BAD, "CKR_ARGUMENTS_BAD" },
+	{ CKR_ATTRIBUTE_READ_ONLY, "CKR_ATTRIBUTE_READ_ONLY" },
+	{ CKR_ATTRIBUTE_SENSITIVE, "CKR_ATTRIBUTE_SENSITIVE" },
+	{ CKR_ATTRIBUTE_TYPE_INVALID, "CKR_ATTRIBUTE_TYPE_INVALID" },
+	{ CKR_ATTRIBUTE_VALUE_INVALID, "CKR_ATTRIBUTE_VALUE_INVALID" },
+	{ CKR_DATA_INVALID, "CKR_DATA_INVALID" },
+	{ CKR_DATA_LEN_RANGE, "CKR_DATA_LEN_RANGE" },
+	{ CKR_DEVICE_ERROR, "CKR_DEVICE_ERROR" },
+	{ CKR_DEVICE_MEMORY, "CKR_DEVICE_MEMORY" },
+	{ CKR_DEVICE_REMOVED, "CKR_DEVICE_REMOVED" },
+	{ CKR_FUNCTION_CANCELED, "CKR_FUNCTION_CANCELED" },
+	{ CKR_FUNCTION_NOT_SUPPORTED, "CKR_FUNCTION_NOT_SUPPORTED" },
+	{ CKR_KEY_HANDLE_INVALID, "CKR_KEY_HANDLE_INVALID" },
+	{ CKR_KEY_SIZE_RANGE, "CKR_KEY_SIZE_RANGE" },
+	{ CKR_KEY_TYPE_INCONSISTENT, "CKR_KEY_TYPE_INCONSISTENT" },
+	{ CKR_KEY_FUNCTION_NOT_PERMITTED, "CKR_KEY_FUNCTION_NOT_PERMITTED" },
+	{ CKR_KEY_NOT_WRAPPABLE, "CKR_KEY_NOT_WRAPPABLE" },
+	{ CKR_KEY_UNEXTRACTABLE, "CKR_KEY_UNEXTRACTABLE" },
+	{ CKR_MECHANISM_INVALID, "CKR_MECHANISM_INVALID" },
+	{ CKR_MECHANISM_PARAM_INVALID, "CKR_MECHANISM_PARAM_INVALID" },
+	{ CKR_OBJECT_HANDLE_INVALID, "CKR_OBJECT_HANDLE_INVALID" },
+	{ CKR_OPERATION_ACTIVE, "CKR_OPERATION_ACTIVE" },
+	{ CKR_OPERATION_NOT_INITIALIZED, "CKR_OPERATION_NOT_INITIALIZED" },
+	{ CKR_PIN_INCORRECT, "CKR_PIN_INCORRECT" },
+	{ CKR_PIN_LOCKED, "CKR_PIN_LOCKED" },
+	{ CKR_SESSION_CLOSED, "CKR_SESSION_CLOSED" },
+	{ CKR_SESSION_COUNT, "CKR_SESSION_COUNT" },
+	{ CKR_SESSION_HANDLE_INVALID, "CKR_SESSION_HANDLE_INVALID" },
+	{ CKR_SESSION_READ_ONLY, "CKR_SESSION_READ_ONLY" },
+	{ CKR_SIGNATURE_INVALID, "CKR_SIGNATURE_INVALID" },
+	{ CKR_TEMPLATE_INCOMPLETE, "CKR_TEMPLATE_INCOMPLETE" },
+	{ CKR_TEMPLATE_INCONSISTENT, "CKR_TEMPLATE_INCONSISTENT" },
+	{ CKR_TOKEN_NOT_PRESENT, "CKR_TOKEN_NOT_PRESENT" },
+	{ CKR_TOKEN_NOT_RECOGNIZED, "CKR_TOKEN_NOT_RECOGNIZED" },
+	{ CKR_TOKEN_WRITE_PROTECTED, "CKR_TOKEN_WRITE_PROTECTED" },
+	{ CKR_USER_ALREADY_LOGGED_IN, "CKR_USER_ALREADY_LOGGED_IN" },
+	{ CKR_USER_NOT_LOGGED_IN, "CKR_USER_NOT_LOGGED_IN" },
+	{ CKR_USER_PIN_NOT_INITIALIZED, "CKR_USER_PIN_NOT_INITIALIZED" },
+	{ CKR_USER_TYPE_INVALID, "CKR_USER_TYPE_INVALID" },
+	{ CKR_WRAPPED_KEY_INVALID, "CKR_WRAPPED_KEY_INVALID" },
+	{ CKR_WRAPPED_KEY_LEN_RANGE, "CKR_WRAPPED_KEY_LEN_RANGE" },
+	{ CKR_RANDOM_NO_RNG, "CKR_RANDOM_NO_RNG" },
+	{ CKR_BUFFER_TOO_SMALL, "CKR_BUFFER_TOO_SMALL" },
+	{ CKR_CRYPTOKI_NOT_INITIALIZED, "CKR_CRYPTOKI_NOT_INITIALIZED" },
+	{ CKR_CRYPTOKI_ALREADY_INITIALIZED,
+	    "CKR_CRYPTOKI_ALREADY_INITIALIZED" },
+};
+
+static const char *
+rv_name(CK_RV rv)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof(rv_names) / sizeof(rv_names[0]); i++)
+		if (rv_names[i].rv == rv)
+			return rv_names[i].name;
+	return "CKR_(other)";
+}
+
+/* One place where CKR_* values become kms errors, logged once. */
+static int
+map_rv(const char *fn, CK_RV rv)
+{
+	int err;
+
+	switch (rv) {
+	case CKR_OK:
+		return 0;
+	case CKR_OBJECT_HANDLE_INVALID:
+	case CKR_KEY_HANDLE_INVALID:
+		err = KMS_ERR_STALE_HANDLE;
+		break;
+	case CKR_DEVICE_ERROR:
+	case CKR_DEVICE_MEMORY:
+	case CKR_DEVICE_REMOVED:
+	case CKR_TOKEN_NOT_PRESENT:
+	case CKR_TOKEN_NOT_RECOGNIZED:
+	case CKR_SESSION_HANDLE_INVALID:
+	case CKR_SESSION_CLOSED:
+	case CKR_USER_NOT_LOGGED_IN:
+	case CKR_CRYPTOKI_NOT_INITIALIZED:
+	case CKR_FUNCTION_CANCELED:
+		err = KMS_ERR_UNAVAILABLE;
+		break;
+	case CKR_HOST_MEMORY:
+		err = KMS_ERR_NOMEM;
+		break;
+	default:
+		err = KMS_ERR_HSM;
+	}
+	log_warn("hsm: %s failed: %s (0x%lx)", fn, rv_name(rv),
+	    (unsigned long)rv);
+	return err;
+}
+
+static CK_RV
+login(struct hsm *hsm, CK_SESSION_HANDLE h)
+{
+	struct secret *pin = NULL;
+	CK_RV rv;
+
+	if (secret_read_pin_file(hsm->pin_file, &pin) != 0)
+		return CKR_PIN_INCORRECT;
+	rv = hsm->f->C_Login(h, CKU_USER, pin->buf, pin->len);
+	secret_free(pin);
+	if (rv == CKR_USER_ALREADY_LOGGED_IN)
+		rv = CKR_OK;
+	return rv;
+}
+
+/*
+ * Called after a failed call: repairs what can be repaired and returns 1
+ * when the call should be made once more.
+ */
+static int
+recover(struct hsm_session *s, CK_RV rv)
+{
+	struct hsm *hsm = s->hsm;
+	CK_SESSION_HANDLE nh;
+	CK_RV r;
+
+	if (rv == CKR_SESSION_HANDLE_INVALID || rv == CKR_SESSION_CLOSED) {
+		log_warn("hsm: session lost (%s): opening a new one",
+		    rv_name(rv));
+		r = hsm->f->C_OpenSession(hsm->slot, CKF_SERIAL_SESSION |
+		    CKF_RW_SESSION, NULL, NULL, &nh);
+		if (r != CKR_OK) {
+			map_rv("C_OpenSession", r);
+			return 0;
+		}
+		s->h = nh;
+		pthread_mutex_lock(&hsm->login_lock);
+		r = login(hsm, nh);
+		pthread_mutex_unlock(&hsm->login_lock);
+		return r == CKR_OK;
+	}
+	if (rv == CKR_USER_NOT_LOGGED_IN) {
+		log_warn("hsm: not logged in: logging in again");
+		pthread_mutex_lock(&hsm->login_lock);
+		r = login(hsm, s->h);
+		pthread_mutex_unlock(&hsm->login_lock);
+		if (r != CKR_OK)
+			map_rv("C_Login", r);
+		return r == CKR_OK;
+	}
+	return 0;
+}
+
+/* Runs expr (which sets rv) and retries it once after a recovery. */
+#define P11_CALL(s, fn, expr) do {					\
+	int tries_;							\
+	for (tries_ = 0; ; tries_++) {					\
+		expr;							\
+		if (rv == CKR_OK || tries_ > 0 || !recover((s), rv))	\
+			break;						\
+	}								\
+} while (0)
+
+int
+hsm_open(const char *module, const char *token_label, const char *pin_file,
+    struct hsm **out, struct kms_status *st)
+{
+	CK_C_GetFunctionList getfl;
+	CK_C_INITIALIZE_ARGS init;
+	CK_SLOT_ID slots[64];
+	CK_ULONG nslots = 64, i;
+	CK_TOKEN_INFO ti;
+	CK_SESSION_HANDLE h = CK_INVALID_HANDLE;
+	struct secret *pin = NULL;
+	struct hsm *hsm;
+	char label[33];
+	size_t n;
+	int r, found = 0;
+	CK_RV rv;
+
+	*out = NULL;
+	if (strlen(pin_file) >= PIN_FILE_MAX)
+		return kms_status_set(st, KMS_ERR_CONFIG, "PIN file path too "
+		    "long");
+	if ((hsm = calloc(1, sizeof(*hsm))) == NULL)
+		return kms_status_set(st, KMS_ERR_NOMEM, "out of memory");
+	pthread_mutex_init(&hsm->login_lock, NULL);
+	strcpy(hsm->pin_file, pin_file);
+	if ((hsm->dl = dlopen(module, RTLD_NOW | RTLD_LOCAL)) == NULL) {
+		r = kms_status_set(st, KMS_ERR_CONFIG, "cannot load PKCS#11 "
+		    "module %s: %s", module, dlerror());
+		goto fail;
+	}
+	if ((getfl = (CK_C_GetFunctionList)dlsym(hsm->dl,
+	    "C_GetFunctionList")) == NULL ||
+	    getfl(&hsm->f) != CKR_OK || hsm->f == NULL) {
+		r = kms_status_set(st, KMS_ERR_CONFIG, "%s is not a PKCS#11 "
+		    "module (no C_GetFunctionList)", module);
+		goto fail;
+	}
+	memset(&init, 0, sizeof(init));
+	init.flags = CKF_OS_LOCKING_OK;
+	if ((rv = hsm->f->C_Initialize(&init)) != CKR_OK &&
+	    rv != CKR_CRYPTOKI_ALREADY_INITIALIZED) {
+		r = kms_status_set(st, map_rv("C_Initialize", rv),
+		    "cannot initialise %s: %s", module, rv_name(rv));
+		hsm->f = NULL;
+		goto fail;
+	}
+	if ((rv = hsm->f->C_GetSlotList(CK_TRUE, slots, &nslots)) != CKR_OK) {
+		r = kms_status_set(st, map_rv("C_GetSlotList", rv),
+		    "cannot list slots: %s", rv_name(rv));
+		goto fail;
+	}
+	for (i = 0; i < nslots && !found; i++) {
+		if (hsm->f->C_GetTokenInfo(slots[i], &ti) != CKR_OK)
+			continue;
+		memcpy(label, ti.label, 32);
+		label[32] = '\0';
+		for (n = 32; n > 0 && label[n - 1] == ' '; n--)
+			label[n - 1] = '\0';
+		if (strcmp(label, token_label) == 0) {
+			hsm->slot = slots[i];
+			found = 1;
+		}
+	}
+	if (!found) {
+		r = kms_status_set(st, KMS_ERR_CONFIG, "no token labelled "
+		    "\"%s\" in %s (%lu tokens present)", token_label, module,
+		    (unsigned long)nslots);
+		goto fail;
+	}
+	if ((r = secret_read_pin_file(pin_file, &pin)) != 0) {
+		kms_status_set(st, r, "PIN file %s refused: it must be a "
+		    "regular file owned by this user with mode 0600 or 0400, "
+		    "holding 1 to 256 bytes", pin_file);
+		goto fail;
+	}
+	if ((rv = hsm->f->C_OpenSession(hsm->slot, CKF_SERIAL_SESSION |
+	    CKF_RW_SESSION, NULL, NULL, &h)) != CKR_OK) {
+		r = kms_status_set(st, map_rv("C_OpenSession", rv),
+		    "cannot open a session: %s", rv_name(rv));
+		goto fail;
+	}
+	rv = hsm->f->C_Login(h, CKU_USER, pin->buf, pin->len);
+	secret_free(pin);
+	pin = NULL;
+	if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN) {
+		r = kms_status_set(st, rv == CKR_PIN_INCORRECT ?
+		    KMS_ERR_CONFIG : map_rv("C_Login", rv), "login to token "
+		    "\"%s\" failed: %s", token_label, rv == CKR_PIN_INCORRECT ?
+		    "wrong PIN" : rv_name(rv));
+		goto fail;
+	}
+	/*
+	 * The login belongs to the application, not to this session; keep
+	 * the session open so that the login does not end with it.
+	 */
+	(void)h;
+	*out = hsm;
+	return 0;
+ fail:
+	secret_free(pin);
+	if (hsm->f != NULL)
+		hsm->f->C_Finalize(NULL);
+	if (hsm->dl != NULL)
+		dlclose(hsm->dl);
+	pthread_mutex_destroy(&hsm->login_lock);
+	free(hsm);
+	return r;
+}
+
+void
+hsm_close(struct hsm *hsm)
+{
+	if (hsm == NULL)
+		return;
+	/* Closing every session ends the login too. */
+	hsm->f->C_CloseAllSessions(hsm->slot);
+	hsm->f->C_Finalize(NULL);
+	/*
+	 * The module stays loaded: unloading it while sanitizers or atexit
+	 * handlers still point into it buys nothing at exit.
+	 */
+	pthread_mutex_destroy(&hsm->login_lock);
+	free(hsm);
+}
+
+int
+hsm_session_open(struct hsm *hsm, struct hsm_session **out)
+{
+	struct hsm_session *s;
+	CK_RV rv;
+
+	*out = NULL;
+	if ((s = calloc(1, sizeof(*s))) == NULL)
+		return KMS_ERR_NOMEM;
+	s->hsm = hsm;
+	if ((rv = hsm->f->C_OpenSession(hsm->slot, CKF_SERIAL_SESSION |
+	    CKF_RW_SESSION, NULL, NULL, &s->h)) != CKR_OK) {
+		free(s);
+		return map_rv("C_OpenSession", rv);
+	}
+	*out = s;
+	return 0;
+}
+
+void
+hsm_session_close(struct hsm_session *s)
+{
+	if (s == NULL)
+		return;
+	s->hsm->f->C_CloseSession(s->h);
+	free(s);
+}
+
+static const uint8_t oid_p256[] = {
+	0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07
+};
+static const uint8_t oid_p384[] = {
+	0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22
+};
+static const uint8_t oid_ed25519[] = { 0x06, 0x03, 0x2b, 0x65, 0x70 };
+
+int
+hsm_generate_key_pair(struct hsm_session *s, const struct kms_alg_info *alg,
+    const char *label, const uint8_t *id, size_t idlen,
+    hsm_handle_t *priv, hsm_handle_t *pub)
+{
+	CK_BBOOL t = CK_TRUE, f = CK_FALSE;
+	CK_ULONG bits = alg->bits;
+	CK_BYTE exp[] = { 0x01, 0x00, 0x01 };
+	CK_MECHANISM mech = { 0, NULL, 0 };
+	CK_OBJECT_HANDLE hpub = 0, hpriv = 0;
+	CK_ATTRIBUTE pubt[8], privt[8];
+	CK_ULONG np = 0, nv = 0;
+	CK_RV rv;
+
+#define ADD(tpl, n, ty, p, l) do { (tpl)[n].type = (ty); \
+	(tpl)[n].pValue = (void *)(p); (tpl)[n].ulValueLen = (l); n++; } while (0)
+	ADD(pubt, np, CKA_TOKEN, &t, sizeof(t));
+	ADD(pubt, np, CKA_PRIVATE, &f, sizeof(f));
+	ADD(pubt, np, CKA_VERIFY, &t, sizeof(t));
+	ADD(pubt, np, CKA_LABEL, label, strlen(label));
+	ADD(pubt, np, CKA_ID, id, idlen);
+	ADD(privt, nv, CKA_TOKEN, &t, sizeof(t));
+	ADD(privt, nv, CKA_PRIVATE, &t, sizeof(t));
+	ADD(privt, nv, CKA_SENSITIVE, &t, sizeof(t));
+	ADD(privt, nv, CKA_EXTRACTABLE, &f, sizeof(f));
+	ADD(privt, nv, CKA_SIGN, &t, sizeof(t));
+	ADD(privt, nv, CKA_LABEL, label, strlen(label));
+	ADD(privt, nv, CKA_ID, id, idlen);
+	switch (alg->family) {
+	case KMS_FAMILY_EC:
+		mech.mechanism = CKM_EC_KEY_PAIR_GEN;
+		if (alg->bits == 256)
+			ADD(pubt, np, CKA_EC_PARAMS, oid_p256, sizeof(oid_p256));
+		else
+			ADD(pubt, np, CKA_EC_PARAMS, oid_p384, sizeof(oid_p384));
+		break;
+	case KMS_FAMILY_EDDSA:
+		mech.mechanism = CKM_EC_EDWARDS_KEY_PAIR_GEN;
+		ADD(pubt, np, CKA_EC_PARAMS, oid_ed25519, sizeof(oid_ed25519));
+		break;
+	case KMS_FAMILY_RSA_PKCS1:
+	case KMS_FAMILY_RSA_PSS:
+	case KMS_FAMILY_RSA_RAW:
+		mech.mechanism = CKM_RSA_PKCS_KEY_PAIR_GEN;
+		ADD(pubt, np, CKA_MODULUS_BITS, &bits, sizeof(bits));
+		ADD(pubt, np, CKA_PUBLIC_EXPONENT, exp, sizeof(exp));
+		break;
+	default:
+		return KMS_ERR_INVALID_ARGUMENT;
+	}
+	P11_CALL(s, "C_GenerateKeyPair", rv = s->hsm->f->C_GenerateKeyPair(
+	    s->h, &mech, pubt, np, privt, nv, &hpub, &hpriv));
+	if (rv != CKR_OK)
+		return map_rv("C_GenerateKeyPair", rv);
+	*priv = hpriv;
+	*pub = hpub;
+	return 0;
+}
+
+int
+hsm_generate_secret_key(struct hsm_session *s, const struct kms_alg_info *alg,
+    const char *label, const uint8_t *id, size_t idlen, hsm_handle_t *key)
+{
+	CK_BBOOL t = CK_TRUE, f = CK_FALSE;
+	CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+	CK_KEY_TYPE kt = CKK_AES;
+	CK_ULONG len = alg->bits / 8;
+	CK_MECHANISM mech = { CKM_AES_KEY_GEN, NULL, 0 };
+	CK_OBJECT_HANDLE h = 0;
+	CK_ATTRIBUTE tpl[14];
+	CK_ULONG n = 0;
+	CK_RV rv;
+
+	if (alg->family != KMS_FAMILY_AES_WRAP)
+		return KMS_ERR_INVALID_ARGUMENT;
+	ADD(tpl, n, CKA_CLASS, &cls, sizeof(cls));
+	ADD(tpl, n, CKA_KEY_TYPE, &kt, sizeof(kt));
+	ADD(tpl, n, CKA_VALUE_LEN, &len, sizeof(len));
+	ADD(tpl, n, CKA_TOKEN, &t, sizeof(t));
+	ADD(tpl, n, CKA_PRIVATE, &t, sizeof(t));
+	ADD(tpl, n, CKA_SENSITIVE, &t, sizeof(t));
+	ADD(tpl, n, CKA_EXTRACTABLE, &f, sizeof(f));
+	ADD(tpl, n, CKA_WRAP, &t, sizeof(t));
+	ADD(tpl, n, CKA_UNWRAP, &t, sizeof(t));
+	ADD(tpl, n, CKA_ENCRYPT, &f, sizeof(f));
+	ADD(tpl, n, CKA_DECRYPT, &f, sizeof(f));
+	ADD(tpl, n, CKA_LABEL, label, strlen(label));
+	ADD(tpl, n, CKA_ID, id, idlen);
+	P11_CALL(s, "C_GenerateKey", rv = s->hsm->f->C_GenerateKey(s->h,
+	    &mech, tpl, n, &h));
+	if (rv != CKR_OK)
+		return map_rv("C_GenerateKey", rv);
+	*key = h;
+	return 0;
+}
+
+static CK_OBJECT_CLASS
+p11_class(enum hsm_obj_class cls)
+{
+	switch (cls) {
+	case HSM_OBJ_PRIVATE_KEY:
+		return CKO_PRIVATE_KEY;
+	case HSM_OBJ_PUBLIC_KEY:
+		return CKO_PUBLIC_KEY;
+	case HSM_OBJ_SECRET_KEY:
+		return CKO_SECRET_KEY;
+	default:
+		return CKO_DATA;
+	}
+}
+
+int
+hsm_find(struct hsm_session *s, enum hsm_obj_class cls, const char *label,
+    hsm_handle_t *out)
+{
+	CK_OBJECT_CLASS c = p11_class(cls);
+	CK_ATTRIBUTE tpl[3];
+	CK_OBJECT_HANDLE h = 0;
+	CK_ULONG n = 0, got = 0;
+	CK_RV rv;
+
+	ADD(tpl, n, CKA_CLASS, &c, sizeof(c));
+	ADD(tpl, n, CKA_LABEL, label, strlen(label));
+	if (cls == HSM_OBJ_DATA)
+		ADD(tpl, n, CKA_APPLICATION, HSM_DATA_APPLICATION,
+		    strlen(HSM_DATA_APPLICATION));
+	P11_CALL(s, "C_FindObjectsInit", rv = s->hsm->f->C_FindObjectsInit(
+	    s->h, tpl, n));
+	if (rv != CKR_OK)
+		return map_rv("C_FindObjectsInit", rv);
+	rv = s->hsm->f->C_FindObjects(s->h, &h, 1, &got);
+	s->hsm->f->C_FindObjectsFinal(s->h);
+	if (rv != CKR_OK)
+		return map_rv("C_FindObjects", rv);
+	if (got == 0)
+		return KMS_ERR_NOT_FOUND;
+	*out = h;
+	return 0;
+}
+
+/* Reads one variable-length attribute into a malloc'd, NUL-terminated buffer. */
+static int
+get_attr(struct hsm_session *s, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_TYPE type,
+    uint8_t **buf, size_t *len)
+{
+	CK_ATTRIBUTE a = { type, NULL, 0 };
+	CK_RV rv;
+
+	*buf = NULL;
+	P11_CALL(s, "C_GetAttributeValue", rv = s->hsm->f->C_GetAttributeValue(
+	    s->h, h, &a, 1));
+	if (rv != CKR_OK)
+		return map_rv("C_GetAttributeValue", rv);
+	if (a.ulValueLen == CK_UNAVAILABLE_INFORMATION)
+		return KMS_ERR_HSM;
+	if ((a.pValue = malloc(a.ulValueLen + 1)) == NULL)
+		return KMS_ERR_NOMEM;
+	if ((rv = s->hsm->f->C_GetAttributeValue(s->h, h, &a, 1)) != CKR_OK) {
+		free(a.pValue);
+		return map_rv("C_GetAttributeValue", rv);
+	}
+	((uint8_t *)a.pValue)[a.ulValueLen] = '\0';
+	*buf = a.pValue;
+	*len = a.ulValueLen;
+	return 0;
+}
+
+int
+hsm_list(struct hsm_session *s, enum hsm_obj_class cls,
+    int (*cb)(const char *label, hsm_handle_t h, void *arg), void *arg)
+{
+	CK_OBJECT_CLASS c = p11_class(cls);
+	CK_OBJECT_HANDLE batch[256], *all = NULL, *n;
+	CK_ATTRIBUTE tpl[2];
+	CK_ULONG nt = 0, got = 0;
+	size_t nall = 0, cap = 0, i, len;
+	uint8_t *label;
+	int r = 0;
+	CK_RV rv;
+
+	ADD(tpl, nt, CKA_CLASS, &c, sizeof(c));
+	if (cls == HSM_OBJ_DATA)
+		ADD(tpl, nt, CKA_APPLICATION, HSM_DATA_APPLICATION,
+		    strlen(HSM_DATA_APPLICATION));
+	P11_CALL(s, "C_FindObjectsInit", rv = s->hsm->f->C_FindObjectsInit(
+	    s->h, tpl, nt));
+	if (rv != CKR_OK)
+		return map_rv("C_FindObjectsInit", rv);
+	/* Collect the handles first: no other call may run inside a search. */
+	for (;;) {
+		if ((rv = s->hsm->f->C_FindObjects(s->h, batch, 256,
+		    &got)) != CKR_OK) {
+			s->hsm->f->C_FindObjectsFinal(s->h);
+			free(all);
+			return map_rv("C_FindObjects", rv);
+		}
+		if (got == 0)
+			break;
+		if (nall + got > cap) {
+			cap = (nall + got) * 2;
+			if ((n = realloc(all, cap * sizeof(*all))) == NULL) {
+				s->hsm->f->C_FindObjectsFinal(s->h);
+				free(all);
+				return KMS_ERR_NOMEM;
+			}
+			all = n;
+		}
+		memcpy(all + nall, batch, got * sizeof(*batch));
+		nall += got;
+	}
+	s->hsm->f->C_FindObjectsFinal(s->h);
+	for (i = 0; i < nall && r == 0; i++) {
+		if ((r = get_attr(s, all[i], CKA_LABEL, &label, &len)) != 0) {
+			/* Destroyed by another process meanwhile. */
+			if (r == KMS_ERR_STALE_HANDLE)
+				r = 0;
+			continue;
+		}
+		if (len < HSM_LABEL_MAX && strlen((char *)label) == len)
+			r = cb((char *)label, all[i], arg);
+		free(label);
+	}
+	free(all);
+	return r;
+}
+
+static const uint8_t digestinfo_sha256[] = {
+	0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65,
+	0x03, 0x04, 0x02, 0x01, 0x05, 0x00, 0x04, 0x20
+};
+
+/* Raw r || s to a DER ECDSA-Sig-Value. */
+static int
+ecdsa_to_der(const uint8_t *raw, size_t rawlen, uint8_t *sig, size_t *siglen)
+{
+	ECDSA_SIG *es;
+	BIGNUM *r, *sv;
+	unsigned char *p = sig;
+	int len;
+
+	if (rawlen == 0 || rawlen % 2 != 0)
+		return KMS_ERR_HSM;
+	r = BN_bin2bn(raw, (int)(rawlen / 2), NULL);
+	sv = BN_bin2bn(raw + rawlen / 2, (int)(rawlen / 2), NULL);
+	if ((es = ECDSA_SIG_new()) == NULL || r == NULL || sv == NULL ||
+	    ECDSA_SIG_set0(es, r, sv) != 1) {
+		BN_free(r);
+		BN_free(sv);
+		ECDSA_SIG_free(es);
+		return KMS_ERR_NOMEM;
+	}
+	len = i2d_ECDSA_SIG(es, NULL);
+	if (len <= 0 || (size_t)len > *siglen) {
+		ECDSA_SIG_free(es);
+		return KMS_ERR_INTERNAL;
+	}
+	len = i2d_ECDSA_SIG(es, &p);
+	ECDSA_SIG_free(es);
+	*siglen = (size_t)len;
+	return 0;
+}
+
+int
+hsm_sign(struct hsm_session *s, const struct kms_alg_info *alg,
+    hsm_handle_t priv, const uint8_t *in, size_t inlen, uint8_t *sig,
+    size_t *siglen)
+{
+	CK_RSA_PKCS_PSS_PARAMS pss = { CKM_SHA256, CKG_MGF1_SHA256, 32 };
+	CK_MECHANISM mech = { 0, NULL, 0 };
+	uint8_t buf[HSM_SIG_MAX], msg[64 + sizeof(digestinfo_sha256)];
+	const uint8_t *data = in;
+	CK_ULONG dlen = inlen, outlen;
+	CK_RV rv;
+
+	switch (alg->family) {
+	case KMS_FAMILY_EC:
+		mech.mechanism = CKM_ECDSA;
+		break;
+	case KMS_FAMILY_EDDSA:
+		mech.mechanism = CKM_EDDSA;
+		break;
+	case KMS_FAMILY_RSA_PKCS1:
+		if (inlen != 32)
+			return KMS_ERR_INVALID_ARGUMENT;
+		mech.mechanism = CKM_RSA_PKCS;
+		memcpy(msg, digestinfo_sha256, sizeof(digestinfo_sha256));
+		memcpy(msg + sizeof(digestinfo_sha256), in, inlen);
+		data = msg;
+		dlen = sizeof(digestinfo_sha256) + inlen;
+		break;
+	case KMS_FAMILY_RSA_PSS:
+		mech.mechanism = CKM_RSA_PKCS_PSS;
+		mech.pParameter = &pss;
+		mech.ulParameterLen = sizeof(pss);
+		break;
+	case KMS_FAMILY_RSA_RAW:
+		mech.mechanism = CKM_RSA_PKCS;
+		break;
+	default:
+		return KMS_ERR_FAILED_PRECONDITION;
+	}
+	for (int tries = 0; ; tries++) {
+		rv = s->hsm->f->C_SignInit(s->h, &mech, priv);
+		if (rv == CKR_OK) {
+			outlen = sizeof(buf);
+			rv = s->hsm->f->C_Sign(s->h, (CK_BYTE_PTR)data, dlen,
+			    buf, &outlen);
+			if (rv != CKR_OK) {
+				if (tries > 0 || !recover(s, rv))
+					return map_rv("C_Sign", rv);
+				continue;
+			}
+			break;
+		}
+		if (tries > 0 || !recover(s, rv))
+			return map_rv("C_SignInit", rv);
+	}
+	if (alg->family == KMS_FAMILY_EC)
+		return ecdsa_to_der(buf, outlen, sig, siglen);
+	if (outlen > *siglen)
+		return KMS_ERR_INTERNAL;
+	memcpy(sig, buf, outlen);
+	*siglen = outlen;
+	return 0;
+}
+
+/* An EC point as SoftHSM returns it: a DER OCTET STRING around the point. */
+static void
+unwrap_octets(const uint8_t **p, size_t *len)
+{
+	if (*len >= 2 && (*p)[0] == 0x04 && (*p)[1] < 0x80 &&
+	    (size_t)(*p)[1] == *len - 2) {
+		*p += 2;
+		*len -= 2;
+	} else if (*len >= 3 && (*p)[0] == 0x04 && (*p)[1] == 0x81 &&
+	    (size_t)(*p)[2] == *len - 3) {
+		*p += 3;
+		*len -= 3;
+	}
+}
+
+int
+hsm_public_key_der(struct hsm_session *s, const struct kms_alg_info *alg,
+    hsm_handle_t pub, uint8_t **der, size_t *derlen)
+{
+	EVP_PKEY_CTX *ctx = NULL;
+	EVP_PKEY *pk = NULL;
+	OSSL_PARAM_BLD *bld = NULL;
+	OSSL_PARAM *params = NULL;
+	BIGNUM *bn_n = NULL, *bn_e = NULL;
+	uint8_t *a = NULL, *b = NULL, *out = NULL;
+	const uint8_t *pt;
+	size_t alen = 0, blen = 0, ptlen;
+	int len, r;
+
+	*der = NULL;
+	switch (alg->family) {
+	case KMS_FAMILY_EC:
+	case KMS_FAMILY_EDDSA:
+		if ((r = get_attr(s, pub, CKA_EC_POINT, &a, &alen)) != 0)
+			goto out;
+		pt = a;
+		ptlen = alen;
+		unwrap_octets(&pt, &ptlen);
+		r = KMS_ERR_HSM;
+		if (alg->family == KMS_FAMILY_EDDSA) {
+			if (ptlen != 32)
+				goto out;
+			pk = EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519,
+			    NULL, pt, ptlen);
+			break;
+		}
+		if ((bld = OSSL_PARAM_BLD_new()) == NULL ||
+		    !OSSL_PARAM_BLD_push_utf8_string(bld,
+		    OSSL_PKEY_PARAM_GROUP_NAME, alg->bits == 256 ?
+		    "prime256v1" : "secp384r1", 0) ||
+		    !OSSL_PARAM_BLD_push_octet_string(bld,
+		    OSSL_PKEY_PARAM_PUB_KEY, pt, ptlen) ||
+		    (params = OSSL_PARAM_BLD_to_param(bld)) == NULL ||
+		    (ctx = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL)) ==
+		    NULL || EVP_PKEY_fromdata_init(ctx) != 1 ||
+		    EVP_PKEY_fromdata(ctx, &pk, EVP_PKEY_PUBLIC_KEY,
+		    params) != 1)
+			goto out;
+		break;
+	case KMS_FAMILY_RSA_PKCS1:
+	case KMS_FAMILY_RSA_PSS:
+	case KMS_FAMILY_RSA_RAW:
+		if ((r = get_attr(s, pub, CKA_MODULUS, &a, &alen)) != 0 ||
+		    (r = get_attr(s, pub, CKA_PUBLIC_EXPONENT, &b, &blen)) != 0)
+			goto out;
+		r = KMS_ERR_HSM;
+		if ((bn_n = BN_bin2bn(a, (int)alen, NULL)) == NULL ||
+		    (bn_e = BN_bin2bn(b, (int)blen, NULL)) == NULL ||
+		    (bld = OSSL_PARAM_BLD_new()) == NULL ||
+		    !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, bn_n) ||
+		    !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, bn_e) ||
+		    (params = OSSL_PARAM_BLD_to_param(bld)) == NULL ||
+		    (ctx = EVP_PKEY_CTX_new_from_name(NULL, "RSA", NULL)) ==
+		    NULL || EVP_PKEY_fromdata_init(ctx) != 1 ||
+		    EVP_PKEY_fromdata(ctx, &pk, EVP_PKEY_PUBLIC_KEY,
+		    params) != 1)
+			goto out;
+		break;
+	default:
+		r = KMS_ERR_FAILED_PRECONDITION;
+		goto out;
+	}
+	r = KMS_ERR_HSM;
+	if (pk == NULL || (len = i2d_PUBKEY(pk, &out)) <= 0)
+		goto out;
+	if ((*der = malloc((size_t)len)) == NULL) {
+		r = KMS_ERR_NOMEM;
+		goto out;
+	}
+	memcpy(*der, out, (size_t)len);
+	*derlen = (size_t)len;
+	r = 0;
+ out:
+	OPENSSL_free(out);
+	EVP_PKEY_free(pk);
+	EVP_PKEY_CTX_free(ctx);
+	OSSL_PARAM_free(params);
+	OSSL_PARAM_BLD_free(bld);
+	BN_free(bn_n);
+	BN_free(bn_e);
+	free(a);
+	free(b);
+	return r;
+}
+
+int
+hsm_data_create(struct hsm_session *s, const char *label,
+    const uint8_t *data, size_t len, hsm_handle_t *out)
+{
+	CK_OBJECT_CLASS cls = CKO_DATA;
+	CK_BBOOL t = CK_TRUE;
+	CK_ATTRIBUTE tpl[7];
+	CK_OBJECT_HANDLE h = 0;
+	CK_ULONG n = 0;
+	CK_RV rv;
+
+	ADD(tpl, n, CKA_CLASS, &cls, sizeof(cls));
+	ADD(tpl, n, CKA_TOKEN, &t, sizeof(t));
+	ADD(tpl, n, CKA_PRIVATE, &t, sizeof(t));
+	ADD(tpl, n, CKA_MODIFIABLE, &t, sizeof(t));
+	ADD(tpl, n, CKA_LABEL, label, strlen(label));
+	ADD(tpl, n, CKA_APPLICATION, HSM_DATA_APPLICATION,
+	    strlen(HSM_DATA_APPLICATION));
+	ADD(tpl, n, CKA_VALUE, data, len);
+	P11_CALL(s, "C_CreateObject", rv = s->hsm->f->C_CreateObject(s->h,
+	    tpl, n, &h));
+	if (rv != CKR_OK)
+		return map_rv("C_CreateObject", rv);
+	*out = h;
+	return 0;
+}
+
+int
+hsm_data_set(struct hsm_session *s, hsm_handle_t h, const uint8_t *data,
+    size_t len)
+{
+	CK_ATTRIBUTE a = { CKA_VALUE, (void *)data, len };
+	CK_RV rv;
+
+	P11_CALL(s, "C_SetAttributeValue", rv = s->hsm->f->C_SetAttributeValue(
+	    s->h, h, &a, 1));
+	return map_rv("C_SetAttributeValue", rv);
+}
+
+int
+hsm_data_get(struct hsm_session *s, hsm_handle_t h, uint8_t **data,
+    size_t *len)
+{
+	return get_attr(s, h, CKA_VALUE, data, len);
+}
+
+int
+hsm_destroy(struct hsm_session *s, hsm_handle_t h)
+{
+	CK_RV rv;
+
+	P11_CALL(s, "C_DestroyObject", rv = s->hsm->f->C_DestroyObject(s->h,
+	    h));
+	return map_rv("C_DestroyObject", rv);
+}
+
+int
+hsm_key_is_protected(struct hsm_session *s, hsm_handle_t h, int *ok)
+{
+	CK_BBOOL sens = 0, asens = 0, extr = 1, nextr = 0;
+	CK_ATTRIBUTE a[] = {
+		{ CKA_SENSITIVE, &sens, sizeof(sens) },
+		{ CKA_ALWAYS_SENSITIVE, &asens, sizeof(asens) },
+		{ CKA_EXTRACTABLE, &extr, sizeof(extr) },
+		{ CKA_NEVER_EXTRACTABLE, &nextr, sizeof(nextr) },
+	};
+	CK_RV rv;
+
+	*ok = 0;
+	P11_CALL(s, "C_GetAttributeValue", rv = s->hsm->f->C_GetAttributeValue(
+	    s->h, h, a, 4));
+	if (rv != CKR_OK)
+		return map_rv("C_GetAttributeValue", rv);
+	*ok = sens == CK_TRUE && asens == CK_TRUE && extr == CK_FALSE &&
+	    nextr == CK_TRUE;
+	return 0;
+}
+
+int
+hsm_random(struct hsm_session *s, uint8_t *buf, size_t len)
+{
+	CK_RV rv;
+
+	P11_CALL(s, "C_GenerateRandom", rv = s->hsm->f->C_GenerateRandom(
+	    s->h, buf, len));
+	return map_rv("C_GenerateRandom", rv);
+}
+
+/* A session secret object holding bytes, so that they can be wrapped. */
+static int
+transient_secret(struct hsm_session *s, const uint8_t *in, size_t inlen,
+    CK_OBJECT_HANDLE *out)
+{
+	CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+	CK_KEY_TYPE kt = CKK_GENERIC_SECRET;
+	CK_BBOOL t = CK_TRUE, f = CK_FALSE;
+	CK_ATTRIBUTE tpl[6];
+	CK_ULONG n = 0;
+	CK_RV rv;
+
+	ADD(tpl, n, CKA_CLASS, &cls, sizeof(cls));
+	ADD(tpl, n, CKA_KEY_TYPE, &kt, sizeof(kt));
+	ADD(tpl, n, CKA_TOKEN, &f, sizeof(f));
+	ADD(tpl, n, CKA_EXTRACTABLE, &t, sizeof(t));
+	ADD(tpl, n, CKA_SENSITIVE, &f, sizeof(f));
+	ADD(tpl, n, CKA_VALUE, in, inlen);
+	P11_CALL(s, "C_CreateObject", rv = s->hsm->f->C_CreateObject(s->h,
+	    tpl, n, out));
+	return map_rv("C_CreateObject", rv);
+}
+
+int
+hsm_wrap(struct hsm_session *s, hsm_handle_t kek, const uint8_t *in,
+    size_t inlen, uint8_t *out, size_t *outlen, unsigned long *mech)
+{
+	CK_MECHANISM m = { CKM_AES_KEY_WRAP_PAD, NULL, 0 };
+	CK_OBJECT_HANDLE obj = 0;
+	CK_ULONG olen = *outlen;
+	CK_RV rv;
+	int r;
+
+	if (inlen == 0 || inlen > HSM_WRAP_MAX_IN ||
+	    *outlen < ((inlen + 7) / 8) * 8 + 8)
+		return KMS_ERR_INVALID_ARGUMENT;
+	if ((r = transient_secret(s, in, inlen, &obj)) != 0)
+		return r;
+	rv = s->hsm->f->C_WrapKey(s->h, &m, kek, obj, out, &olen);
+	s->hsm->f->C_DestroyObject(s->h, obj);
+	if (rv != CKR_OK)
+		return map_rv("C_WrapKey", rv);
+	*outlen = olen;
+	*mech = CKM_AES_KEY_WRAP_PAD;
+	return 0;
+}
+
+int
+hsm_unwrap(struct hsm_session *s, hsm_handle_t kek, unsigned long mech,
+    const uint8_t *in, size_t inlen, struct secret **out)
+{
+	CK_MECHANISM m = { mech, NULL, 0 };
+	CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+	CK_KEY_TYPE kt = CKK_GENERIC_SECRET;
+	CK_BBOOL t = CK_TRUE, f = CK_FALSE;
+	CK_OBJECT_HANDLE obj = 0;
+	CK_ATTRIBUTE tpl[5];
+	CK_ULONG n = 0;
+	uint8_t *val = NULL;
+	size_t vlen = 0;
+	int r;
+	CK_RV rv;
+
+	*out = NULL;
+	ADD(tpl, n, CKA_CLASS, &cls, sizeof(cls));
+	ADD(tpl, n, CKA_KEY_TYPE, &kt, sizeof(kt));
+	ADD(tpl, n, CKA_TOKEN, &f, sizeof(f));
+	ADD(tpl, n, CKA_EXTRACTABLE, &t, sizeof(t));
+	ADD(tpl, n, CKA_SENSITIVE, &f, sizeof(f));
+	rv = s->hsm->f->C_UnwrapKey(s->h, &m, kek, (CK_BYTE_PTR)in, inlen,
+	    tpl, n, &obj);
+	if (rv != CKR_OK) {
+		/* SoftHSM says CKR_GENERAL_ERROR for a tampered blob. */
+		if (rv == CKR_GENERAL_ERROR || rv == CKR_WRAPPED_KEY_INVALID ||
+		    rv == CKR_WRAPPED_KEY_LEN_RANGE || rv == CKR_DATA_INVALID ||
+		    rv == CKR_ENCRYPTED_DATA_INVALID)
+			return KMS_ERR_VERIFY_FAILED;
+		return map_rv("C_UnwrapKey", rv);
+	}
+	r = get_attr(s, obj, CKA_VALUE, &val, &vlen);
+	s->hsm->f->C_DestroyObject(s->h, obj);
+	if (r != 0)
+		return r;
+	if ((*out = secret_new(vlen)) == NULL) {
+		secret_freezero(val, vlen + 1);
+		return KMS_ERR_NOMEM;
+	}
+	memcpy((*out)->buf, val, vlen);
+	secret_freezero(val, vlen + 1);
+	return 0;
+}

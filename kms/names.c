@@ -1,0 +1,102 @@
+/*
+ * names.c: the key-name grammar and signing-input checks (see names.h).
+ */
+#include <stddef.h>
+#include <string.h>
+
+#include "algo.h"
+#include "kmserr.h"
+#include "names.h"
+
+static int
+is_alnum(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+	    (c >= '0' && c <= '9');
+}
+
+int
+names_check_key(const char *name, struct kms_status *st)
+{
+	size_t i, len, seg;
+
+	if (name == NULL || (len = strlen(name)) == 0)
+		return kms_status_set(st, KMS_ERR_INVALID_ARGUMENT,
+		    "key name is empty");
+	if (len > KMS_KEY_NAME_MAX)
+		return kms_status_set(st, KMS_ERR_INVALID_ARGUMENT,
+		    "key name is %zu bytes, at most %d are allowed", len,
+		    KMS_KEY_NAME_MAX);
+	if (!is_alnum(name[0]))
+		return kms_status_set(st, KMS_ERR_INVALID_ARGUMENT,
+		    "key name must start with a letter or digit");
+	for (i = 0; i < len; i++) {
+		char c = name[i];
+
+		if (!is_alnum(c) && c != '.' && c != '_' && c != '/' &&
+		    c != '-')
+			return kms_status_set(st, KMS_ERR_INVALID_ARGUMENT,
+			    "key name has a character outside "
+			    "[A-Za-z0-9._/-] at byte %zu", i + 1);
+	}
+	if (name[len - 1] == '/')
+		return kms_status_set(st, KMS_ERR_INVALID_ARGUMENT,
+		    "key name must not end with '/'");
+	/* Every segment between slashes: not empty, not "." or "..". */
+	for (i = 0; i < len; i = seg + 1) {
+		const char *s = name + i;
+		const char *e = strchr(s, '/');
+
+		seg = e == NULL ? len : (size_t)(e - name);
+		if (seg == i)
+			return kms_status_set(st, KMS_ERR_INVALID_ARGUMENT,
+			    "key name must not contain \"//\"");
+		if ((seg - i == 1 && s[0] == '.') ||
+		    (seg - i == 2 && s[0] == '.' && s[1] == '.'))
+			return kms_status_set(st, KMS_ERR_INVALID_ARGUMENT,
+			    "key name must not have a \".\" or \"..\" "
+			    "segment");
+	}
+	return 0;
+}
+
+int
+names_check_sign_input(const struct kms_alg_info *alg, size_t digest_len,
+    size_t data_len, size_t max_data, struct kms_status *st)
+{
+	size_t n;
+
+	if (!alg->can_sign)
+		return kms_status_set(st, KMS_ERR_FAILED_PRECONDITION,
+		    "a %s key cannot sign or verify", alg->name);
+	if (digest_len > 0 && data_len > 0)
+		return kms_status_set(st, KMS_ERR_INVALID_ARGUMENT,
+		    "set either digest or data, not both");
+	if (digest_len == 0 && data_len == 0)
+		return kms_status_set(st, KMS_ERR_INVALID_ARGUMENT,
+		    "set digest or data (neither was given)");
+	if (alg->family == KMS_FAMILY_RSA_RAW) {
+		n = digest_len > 0 ? digest_len : data_len;
+		if (n > alg->max_raw_len)
+			return kms_status_set(st, KMS_ERR_INVALID_ARGUMENT,
+			    "%s signs at most %zu bytes, %zu were given",
+			    alg->name, alg->max_raw_len, n);
+		return 0;
+	}
+	if (digest_len > 0) {
+		if (alg->digest_len == 0)
+			return kms_status_set(st, KMS_ERR_INVALID_ARGUMENT,
+			    "%s signs the message itself: send data, not a "
+			    "digest", alg->name);
+		if (digest_len != alg->digest_len)
+			return kms_status_set(st, KMS_ERR_INVALID_ARGUMENT,
+			    "digest is %zu bytes, %s needs %zu", digest_len,
+			    alg->name, alg->digest_len);
+		return 0;
+	}
+	if (data_len > max_data)
+		return kms_status_set(st, KMS_ERR_INVALID_ARGUMENT,
+		    "data is %zu bytes, at most %zu are accepted (send a "
+		    "digest instead)", data_len, max_data);
+	return 0;
+}

@@ -52,7 +52,7 @@ audit_cmd_verify(int argc, char **argv, int json)
 	int ch;
 
 	optind = 1;
-	while ((ch = getopt_long(argc, argv, "+p:jh", opts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "p:jh", opts, NULL)) != -1) {
 		switch (ch) {
 		case 'p':
 			pubkey = optarg;

@@ -850,7 +850,7 @@ cmd_audit_list(struct ctx *x, int argc, char **argv)
 	Kms__V1__ListAuditRecordsResponse *l;
 	Kms__V1__AuditRecord *a;
 	ProtobufCMessage *resp = NULL;
-	uint64_t shown = 0, limit = 0, after = 0;
+	uint64_t shown = 0, limit = 0, after = 0, last = 0;
 	uint32_t u;
 	size_t i;
 	int ch, r, follow = 0;
@@ -910,16 +910,20 @@ cmd_audit_list(struct ctx *x, int argc, char **argv)
 		}
 		fflush(stdout);
 		after = l->next_after_seq > after ? l->next_after_seq : after;
+		/*
+		 * Without --follow, read up to the end as it was at the first
+		 * call: every call is recorded too, so the log never ends.
+		 */
+		if (last == 0)
+			last = l->last_seq;
 		i = l->n_records;
 		protobuf_c_message_free_unpacked(resp, NULL);
 		if (limit != 0 && shown >= limit)
 			return 0;
-		/* An empty page means the end, unless following. */
-		if (i == 0 || after == req.after_seq) {
-			if (!follow)
-				return 0;
+		if (!follow && (after >= last || after == req.after_seq))
+			return 0;
+		if (follow && (i == 0 || after == req.after_seq))
 			sleep(1);
-		}
 	}
 }
 

@@ -770,6 +770,17 @@ audit_chain_name(const struct audit *a)
 	return a->chain;
 }
 
+uint64_t
+audit_last_seq(struct audit *a)
+{
+	uint64_t seq;
+
+	pthread_mutex_lock(&a->lock);
+	seq = a->durable_seq;
+	pthread_mutex_unlock(&a->lock);
+	return seq;
+}
+
 void
 audit_set_sync(struct audit *a, int sync)
 {

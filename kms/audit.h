@@ -86,6 +86,8 @@ int audit_append(struct audit *a, const struct audit_event *ev,
 const char *audit_chain_dir(const struct audit *a);
 /* The chain's name, e.g. "127.0.0.1_7443". */
 const char *audit_chain_name(const struct audit *a);
+/* The seq of the last durable record. */
+uint64_t audit_last_seq(struct audit *a);
 /* The PEM of the key that signs the checkpoints, or NULL without one. */
 const char *audit_key_pem(const struct audit *a);
 

@@ -1,8 +1,23 @@
 /*
  * config.c: the kmsd configuration file, parsed with inih (see config.h).
+ *
+ * Limits, beyond the ranges listed in config.h:
+ *   - max_message_bytes is at most 128 MiB and at least max_data_bytes
+ *     + 64 KiB, so that a Sign or Verify request carrying the largest
+ *     accepted `data` still fits with its other fields;
+ *   - a line is at most 198 bytes (see below), a value at most the size
+ *     of its field in struct config;
+ *   - the file is at most 1 MiB and holds no NUL byte.
+ *
+ * The packaged inih neither tells the handler the line number nor copes
+ * with lines longer than its 200-byte buffer: it cuts them and parses the
+ * rest as a line of its own.  The file is therefore read whole and fed to
+ * inih by a reader that counts lines and refuses over-long ones, so that
+ * every message names the right line.  The reader also refuses indented
+ * lines, which inih would take as the continuation of the previous value
+ * and so silently replace it.
  */
 #include <errno.h>
-#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,12 +29,21 @@
 #include "kmserr.h"
 #include "log.h"
 
+#define CONFIG_FILE_MAX (1024 * 1024)
+#define MAX_DATA_LIMIT (64ULL << 20)
+#define MAX_MESSAGE_LIMIT (128ULL << 20)
+#define MESSAGE_OVERHEAD (64ULL << 10)
+
 struct parse_ctx {
 	struct config *cfg;
 	const char *path;
 	char dir[CONFIG_PATH_MAX];	/* directory of the file, for relative paths */
 	struct kms_status *st;
-	int line;
+	const char *next;		/* text not yet handed to inih */
+	int line;			/* number of the line last handed to inih */
+	int err_line;			/* line of the error in st, if any */
+	int data_line;			/* where max_data_bytes was set, or 0 */
+	int message_line;		/* where max_message_bytes was set, or 0 */
 };
 
 void
@@ -48,46 +72,83 @@ config_defaults(struct config *cfg)
 static int fail(struct parse_ctx *c, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
+/* Records the first error, naming the file and line; returns 0 for inih. */
 static int
 fail(struct parse_ctx *c, const char *fmt, ...)
 {
 	char msg[300];
 	va_list ap;
 
+	if (c->st->err != 0)
+		return 0;
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	kms_status_set(c->st, KMS_ERR_CONFIG, "%s:%d: %s", c->path, c->line,
 	    msg);
+	c->err_line = c->line;
 	return 0;
 }
 
-/*
- * inih as packaged does not pass line numbers to the handler: count the
- * lines as they are read instead (the handler runs on the line last read).
- */
-struct line_reader {
-	FILE *f;
-	struct parse_ctx *c;
-};
-
+/* The inih reader: one line of c->next per call (see the top comment). */
 static char *
 read_line(char *buf, int size, void *stream)
 {
-	struct line_reader *lr = stream;
-	char *r = fgets(buf, size, lr->f);
+	struct parse_ctx *c = stream;
+	const char *s = c->next, *eol, *p;
+	size_t n, content;
 
-	if (r != NULL)
-		lr->c->line++;
-	return r;
+	if (c->st->err != 0 || *s == '\0' || size < 3)
+		return NULL;
+	eol = strchr(s, '\n');
+	n = eol == NULL ? strlen(s) : (size_t)(eol - s) + 1;
+	content = eol == NULL ? n : n - 1;
+	if (content > 0 && s[content - 1] == '\r')
+		content--;
+	c->line++;
+	/* n counts the newline and must fit in buf with the terminator. */
+	if (content > (size_t)size - 2 || n > (size_t)size - 1) {
+		fail(c, "line is longer than %d bytes", size - 2);
+		return NULL;
+	}
+	if (s[0] == ' ' || s[0] == '\t') {
+		for (p = s; p < s + content && (*p == ' ' || *p == '\t'); p++)
+			;
+		if (p < s + content && *p != ';' && *p != '#') {
+			fail(c, "indented line (continuation lines are not "
+			    "supported)");
+			return NULL;
+		}
+	}
+	memcpy(buf, s, n);
+	buf[n] = '\0';
+	c->next = s + n;
+	return buf;
+}
+
+/* dir/value, or value alone when it is absolute or dir is empty. */
+static int
+join_path(char *dst, const char *dir, const char *value)
+{
+	int n;
+
+	if (value[0] == '/' || dir[0] == '\0')
+		n = snprintf(dst, CONFIG_PATH_MAX, "%s", value);
+	else if (strcmp(dir, "/") == 0)
+		n = snprintf(dst, CONFIG_PATH_MAX, "/%s", value);
+	else
+		n = snprintf(dst, CONFIG_PATH_MAX, "%s/%s", dir, value);
+	return n < 0 || n >= CONFIG_PATH_MAX ? -1 : 0;
 }
 
 static int
 set_string(struct parse_ctx *c, char *dst, size_t cap, const char *key,
     const char *value)
 {
+	if (*value == '\0')
+		return fail(c, "%s is empty", key);
 	if (strlen(value) >= cap)
-		return fail(c, "%s is too long", key);
+		return fail(c, "%s is longer than %zu bytes", key, cap - 1);
 	strcpy(dst, value);
 	return 1;
 }
@@ -96,36 +157,34 @@ set_string(struct parse_ctx *c, char *dst, size_t cap, const char *key,
 static int
 set_path(struct parse_ctx *c, char *dst, const char *key, const char *value)
 {
-	int n;
+	char tmp[CONFIG_PATH_MAX];
 
 	if (*value == '\0')
 		return fail(c, "%s is empty", key);
-	if (value[0] == '/' || c->dir[0] == '\0')
-		n = snprintf(dst, CONFIG_PATH_MAX, "%s", value);
-	else
-		n = snprintf(dst, CONFIG_PATH_MAX, "%s/%s", c->dir, value);
-	if (n < 0 || n >= CONFIG_PATH_MAX)
-		return fail(c, "%s is too long", key);
+	if (join_path(tmp, c->dir, value) != 0)
+		return fail(c, "%s is longer than %d bytes", key,
+		    CONFIG_PATH_MAX - 1);
+	strcpy(dst, tmp);
 	return 1;
 }
 
+/* A decimal number in min..max: no sign, no spaces, no other base. */
 static int
 set_number(struct parse_ctx *c, unsigned long long *out, const char *key,
     const char *value, unsigned long long min, unsigned long long max)
 {
 	unsigned long long v;
-	char *end, lo[32], hi[32], range[80];
+	char *end;
 
+	if (*value < '0' || *value > '9')
+		return fail(c, "%s: \"%.64s\" is not a number", key, value);
 	errno = 0;
-	if (*value < '0' || *value > '9' ||
-	    ((v = strtoull(value, &end, 10)), errno != 0) || *end != '\0')
-		return fail(c, "%s: \"%s\" is not a number", key, value);
-	if (v < min || v > max) {
-		snprintf(lo, sizeof(lo), "%llu", min);
-		snprintf(hi, sizeof(hi), "%llu", max);
-		snprintf(range, sizeof(range), "%s..%s", lo, hi);
-		return fail(c, "%s must be in %s", key, range);
-	}
+	v = strtoull(value, &end, 10);
+	if (errno != 0 || *end != '\0')
+		return fail(c, "%s: \"%.64s\" is not a number", key, value);
+	if (v < min || v > max)
+		return fail(c, "%s must be in %llu..%llu, not %llu", key, min,
+		    max, v);
 	*out = v;
 	return 1;
 }
@@ -140,17 +199,17 @@ set_bool(struct parse_ctx *c, int *out, const char *key, const char *value)
 	    strcmp(value, "0") == 0)
 		*out = 0;
 	else
-		return fail(c, "%s must be yes or no, not \"%s\"", key, value);
+		return fail(c, "%s must be yes or no, not \"%.64s\"", key,
+		    value);
 	return 1;
 }
 
-/* host:port or [v6]:port with a port 0..65535. */
+/* host:port or [v6]:port with a decimal port 0..65535; returns 0 or -1. */
 static int
 check_listen(const char *v)
 {
-	const char *colon;
-	char *end;
-	long port;
+	const char *colon, *p;
+	unsigned long port = 0;
 
 	if (v[0] == '[') {
 		const char *rb = strchr(v, ']');
@@ -159,125 +218,206 @@ check_listen(const char *v)
 			return -1;
 		colon = rb + 1;
 	} else {
-		colon = strrchr(v, ':');
-		if (colon == NULL || colon == v || strchr(v, ':') != colon)
+		/* A bare IPv6 address would be ambiguous: it needs brackets. */
+		colon = strchr(v, ':');
+		if (colon == NULL || colon == v || strchr(colon + 1, ':') != NULL)
 			return -1;
 	}
-	if (colon[1] == '\0')
+	if (colon[1] == '\0' || strlen(colon + 1) > 5)
 		return -1;
-	errno = 0;
-	port = strtol(colon + 1, &end, 10);
-	if (errno != 0 || *end != '\0' || port < 0 || port > 65535 ||
-	    colon[1] < '0' || colon[1] > '9')
-		return -1;
-	return 0;
+	for (p = colon + 1; *p != '\0'; p++) {
+		if (*p < '0' || *p > '9')
+			return -1;
+		port = port * 10 + (unsigned long)(*p - '0');
+	}
+	return port > 65535 ? -1 : 0;
+}
+
+static int
+server_key(struct parse_ctx *c, const char *key, const char *value)
+{
+	struct config *cfg = c->cfg;
+	unsigned long long n;
+	enum log_level lvl;
+
+	if (strcmp(key, "listen") == 0) {
+		if (check_listen(value) != 0)
+			return fail(c, "listen: \"%.64s\" is not HOST:PORT or "
+			    "[IPV6]:PORT with a port 0..65535", value);
+		return set_string(c, cfg->listen, sizeof(cfg->listen), key,
+		    value);
+	}
+	if (strcmp(key, "ca") == 0)
+		return set_path(c, cfg->ca_file, key, value);
+	if (strcmp(key, "cert") == 0)
+		return set_path(c, cfg->cert_file, key, value);
+	if (strcmp(key, "key") == 0)
+		return set_path(c, cfg->key_file, key, value);
+	if (strcmp(key, "workers") == 0) {
+		if (!set_number(c, &n, key, value, 1, 64))
+			return 0;
+		cfg->workers = (unsigned int)n;
+		return 1;
+	}
+	if (strcmp(key, "max_data_bytes") == 0) {
+		if (!set_number(c, &n, key, value, 1, MAX_DATA_LIMIT))
+			return 0;
+		cfg->max_data_bytes = (size_t)n;
+		c->data_line = c->line;
+		return 1;
+	}
+	if (strcmp(key, "max_message_bytes") == 0) {
+		if (!set_number(c, &n, key, value, MESSAGE_OVERHEAD + 1,
+		    MAX_MESSAGE_LIMIT))
+			return 0;
+		cfg->max_message_bytes = (size_t)n;
+		c->message_line = c->line;
+		return 1;
+	}
+	if (strcmp(key, "log_level") == 0) {
+		if (log_level_parse(value, &lvl) != 0)
+			return fail(c, "log_level: \"%.64s\" is not one of "
+			    "error, warn, info, debug", value);
+		cfg->log_level = lvl;
+		return 1;
+	}
+	return fail(c, "unknown key \"%.64s\" in [server]", key);
+}
+
+static int
+hsm_key(struct parse_ctx *c, const char *key, const char *value)
+{
+	struct config *cfg = c->cfg;
+
+	if (strcmp(key, "module") == 0)
+		return set_path(c, cfg->hsm_module, key, value);
+	if (strcmp(key, "token") == 0) {
+		if (strlen(value) > sizeof(cfg->hsm_token) - 1)
+			return fail(c, "token: \"%.64s\" is %zu bytes, a "
+			    "PKCS#11 token label is at most %zu", value,
+			    strlen(value), sizeof(cfg->hsm_token) - 1);
+		return set_string(c, cfg->hsm_token, sizeof(cfg->hsm_token),
+		    key, value);
+	}
+	if (strcmp(key, "pin_file") == 0)
+		return set_path(c, cfg->hsm_pin_file, key, value);
+	return fail(c, "unknown key \"%.64s\" in [hsm]", key);
+}
+
+static int
+audit_key(struct parse_ctx *c, const char *key, const char *value)
+{
+	struct config *cfg = c->cfg;
+	unsigned long long n;
+
+	if (strcmp(key, "dir") == 0)
+		return set_path(c, cfg->audit_dir, key, value);
+	if (strcmp(key, "segment_bytes") == 0) {
+		if (!set_number(c, &n, key, value, 4096, 1ULL << 30))
+			return 0;
+		cfg->audit_segment_bytes = (size_t)n;
+		return 1;
+	}
+	if (strcmp(key, "checkpoint_every") == 0) {
+		if (!set_number(c, &n, key, value, 1, 1000000))
+			return 0;
+		cfg->audit_checkpoint_every = (unsigned int)n;
+		return 1;
+	}
+	if (strcmp(key, "checkpoint_seconds") == 0) {
+		if (!set_number(c, &n, key, value, 0, 86400))
+			return 0;
+		cfg->audit_checkpoint_seconds = (unsigned int)n;
+		return 1;
+	}
+	if (strcmp(key, "sync") == 0)
+		return set_bool(c, &cfg->audit_sync, key, value);
+	return fail(c, "unknown key \"%.64s\" in [audit]", key);
 }
 
 static int
 handler(void *user, const char *section, const char *key, const char *value)
 {
 	struct parse_ctx *c = user;
-	struct config *cfg = c->cfg;
-	unsigned long long n;
-	enum log_level lvl;
 
 	if (c->st->err != 0)
 		return 0;
-	if (strcmp(section, "server") == 0) {
-		if (strcmp(key, "listen") == 0) {
-			if (check_listen(value) != 0)
-				return fail(c, "listen: \"%s\" is not "
-				    "HOST:PORT", value);
-			return set_string(c, cfg->listen, sizeof(cfg->listen),
-			    key, value);
-		}
-		if (strcmp(key, "ca") == 0)
-			return set_path(c, cfg->ca_file, key, value);
-		if (strcmp(key, "cert") == 0)
-			return set_path(c, cfg->cert_file, key, value);
-		if (strcmp(key, "key") == 0)
-			return set_path(c, cfg->key_file, key, value);
-		if (strcmp(key, "workers") == 0) {
-			if (!set_number(c, &n, key, value, 1, 64))
-				return 0;
-			cfg->workers = (unsigned int)n;
-			return 1;
-		}
-		if (strcmp(key, "max_data_bytes") == 0) {
-			if (!set_number(c, &n, key, value, 1, 64 << 20))
-				return 0;
-			cfg->max_data_bytes = (size_t)n;
-			return 1;
-		}
-		if (strcmp(key, "max_message_bytes") == 0) {
-			if (!set_number(c, &n, key, value, 4096, 128 << 20))
-				return 0;
-			cfg->max_message_bytes = (size_t)n;
-			return 1;
-		}
-		if (strcmp(key, "log_level") == 0) {
-			if (log_level_parse(value, &lvl) != 0)
-				return fail(c, "log_level: \"%s\" is not one "
-				    "of error, warn, info, debug", value);
-			cfg->log_level = lvl;
-			return 1;
-		}
-	} else if (strcmp(section, "hsm") == 0) {
-		if (strcmp(key, "module") == 0)
-			return set_path(c, cfg->hsm_module, key, value);
-		if (strcmp(key, "token") == 0) {
-			if (*value == '\0' || strlen(value) > 32)
-				return fail(c, "token: a PKCS#11 token label is "
-				    "1 to 32 bytes");
-			return set_string(c, cfg->hsm_token,
-			    sizeof(cfg->hsm_token), key, value);
-		}
-		if (strcmp(key, "pin_file") == 0)
-			return set_path(c, cfg->hsm_pin_file, key, value);
-	} else if (strcmp(section, "policy") == 0) {
+	if (strcmp(section, "server") == 0)
+		return server_key(c, key, value);
+	if (strcmp(section, "hsm") == 0)
+		return hsm_key(c, key, value);
+	if (strcmp(section, "policy") == 0) {
 		if (strcmp(key, "file") == 0)
-			return set_path(c, cfg->policy_file, key, value);
-	} else if (strcmp(section, "audit") == 0) {
-		if (strcmp(key, "dir") == 0)
-			return set_path(c, cfg->audit_dir, key, value);
-		if (strcmp(key, "segment_bytes") == 0) {
-			if (!set_number(c, &n, key, value, 4096, 1ULL << 30))
-				return 0;
-			cfg->audit_segment_bytes = (size_t)n;
-			return 1;
-		}
-		if (strcmp(key, "checkpoint_every") == 0) {
-			if (!set_number(c, &n, key, value, 1, 1000000))
-				return 0;
-			cfg->audit_checkpoint_every = (unsigned int)n;
-			return 1;
-		}
-		if (strcmp(key, "checkpoint_seconds") == 0) {
-			if (!set_number(c, &n, key, value, 0, 86400))
-				return 0;
-			cfg->audit_checkpoint_seconds = (unsigned int)n;
-			return 1;
-		}
-		if (strcmp(key, "sync") == 0)
-			return set_bool(c, &cfg->audit_sync, key, value);
-	} else
-		return fail(c, "unknown section [%s]", section);
-	return fail(c, "unknown key \"%s\" in [%s]", key, section);
+			return set_path(c, c->cfg->policy_file, key, value);
+		return fail(c, "unknown key \"%.64s\" in [policy]", key);
+	}
+	if (strcmp(section, "audit") == 0)
+		return audit_key(c, key, value);
+	if (*section == '\0')
+		return fail(c, "\"%.64s\" is outside any [section]", key);
+	return fail(c, "unknown section [%.64s]", section);
+}
+
+/* Reads path whole into *out (NUL-terminated); refuses NUL bytes. */
+static int
+read_text(const char *path, char **out, struct kms_status *st)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f;
+	int r = KMS_ERR_CONFIG;
+
+	*out = NULL;
+	if ((f = fopen(path, "r")) == NULL)
+		return kms_status_set(st, KMS_ERR_CONFIG, "%s: %s", path,
+		    strerror(errno));
+	if ((buf = malloc(CONFIG_FILE_MAX + 1)) == NULL) {
+		r = kms_status_set(st, KMS_ERR_NOMEM, "out of memory");
+		goto out;
+	}
+	len = fread(buf, 1, CONFIG_FILE_MAX + 1, f);
+	if (ferror(f)) {
+		r = kms_status_set(st, KMS_ERR_CONFIG, "%s: read error", path);
+		goto out;
+	}
+	if (len > CONFIG_FILE_MAX) {
+		r = kms_status_set(st, KMS_ERR_CONFIG, "%s: larger than %d "
+		    "bytes", path, CONFIG_FILE_MAX);
+		goto out;
+	}
+	if (memchr(buf, '\0', len) != NULL) {
+		r = kms_status_set(st, KMS_ERR_CONFIG, "%s: holds a NUL byte",
+		    path);
+		goto out;
+	}
+	buf[len] = '\0';
+	*out = buf;
+	buf = NULL;
+	r = 0;
+ out:
+	free(buf);
+	fclose(f);
+	return r;
 }
 
 int
 config_load(const char *path, struct config *cfg, struct kms_status *st)
 {
+	struct kms_status local;
 	struct parse_ctx c;
 	const char *slash;
-	FILE *f;
-	int r;
+	char *text = NULL, tmp[CONFIG_PATH_MAX];
+	char *paths[6];
+	size_t i;
+	int r, line;
 
+	if (st == NULL)
+		st = &local;
+	kms_status_clear(st);
 	memset(&c, 0, sizeof(c));
 	c.cfg = cfg;
 	c.path = path;
 	c.st = st;
-	kms_status_clear(st);
 	if ((slash = strrchr(path, '/')) != NULL) {
 		if ((size_t)(slash - path) >= sizeof(c.dir))
 			return kms_status_set(st, KMS_ERR_CONFIG,
@@ -288,40 +428,40 @@ config_load(const char *path, struct config *cfg, struct kms_status *st)
 			strcpy(c.dir, "/");
 	}
 	/* The defaults' relative paths are relative to the file, too. */
-	if (c.dir[0] != '\0') {
-		char tmp[CONFIG_PATH_MAX];
-		char *paths[] = { cfg->ca_file, cfg->cert_file, cfg->key_file,
-		    cfg->hsm_pin_file, cfg->policy_file, cfg->audit_dir };
-		size_t i;
-
-		for (i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
-			if (paths[i][0] == '/')
-				continue;
-			if (snprintf(tmp, sizeof(tmp), "%s/%s", c.dir,
-			    paths[i]) >= (int)sizeof(tmp))
-				return kms_status_set(st, KMS_ERR_CONFIG,
-				    "%s: path too long", path);
-			strcpy(paths[i], tmp);
-		}
+	paths[0] = cfg->ca_file;
+	paths[1] = cfg->cert_file;
+	paths[2] = cfg->key_file;
+	paths[3] = cfg->hsm_pin_file;
+	paths[4] = cfg->policy_file;
+	paths[5] = cfg->audit_dir;
+	for (i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
+		if (join_path(tmp, c.dir, paths[i]) != 0)
+			return kms_status_set(st, KMS_ERR_CONFIG,
+			    "%s: path too long", path);
+		strcpy(paths[i], tmp);
 	}
-	if ((f = fopen(path, "r")) == NULL)
-		return kms_status_set(st, KMS_ERR_CONFIG, "%s: %s", path,
-		    strerror(errno));
-	{
-		struct line_reader lr = { f, &c };
-
-		r = ini_parse_stream(read_line, &lr, handler, &c);
-	}
-	fclose(f);
-	if (st->err != 0)
-		return st->err;
-	if (r != 0)
+	if ((r = read_text(path, &text, st)) != 0)
+		return r;
+	c.next = text;
+	r = ini_parse_stream(read_line, &c, handler, &c);
+	free(text);
+	/*
+	 * inih's own complaint (a line that is neither [section] nor
+	 * key = value) wins when it comes from an earlier line.
+	 */
+	if (r > 0 && (st->err == 0 || r < c.err_line))
 		return kms_status_set(st, KMS_ERR_CONFIG, "%s:%d: syntax "
 		    "error (expected [section] or key = value)", path, r);
-	if (cfg->max_message_bytes < cfg->max_data_bytes + 64 * 1024)
-		return kms_status_set(st, KMS_ERR_CONFIG, "%s: "
-		    "max_message_bytes (%zu) must exceed max_data_bytes (%zu) "
-		    "by at least 64 KiB", path, cfg->max_message_bytes,
+	if (st->err != 0)
+		return st->err;
+	if ((unsigned long long)cfg->max_message_bytes <
+	    (unsigned long long)cfg->max_data_bytes + MESSAGE_OVERHEAD) {
+		line = c.data_line > c.message_line ? c.data_line :
+		    c.message_line;
+		return kms_status_set(st, KMS_ERR_CONFIG, "%s:%d: "
+		    "max_message_bytes (%zu) must be at least max_data_bytes "
+		    "(%zu) + 65536", path, line, cfg->max_message_bytes,
 		    cfg->max_data_bytes);
+	}
 	return 0;
 }

@@ -702,6 +702,8 @@ h_list_audit_records(struct service *svc, struct hsm_session *hs,
 		f.time_from = req->filters->time_from;
 		f.time_to = req->filters->time_to;
 	}
+	resp.last_seq = strcmp(chain, audit_chain_name(svc->audit)) == 0 ?
+	    audit_last_seq(svc->audit) : 0;
 	snprintf(dir, sizeof(dir), "%s/%s", svc->cfg->audit_dir, chain);
 	if (audit_list(dir, req->after_seq, limit, AUDIT_SCAN_MAX, &f,
 	    audit_page_add, &page, &next, &c.st) != 0) {

@@ -99,7 +99,8 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libkms.a $(PROTO_H)
 		-lcmocka $(LDLIBS_COMMON)
 
 unit: $(UNIT_BINS) $(BUILD)/p11fault.so
-	@BUILD=$(BUILD) bash tests/run-unit.sh $(UNIT_TESTS)
+	@LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp BUILD=$(BUILD) \
+	    bash tests/run-unit.sh $(UNIT_TESTS)
 
 # libFuzzer targets (clang), run for FUZZ_SECONDS each.
 FUZZ_SECONDS ?= 30

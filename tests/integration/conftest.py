@@ -126,7 +126,10 @@ class Kmsd:
         env = dict(os.environ)
         env["SOFTHSM2_CONF"] = str(self.home / "softhsm2.conf")
         env["KMS_HOME"] = str(self.home)
-        env["ASAN_OPTIONS"] = "detect_leaks=1:abort_on_error=0"
+        env["ASAN_OPTIONS"] = ("detect_leaks=1:abort_on_error=0:"
+                               "fast_unwind_on_malloc=0")
+        env["LSAN_OPTIONS"] = "suppressions=%s" % (TOP / "tests" /
+                                                   "lsan.supp")
         env["UBSAN_OPTIONS"] = "print_stacktrace=1:halt_on_error=1"
         return env
 

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# make bench: measures kmsd on this machine and writes JSON under
+# bench/results/.  Every number printed is measured in this run.
+#
+#   BENCH_SECONDS   duration of each load run (default 5)
+#   BENCH_ADDR      where the benchmark kmsd listens (default 127.0.0.1:17443)
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+TOP=$(pwd)
+BUILD=${BUILD:-build}
+SECONDS_EACH=${BENCH_SECONDS:-5}
+ADDR=${BENCH_ADDR:-127.0.0.1:17443}
+HOME_DIR=$TOP/$BUILD/bench-home
+OUT=$TOP/bench/results
+mkdir -p "$OUT"
+
+KMS_HOME=$HOME_DIR KMS_ADDR=$ADDR bash hsm-config/setup.sh >/dev/null
+export KMS_HOME=$HOME_DIR
+export SOFTHSM2_CONF=$HOME_DIR/softhsm2.conf
+PKI=$HOME_DIR/pki
+KMSCTL=("$BUILD/kmsctl" --addr "$ADDR")
+pid=
+
+stop_kmsd() {
+	if [ -n "$pid" ]; then
+		kill -TERM "$pid" 2>/dev/null || true
+		wait "$pid" 2>/dev/null || true
+		pid=
+	fi
+}
+trap stop_kmsd EXIT
+
+# start_kmsd CONFIG: starts kmsd and waits until it listens.
+start_kmsd() {
+	"$BUILD/kmsd" --config "$1" --listen "$ADDR" --log-level warn \
+	    2>"$OUT/kmsd.log" &
+	pid=$!
+	for _ in $(seq 100); do
+		if "${KMSCTL[@]}" --as ci whoami >/dev/null 2>&1; then
+			return 0
+		fi
+		sleep 0.1
+	done
+	echo "bench: kmsd did not start:" >&2
+	cat "$OUT/kmsd.log" >&2
+	exit 1
+}
+
+load() {
+	"$BUILD/kmsload" --addr "$ADDR" --ca "$PKI/ca.pem" \
+	    --cert "$PKI/clients/ci.pem" --key "$PKI/clients/ci.key" \
+	    --seconds "$SECONDS_EACH" "$@"
+}
+
+make_key() {
+	"${KMSCTL[@]}" --as officer key get "$1" >/dev/null 2>&1 ||
+	    "${KMSCTL[@]}" --as officer key create "$1" --algorithm "$2" \
+	    >/dev/null
+}
+
+# Audit durability: the same Sign load with the log fdatasync'd (the
+# service as shipped) and written but not synced (sync = no).
+sed -e 's/^sync *=.*//' "$HOME_DIR/kmsd.conf" |
+    sed -e 's/^\[audit\]$/[audit]\nsync = no/' >"$HOME_DIR/kmsd-nosync.conf"
+
+start_kmsd "$HOME_DIR/kmsd.conf"
+make_key bench/p256 EC_P256_SHA256
+durable=$(load --key-name bench/p256 --inflight 16 --threads 2)
+stop_kmsd
+start_kmsd "$HOME_DIR/kmsd-nosync.conf"
+nosync=$(load --key-name bench/p256 --inflight 16 --threads 2)
+stop_kmsd
+
+machine="$(nproc) cores, $(awk '/model name/ {sub(/.*: /, ""); print; exit}' /proc/cpuinfo)"
+/usr/bin/python3 - "$OUT/audit-durability.json" "$machine" "$durable" \
+    "$nosync" <<'PY'
+import json, sys
+path, machine, durable, nosync = sys.argv[1], sys.argv[2], \
+    json.loads(sys.argv[3]), json.loads(sys.argv[4])
+ratio = durable["ops_per_s"] / nosync["ops_per_s"]
+res = {"machine": machine,
+       "command": "make bench (bench/run.sh)",
+       "sign_p256_inflight16_durable": durable,
+       "sign_p256_inflight16_not_synced": nosync,
+       "durable_over_not_synced": round(ratio, 3)}
+json.dump(res, open(path, "w"), indent=2)
+print("audit durability, ECDSA P-256 Sign, 16 in flight, %s:" % machine)
+for k, r in (("durable (fdatasync)", durable),
+             ("written, not synced", nosync)):
+    print("  %-22s %8.0f ops/s  p50 %.2f ms  p99 %.2f ms  errors %d" % (
+        k, r["ops_per_s"], r["p50_ms"], r["p99_ms"], r["errors"]))
+print("  target: durable within 10%% of not synced: %.1f%% -> %s" % (
+    (1 - ratio) * 100, "holds" if ratio >= 0.9 else "MISSED"))
+print("  results: %s" % path)
+PY

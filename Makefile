@@ -57,6 +57,8 @@ UNIT_BINS = $(UNIT_TESTS:%=$(BUILD)/tests/%)
 
 .PHONY: all deps run test unit integration asan clean bench setup fuzz
 .SUFFIXES:
+# The generated protobuf sources are kept, not deleted as intermediates.
+.SECONDARY: $(PROTO_C) $(PROTO_H)
 
 all: $(BUILD)/kmsd $(BUILD)/kmsctl
 

@@ -37,13 +37,13 @@
 struct parse_ctx {
 	struct config *cfg;
 	const char *path;
-	char dir[CONFIG_PATH_MAX];	/* directory of the file, for relative paths */
+	char dir[CONFIG_PATH_MAX];	/* the file's, for relative paths */
 	struct kms_status *st;
 	const char *next;		/* text not yet handed to inih */
-	int line;			/* number of the line last handed to inih */
+	int line;			/* the line last handed to inih */
 	int err_line;			/* line of the error in st, if any */
-	int data_line;			/* where max_data_bytes was set, or 0 */
-	int message_line;		/* where max_message_bytes was set, or 0 */
+	int data_line;			/* where max_data_bytes was set */
+	int message_line;		/* where max_message_bytes was set */
 };
 
 void
@@ -220,7 +220,8 @@ check_listen(const char *v)
 	} else {
 		/* A bare IPv6 address would be ambiguous: it needs brackets. */
 		colon = strchr(v, ':');
-		if (colon == NULL || colon == v || strchr(colon + 1, ':') != NULL)
+		if (colon == NULL || colon == v ||
+		    strchr(colon + 1, ':') != NULL)
 			return -1;
 	}
 	if (colon[1] == '\0' || strlen(colon + 1) > 5)

@@ -8,7 +8,8 @@
  *   key = pki/server.key
  *   workers = 2                     ; HSM worker threads (1..64)
  *   max_data_bytes = 1048576        ; largest Sign/Verify `data` (1..64 MiB)
- *   max_message_bytes = 4194304     ; gRPC max receive size
+ *   max_message_bytes = 4194304     ; gRPC max receive size (at least
+ *                                   ; max_data_bytes + 64 KiB, at most 128 MiB)
  *   log_level = info
  *   [hsm]
  *   module = /usr/lib/softhsm/libsofthsm2.so

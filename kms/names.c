@@ -66,6 +66,9 @@ names_check_sign_input(const struct kms_alg_info *alg, size_t digest_len,
 {
 	size_t n;
 
+	if (alg == NULL)
+		return kms_status_set(st, KMS_ERR_INVALID_ARGUMENT,
+		    "unknown key algorithm");
 	if (!alg->can_sign)
 		return kms_status_set(st, KMS_ERR_FAILED_PRECONDITION,
 		    "a %s key cannot sign or verify", alg->name);

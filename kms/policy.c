@@ -1,8 +1,29 @@
 /*
  * policy.c: roles, members and grants; policy_check is a pure function
  * (see policy.h).
+ *
+ * The file format, beyond policy.h:
+ *   - the only sections are [role NAME], NAME 1..64 of [A-Za-z0-9_-],
+ *     each defined once; a file with no role at all is refused, since an
+ *     empty policy is more likely a mistake than a wish to deny everything;
+ *   - `members` lists identities separated by commas and/or blanks;
+ *   - `allow` is `OP [OP...] on PATTERN [PATTERN...]` with the RPC names
+ *     of policy_op_name();
+ *   - a line is at most 198 bytes (repeat `members` or `allow` for long
+ *     lists), indented lines are refused, and the file is at most 1 MiB.
+ *
+ * The packaged inih neither tells the handler the line number nor copes
+ * with lines longer than its 200-byte buffer, and it truncates section
+ * names to 49 bytes.  The text is therefore fed to inih by a reader that
+ * counts lines, refuses over-long ones and handles the [role NAME] lines
+ * itself, so that every message names the right line and a role is
+ * known even when its section holds no key.
+ *
+ * WhoAmI: any non-empty identity is allowed, without a grant, so that a
+ * caller can always learn who the server thinks it is and which roles it
+ * holds.  The handler does not consult the policy for it; policy_check
+ * answers the same way for completeness.
  */
-#include <ctype.h>
 #include <errno.h>
 #include <fnmatch.h>
 #include <stdarg.h>
@@ -13,9 +34,12 @@
 #include <ini.h>
 
 #include "kmserr.h"
+#include "log.h"
 #include "policy.h"
 
 #define ROLE_NAME_MAX 64
+#define POLICY_FILE_MAX (1024 * 1024)
+#define TOKENS_MAX 128
 
 struct grant {
 	unsigned int ops;		/* bit (1 << op) */
@@ -24,6 +48,7 @@ struct grant {
 
 struct role {
 	char name[ROLE_NAME_MAX + 1];
+	int line;			/* where its section starts */
 	char **members;
 	size_t nmembers;
 	struct grant *grants;
@@ -54,6 +79,13 @@ static const char *const op_names[KMS_OP_MAX] = {
 	[KMS_OP_SIGN_BUNDLE_MANIFEST] = "SignBundleManifest",
 };
 
+/*
+ * Operations that touch no key.  A grant of these says nothing about
+ * which keys a caller may see, so policy_may_see ignores them.
+ */
+#define KEYLESS_OPS \
+	((1u << KMS_OP_LIST_AUDIT_RECORDS) | (1u << KMS_OP_WHOAMI))
+
 const char *
 policy_op_name(enum kms_op op)
 {
@@ -67,6 +99,8 @@ policy_op_by_name(const char *name)
 {
 	int i;
 
+	if (name == NULL)
+		return KMS_OP_NONE;
 	for (i = KMS_OP_NONE + 1; i < KMS_OP_MAX; i++)
 		if (strcmp(op_names[i], name) == 0)
 			return (enum kms_op)i;
@@ -96,28 +130,52 @@ struct parse_ctx {
 	struct policy *p;
 	struct kms_status *st;
 	const char *path;
-	int line;
-	char last_section[128];
+	const char *next;		/* text not yet handed to inih */
+	int line;			/* the line last handed to inih */
+	int err_line;			/* line of the error in st, if any */
+	int in_role;			/* 1 once a [role NAME] line was seen */
+	size_t cur;			/* index of the current role */
 };
 
 static int fail(struct parse_ctx *c, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
+/* Records the first error, naming the file and line; returns 0 for inih. */
 static int
 fail(struct parse_ctx *c, const char *fmt, ...)
 {
 	char msg[300];
 	va_list ap;
 
+	if (c->st->err != 0)
+		return 0;
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	kms_status_set(c->st, KMS_ERR_CONFIG, "%s:%d: %s", c->path, c->line,
 	    msg);
+	c->err_line = c->line;
 	return 0;
 }
 
-/* Splits s in place on commas and white space; returns the count. */
+static int
+nomem(struct parse_ctx *c)
+{
+	if (c->st->err == 0)
+		kms_status_set(c->st, KMS_ERR_NOMEM, "%s:%d: out of memory",
+		    c->path, c->line);
+	c->err_line = c->line;
+	return 0;
+}
+
+static int
+is_name_char(char ch)
+{
+	return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+	    (ch >= '0' && ch <= '9') || ch == '_' || ch == '-';
+}
+
+/* Splits s in place on commas and blanks; returns the count or max + 1. */
 static size_t
 split(char *s, char **out, size_t max)
 {
@@ -133,80 +191,129 @@ split(char *s, char **out, size_t max)
 	return n;
 }
 
-static struct role *
-find_role(struct policy *p, const char *name)
+/*
+ * Starts the section whose header is s[0..len-1] (between the brackets):
+ * it must read "role NAME" and NAME must be new.
+ */
+static int
+start_section(struct parse_ctx *c, const char *s, size_t len)
 {
-	size_t i;
+	struct role *n;
+	size_t i, nlen;
 
-	for (i = 0; i < p->nroles; i++)
-		if (strcmp(p->roles[i].name, name) == 0)
-			return &p->roles[i];
-	return NULL;
+	while (len > 0 && (s[len - 1] == ' ' || s[len - 1] == '\t'))
+		len--;
+	if (len < 4 || strncmp(s, "role", 4) != 0 ||
+	    (len > 4 && s[4] != ' ' && s[4] != '\t'))
+		return fail(c, "unknown section [%.*s]: sections are "
+		    "[role NAME]", (int)(len > 64 ? 64 : len), s);
+	for (s += 4, len -= 4; len > 0 && (*s == ' ' || *s == '\t');
+	    s++, len--)
+		;
+	nlen = len;
+	if (nlen == 0)
+		return fail(c, "[role] needs a name: [role NAME]");
+	if (nlen > ROLE_NAME_MAX)
+		return fail(c, "role name is %zu bytes, at most %d are "
+		    "allowed", nlen, ROLE_NAME_MAX);
+	for (i = 0; i < nlen; i++)
+		if (!is_name_char(s[i]))
+			return fail(c, "role name \"%.*s\": use letters, "
+			    "digits, '_' and '-'", (int)nlen, s);
+	for (i = 0; i < c->p->nroles; i++)
+		if (strlen(c->p->roles[i].name) == nlen &&
+		    memcmp(c->p->roles[i].name, s, nlen) == 0)
+			return fail(c, "role \"%.*s\" is defined twice (first "
+			    "on line %d)", (int)nlen, s, c->p->roles[i].line);
+	if ((n = realloc(c->p->roles, (c->p->nroles + 1) *
+	    sizeof(*n))) == NULL)
+		return nomem(c);
+	c->p->roles = n;
+	c->cur = c->p->nroles++;
+	memset(&n[c->cur], 0, sizeof(n[c->cur]));
+	memcpy(n[c->cur].name, s, nlen);
+	n[c->cur].name[nlen] = '\0';
+	n[c->cur].line = c->line;
+	c->in_role = 1;
+	return 1;
 }
 
-/* Starts role section "role NAME" (the first key of a section does it). */
-static struct role *
-section_role(struct parse_ctx *c, const char *section)
+/* A [section] line: s[0] is '[' and content its length without newline. */
+static int
+section_line(struct parse_ctx *c, const char *s, size_t content)
 {
-	struct role *r, *n;
-	const char *name;
-	size_t i;
+	const char *rb, *p;
 
-	if (strncmp(section, "role ", 5) != 0) {
-		fail(c, "unknown section [%s]: sections are [role NAME]",
-		    section);
-		return NULL;
-	}
-	for (name = section + 5; *name == ' '; name++)
+	if ((rb = memchr(s, ']', content)) == NULL)
+		return fail(c, "section header without ']'");
+	for (p = rb + 1; p < s + content && (*p == ' ' || *p == '\t'); p++)
 		;
-	if (*name == '\0' || strlen(name) > ROLE_NAME_MAX) {
-		fail(c, "role name must be 1 to %d characters", ROLE_NAME_MAX);
+	if (p < s + content && *p != ';' && *p != '#')
+		return fail(c, "text after the section header");
+	return start_section(c, s + 1, (size_t)(rb - s - 1));
+}
+
+/* The inih reader: one line of c->next per call (see the top comment). */
+static char *
+read_line(char *buf, int size, void *stream)
+{
+	struct parse_ctx *c = stream;
+	const char *s = c->next, *eol, *p;
+	size_t n, content;
+
+	if (c->st->err != 0 || *s == '\0' || size < 3)
+		return NULL;
+	eol = strchr(s, '\n');
+	n = eol == NULL ? strlen(s) : (size_t)(eol - s) + 1;
+	content = eol == NULL ? n : n - 1;
+	if (content > 0 && s[content - 1] == '\r')
+		content--;
+	c->line++;
+	/* n counts the newline and must fit in buf with the terminator. */
+	if (content > (size_t)size - 2 || n > (size_t)size - 1) {
+		fail(c, "line is longer than %d bytes (repeat members or "
+		    "allow instead)", size - 2);
 		return NULL;
 	}
-	for (i = 0; name[i] != '\0'; i++)
-		if (!isalnum((unsigned char)name[i]) && name[i] != '_' &&
-		    name[i] != '-') {
-			fail(c, "role name \"%s\": use letters, digits, '_' "
-			    "and '-'", name);
+	if (s[0] == ' ' || s[0] == '\t') {
+		for (p = s; p < s + content && (*p == ' ' || *p == '\t'); p++)
+			;
+		if (p < s + content && *p != ';' && *p != '#') {
+			fail(c, "indented line (continuation lines are not "
+			    "supported)");
 			return NULL;
 		}
-	if ((r = find_role(c->p, name)) != NULL) {
-		if (strcmp(c->last_section, section) != 0) {
-			fail(c, "role \"%s\" is defined twice", name);
-			return NULL;
-		}
-		return r;
 	}
-	if ((n = realloc(c->p->roles, (c->p->nroles + 1) *
-	    sizeof(*n))) == NULL) {
-		kms_status_set(c->st, KMS_ERR_NOMEM, "out of memory");
+	/* Skip a UTF-8 byte order mark on the first line, as inih does. */
+	p = s;
+	if (c->line == 1 && content >= 3 && memcmp(s, "\xEF\xBB\xBF", 3) == 0)
+		p = s + 3;
+	if (*p == '[' && !section_line(c, p, content - (size_t)(p - s)))
 		return NULL;
-	}
-	c->p->roles = n;
-	r = &n[c->p->nroles++];
-	memset(r, 0, sizeof(*r));
-	strcpy(r->name, name);
-	snprintf(c->last_section, sizeof(c->last_section), "%s", section);
-	return r;
+	memcpy(buf, s, n);
+	buf[n] = '\0';
+	c->next = s + n;
+	return buf;
 }
 
 static int
 add_members(struct parse_ctx *c, struct role *r, char *value)
 {
-	char *tok[256], **n;
+	char *tok[TOKENS_MAX], **n;
 	size_t i, cnt;
 
-	if ((cnt = split(value, tok, 256)) == 0)
+	if ((cnt = split(value, tok, TOKENS_MAX)) == 0)
 		return fail(c, "members is empty");
-	if (cnt > 256)
-		return fail(c, "too many members on one line (at most 256)");
+	if (cnt > TOKENS_MAX)
+		return fail(c, "more than %d members on one line",
+		    TOKENS_MAX);
 	if ((n = realloc(r->members, (r->nmembers + cnt) * sizeof(*n))) ==
 	    NULL)
-		return fail(c, "out of memory");
+		return nomem(c);
 	r->members = n;
 	for (i = 0; i < cnt; i++) {
 		if ((r->members[r->nmembers] = strdup(tok[i])) == NULL)
-			return fail(c, "out of memory");
+			return nomem(c);
 		r->nmembers++;
 	}
 	return 1;
@@ -215,37 +322,40 @@ add_members(struct parse_ctx *c, struct role *r, char *value)
 static int
 add_grants(struct parse_ctx *c, struct role *r, char *value)
 {
-	char *tok[256];
+	char *tok[TOKENS_MAX];
 	struct grant *n;
 	unsigned int ops = 0;
 	enum kms_op op;
-	size_t i, cnt, on = 0;
+	size_t i, cnt, on;
 
-	if ((cnt = split(value, tok, 256)) > 256)
-		return fail(c, "allow line too long");
-	for (i = 0; i < cnt; i++)
-		if (strcmp(tok[i], "on") == 0) {
-			on = i;
+	if ((cnt = split(value, tok, TOKENS_MAX)) == 0)
+		return fail(c, "allow is empty: allow = OPERATION... on "
+		    "PATTERN...");
+	if (cnt > TOKENS_MAX)
+		return fail(c, "more than %d words in one allow line",
+		    TOKENS_MAX);
+	for (on = 0; on < cnt; on++)
+		if (strcmp(tok[on], "on") == 0)
 			break;
-		}
-	if (i == cnt)
-		return fail(c, "allow needs \"OPERATION... on PATTERN...\"");
+	if (on == cnt)
+		return fail(c, "allow has no \"on\": allow = OPERATION... on "
+		    "PATTERN...");
 	if (on == 0)
 		return fail(c, "allow names no operation before \"on\"");
 	if (on == cnt - 1)
 		return fail(c, "allow names no key pattern after \"on\"");
 	for (i = 0; i < on; i++) {
 		if ((op = policy_op_by_name(tok[i])) == KMS_OP_NONE)
-			return fail(c, "unknown operation \"%s\"", tok[i]);
+			return fail(c, "unknown operation \"%.64s\"", tok[i]);
 		ops |= 1u << op;
 	}
 	if ((n = realloc(r->grants, (r->ngrants + cnt - on - 1) *
 	    sizeof(*n))) == NULL)
-		return fail(c, "out of memory");
+		return nomem(c);
 	r->grants = n;
 	for (i = on + 1; i < cnt; i++) {
 		if ((r->grants[r->ngrants].pattern = strdup(tok[i])) == NULL)
-			return fail(c, "out of memory");
+			return nomem(c);
 		r->grants[r->ngrants].ops = ops;
 		r->ngrants++;
 	}
@@ -257,65 +367,44 @@ handler(void *user, const char *section, const char *key, const char *value)
 {
 	struct parse_ctx *c = user;
 	struct role *r;
-	char buf[4096];
+	char buf[512];
 
 	if (c->st->err != 0)
 		return 0;
-	if ((r = section_role(c, section)) == NULL)
-		return 0;
+	/* The section is the one read_line saw, not inih's truncated copy. */
+	if (!c->in_role)
+		return fail(c, "\"%.64s\" is outside any [role NAME] section",
+		    key);
+	r = &c->p->roles[c->cur];
 	if (strlen(value) >= sizeof(buf))
-		return fail(c, "line too long");
+		return fail(c, "value is too long");
 	strcpy(buf, value);
 	if (strcmp(key, "members") == 0)
 		return add_members(c, r, buf);
 	if (strcmp(key, "allow") == 0)
 		return add_grants(c, r, buf);
-	return fail(c, "unknown key \"%s\": use members or allow", key);
-}
-
-struct string_reader {
-	const char *p;
-	struct parse_ctx *c;
-};
-
-static char *
-read_string_line(char *buf, int size, void *stream)
-{
-	struct string_reader *sr = stream;
-	int n = 0;
-
-	if (*sr->p == '\0')
-		return NULL;
-	while (n < size - 1 && sr->p[n] != '\0' && sr->p[n] != '\n')
-		n++;
-	if (n < size - 1 && sr->p[n] == '\n')
-		n++;
-	memcpy(buf, sr->p, (size_t)n);
-	buf[n] = '\0';
-	sr->p += n;
-	sr->c->line++;
-	return buf;
+	return fail(c, "unknown key \"%.64s\": use members or allow", key);
 }
 
 static int
 parse(const char *text, const char *path, struct policy **out,
     struct kms_status *st)
 {
-	struct string_reader sr;
 	struct parse_ctx c;
 	int r;
 
-	*out = NULL;
-	kms_status_clear(st);
 	memset(&c, 0, sizeof(c));
 	c.st = st;
 	c.path = path;
+	c.next = text;
 	if ((c.p = calloc(1, sizeof(*c.p))) == NULL)
 		return kms_status_set(st, KMS_ERR_NOMEM, "out of memory");
-	sr.p = text;
-	sr.c = &c;
-	r = ini_parse_stream(read_string_line, &sr, handler, &c);
-	if (st->err == 0 && r != 0)
+	r = ini_parse_stream(read_line, &c, handler, &c);
+	/*
+	 * inih's own complaint (a line that is neither [section] nor
+	 * key = value) wins when it comes from an earlier line.
+	 */
+	if (r > 0 && (st->err == 0 || r < c.err_line))
 		kms_status_set(st, KMS_ERR_CONFIG, "%s:%d: syntax error "
 		    "(expected [role NAME] or key = value)", path, r);
 	if (st->err == 0 && c.p->nroles == 0)
@@ -332,30 +421,59 @@ parse(const char *text, const char *path, struct policy **out,
 int
 policy_parse(const char *text, struct policy **out, struct kms_status *st)
 {
+	struct kms_status local;
+
+	if (st == NULL)
+		st = &local;
+	*out = NULL;
+	kms_status_clear(st);
+	if (text == NULL)
+		return kms_status_set(st, KMS_ERR_INVALID_ARGUMENT,
+		    "no policy text");
 	return parse(text, "policy", out, st);
 }
 
 int
 policy_load(const char *path, struct policy **out, struct kms_status *st)
 {
+	struct kms_status local;
 	char *buf = NULL;
-	size_t len = 0;
-	FILE *f;
+	size_t len;
+	FILE *f = NULL;
 	int r;
 
+	if (st == NULL)
+		st = &local;
 	*out = NULL;
+	kms_status_clear(st);
 	if ((f = fopen(path, "r")) == NULL)
 		return kms_status_set(st, KMS_ERR_CONFIG, "%s: %s", path,
 		    strerror(errno));
-	if (getdelim(&buf, &len, '\0', f) == -1 && !feof(f)) {
-		fclose(f);
-		free(buf);
-		return kms_status_set(st, KMS_ERR_CONFIG, "%s: cannot read",
-		    path);
+	if ((buf = malloc(POLICY_FILE_MAX + 1)) == NULL) {
+		r = kms_status_set(st, KMS_ERR_NOMEM, "out of memory");
+		goto out;
 	}
-	fclose(f);
-	r = parse(buf == NULL ? "" : buf, path, out, st);
+	len = fread(buf, 1, POLICY_FILE_MAX + 1, f);
+	if (ferror(f)) {
+		r = kms_status_set(st, KMS_ERR_CONFIG, "%s: read error", path);
+		goto out;
+	}
+	if (len > POLICY_FILE_MAX) {
+		r = kms_status_set(st, KMS_ERR_CONFIG, "%s: larger than %d "
+		    "bytes", path, POLICY_FILE_MAX);
+		goto out;
+	}
+	/* A NUL byte would silently end the text early. */
+	if (memchr(buf, '\0', len) != NULL) {
+		r = kms_status_set(st, KMS_ERR_CONFIG, "%s: holds a NUL byte",
+		    path);
+		goto out;
+	}
+	buf[len] = '\0';
+	r = parse(buf, path, out, st);
+ out:
 	free(buf);
+	fclose(f);
 	return r;
 }
 
@@ -370,13 +488,14 @@ is_member(const struct role *r, const char *identity)
 	return 0;
 }
 
+/* 1 when r holds a grant with any op of mask whose pattern matches key. */
 static int
-role_allows(const struct role *r, enum kms_op op, const char *key)
+role_allows(const struct role *r, unsigned int mask, const char *key)
 {
 	size_t i;
 
 	for (i = 0; i < r->ngrants; i++)
-		if ((r->grants[i].ops & (1u << op)) != 0 &&
+		if ((r->grants[i].ops & mask) != 0 &&
 		    fnmatch(r->grants[i].pattern, key, 0) == 0)
 			return 1;
 	return 0;
@@ -387,8 +506,9 @@ policy_check(const struct policy *p, const char *identity, enum kms_op op,
     const char *key, struct policy_decision *out)
 {
 	const char *name = policy_op_name(op);
-	size_t i, off = 0;
-	int any = 0;
+	char eid[96], ekey[160];
+	size_t i, off, room;
+	int any = 0, n;
 
 	out->allow = 0;
 	out->reason[0] = '\0';
@@ -397,10 +517,11 @@ policy_check(const struct policy *p, const char *identity, enum kms_op op,
 		return;
 	}
 	if (name == NULL) {
-		snprintf(out->reason, sizeof(out->reason), "unknown operation");
+		snprintf(out->reason, sizeof(out->reason),
+		    "unknown operation %d", (int)op);
 		return;
 	}
-	/* Any authenticated identity may ask who it is. */
+	/* Any authenticated identity may ask who it is (see the top). */
 	if (op == KMS_OP_WHOAMI) {
 		out->allow = 1;
 		return;
@@ -409,44 +530,55 @@ policy_check(const struct policy *p, const char *identity, enum kms_op op,
 		key = "";
 	for (i = 0; p != NULL && i < p->nroles; i++)
 		if (is_member(&p->roles[i], identity) &&
-		    role_allows(&p->roles[i], op, key)) {
+		    role_allows(&p->roles[i], 1u << op, key)) {
 			out->allow = 1;
 			return;
 		}
-	/* Deny, naming the roles held and the grant missing. */
-	off = (size_t)snprintf(out->reason, sizeof(out->reason),
-	    "identity \"%.64s\" (roles: ", identity);
-	for (i = 0; p != NULL && i < p->nroles && off < sizeof(out->reason);
-	    i++) {
+	/*
+	 * Deny, naming the roles held and the grant missing.  Identity and
+	 * key come from the client: escape them so that the reason cannot
+	 * forge log lines, and bound them so that the end of the sentence
+	 * always fits.
+	 */
+	log_escape(identity, eid, sizeof(eid));
+	log_escape(key, ekey, sizeof(ekey));
+	n = snprintf(out->reason, sizeof(out->reason),
+	    "identity \"%s\" (roles: ", eid);
+	off = n < 0 ? 0 : (size_t)n;
+	/* Keep room for the tail: ") has no grant "OP" on key "KEY"". */
+	room = sizeof(out->reason) - strlen(name) - strlen(ekey) - 32;
+	for (i = 0; p != NULL && i < p->nroles; i++) {
 		if (!is_member(&p->roles[i], identity))
 			continue;
-		off += (size_t)snprintf(out->reason + off,
-		    sizeof(out->reason) - off, "%s%s", any ? ", " : "",
-		    p->roles[i].name);
+		if (off + strlen(p->roles[i].name) + 6 > room) {
+			n = snprintf(out->reason + off,
+			    sizeof(out->reason) - off, "%s...",
+			    any ? ", " : "");
+			off += (size_t)n;
+			any = 1;
+			break;
+		}
+		n = snprintf(out->reason + off, sizeof(out->reason) - off,
+		    "%s%s", any ? ", " : "", p->roles[i].name);
+		off += (size_t)n;
 		any = 1;
 	}
-	if (off < sizeof(out->reason))
-		snprintf(out->reason + off, sizeof(out->reason) - off,
-		    "%s) has no grant \"%s\" on key \"%.128s\"",
-		    any ? "" : "none", name, key);
+	snprintf(out->reason + off, sizeof(out->reason) - off,
+	    "%s) has no grant \"%s\" on key \"%s\"", any ? "" : "none", name,
+	    ekey);
 }
 
 int
 policy_may_see(const struct policy *p, const char *identity, const char *key)
 {
-	size_t i, j;
+	size_t i;
 
-	if (p == NULL || identity == NULL)
+	if (p == NULL || identity == NULL || *identity == '\0' || key == NULL)
 		return 0;
-	for (i = 0; i < p->nroles; i++) {
-		if (!is_member(&p->roles[i], identity))
-			continue;
-		for (j = 0; j < p->roles[i].ngrants; j++)
-			if (fnmatch(p->roles[i].grants[j].pattern, key,
-			    0) == 0 && (p->roles[i].grants[j].ops &
-			    ~(1u << KMS_OP_LIST_AUDIT_RECORDS)) != 0)
-				return 1;
-	}
+	for (i = 0; i < p->nroles; i++)
+		if (is_member(&p->roles[i], identity) &&
+		    role_allows(&p->roles[i], ~KEYLESS_OPS, key))
+			return 1;
 	return 0;
 }
 
@@ -460,7 +592,7 @@ policy_roles(const struct policy *p, const char *identity,
 		return 0;
 	for (i = 0; i < p->nroles; i++)
 		if (is_member(&p->roles[i], identity)) {
-			if (n < max)
+			if (n < max && roles != NULL)
 				roles[n] = p->roles[i].name;
 			n++;
 		}

@@ -71,7 +71,9 @@ secret_read_pin_file(const char *path, struct secret **out)
 	*out = NULL;
 	/* O_NOFOLLOW: a PIN file that is a link could point anywhere. */
 	if ((fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)) == -1) {
-		r = errno == ENOENT ? KMS_ERR_CONFIG : KMS_ERR_IO;
+		/* ELOOP: a symbolic link, refused like a bad mode. */
+		r = errno == ENOENT || errno == ELOOP ? KMS_ERR_CONFIG :
+		    KMS_ERR_IO;
 		goto out;
 	}
 	if (fstat(fd, &sb) == -1) {

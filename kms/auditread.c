@@ -214,6 +214,7 @@ check_checkpoint(struct auditv_chain *c, json_t *rec, uint64_t seq,
 	uint8_t sig[512], md[SHA256_DIGEST_LENGTH];
 	char msg[512];
 	size_t siglen;
+	unsigned int i;
 	int n, valid = 0;
 
 	cp = json_object_get(rec, "checkpoint");
@@ -256,6 +257,14 @@ check_checkpoint(struct auditv_chain *c, json_t *rec, uint64_t seq,
 		return -1;
 	}
 	c->cp_every = (unsigned int)json_integer_value(every);
+	/* Remember which keys signed (the first 4 distinct ones). */
+	for (i = 0; i < c->nkeys_used; i++)
+		if (strncmp(c->keys_used[i], fpr, 16) == 0)
+			break;
+	if (i == c->nkeys_used && c->nkeys_used < 4) {
+		snprintf(c->keys_used[c->nkeys_used], 17, "%.16s", fpr);
+		c->nkeys_used++;
+	}
 	return 0;
 }
 
@@ -611,8 +620,17 @@ verify_chain(const char *dir, const char *chain, const char *pubkey_pem,
 	res->unsigned_tail += c.since_cp;
 	notef(note, arg, "chain %s: %" PRIu64 " records, %" PRIu64
 	    " checkpoints, last checkpoint at seq %" PRIu64 ", %" PRIu64
-	    " record(s) after it", chain, c.records, c.checkpoints,
-	    c.last_cp_seq, c.since_cp);
+	    " record(s) after it; checkpoints signed by %u audit key(s)%s%s%s"
+	    "%s%s%s%s%s", chain, c.records, c.checkpoints, c.last_cp_seq,
+	    c.since_cp, c.nkeys_used, c.nkeys_used > 0 ? ": " : "",
+	    c.nkeys_used > 0 ? c.keys_used[0] : "",
+	    c.nkeys_used > 1 ? ", " : "", c.nkeys_used > 1 ? c.keys_used[1] : "",
+	    c.nkeys_used > 2 ? ", " : "", c.nkeys_used > 2 ? c.keys_used[2] : "",
+	    c.nkeys_used > 3 ? ", " : "", c.nkeys_used > 3 ? c.keys_used[3] : "");
+	if (c.nkeys_used > 1)
+		notef(note, arg, "chain %s: WARNING: more than one audit key "
+		    "signed its checkpoints; unless the token was replaced, pin "
+		    "the real key with --pubkey", chain);
  out:
 	if (segs != NULL)
 		free_names(segs, nseg);

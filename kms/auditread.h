@@ -66,6 +66,8 @@ struct auditv_chain {
 	uint64_t since_cp;		/* records since the last checkpoint */
 	uint64_t records, checkpoints;
 	uint64_t line_seq;		/* seq of the line last looked at */
+	char keys_used[4][17];		/* audit keys seen (first 16 hex digits) */
+	unsigned int nkeys_used;
 };
 
 void auditv_chain_init(struct auditv_chain *c, const char *chain,

@@ -436,7 +436,9 @@ def test_checkpoint_by_a_foreign_key_needs_the_pinned_key(ak, tmp_path):
             r["checkpoint"]["sig"] = base64.b64encode(sig).decode()
         lines[i] = json.dumps(r, separators=(",", ":")).encode()
     save_chain(resplit(segs, lines))
-    assert verify(copy).returncode == 0
+    p = verify(copy)
+    assert p.returncode == 0
+    assert "more than one audit key" in out_text(p)
     p = verify(copy, "--pubkey", real)
     assert p.returncode == 1, out_text(p)
     assert "unknown audit key" in out_text(p)

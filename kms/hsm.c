@@ -220,7 +220,7 @@ hsm_open(const char *module, const char *token_label, const char *pin_file,
 	struct hsm *hsm;
 	char label[33];
 	size_t n;
-	int r, found = 0;
+	int r, found = 0, ours = 0;
 	CK_RV rv;
 
 	*out = NULL;
@@ -249,9 +249,10 @@ hsm_open(const char *module, const char *token_label, const char *pin_file,
 	    rv != CKR_CRYPTOKI_ALREADY_INITIALIZED) {
 		r = kms_status_set(st, map_rv("C_Initialize", rv),
 		    "cannot initialise %s: %s", module, rv_name(rv));
-		hsm->f = NULL;
 		goto fail;
 	}
+	/* Finalize on failure only what this call initialised. */
+	ours = rv == CKR_OK;
 	if ((rv = hsm->f->C_GetSlotList(CK_TRUE, slots, &nslots)) != CKR_OK) {
 		r = kms_status_set(st, map_rv("C_GetSlotList", rv),
 		    "cannot list slots: %s", rv_name(rv));
@@ -306,7 +307,9 @@ hsm_open(const char *module, const char *token_label, const char *pin_file,
 	return 0;
  fail:
 	secret_free(pin);
-	if (hsm->f != NULL)
+	if (h != CK_INVALID_HANDLE)
+		hsm->f->C_CloseSession(h);
+	if (ours)
 		hsm->f->C_Finalize(NULL);
 	if (hsm->dl != NULL)
 		dlclose(hsm->dl);
@@ -826,15 +829,27 @@ hsm_data_create(struct hsm_session *s, const char *label,
 }
 
 int
-hsm_data_set(struct hsm_session *s, hsm_handle_t h, const uint8_t *data,
-    size_t len)
+hsm_data_set(struct hsm_session *s, const char *label, hsm_handle_t *h,
+    const uint8_t *data, size_t len)
 {
 	CK_ATTRIBUTE a = { CKA_VALUE, (void *)data, len };
+	hsm_handle_t nh;
+	int r;
 	CK_RV rv;
 
 	P11_CALL(s, "C_SetAttributeValue", rv = s->hsm->f->C_SetAttributeValue(
-	    s->h, h, &a, 1));
-	return map_rv("C_SetAttributeValue", rv);
+	    s->h, *h, &a, 1));
+	if (rv != CKR_ATTRIBUTE_READ_ONLY)
+		return map_rv("C_SetAttributeValue", rv);
+	/* Make the new object first: the value is never missing. */
+	if ((r = hsm_data_create(s, label, data, len, &nh)) != 0)
+		return r;
+	if ((r = hsm_destroy(s, *h)) != 0 && r != KMS_ERR_STALE_HANDLE) {
+		hsm_destroy(s, nh);
+		return r;
+	}
+	*h = nh;
+	return 0;
 }
 
 int

@@ -115,8 +115,12 @@ int hsm_public_key_der(struct hsm_session *s, const struct kms_alg_info *alg,
 /* Creates a token, private, modifiable CKO_DATA object. */
 int hsm_data_create(struct hsm_session *s, const char *label,
     const uint8_t *value, size_t len, hsm_handle_t *out);
-/* Replaces its CKA_VALUE. */
-int hsm_data_set(struct hsm_session *s, hsm_handle_t h,
+/*
+ * Replaces the CKA_VALUE of the data object *h labelled label.  Modules
+ * that refuse to change it (SoftHSM2: CKR_ATTRIBUTE_READ_ONLY) get a new
+ * object with the same label and the old one destroyed; *h is updated.
+ */
+int hsm_data_set(struct hsm_session *s, const char *label, hsm_handle_t *h,
     const uint8_t *value, size_t len);
 /* Reads its CKA_VALUE into a malloc'd buffer (NUL-terminated, not counted in *len). */
 int hsm_data_get(struct hsm_session *s, hsm_handle_t h,

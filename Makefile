@@ -101,7 +101,8 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libkms.a $(PROTO_H)
 		-lcmocka $(LDLIBS_COMMON)
 
 unit: $(UNIT_BINS) $(BUILD)/p11fault.so
-	@LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp BUILD=$(BUILD) \
+	@ASAN_OPTIONS=fast_unwind_on_malloc=0 \
+	    LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp BUILD=$(BUILD) \
 	    bash tests/run-unit.sh $(UNIT_TESTS)
 
 # libFuzzer targets (clang), run for FUZZ_SECONDS each.

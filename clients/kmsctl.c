@@ -36,14 +36,6 @@
 
 #define DATA_MAX (1024 * 1024)	/* the server's default max_data_bytes */
 
-static const char *const code_names[] = {
-	"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED",
-	"NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED",
-	"RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED",
-	"OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE",
-	"DATA_LOSS", "UNAUTHENTICATED"
-};
-
 static const char *const state_names[] = {
 	"KEY_VERSION_STATE_UNSPECIFIED", "ENABLED", "DISABLED",
 	"DESTROY_SCHEDULED", "DESTROYED"
@@ -99,15 +91,6 @@ die_usage(const char *msg)
 	return KMSCTL_EXIT_USAGE;
 }
 
-static const char *
-code_name(int code)
-{
-	if (code < 0 || (size_t)code >= sizeof(code_names) /
-	    sizeof(code_names[0]))
-		return "UNKNOWN";
-	return code_names[code];
-}
-
 static int
 connect_server(struct ctx *x)
 {
@@ -137,8 +120,8 @@ call(struct ctx *x, const char *method, const ProtobufCMessage *req,
 	if (kmsclient_call(x->c, method, req, rd, resp, &code, &transport,
 	    &st) == 0)
 		return 0;
-	fprintf(stderr, "kmsctl: %s: %s: %s\n", method, code_name(code),
-	    st.msg);
+	fprintf(stderr, "kmsctl: %s: %s: %s\n", method,
+	    kms_grpc_code_name(code), st.msg);
 	return transport ? KMSCTL_EXIT_TRANSPORT : KMSCTL_EXIT_REFUSED;
 }
 

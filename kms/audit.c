@@ -70,42 +70,12 @@ struct audit {
 };
 
 static void
-hex_encode(const uint8_t *in, size_t len, char *out)
-{
-	static const char hex[] = "0123456789abcdef";
-	size_t i;
-
-	for (i = 0; i < len; i++) {
-		out[2 * i] = hex[in[i] >> 4];
-		out[2 * i + 1] = hex[in[i] & 0xf];
-	}
-	out[2 * len] = '\0';
-}
-
-static void
 line_hash(const char *line, size_t len, char *out)
 {
 	uint8_t md[SHA256_DIGEST_LENGTH];
 
 	SHA256((const unsigned char *)line, len, md);
-	hex_encode(md, sizeof(md), out);
-}
-
-static int
-is_segment_name(const char *name)
-{
-	size_t i;
-
-	for (i = 0; i < SEG_NAME_DIGITS; i++)
-		if (name[i] < '0' || name[i] > '9')
-			return 0;
-	return strcmp(name + SEG_NAME_DIGITS, SEG_SUFFIX) == 0;
-}
-
-static int
-seg_filter(const struct dirent *d)
-{
-	return is_segment_name(d->d_name);
+	audit_hex(md, sizeof(md), out);
 }
 
 static int
@@ -286,7 +256,7 @@ format_record(struct audit *a, const struct audit_event *ev, uint64_t seq,
 	    set_str(o, "reason", ev->reason))
 		goto out;
 	if (ev->request_sha256 != NULL)
-		hex_encode(ev->request_sha256, SHA256_DIGEST_LENGTH, hex);
+		audit_hex(ev->request_sha256, SHA256_DIGEST_LENGTH, hex);
 	if (set_str(o, "request_sha256", ev->request_sha256 == NULL ? NULL :
 	    hex))
 		goto out;
@@ -640,7 +610,7 @@ audit_open(const char *dir, const char *chain, size_t segment_max,
 	if ((r = lock_chain(a, st)) != 0)
 		goto out;
 	r = KMS_ERR_AUDIT;
-	if ((n = scandir(a->dir, &names, seg_filter, alphasort)) == -1) {
+	if ((n = scandir(a->dir, &names, audit_segment_filter, alphasort)) == -1) {
 		kms_status_set(st, r, "cannot read %s: %s", a->dir,
 		    strerror(errno));
 		goto out;
@@ -651,7 +621,7 @@ audit_open(const char *dir, const char *chain, size_t segment_max,
 	 */
 	seq = 1;
 	for (i = n - 1; i >= 0 && !found; i--) {
-		/* Segment names are exactly 26 bytes (seg_filter). */
+		/* Segment names are exactly 26 bytes (audit_segment_filter). */
 		memcpy(segname, names[i]->d_name,
 		    SEG_NAME_DIGITS + sizeof(SEG_SUFFIX));
 		snprintf(path, sizeof(path), "%s/%s", a->dir, segname);
@@ -678,7 +648,7 @@ audit_open(const char *dir, const char *chain, size_t segment_max,
 		if (a->signer.every == 0)
 			a->signer.every = 1;
 		SHA256(signer->spki, signer->spki_len, md);
-		hex_encode(md, sizeof(md), a->key_fpr);
+		audit_hex(md, sizeof(md), a->key_fpr);
 		if ((r = write_key_pem(a, st)) != 0 ||
 		    (r = checkpoint_now(a)) != 0) {
 			pthread_mutex_unlock(&a->lock);

@@ -43,8 +43,8 @@ struct audit_keyset {
 	size_t n;
 };
 
-static void
-hex_encode(const uint8_t *in, size_t len, char *out)
+void
+audit_hex(const uint8_t *in, size_t len, char *out)
 {
 	static const char hex[] = "0123456789abcdef";
 	size_t i;
@@ -96,7 +96,7 @@ audit_keyset_add_der(struct audit_keyset *ks, const uint8_t *der, size_t len,
 	size_t i;
 
 	SHA256(der, len, md);
-	hex_encode(md, sizeof(md), hex);
+	audit_hex(md, sizeof(md), hex);
 	if (fpr != NULL)
 		memcpy(fpr, hex, sizeof(hex));
 	for (i = 0; i < ks->n; i++)
@@ -360,7 +360,7 @@ auditv_chain_line(struct auditv_chain *c, const char *line, size_t len,
 		}
 	}
 	SHA256((const unsigned char *)line, len, md);
-	hex_encode(md, sizeof(md), c->prev);
+	audit_hex(md, sizeof(md), c->prev);
 	c->next_seq = seq + 1;
 	c->records++;
 	r = 0;
@@ -436,8 +436,8 @@ is_segment(const char *name)
 	return strcmp(name + SEG_DIGITS, SEG_SUFFIX) == 0;
 }
 
-static int
-seg_filter(const struct dirent *d)
+int
+audit_segment_filter(const struct dirent *d)
 {
 	return is_segment(d->d_name);
 }
@@ -540,7 +540,7 @@ verify_chain(const char *dir, const char *chain, const char *pubkey_pem,
 				goto out;
 		}
 	}
-	if ((nseg = scandir(dir, &segs, seg_filter, alphasort)) < 0 ||
+	if ((nseg = scandir(dir, &segs, audit_segment_filter, alphasort)) < 0 ||
 	    (nall = scandir(dir, &all, jsonl_filter, alphasort)) < 0) {
 		kms_status_set(st, KMS_ERR_IO, "%s: %s", dir, strerror(errno));
 		goto out;
@@ -778,7 +778,7 @@ audit_list(const char *dir, uint64_t after_seq, size_t limit,
 	    audit_parse_time(f->time_to, &to) != 0)
 		return kms_status_set(st, KMS_ERR_INVALID_ARGUMENT, "time_to "
 		    "is not an RFC 3339 UTC time like 2026-01-31T12:00:00Z");
-	if ((nseg = scandir(dir, &segs, seg_filter, alphasort)) < 0) {
+	if ((nseg = scandir(dir, &segs, audit_segment_filter, alphasort)) < 0) {
 		if (errno == ENOENT)
 			return kms_status_set(st, KMS_ERR_NOT_FOUND,
 			    "no such audit chain");

@@ -28,6 +28,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct dirent;
 struct kms_status;
 
 #define AUDIT_LINE_MAX (64 * 1024)
@@ -134,6 +135,11 @@ int audit_list(const char *dir, uint64_t after_seq, size_t limit,
     size_t scan_max, const struct audit_filter *f,
     int (*cb)(const struct audit_record *rec, void *arg), void *arg,
     uint64_t *next_after, struct kms_status *st);
+
+/* Lower-case hex of in into out (2 * len + 1 bytes). */
+void audit_hex(const uint8_t *in, size_t len, char *out);
+/* scandir(3) filter: segment files, NNNNNNNNNNNNNNNNNNNN.jsonl. */
+int audit_segment_filter(const struct dirent *d);
 
 /* Parses "YYYY-MM-DDTHH:MM:SS[.ffffff]Z" into microseconds since 1970. */
 int audit_parse_time(const char *s, int64_t *usec);

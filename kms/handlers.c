@@ -30,23 +30,6 @@
 #define AUDIT_SCAN_MAX 100000	/* records looked at per call, matching or not */
 #define ROLES_MAX 32
 
-static const char *const grpc_code_names[] = {
-	"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED",
-	"NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED",
-	"RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED",
-	"OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE",
-	"DATA_LOSS", "UNAUTHENTICATED"
-};
-
-const char *
-grpc_code_name(int code)
-{
-	if (code < 0 || (size_t)code >=
-	    sizeof(grpc_code_names) / sizeof(grpc_code_names[0]))
-		return "UNKNOWN";
-	return grpc_code_names[code];
-}
-
 /* The state of one call as it moves through the handler. */
 struct call {
 	struct service *svc;
@@ -149,7 +132,7 @@ finish(struct call *c, const ProtobufCMessage *resp, uint64_t *seq_field,
 	ev.key = c->key;
 	ev.version = c->version;
 	ev.result = result_of(c->st.err);
-	ev.status = grpc_code_name(kms_err_grpc_code(c->st.err));
+	ev.status = kms_grpc_code_name(kms_err_grpc_code(c->st.err));
 	ev.reason = c->st.err != 0 ? c->st.msg : NULL;
 	ev.request_sha256 = c->have_hash ? c->req_hash : NULL;
 	if ((r = audit_append(c->svc->audit, &ev, &seq)) != 0) {

@@ -66,7 +66,4 @@ int service_reload_policy(struct service *svc, struct kms_status *st);
 void service_audit_unimplemented(struct service *svc,
     const struct rpc_peer *who, const char *method);
 
-/* The name of a numeric gRPC status code ("PERMISSION_DENIED"). */
-const char *grpc_code_name(int code);
-
 #endif /* KMS_HANDLERS_H */

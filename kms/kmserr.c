@@ -92,3 +92,20 @@ kms_status_set(struct kms_status *st, int err, const char *fmt, ...)
 	va_end(ap);
 	return err;
 }
+
+static const char *const grpc_code_names[] = {
+	"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED",
+	"NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED",
+	"RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED",
+	"OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE",
+	"DATA_LOSS", "UNAUTHENTICATED"
+};
+
+const char *
+kms_grpc_code_name(int code)
+{
+	if (code < 0 || (size_t)code >=
+	    sizeof(grpc_code_names) / sizeof(grpc_code_names[0]))
+		return "UNKNOWN";
+	return grpc_code_names[code];
+}

@@ -41,6 +41,9 @@ const char *kms_strerror(int err);
  */
 int kms_err_grpc_code(int err);
 
+/* The name of a numeric gRPC status code ("PERMISSION_DENIED"). */
+const char *kms_grpc_code_name(int code);
+
 /*
  * A status travelling with a request: the error code and a message that
  * a person can act on.  The message never holds key bytes, PINs or

@@ -179,6 +179,21 @@ test_status_null(void **state)
 	kms_status_clear(NULL);
 }
 
+static void
+test_grpc_code_names(void **state)
+{
+	(void)state;
+	assert_string_equal(kms_grpc_code_name(0), "OK");
+	assert_string_equal(kms_grpc_code_name(7), "PERMISSION_DENIED");
+	assert_string_equal(kms_grpc_code_name(14), "UNAVAILABLE");
+	assert_string_equal(kms_grpc_code_name(16), "UNAUTHENTICATED");
+	assert_string_equal(kms_grpc_code_name(17), "UNKNOWN");
+	assert_string_equal(kms_grpc_code_name(-1), "UNKNOWN");
+	/* Every error maps to a named code. */
+	assert_string_equal(kms_grpc_code_name(kms_err_grpc_code(
+	    KMS_ERR_AUDIT)), "UNAVAILABLE");
+}
+
 int
 main(void)
 {
@@ -190,6 +205,7 @@ main(void)
 		cmocka_unit_test(test_status_set_and_clear),
 		cmocka_unit_test(test_status_truncates),
 		cmocka_unit_test(test_status_null),
+		cmocka_unit_test(test_grpc_code_names),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

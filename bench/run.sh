@@ -33,8 +33,8 @@ trap stop_kmsd EXIT
 
 # start_kmsd CONFIG: starts kmsd and waits until it listens.
 start_kmsd() {
-	"$BUILD/kmsd" --config "$1" --listen "$ADDR" --log-level warn \
-	    2>"$OUT/kmsd.log" &
+	"$BUILD/kmsd" --config "$1" --listen "$ADDR" --log-level info \
+	    2>"$OUT/kmsd-$2.log" &
 	pid=$!
 	for _ in $(seq 100); do
 		if "${KMSCTL[@]}" --as ci whoami >/dev/null 2>&1; then
@@ -43,7 +43,7 @@ start_kmsd() {
 		sleep 0.1
 	done
 	echo "bench: kmsd did not start:" >&2
-	cat "$OUT/kmsd.log" >&2
+	cat "$OUT/kmsd-$2.log" >&2
 	exit 1
 }
 
@@ -59,30 +59,38 @@ make_key() {
 	    >/dev/null
 }
 
-# Audit durability: the same Sign load with the log fdatasync'd (the
-# service as shipped) and written but not synced (sync = no).
-sed -e 's/^sync *=.*//' "$HOME_DIR/kmsd.conf" |
-    sed -e 's/^\[audit\]$/[audit]\nsync = no/' >"$HOME_DIR/kmsd-nosync.conf"
+WORKERS=${BENCH_WORKERS:-16}
+# The benchmark's own configurations: WORKERS HSM workers, and the audit
+# log fdatasync'd (the service as shipped) or written but not synced.
+sed -e "s/^workers *=.*/workers = $WORKERS/" -e 's/^sync *=.*//' \
+    "$HOME_DIR/kmsd.conf" >"$HOME_DIR/bench-durable.conf"
+sed -e 's/^\[audit\]$/[audit]\nsync = no/' "$HOME_DIR/bench-durable.conf" \
+    >"$HOME_DIR/bench-nosync.conf"
 
-start_kmsd "$HOME_DIR/kmsd.conf"
+start_kmsd "$HOME_DIR/bench-durable.conf" durable
 make_key bench/p256 EC_P256_SHA256
 durable=$(load --key-name bench/p256 --inflight 16 --threads 2)
 stop_kmsd
-start_kmsd "$HOME_DIR/kmsd-nosync.conf"
+start_kmsd "$HOME_DIR/bench-nosync.conf" nosync
 nosync=$(load --key-name bench/p256 --inflight 16 --threads 2)
 stop_kmsd
+batching=$(grep -o 'audit: [0-9]* records in [0-9]* writes ([^)]*)' \
+    "$OUT/kmsd-durable.log" | tail -1)
 
 machine="$(nproc) cores, $(awk '/model name/ {sub(/.*: /, ""); print; exit}' /proc/cpuinfo)"
 /usr/bin/python3 - "$OUT/audit-durability.json" "$machine" "$durable" \
-    "$nosync" <<'PY'
+    "$nosync" "$batching" "$WORKERS" <<'PY'
 import json, sys
 path, machine, durable, nosync = sys.argv[1], sys.argv[2], \
     json.loads(sys.argv[3]), json.loads(sys.argv[4])
+batching, workers = sys.argv[5], int(sys.argv[6])
 ratio = durable["ops_per_s"] / nosync["ops_per_s"]
 res = {"machine": machine,
        "command": "make bench (bench/run.sh)",
        "sign_p256_inflight16_durable": durable,
        "sign_p256_inflight16_not_synced": nosync,
+       "workers": workers,
+       "group_commit": batching,
        "durable_over_not_synced": round(ratio, 3)}
 json.dump(res, open(path, "w"), indent=2)
 print("audit durability, ECDSA P-256 Sign, 16 in flight, %s:" % machine)
@@ -90,6 +98,7 @@ for k, r in (("durable (fdatasync)", durable),
              ("written, not synced", nosync)):
     print("  %-22s %8.0f ops/s  p50 %.2f ms  p99 %.2f ms  errors %d" % (
         k, r["ops_per_s"], r["p50_ms"], r["p99_ms"], r["errors"]))
+print("  group commit (durable run): %s" % batching)
 print("  target: durable within 10%% of not synced: %.1f%% -> %s" % (
     (1 - ratio) * 100, "holds" if ratio >= 0.9 else "MISSED"))
 print("  results: %s" % path)

@@ -58,6 +58,7 @@ struct audit {
 	uint64_t pend_base_since;	/* since_cp before it */
 	int lock_fd;			/* flock'd: this chain is ours */
 	int nosync;			/* benchmarks only */
+	uint64_t nbatches, nflushed;	/* group commit: writes and records */
 
 	/* Checkpoints. */
 	struct audit_signer signer;	/* sign == NULL: none */
@@ -460,8 +461,11 @@ wait_durable(struct audit *a, uint64_t my, uint64_t gen)
 		r = flush_batch(a, buf, len, first);
 		pthread_mutex_lock(&a->lock);
 		a->flushing = 0;
-		if (r == 0)
+		if (r == 0) {
 			a->durable_seq = last;
+			a->nbatches++;
+			a->nflushed += last - first + 1;
+		}
 		else {
 			/*
 			 * The batch is gone, and so is everything chained
@@ -715,6 +719,11 @@ audit_close(struct audit *a)
 	if (a->signer.sign != NULL && a->since_cp > 0 &&
 	    checkpoint_now(a) != 0)
 		log_warn("audit: the closing checkpoint failed");
+	if (a->nbatches > 0)
+		log_info("audit: %" PRIu64 " records in %" PRIu64 " writes "
+		    "(%.1f records per %s)", a->nflushed, a->nbatches,
+		    (double)a->nflushed / (double)a->nbatches,
+		    a->nosync ? "write" : "fdatasync");
 	pthread_mutex_unlock(&a->lock);
 	if (a->fd != -1)
 		close(a->fd);

@@ -90,6 +90,9 @@ $(BUILD)/kmsctl: $(KMSCTL_OBJS) $(CLIENT_OBJS) $(PROTO_OBJS) $(BUILD)/libkms.a
 $(BUILD)/kmsload: $(BUILD)/obj/bench/kmsload.o $(PROTO_OBJS)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS_GRPC) $(LDLIBS_COMMON)
 
+$(BUILD)/p11raw: $(BUILD)/obj/bench/p11raw.o
+	$(CC) $(LDFLAGS) -o $@ $^ -lpthread -ldl
+
 # The fault-injecting PKCS#11 module used by the unit tests.
 $(BUILD)/p11fault.so: tests/mock-p11/p11fault.c
 	@mkdir -p $(dir $@)
@@ -144,7 +147,7 @@ setup: deps all
 run: deps all
 	@bash hsm-config/run.sh
 
-bench: deps all $(BUILD)/kmsload
+bench: deps all $(BUILD)/kmsload $(BUILD)/p11raw
 	@bash bench/run.sh
 
 clean:

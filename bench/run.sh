@@ -59,7 +59,7 @@ make_key() {
 	    >/dev/null
 }
 
-WORKERS=${BENCH_WORKERS:-16}
+WORKERS=${BENCH_WORKERS:-2}
 # The benchmark's own configurations: WORKERS HSM workers, and the audit
 # log fdatasync'd (the service as shipped) or written but not synced.
 sed -e "s/^workers *=.*/workers = $WORKERS/" -e 's/^sync *=.*//' \

@@ -50,7 +50,6 @@ struct audit {
 	char prev[SHA256_DIGEST_LENGTH * 2 + 1];
 	uint64_t durable_seq;		/* every record up to here is on disk */
 	uint64_t gen;			/* bumped when a flush fails */
-	int flushing;
 	char *pend;			/* the pending batch */
 	size_t pend_len, pend_cap;
 	uint64_t pend_first, pend_last;
@@ -59,6 +58,12 @@ struct audit {
 	int lock_fd;			/* flock'd: this chain is ours */
 	int nosync;			/* benchmarks only */
 	uint64_t nbatches, nflushed;	/* group commit: writes and records */
+
+	/* The writer thread and the replies waiting for it. */
+	pthread_t writer;
+	pthread_cond_t wcond;		/* records are pending, or stop */
+	int writer_running, wstop;
+	struct audit_waiter *whead, *wtail;
 
 	/* Checkpoints. */
 	struct audit_signer signer;	/* sign == NULL: none */
@@ -426,28 +431,29 @@ queue_checkpoint(struct audit *a, uint64_t *my)
 }
 
 /*
- * Waits, lock held, until record my is durable; becomes the flusher of
- * the pending batch when no flush is under way.  Fails when a flush of a
- * batch holding (or preceding) my failed, which gen tells.
+ * The writer thread: group commit.  It takes everything pending, writes
+ * and fdatasyncs it in one go outside the lock while later records gather
+ * in the next batch, then releases the replies that were waiting for
+ * those records.  A failed write takes the batch back out of the file,
+ * and every record chained after it (the pending batch too) fails with
+ * it: the generation counter tells their waiters.
  */
-static int
-wait_durable(struct audit *a, uint64_t my, uint64_t gen)
+static void *
+writer_main(void *arg)
 {
+	struct audit *a = arg;
+	struct audit_waiter *done, *w, **tail;
 	char *buf, base[SHA256_DIGEST_LENGTH * 2 + 1];
 	uint64_t first, last, since;
 	size_t len;
 	int r;
 
+	pthread_mutex_lock(&a->lock);
 	for (;;) {
-		if (a->gen != gen)
-			return KMS_ERR_AUDIT;
-		if (a->durable_seq >= my)
-			return 0;
-		if (a->flushing) {
-			pthread_cond_wait(&a->cond, &a->lock);
-			continue;
-		}
-		/* Become the flusher of everything pending. */
+		while (a->pend_len == 0 && !a->wstop)
+			pthread_cond_wait(&a->wcond, &a->lock);
+		if (a->pend_len == 0)
+			break;
 		buf = a->pend;
 		len = a->pend_len;
 		first = a->pend_first;
@@ -456,30 +462,55 @@ wait_durable(struct audit *a, uint64_t my, uint64_t gen)
 		memcpy(base, a->pend_base, sizeof(base));
 		a->pend = NULL;
 		a->pend_len = a->pend_cap = 0;
-		a->flushing = 1;
 		pthread_mutex_unlock(&a->lock);
 		r = flush_batch(a, buf, len, first);
+		free(buf);
 		pthread_mutex_lock(&a->lock);
-		a->flushing = 0;
 		if (r == 0) {
 			a->durable_seq = last;
 			a->nbatches++;
 			a->nflushed += last - first + 1;
-		}
-		else {
-			/*
-			 * The batch is gone, and so is everything chained
-			 * after it: start again from before the batch.
-			 */
+		} else {
+			/* Start again from before the batch. */
 			a->gen++;
 			a->next_seq = first;
 			a->since_cp = since;
 			memcpy(a->prev, base, sizeof(a->prev));
 			a->pend_len = 0;
 		}
-		free(buf);
+		/* The waiters that are settled, in seq order. */
+		done = NULL;
+		tail = &done;
+		while ((w = a->whead) != NULL && (w->gen != a->gen ||
+		    w->seq <= a->durable_seq)) {
+			w->err = w->gen == a->gen ? 0 : KMS_ERR_AUDIT;
+			a->whead = w->next;
+			w->next = NULL;
+			*tail = w;
+			tail = &w->next;
+		}
+		if (a->whead == NULL)
+			a->wtail = NULL;
 		pthread_cond_broadcast(&a->cond);
+		pthread_mutex_unlock(&a->lock);
+		while ((w = done) != NULL) {
+			done = w->next;
+			w->done(w, w->err);
+		}
+		pthread_mutex_lock(&a->lock);
 	}
+	pthread_mutex_unlock(&a->lock);
+	return NULL;
+}
+
+/* Waits, lock held, until record my is durable or lost. */
+static int
+wait_durable(struct audit *a, uint64_t my, uint64_t gen)
+{
+	pthread_cond_signal(&a->wcond);
+	while (a->gen == gen && a->durable_seq < my)
+		pthread_cond_wait(&a->cond, &a->lock);
+	return a->gen == gen ? 0 : KMS_ERR_AUDIT;
 }
 
 /* Queues a checkpoint and waits for it to be durable.  Lock held. */
@@ -588,6 +619,7 @@ audit_open(const char *dir, const char *chain, size_t segment_max,
 	a->lock_fd = -1;
 	pthread_mutex_init(&a->lock, NULL);
 	pthread_cond_init(&a->cond, NULL);
+	pthread_cond_init(&a->wcond, NULL);
 	{
 		pthread_condattr_t ca;
 
@@ -646,6 +678,11 @@ audit_open(const char *dir, const char *chain, size_t segment_max,
 		    a->dir, strerror(errno));
 		goto out;
 	}
+	if (pthread_create(&a->writer, NULL, writer_main, a) != 0) {
+		kms_status_set(st, r, "cannot start the audit writer");
+		goto out;
+	}
+	a->writer_running = 1;
 	pthread_mutex_lock(&a->lock);
 	if (signer != NULL && signer->sign != NULL) {
 		a->signer = *signer;
@@ -719,18 +756,24 @@ audit_close(struct audit *a)
 	if (a->signer.sign != NULL && a->since_cp > 0 &&
 	    checkpoint_now(a) != 0)
 		log_warn("audit: the closing checkpoint failed");
+	/* The writer writes what is pending, then stops. */
+	a->wstop = 1;
+	pthread_cond_signal(&a->wcond);
+	pthread_mutex_unlock(&a->lock);
+	if (a->writer_running)
+		pthread_join(a->writer, NULL);
 	if (a->nbatches > 0)
 		log_info("audit: %" PRIu64 " records in %" PRIu64 " writes "
 		    "(%.1f records per %s)", a->nflushed, a->nbatches,
 		    (double)a->nflushed / (double)a->nbatches,
 		    a->nosync ? "write" : "fdatasync");
-	pthread_mutex_unlock(&a->lock);
 	if (a->fd != -1)
 		close(a->fd);
 	if (a->lock_fd != -1)
 		close(a->lock_fd);
 	pthread_mutex_destroy(&a->lock);
 	pthread_cond_destroy(&a->cond);
+	pthread_cond_destroy(&a->wcond);
 	pthread_cond_destroy(&a->timer_cond);
 	free(a->pend);
 	free(a->key_pem);
@@ -772,6 +815,36 @@ const char *
 audit_key_pem(const struct audit *a)
 {
 	return a->key_pem;
+}
+
+int
+audit_submit(struct audit *a, const struct audit_event *ev, uint64_t *seq,
+    struct audit_waiter *w)
+{
+	uint64_t cpseq;
+	int r;
+
+	*seq = 0;
+	pthread_mutex_lock(&a->lock);
+	/* As in audit_append: keep the checkpoint promise first. */
+	if (a->signer.sign != NULL && a->since_cp >= a->signer.every &&
+	    (r = queue_checkpoint(a, &cpseq)) != 0)
+		goto out;
+	if ((r = queue_record(a, ev, NULL, seq)) != 0)
+		goto out;
+	w->seq = *seq;
+	w->gen = a->gen;
+	w->err = 0;
+	w->next = NULL;
+	if (a->wtail != NULL)
+		a->wtail->next = w;
+	else
+		a->whead = w;
+	a->wtail = w;
+	pthread_cond_signal(&a->wcond);
+ out:
+	pthread_mutex_unlock(&a->lock);
+	return r;
 }
 
 int

@@ -78,7 +78,29 @@ void audit_close(struct audit *a);
  */
 void audit_set_sync(struct audit *a, int sync);
 
-/* Appends ev durably; *seq receives its sequence number. */
+/*
+ * A reply waiting for its record: audit_submit fills seq and gen, and the
+ * log's writer thread calls done(w, 0) once the record is durable, or
+ * done(w, KMS_ERR_AUDIT) when it was lost (the reply must then be
+ * withheld).  done must not call back into the log.
+ */
+struct audit_waiter {
+	uint64_t seq, gen;
+	int err;
+	void (*done)(struct audit_waiter *w, int err);
+	struct audit_waiter *next;
+};
+
+/*
+ * Queues ev and returns at once with *seq; w is settled later as above.
+ * The worker that called it is free for the next request while the
+ * record is written, so that the HSM never waits for the disk.  On an
+ * error return w is not queued.
+ */
+int audit_submit(struct audit *a, const struct audit_event *ev,
+    uint64_t *seq, struct audit_waiter *w);
+
+/* Appends ev and waits until it is durable; *seq receives its number. */
 int audit_append(struct audit *a, const struct audit_event *ev,
     uint64_t *seq);
 

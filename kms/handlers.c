@@ -113,7 +113,9 @@ result_of(int err)
 /*
  * Audits the call and, when both the call and the audit record succeeded,
  * stores the record's sequence number in *seq_field (if any) and packs the
- * response.  A failed audit write withholds the result.
+ * response.  With a waiter from the transport the record is only queued:
+ * the transport sends the reply once the record is durable and withholds
+ * it when the record is lost.  A failed audit write withholds the result.
  */
 static void
 finish(struct call *c, const ProtobufCMessage *resp, uint64_t *seq_field,
@@ -135,12 +137,18 @@ finish(struct call *c, const ProtobufCMessage *resp, uint64_t *seq_field,
 	ev.status = kms_grpc_code_name(kms_err_grpc_code(c->st.err));
 	ev.reason = c->st.err != 0 ? c->st.msg : NULL;
 	ev.request_sha256 = c->have_hash ? c->req_hash : NULL;
-	if ((r = audit_append(c->svc->audit, &ev, &seq)) != 0) {
+	if (out->waiter != NULL)
+		r = audit_submit(c->svc->audit, &ev, &seq, out->waiter);
+	else
+		r = audit_append(c->svc->audit, &ev, &seq);
+	if (r != 0) {
 		kms_status_set(&out->st, KMS_ERR_AUDIT, "the audit log cannot "
 		    "be written: the request was refused and no result is "
 		    "released");
 		return;
 	}
+	/* From here on the reply waits for its record (out->waiter). */
+	out->pending = out->waiter != NULL;
 	if (c->st.err != 0) {
 		out->st = c->st;
 		return;

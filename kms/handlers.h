@@ -40,10 +40,20 @@ struct rpc_peer {
 	const char *peer;		/* transport address */
 };
 
+struct audit_waiter;
+
 struct rpc_reply {
 	uint8_t *body;			/* packed response, malloc'd; NULL on error */
 	size_t len;
 	struct kms_status st;		/* st.err != 0: the status to send */
+	/*
+	 * Given by the transport: when set, the handler queues its audit
+	 * record with it and sets pending; the reply may leave only when
+	 * the waiter is settled (see audit_submit).  When NULL the handler
+	 * waits for the record itself.
+	 */
+	struct audit_waiter *waiter;
+	int pending;
 };
 
 typedef void handler_fn(struct service *svc, struct hsm_session *hs,

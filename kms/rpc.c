@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +34,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
+#include "audit.h"
 #include "config.h"
 #include "handlers.h"
 #include "hsm.h"
@@ -74,6 +76,10 @@ struct slot {
 struct job {
 	struct tag tag;			/* TAG_REPLY */
 	struct job *next;
+	struct rpc_server *srv;
+	struct audit_waiter waiter;	/* the reply waits for its record */
+	struct rpc_reply rep;
+	int parts;			/* pending reply: parts finished, of 2 */
 	int generic;
 	size_t method;
 	char *method_name;		/* generic: the path asked for */
@@ -433,6 +439,54 @@ send_reply(struct rpc_server *srv, struct job *j, const struct rpc_reply *rep)
 	}
 }
 
+/*
+ * Sends a reply that waited for its audit record: the result when the
+ * record is durable, UNAVAILABLE without the result when it was lost.
+ * The job may be freed as soon as the reply is started, so the body is
+ * wiped through a copy.
+ */
+static void
+reply_complete(struct job *j)
+{
+	struct rpc_reply rep = j->rep;
+
+	if (j->waiter.err != 0) {
+		if (rep.body != NULL)
+			secret_freezero(rep.body, rep.len);
+		rep.body = NULL;
+		rep.len = 0;
+		kms_status_set(&rep.st, KMS_ERR_AUDIT, "the audit log cannot "
+		    "be written: the request was refused and no result is "
+		    "released");
+	}
+	send_reply(j->srv, j, &rep);
+	if (rep.body != NULL)
+		secret_freezero(rep.body, rep.len);
+}
+
+/*
+ * A pending reply has two parts, the packed response (the worker) and the
+ * settled audit record (the log's writer thread), which finish in either
+ * order: whoever finishes second sends it.
+ */
+static void
+reply_part_done(struct job *j)
+{
+	if (__atomic_add_fetch(&j->parts, 1, __ATOMIC_ACQ_REL) == 2)
+		reply_complete(j);
+}
+
+/* Called by the audit log's writer thread (see audit_submit). */
+static void
+reply_when_durable(struct audit_waiter *aw, int err)
+{
+	struct job *j = (struct job *)((char *)aw -
+	    offsetof(struct job, waiter));
+
+	aw->err = err;
+	reply_part_done(j);
+}
+
 static void
 serve(struct worker *w, struct job *j)
 {
@@ -445,6 +499,9 @@ serve(struct worker *w, struct job *j)
 	int have_slice = 0;
 
 	memset(&rep, 0, sizeof(rep));
+	j->srv = srv;
+	j->waiter.done = reply_when_durable;
+	rep.waiter = &j->waiter;
 	peer_identity(w, j->call, &identity, fpr);
 	peer = grpc_call_get_peer(j->call);
 	who.identity = identity;
@@ -466,10 +523,16 @@ serve(struct worker *w, struct job *j)
 		    (const uint8_t *)"",
 		    have_slice ? GRPC_SLICE_LENGTH(slice) : 0, &rep);
 	}
-	send_reply(srv, j, &rep);
-	/* Replies may carry secrets (unwrapped keys): wipe our copy. */
-	if (rep.body != NULL)
-		secret_freezero(rep.body, rep.len);
+	if (rep.pending) {
+		/* Sent by whoever is last: this worker or the audit writer. */
+		j->rep = rep;
+		reply_part_done(j);
+	} else {
+		send_reply(srv, j, &rep);
+		/* Replies may carry secrets (unwrapped keys): wipe our copy. */
+		if (rep.body != NULL)
+			secret_freezero(rep.body, rep.len);
+	}
 	if (have_slice)
 		grpc_slice_unref(slice);
 	gpr_free(peer);

@@ -47,10 +47,28 @@ start_kmsd() {
 	exit 1
 }
 
+# kmsd's CPU time so far, in microseconds (utime + stime from /proc).
+cpu_us() {
+	awk -v hz="$(getconf CLK_TCK)" '{ printf "%d", ($14 + $15) * 1000000 / hz }' \
+	    "/proc/$pid/stat"
+}
+
+# load ARGS...: one kmsload run; its JSON gains kmsd's CPU time per
+# operation and peak RSS.
 load() {
-	"$BUILD/kmsload" --addr "$ADDR" --ca "$PKI/ca.pem" \
+	local before after res
+	before=$(cpu_us)
+	res=$("$BUILD/kmsload" --addr "$ADDR" --ca "$PKI/ca.pem" \
 	    --cert "$PKI/clients/ci.pem" --key "$PKI/clients/ci.key" \
-	    --seconds "$SECONDS_EACH" "$@"
+	    --seconds "$SECONDS_EACH" "$@")
+	after=$(cpu_us)
+	/usr/bin/python3 -c 'import json, sys
+r = json.loads(sys.argv[1])
+r["kmsd_cpu_us_per_op"] = round((int(sys.argv[2]) - int(sys.argv[3])) /
+                                max(r["ops"], 1), 1)
+r["kmsd_peak_rss_kib"] = int(sys.argv[4])
+print(json.dumps(r))' "$res" "$after" "$before" \
+	    "$(awk '/^VmHWM/ {print $2}' "/proc/$pid/status")"
 }
 
 make_key() {
@@ -96,8 +114,9 @@ json.dump(res, open(path, "w"), indent=2)
 print("audit durability, ECDSA P-256 Sign, 16 in flight, %s:" % machine)
 for k, r in (("durable (fdatasync)", durable),
              ("written, not synced", nosync)):
-    print("  %-22s %8.0f ops/s  p50 %.2f ms  p99 %.2f ms  errors %d" % (
-        k, r["ops_per_s"], r["p50_ms"], r["p99_ms"], r["errors"]))
+    print("  %-22s %8.0f ops/s  p50 %.2f ms  p99 %.2f ms  kmsd CPU %.0f "
+          "us/op  errors %d" % (k, r["ops_per_s"], r["p50_ms"], r["p99_ms"],
+                                r["kmsd_cpu_us_per_op"], r["errors"]))
 print("  group commit (durable run): %s" % batching)
 print("  target: durable within 10%% of not synced: %.1f%% -> %s" % (
     (1 - ratio) * 100, "holds" if ratio >= 0.9 else "MISSED"))

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# make bench: measures kmsd on this machine and writes JSON under
-# bench/results/.  Every number printed is measured in this run.
+# make bench: measures kmsd on this machine against raw PKCS#11 C_Sign on
+# the same token, p11-kit's remote PKCS#11 and pkcs11-tool per process, and
+# writes bench/results/results.json and bench/results/summary.md.  Every
+# number printed is measured in this run.
 #
 #   BENCH_SECONDS   duration of each load run (default 5)
 #   BENCH_ADDR      where the benchmark kmsd listens (default 127.0.0.1:17443)
+#   BENCH_WORKERS   kmsd HSM workers (default 2)
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -78,6 +81,22 @@ make_key() {
 }
 
 WORKERS=${BENCH_WORKERS:-2}
+MODULE=/usr/lib/softhsm/libsofthsm2.so
+CLIENT_MODULE=/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so
+RESULTS=$OUT/parts.jsonl
+: >"$RESULTS"
+
+# add NAME JSON: one measured result.
+add() {
+	printf '{"name": "%s", "result": %s}\n' "$1" "$2" >>"$RESULTS"
+	echo "bench: $1: $2" >&2
+}
+
+raw() {
+	"$BUILD/p11raw" --module "$1" --token kms --pin-file "$HOME_DIR/pin" \
+	    --seconds "$SECONDS_EACH" --alg "$2" --threads "$3"
+}
+
 # The benchmark's own configurations: WORKERS HSM workers, and the audit
 # log fdatasync'd (the service as shipped) or written but not synced.
 sed -e "s/^workers *=.*/workers = $WORKERS/" -e 's/^sync *=.*//' \
@@ -85,40 +104,76 @@ sed -e "s/^workers *=.*/workers = $WORKERS/" -e 's/^sync *=.*//' \
 sed -e 's/^\[audit\]$/[audit]\nsync = no/' "$HOME_DIR/bench-durable.conf" \
     >"$HOME_DIR/bench-nosync.conf"
 
+# 1. Raw C_Sign on a token key of the same token (the baseline).
+add raw-ecdsa-1 "$(raw "$MODULE" ecdsa 1)"
+add raw-ecdsa-2 "$(raw "$MODULE" ecdsa 2)"
+add raw-eddsa-1 "$(raw "$MODULE" eddsa 1)"
+add raw-rsa-1 "$(raw "$MODULE" rsa 1)"
+
+# 2. kms, audit durable.
 start_kmsd "$HOME_DIR/bench-durable.conf" durable
 make_key bench/p256 EC_P256_SHA256
-durable=$(load --key-name bench/p256 --inflight 16 --threads 2)
-stop_kmsd
-start_kmsd "$HOME_DIR/bench-nosync.conf" nosync
-nosync=$(load --key-name bench/p256 --inflight 16 --threads 2)
+make_key bench/ed25519 ED25519
+make_key bench/rsa2048 RSA_PKCS1_2048_SHA256
+for n in 1 16 64; do
+	add kms-ecdsa-$n "$(load --key-name bench/p256 --inflight $n \
+	    --threads $((n < 2 ? 1 : 2)))"
+done
+add kms-eddsa-16 "$(load --key-name bench/ed25519 --inflight 16 \
+    --threads 2 --digest-len 0 --data-len 32)"
+add kms-rsa-16 "$(load --key-name bench/rsa2048 --inflight 16 --threads 2)"
 stop_kmsd
 batching=$(grep -o 'audit: [0-9]* records in [0-9]* writes ([^)]*)' \
     "$OUT/kmsd-durable.log" | tail -1)
 
-machine="$(nproc) cores, $(awk '/model name/ {sub(/.*: /, ""); print; exit}' /proc/cpuinfo)"
-/usr/bin/python3 - "$OUT/audit-durability.json" "$machine" "$durable" \
-    "$nosync" "$batching" "$WORKERS" <<'PY'
-import json, sys
-path, machine, durable, nosync = sys.argv[1], sys.argv[2], \
-    json.loads(sys.argv[3]), json.loads(sys.argv[4])
-batching, workers = sys.argv[5], int(sys.argv[6])
-ratio = durable["ops_per_s"] / nosync["ops_per_s"]
-res = {"machine": machine,
-       "command": "make bench (bench/run.sh)",
-       "sign_p256_inflight16_durable": durable,
-       "sign_p256_inflight16_not_synced": nosync,
-       "workers": workers,
-       "group_commit": batching,
-       "durable_over_not_synced": round(ratio, 3)}
-json.dump(res, open(path, "w"), indent=2)
-print("audit durability, ECDSA P-256 Sign, 16 in flight, %s:" % machine)
-for k, r in (("durable (fdatasync)", durable),
-             ("written, not synced", nosync)):
-    print("  %-22s %8.0f ops/s  p50 %.2f ms  p99 %.2f ms  kmsd CPU %.0f "
-          "us/op  errors %d" % (k, r["ops_per_s"], r["p50_ms"], r["p99_ms"],
-                                r["kmsd_cpu_us_per_op"], r["errors"]))
-print("  group commit (durable run): %s" % batching)
-print("  target: durable within 10%% of not synced: %.1f%% -> %s" % (
-    (1 - ratio) * 100, "holds" if ratio >= 0.9 else "MISSED"))
-print("  results: %s" % path)
-PY
+# 3. kms, audit written but not synced.
+start_kmsd "$HOME_DIR/bench-nosync.conf" nosync
+add kms-ecdsa-16-nosync "$(load --key-name bench/p256 --inflight 16 \
+    --threads 2)"
+stop_kmsd
+
+# 4. p11-kit's remote PKCS#11: p11-kit server in front of the same token,
+# C_Sign through its client module.
+sock=$OUT/p11-kit.sock
+rm -f "$sock"
+p11-kit server -f -s --provider "$MODULE" -n "$sock" "pkcs11:token=kms" \
+    >/dev/null 2>"$OUT/p11-kit.log" &
+p11pid=$!
+for _ in $(seq 50); do [ -S "$sock" ] && break; sleep 0.1; done
+export P11_KIT_SERVER_ADDRESS="unix:path=$sock"
+add p11kit-ecdsa-1 "$(raw "$CLIENT_MODULE" ecdsa 1)"
+add p11kit-ecdsa-2 "$(raw "$CLIENT_MODULE" ecdsa 2)"
+unset P11_KIT_SERVER_ADDRESS
+kill "$p11pid" 2>/dev/null || true
+wait "$p11pid" 2>/dev/null || true
+
+# 5. pkcs11-tool, one process per signature, as CI scripts do it (the dev
+# PIN goes on its command line: pkcs11-tool takes it no other way).
+head -c 32 /dev/urandom >"$OUT/digest.bin"
+pin=$(cat "$HOME_DIR/pin")
+P11TOOL=(pkcs11-tool --module "$MODULE" --token-label kms --login --pin "$pin")
+# Its own P-256 token key, selected by id as pkcs11-tool needs.
+if ! "${P11TOOL[@]}" --list-objects --type privkey 2>/dev/null |
+    grep -q 'label: *bench-tool-ecdsa'; then
+	"${P11TOOL[@]}" --keypairgen --key-type EC:prime256v1 \
+	    --label bench-tool-ecdsa --id 7074 >/dev/null 2>&1
+fi
+n=0
+end=$(($(date +%s%N) + SECONDS_EACH * 1000000000))
+start=$(date +%s%N)
+while [ "$(date +%s%N)" -lt "$end" ]; do
+	if "${P11TOOL[@]}" --sign -m ECDSA --id 7074 -i "$OUT/digest.bin" \
+	    -o "$OUT/sig.bin" >/dev/null 2>&1; then
+		n=$((n + 1))
+	else
+		echo "bench: pkcs11-tool --sign failed" >&2
+		exit 1
+	fi
+done
+el=$(( $(date +%s%N) - start ))
+add pkcs11tool-ecdsa "$(printf '{"ops": %d, "ns": %d}' "$n" "$el")"
+rm -f "$OUT/digest.bin" "$OUT/sig.bin"
+
+machine="$(nproc) cores, $(awk '/model name/ {sub(/.*: /, ""); print; exit}' /proc/cpuinfo), $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)"
+/usr/bin/python3 bench/report.py "$RESULTS" "$OUT" "$machine" "$WORKERS" \
+    "$SECONDS_EACH" "$batching"

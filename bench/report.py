@@ -1,0 +1,104 @@
+"""Turns the parts measured by bench/run.sh into bench/results/results.json,
+a printed table with the targets, and bench/results/summary.md (the README's
+performance section is made from it)."""
+
+import json
+import sys
+
+parts_path, out, machine, workers, seconds, batching = sys.argv[1:7]
+r = {}
+for line in open(parts_path):
+    p = json.loads(line)
+    r[p["name"]] = p["result"]
+t = r["pkcs11tool-ecdsa"]
+t["seconds"] = t["ns"] / 1e9
+t["ops_per_s"] = t["ops"] / t["seconds"] if t["seconds"] else 0.0
+
+rows = [
+    ("raw C_Sign P-256, 1 thread", "raw-ecdsa-1"),
+    ("raw C_Sign P-256, 2 threads", "raw-ecdsa-2"),
+    ("raw C_Sign Ed25519, 1 thread", "raw-eddsa-1"),
+    ("raw C_Sign RSA-2048, 1 thread", "raw-rsa-1"),
+    ("kms Sign P-256, 1 in flight", "kms-ecdsa-1"),
+    ("kms Sign P-256, 16 in flight", "kms-ecdsa-16"),
+    ("kms Sign P-256, 64 in flight", "kms-ecdsa-64"),
+    ("kms Sign P-256, 16 in flight, audit not synced", "kms-ecdsa-16-nosync"),
+    ("kms Sign Ed25519, 16 in flight", "kms-eddsa-16"),
+    ("kms Sign RSA-2048, 16 in flight", "kms-rsa-16"),
+    ("p11-kit remote PKCS#11 P-256, 1 thread", "p11kit-ecdsa-1"),
+    ("p11-kit remote PKCS#11 P-256, 2 threads", "p11kit-ecdsa-2"),
+    ("pkcs11-tool per process P-256", "pkcs11tool-ecdsa"),
+]
+
+
+def cell(x, key, fmt):
+    return fmt % x[key] if key in x else "-"
+
+
+table = ["| setup | ops/s | p50 ms | p99 ms | p99.9 ms | CPU µs/op |",
+         "|---|---|---|---|---|---|"]
+for label, k in rows:
+    x = r[k]
+    cpu = x.get("kmsd_cpu_us_per_op", x.get("cpu_us_per_op"))
+    table.append("| %s | %.0f | %s | %s | %s | %s |" % (
+        label, x["ops_per_s"], cell(x, "p50_ms", "%.2f"),
+        cell(x, "p99_ms", "%.2f"), cell(x, "p999_ms", "%.2f"),
+        "-" if cpu is None else "%.0f" % cpu))
+
+raw1 = r["raw-ecdsa-1"]
+k16 = r["kms-ecdsa-16"]
+k64 = r["kms-ecdsa-64"]
+p11 = max(r["p11kit-ecdsa-1"]["ops_per_s"], r["p11kit-ecdsa-2"]["ops_per_s"])
+targets = [
+    ("kms P-256 Sign at 16 in flight, audit durable >= 0.9x raw "
+     "single-thread C_Sign", k16["ops_per_s"] / raw1["ops_per_s"], 0.9,
+     ">="),
+    ("kmsd CPU per Sign <= 1.3x raw C_Sign CPU",
+     k16["kmsd_cpu_us_per_op"] / raw1["cpu_us_per_op"], 1.3, "<="),
+    ("p99 <= 5 ms at 64 in flight (ms)", k64["p99_ms"], 5.0, "<="),
+    (">= 3x p11-kit remote PKCS#11, same key type",
+     k16["ops_per_s"] / p11, 3.0, ">="),
+    ("audit durable within 10% of not synced (ratio)",
+     k16["ops_per_s"] / r["kms-ecdsa-16-nosync"]["ops_per_s"], 0.9, ">="),
+]
+tlines = []
+for name, val, goal, op in targets:
+    ok = val >= goal if op == ">=" else val <= goal
+    tlines.append("| %s | %.2f | %s |" % (name, val,
+                                           "holds" if ok else "MISSED"))
+tlines.append("| 10,000 keys: start <= 2 s, RSS <= 32 MiB | not measured "
+              "by this run | - |")
+
+res = {"machine": machine, "command": "make bench", "workers": int(workers),
+       "seconds_per_run": int(seconds), "group_commit": batching,
+       "kmsd_peak_rss_kib": max(x.get("kmsd_peak_rss_kib", 0)
+                                for x in r.values()),
+       "results": r,
+       "targets": [{"target": n, "measured": round(v, 3), "goal": g,
+                    "holds": (v >= g if o == ">=" else v <= g)}
+                   for n, v, g, o in targets]}
+json.dump(res, open(out + "/results.json", "w"), indent=2)
+
+md = ["Measured by `make bench` on %s; kmsd with %s HSM workers on SoftHSM2, "
+      "load from `bench/kmsload.c` (mTLS gRPC, 2 client threads, closed "
+      "loop), %s s per run. CPU µs/op is kmsd's CPU time per operation "
+      "(from /proc) for kms rows and the process's own for the others. "
+      "kmsd peak RSS: %d KiB. Group commit: %s." % (
+          machine, workers, seconds, res["kmsd_peak_rss_kib"], batching),
+      "", *table, "", "| target | measured | verdict |", "|---|---|---|",
+      *tlines, ""]
+open(out + "/summary.md", "w").write("\n".join(md))
+print("\n".join(md))
+print("results: %s/results.json" % out)
+
+# The README's performance section is this summary, between its markers.
+readme = out + "/../../README.md"
+try:
+    text = open(readme).read()
+    a = text.index("<!-- bench:begin -->")
+    b = text.index("<!-- bench:end -->")
+    text = text[:a] + "<!-- bench:begin -->\n" + "\n".join(md) + text[b:]
+    open(readme, "w").write(text)
+    print("README.md performance section regenerated")
+except (OSError, ValueError):
+    print("README.md has no bench markers: not updated")

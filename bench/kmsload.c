@@ -3,7 +3,11 @@
  *
  *   kmsload --addr HOST:PORT --ca CA --cert CERT --key KEY --key-name NAME
  *       [--rpc Sign] [--inflight N] [--threads T] [--seconds S]
- *       [--digest-len 32] [--data-len N] [--json]
+ *       [--digest-len 32] [--data-len N]
+ *   kmsload ... --rpc CreateKey --count N --key-name PREFIX
+ *
+ * The second form creates the P-256 keys PREFIX-000000 .. PREFIX-(N-1)
+ * (keys that exist already count as done), to fill a token.
  *
  * T threads each keep N/T calls in flight on their own channel and
  * completion queue for S seconds, and the latency of every call is kept
@@ -35,7 +39,10 @@ struct opts {
 	const char *addr, *ca, *cert, *key, *key_name, *rpc;
 	int inflight, threads, seconds;
 	size_t digest_len, data_len;
+	unsigned long count;		/* CreateKey: keys to make */
 };
+
+static unsigned long next_index;	/* CreateKey: the next name */
 
 struct slot {
 	grpc_call *call;
@@ -86,14 +93,32 @@ read_file(const char *path)
 	return buf;
 }
 
-static void
+/* Starts one call; returns 0 when there is nothing left to start. */
+static int
 start_call(struct worker *w, grpc_channel *ch, grpc_completion_queue *cq,
     struct slot *s, gpr_timespec deadline)
 {
-	grpc_slice sl = grpc_slice_from_copied_buffer((const char *)w->req,
-	    w->req_len);
-	grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&sl, 1);
+	Kms__V1__CreateKeyRequest creq = KMS__V1__CREATE_KEY_REQUEST__INIT;
+	grpc_byte_buffer *bb;
+	grpc_slice sl;
 	grpc_op ops[6];
+	uint8_t buf[256];
+	char name[160];
+	unsigned long i;
+
+	if (w->o->count > 0) {
+		i = __atomic_fetch_add(&next_index, 1, __ATOMIC_RELAXED);
+		if (i >= w->o->count)
+			return 0;
+		snprintf(name, sizeof(name), "%s-%06lu", w->o->key_name, i);
+		creq.name = name;
+		creq.algorithm = KMS__V1__ALGORITHM__EC_P256_SHA256;
+		sl = grpc_slice_from_copied_buffer((const char *)buf,
+		    protobuf_c_message_pack(&creq.base, buf));
+	} else
+		sl = grpc_slice_from_copied_buffer((const char *)w->req,
+		    w->req_len);
+	bb = grpc_raw_byte_buffer_create(&sl, 1);
 
 	grpc_slice_unref(sl);
 	memset(ops, 0, sizeof(ops));
@@ -120,6 +145,7 @@ start_call(struct worker *w, grpc_channel *ch, grpc_completion_queue *cq,
 		exit(1);
 	}
 	grpc_byte_buffer_destroy(bb);
+	return 1;
 }
 
 static void
@@ -129,7 +155,11 @@ finish_call(struct worker *w, struct slot *s)
 	char *msg;
 
 	clock_gettime(CLOCK_MONOTONIC, &end);
-	if (s->status == GRPC_STATUS_OK && s->resp != NULL) {
+	/* Filling a token: a key that exists already is done too. */
+	if (w->o->count > 0 && s->status == GRPC_STATUS_ALREADY_EXISTS)
+		s->status = GRPC_STATUS_OK;
+	if (s->status == GRPC_STATUS_OK && (s->resp != NULL ||
+	    w->o->count > 0)) {
 		w->ops++;
 		if (w->nlat < MAX_SAMPLES)
 			w->lat[w->nlat++] = (end.tv_sec - s->start.tv_sec) *
@@ -182,8 +212,9 @@ worker_main(void *arg)
 	end = now_ms() + o->seconds * 1e3;
 	deadline = gpr_time_add(gpr_now(GPR_CLOCK_REALTIME),
 	    gpr_time_from_seconds(o->seconds + 30, GPR_TIMESPAN));
-	for (i = 0; i < n; i++, active++)
-		start_call(w, ch, cq, &slots[i], deadline);
+	for (i = 0; i < n; i++)
+		if (start_call(w, ch, cq, &slots[i], deadline))
+			active++;
 	while (active > 0) {
 		ev = grpc_completion_queue_next(cq,
 		    gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
@@ -191,10 +222,9 @@ worker_main(void *arg)
 			break;
 		finish_call(w, ev.tag);
 		active--;
-		if (now_ms() < end) {
-			start_call(w, ch, cq, ev.tag, deadline);
+		if ((o->count > 0 || now_ms() < end) &&
+		    start_call(w, ch, cq, ev.tag, deadline))
 			active++;
-		}
 	}
 	grpc_channel_destroy(ch);
 	grpc_completion_queue_shutdown(cq);
@@ -239,10 +269,11 @@ main(int argc, char **argv)
 		{ "seconds", required_argument, NULL, 's' },
 		{ "digest-len", required_argument, NULL, 'd' },
 		{ "data-len", required_argument, NULL, 'D' },
+		{ "count", required_argument, NULL, 'N' },
 		{ NULL, 0, NULL, 0 }
 	};
 	struct opts o = { NULL, NULL, NULL, NULL, NULL, "Sign", 16, 2, 5, 32,
-	    0 };
+	    0, 0 };
 	grpc_ssl_pem_key_cert_pair pair;
 	struct worker *w;
 	Kms__V1__SignRequest sreq = KMS__V1__SIGN_REQUEST__INIT;
@@ -268,6 +299,7 @@ main(int argc, char **argv)
 		case 's': o.seconds = atoi(optarg); break;
 		case 'd': o.digest_len = (size_t)atol(optarg); break;
 		case 'D': o.data_len = (size_t)atol(optarg); break;
+		case 'N': o.count = strtoul(optarg, NULL, 10); break;
 		default: usage();
 		}
 	}
@@ -293,6 +325,11 @@ main(int argc, char **argv)
 			sreq.digest.len = plen;
 		}
 		msg = &sreq.base;
+	} else if (strcmp(o.rpc, "CreateKey") == 0 && o.count > 0) {
+		/* Requests are made per call (start_call). */
+		preq.name = (char *)o.key_name;
+		msg = &preq.base;
+		o.seconds = 3600;
 	} else if (strcmp(o.rpc, "GetPublicKey") == 0) {
 		preq.name = (char *)o.key_name;
 		msg = &preq.base;

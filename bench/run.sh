@@ -18,6 +18,15 @@ HOME_DIR=$TOP/$BUILD/bench-home
 OUT=$TOP/bench/results
 mkdir -p "$OUT"
 
+# The plot needs gnuplot; install it when missing, as deps.sh does.
+if ! command -v gnuplot >/dev/null; then
+	echo "bench: installing gnuplot-nox" >&2
+	SUDO=()
+	[ "$(id -u)" -eq 0 ] || SUDO=(sudo)
+	"${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends gnuplot-nox >/dev/null
+fi
+
 KMS_HOME=$HOME_DIR KMS_ADDR=$ADDR bash hsm-config/setup.sh >/dev/null
 export KMS_HOME=$HOME_DIR
 export SOFTHSM2_CONF=$HOME_DIR/softhsm2.conf
@@ -116,8 +125,22 @@ make_key bench/p256 EC_P256_SHA256
 make_key bench/ed25519 ED25519
 make_key bench/rsa2048 RSA_PKCS1_2048_SHA256
 for n in 1 16 64; do
+	# Where kmsd's time goes at 16 in flight: a perf profile beside it.
+	if [ $n = 16 ] && command -v perf >/dev/null; then
+		perf record -q -F 499 -g -p "$pid" -o "$OUT/perf.data" -- \
+		    sleep $((SECONDS_EACH > 2 ? SECONDS_EACH - 1 : 1)) \
+		    >/dev/null 2>&1 &
+		perfpid=$!
+	fi
 	add kms-ecdsa-$n "$(load --key-name bench/p256 --inflight $n \
 	    --threads $((n < 2 ? 1 : 2)))"
+	if [ $n = 16 ] && [ -n "${perfpid:-}" ]; then
+		wait "$perfpid" || true
+		perf report -i "$OUT/perf.data" --no-children --sort dso \
+		    --stdio 2>/dev/null | grep -E '^ +[0-9.]+%' | head -15 \
+		    >"$OUT/profile-kms-ecdsa-16.txt" || true
+		rm -f "$OUT/perf.data" "$OUT/perf.data.old"
+	fi
 done
 add kms-eddsa-16 "$(load --key-name bench/ed25519 --inflight 16 \
     --threads 2 --digest-len 0 --data-len 32)"
@@ -173,6 +196,42 @@ done
 el=$(( $(date +%s%N) - start ))
 add pkcs11tool-ecdsa "$(printf '{"ops": %d, "ns": %d}' "$n" "$el")"
 rm -f "$OUT/digest.bin" "$OUT/sig.bin"
+
+# 6. Start-up with many keys: a token filled once (BENCH_FILL=1, slow:
+# SoftHSM2 writes a file per object) and kept in $BUILD/bench-10k.
+BIG=$TOP/$BUILD/bench-10k
+KEYS=${BENCH_KEYS:-10000}
+if [ "${BENCH_FILL:-0}" = 1 ] || [ -d "$BIG" ]; then
+	KMS_HOME=$BIG KMS_ADDR=$ADDR bash hsm-config/setup.sh >/dev/null
+	export SOFTHSM2_CONF=$BIG/softhsm2.conf
+	if [ "${BENCH_FILL:-0}" = 1 ]; then
+		"$BUILD/kmsd" --config "$BIG/kmsd.conf" --listen "$ADDR" \
+		    --log-level warn 2>"$OUT/kmsd-fill.log" &
+		pid=$!
+		sleep 2
+		"$BUILD/kmsload" --addr "$ADDR" --ca "$BIG/pki/ca.pem" \
+		    --cert "$BIG/pki/clients/officer.pem" \
+		    --key "$BIG/pki/clients/officer.key" --rpc CreateKey \
+		    --count "$KEYS" --key-name bulk/k --inflight 16 \
+		    --threads 1 >/dev/null
+		stop_kmsd
+	fi
+	t0=$(date +%s%N)
+	"$BUILD/kmsd" --config "$BIG/kmsd.conf" --listen "$ADDR" \
+	    --log-level info 2>"$OUT/kmsd-big.log" &
+	pid=$!
+	until grep -q "listening on" "$OUT/kmsd-big.log"; do
+		kill -0 "$pid" || { cat "$OUT/kmsd-big.log" >&2; exit 1; }
+		sleep 0.01
+	done
+	t1=$(date +%s%N)
+	nkeys=$(grep -o '[0-9]* keys, audit' "$OUT/kmsd-big.log" | cut -d' ' -f1)
+	rss=$(awk '/^VmRSS/ {print $2}' "/proc/$pid/status")
+	stop_kmsd
+	add startup-big "$(printf '{"keys": %d, "start_s": %.3f, "rss_kib": %d}' \
+	    "$nkeys" "$(( (t1 - t0) / 1000 ))e-6" "$rss")"
+	export SOFTHSM2_CONF=$HOME_DIR/softhsm2.conf
+fi
 
 machine="$(nproc) cores, $(awk '/model name/ {sub(/.*: /, ""); print; exit}' /proc/cpuinfo), $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)"
 /usr/bin/python3 bench/report.py "$RESULTS" "$OUT" "$machine" "$WORKERS" \

@@ -120,11 +120,22 @@ $(FUZZ_DIR)/fuzz_audit_verify: $(FUZZ_AUDIT_SRCS) kms/auditread.h
 		-DFUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION -D_GNU_SOURCE -Ikms \
 		-o $@ $(FUZZ_AUDIT_SRCS) -ljansson -lcrypto
 
-fuzz: $(FUZZ_DIR)/fuzz_audit_verify
-	@mkdir -p $(FUZZ_DIR)/corpus-audit
+FUZZ_POLICY_SRCS = tests/fuzz/fuzz_policy.c kms/policy.c kms/names.c \
+	kms/kmserr.c kms/algo.c kms/log.c
+
+$(FUZZ_DIR)/fuzz_policy: $(FUZZ_POLICY_SRCS) kms/policy.h kms/names.h
+	@mkdir -p $(dir $@)
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Ikms \
+		-o $@ $(FUZZ_POLICY_SRCS) -linih
+
+fuzz: $(FUZZ_DIR)/fuzz_audit_verify $(FUZZ_DIR)/fuzz_policy
+	@mkdir -p $(FUZZ_DIR)/corpus-audit $(FUZZ_DIR)/corpus-policy
 	$(FUZZ_DIR)/fuzz_audit_verify -max_total_time=$(FUZZ_SECONDS) \
 		-max_len=4096 -print_final_stats=1 $(FUZZ_DIR)/corpus-audit \
 		tests/fuzz/corpus-audit
+	$(FUZZ_DIR)/fuzz_policy -max_total_time=$(FUZZ_SECONDS) \
+		-max_len=4096 -print_final_stats=1 $(FUZZ_DIR)/corpus-policy \
+		tests/fuzz/corpus-policy
 
 asan:
 	$(MAKE) BUILD=build/asan SAN=1 all

@@ -142,9 +142,12 @@ for n in 1 16 64; do
 		rm -f "$OUT/perf.data" "$OUT/perf.data.old"
 	fi
 done
-add kms-eddsa-16 "$(load --key-name bench/ed25519 --inflight 16 \
-    --threads 2 --digest-len 0 --data-len 32)"
-add kms-rsa-16 "$(load --key-name bench/rsa2048 --inflight 16 --threads 2)"
+for n in 1 16 64; do
+	add kms-eddsa-$n "$(load --key-name bench/ed25519 --inflight $n \
+	    --threads $((n < 2 ? 1 : 2)) --digest-len 0 --data-len 32)"
+	add kms-rsa-$n "$(load --key-name bench/rsa2048 --inflight $n \
+	    --threads $((n < 2 ? 1 : 2)))"
+done
 stop_kmsd
 batching=$(grep -o 'audit: [0-9]* records in [0-9]* writes ([^)]*)' \
     "$OUT/kmsd-durable.log" | tail -1)

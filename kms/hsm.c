@@ -30,8 +30,22 @@ struct hsm {
 	CK_FUNCTION_LIST_PTR f;
 	CK_SLOT_ID slot;
 	char pin_file[PIN_FILE_MAX];
-	pthread_mutex_t login_lock;
+	pthread_mutex_t login_lock;	/* serialises logins after a loss */
+	/*
+	 * The session opened at login and kept open: the login belongs to
+	 * the application and ends when its last session closes.
+	 */
+	CK_SESSION_HANDLE login_session;
+	int initialized;		/* C_Initialize was ours to undo */
 };
+
+/* Appends one attribute to a template. */
+#define ADD(tpl, n, ty, p, l) do {					\
+	(tpl)[n].type = (ty);						\
+	(tpl)[n].pValue = (void *)(p);					\
+	(tpl)[n].ulValueLen = (l);					\
+	(n)++;								\
+} while (0)
 
 struct hsm_session {
 	struct hsm *hsm;
@@ -94,6 +108,33 @@ static const struct {
 	{ CKR_CRYPTOKI_NOT_INITIALIZED, "CKR_CRYPTOKI_NOT_INITIALIZED" },
 	{ CKR_CRYPTOKI_ALREADY_INITIALIZED,
 	    "CKR_CRYPTOKI_ALREADY_INITIALIZED" },
+	{ CKR_NEED_TO_CREATE_THREADS, "CKR_NEED_TO_CREATE_THREADS" },
+	{ CKR_CANT_LOCK, "CKR_CANT_LOCK" },
+	{ CKR_ENCRYPTED_DATA_INVALID, "CKR_ENCRYPTED_DATA_INVALID" },
+	{ CKR_ENCRYPTED_DATA_LEN_RANGE, "CKR_ENCRYPTED_DATA_LEN_RANGE" },
+	{ CKR_PIN_INVALID, "CKR_PIN_INVALID" },
+	{ CKR_PIN_LEN_RANGE, "CKR_PIN_LEN_RANGE" },
+	{ CKR_PIN_EXPIRED, "CKR_PIN_EXPIRED" },
+	{ CKR_SIGNATURE_LEN_RANGE, "CKR_SIGNATURE_LEN_RANGE" },
+	{ CKR_UNWRAPPING_KEY_HANDLE_INVALID,
+	    "CKR_UNWRAPPING_KEY_HANDLE_INVALID" },
+	{ CKR_WRAPPING_KEY_HANDLE_INVALID, "CKR_WRAPPING_KEY_HANDLE_INVALID" },
+	{ CKR_USER_ANOTHER_ALREADY_LOGGED_IN,
+	    "CKR_USER_ANOTHER_ALREADY_LOGGED_IN" },
+	{ CKR_USER_TOO_MANY_TYPES, "CKR_USER_TOO_MANY_TYPES" },
+	{ CKR_SESSION_EXISTS, "CKR_SESSION_EXISTS" },
+	{ CKR_SESSION_PARALLEL_NOT_SUPPORTED,
+	    "CKR_SESSION_PARALLEL_NOT_SUPPORTED" },
+	{ CKR_SESSION_READ_ONLY_EXISTS, "CKR_SESSION_READ_ONLY_EXISTS" },
+	{ CKR_SESSION_READ_WRITE_SO_EXISTS,
+	    "CKR_SESSION_READ_WRITE_SO_EXISTS" },
+	{ CKR_RANDOM_SEED_NOT_SUPPORTED, "CKR_RANDOM_SEED_NOT_SUPPORTED" },
+	{ CKR_DOMAIN_PARAMS_INVALID, "CKR_DOMAIN_PARAMS_INVALID" },
+	{ CKR_CURVE_NOT_SUPPORTED, "CKR_CURVE_NOT_SUPPORTED" },
+	{ CKR_MUTEX_BAD, "CKR_MUTEX_BAD" },
+	{ CKR_MUTEX_NOT_LOCKED, "CKR_MUTEX_NOT_LOCKED" },
+	{ CKR_FUNCTION_REJECTED, "CKR_FUNCTION_REJECTED" },
+	{ CKR_VENDOR_DEFINED, "CKR_VENDOR_DEFINED" },
 };
 
 static const char *
@@ -118,6 +159,8 @@ map_rv(const char *fn, CK_RV rv)
 		return 0;
 	case CKR_OBJECT_HANDLE_INVALID:
 	case CKR_KEY_HANDLE_INVALID:
+	case CKR_WRAPPING_KEY_HANDLE_INVALID:
+	case CKR_UNWRAPPING_KEY_HANDLE_INVALID:
 		err = KMS_ERR_STALE_HANDLE;
 		break;
 	case CKR_DEVICE_ERROR:
@@ -125,11 +168,17 @@ map_rv(const char *fn, CK_RV rv)
 	case CKR_DEVICE_REMOVED:
 	case CKR_TOKEN_NOT_PRESENT:
 	case CKR_TOKEN_NOT_RECOGNIZED:
+	case CKR_CRYPTOKI_NOT_INITIALIZED:
+	case CKR_FUNCTION_CANCELED:
+	case CKR_SESSION_COUNT:
+	/*
+	 * These three reach here only when the recovery (a new session, a
+	 * new login) failed or the retry failed again: the token is not
+	 * usable right now.
+	 */
 	case CKR_SESSION_HANDLE_INVALID:
 	case CKR_SESSION_CLOSED:
 	case CKR_USER_NOT_LOGGED_IN:
-	case CKR_CRYPTOKI_NOT_INITIALIZED:
-	case CKR_FUNCTION_CANCELED:
 		err = KMS_ERR_UNAVAILABLE;
 		break;
 	case CKR_HOST_MEMORY:
@@ -147,14 +196,20 @@ static CK_RV
 login(struct hsm *hsm, CK_SESSION_HANDLE h)
 {
 	struct secret *pin = NULL;
+	int r;
 	CK_RV rv;
 
-	if (secret_read_pin_file(hsm->pin_file, &pin) != 0)
-		return CKR_PIN_INCORRECT;
+	if ((r = secret_read_pin_file(hsm->pin_file, &pin)) != 0) {
+		log_warn("hsm: cannot log in again: PIN file %s: %s",
+		    hsm->pin_file, kms_strerror(r));
+		return CKR_FUNCTION_FAILED;
+	}
 	rv = hsm->f->C_Login(h, CKU_USER, pin->buf, pin->len);
 	secret_free(pin);
 	if (rv == CKR_USER_ALREADY_LOGGED_IN)
 		rv = CKR_OK;
+	if (rv != CKR_OK)
+		map_rv("C_Login", rv);
 	return rv;
 }
 
@@ -178,7 +233,13 @@ recover(struct hsm_session *s, CK_RV rv)
 			map_rv("C_OpenSession", r);
 			return 0;
 		}
+		/*
+		 * The old handle is most likely gone already; closing it
+		 * anyway frees it when the module only said so.
+		 */
+		(void)hsm->f->C_CloseSession(s->h);
 		s->h = nh;
+		/* The login may have ended with the old session. */
 		pthread_mutex_lock(&hsm->login_lock);
 		r = login(hsm, nh);
 		pthread_mutex_unlock(&hsm->login_lock);
@@ -189,8 +250,6 @@ recover(struct hsm_session *s, CK_RV rv)
 		pthread_mutex_lock(&hsm->login_lock);
 		r = login(hsm, s->h);
 		pthread_mutex_unlock(&hsm->login_lock);
-		if (r != CKR_OK)
-			map_rv("C_Login", r);
 		return r == CKR_OK;
 	}
 	return 0;
@@ -251,7 +310,10 @@ hsm_open(const char *module, const char *token_label, const char *pin_file,
 		    "cannot initialise %s: %s", module, rv_name(rv));
 		goto fail;
 	}
-	/* Finalize on failure only what this call initialised. */
+	/*
+	 * Another struct hsm in this process may have initialised the module
+	 * already; only the one that did finalizes it.
+	 */
 	ours = rv == CKR_OK;
 	if ((rv = hsm->f->C_GetSlotList(CK_TRUE, slots, &nslots)) != CKR_OK) {
 		r = kms_status_set(st, map_rv("C_GetSlotList", rv),
@@ -277,9 +339,14 @@ hsm_open(const char *module, const char *token_label, const char *pin_file,
 		goto fail;
 	}
 	if ((r = secret_read_pin_file(pin_file, &pin)) != 0) {
-		kms_status_set(st, r, "PIN file %s refused: it must be a "
-		    "regular file owned by this user with mode 0600 or 0400, "
-		    "holding 1 to 256 bytes", pin_file);
+		if (r == KMS_ERR_IO)
+			kms_status_set(st, r, "cannot read PIN file %s",
+			    pin_file);
+		else
+			kms_status_set(st, r, "PIN file %s refused: it must "
+			    "exist and be a regular file (not a symbolic link) "
+			    "owned by this user with mode 0600 or 0400, "
+			    "holding 1 to 256 bytes", pin_file);
 		goto fail;
 	}
 	if ((rv = hsm->f->C_OpenSession(hsm->slot, CKF_SERIAL_SESSION |
@@ -292,17 +359,25 @@ hsm_open(const char *module, const char *token_label, const char *pin_file,
 	secret_free(pin);
 	pin = NULL;
 	if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN) {
-		r = kms_status_set(st, rv == CKR_PIN_INCORRECT ?
-		    KMS_ERR_CONFIG : map_rv("C_Login", rv), "login to token "
-		    "\"%s\" failed: %s", token_label, rv == CKR_PIN_INCORRECT ?
-		    "wrong PIN" : rv_name(rv));
+		if (rv == CKR_PIN_INCORRECT || rv == CKR_PIN_LOCKED ||
+		    rv == CKR_PIN_EXPIRED || rv == CKR_PIN_LEN_RANGE) {
+			log_warn("hsm: C_Login failed: %s", rv_name(rv));
+			r = kms_status_set(st, KMS_ERR_CONFIG, "login to token "
+			    "\"%s\" failed: %s (PIN file %s)", token_label,
+			    rv == CKR_PIN_INCORRECT ? "wrong PIN" :
+			    rv == CKR_PIN_LOCKED ? "PIN locked" : rv_name(rv),
+			    pin_file);
+		} else
+			r = kms_status_set(st, map_rv("C_Login", rv), "login to "
+			    "token \"%s\" failed: %s", token_label, rv_name(rv));
 		goto fail;
 	}
 	/*
 	 * The login belongs to the application, not to this session; keep
 	 * the session open so that the login does not end with it.
 	 */
-	(void)h;
+	hsm->login_session = h;
+	hsm->initialized = ours;
 	*out = hsm;
 	return 0;
  fail:
@@ -311,7 +386,11 @@ hsm_open(const char *module, const char *token_label, const char *pin_file,
 		hsm->f->C_CloseSession(h);
 	if (ours)
 		hsm->f->C_Finalize(NULL);
-	if (hsm->dl != NULL)
+	/*
+	 * A module that has run C_Initialize stays loaded (see hsm_close);
+	 * one that has not may go.
+	 */
+	if (hsm->dl != NULL && !ours)
 		dlclose(hsm->dl);
 	pthread_mutex_destroy(&hsm->login_lock);
 	free(hsm);
@@ -323,12 +402,20 @@ hsm_close(struct hsm *hsm)
 {
 	if (hsm == NULL)
 		return;
-	/* Closing every session ends the login too. */
-	hsm->f->C_CloseAllSessions(hsm->slot);
-	hsm->f->C_Finalize(NULL);
 	/*
-	 * The module stays loaded: unloading it while sanitizers or atexit
-	 * handlers still point into it buys nothing at exit.
+	 * Closing the last session ends the login too.  Another struct hsm
+	 * on the same module keeps its own sessions and its initialisation.
+	 */
+	hsm->f->C_CloseSession(hsm->login_session);
+	if (hsm->initialized) {
+		hsm->f->C_CloseAllSessions(hsm->slot);
+		hsm->f->C_Finalize(NULL);
+	}
+	/*
+	 * The module is never unloaded (no dlclose): SoftHSM2 registers
+	 * OpenSSL and atexit state that would point into unmapped code, and
+	 * leak reports under AddressSanitizer need its symbols at exit.  The
+	 * mapping is reused if the module is opened again.
 	 */
 	pthread_mutex_destroy(&hsm->login_lock);
 	free(hsm);
@@ -384,8 +471,6 @@ hsm_generate_key_pair(struct hsm_session *s, const struct kms_alg_info *alg,
 	CK_ULONG np = 0, nv = 0;
 	CK_RV rv;
 
-#define ADD(tpl, n, ty, p, l) do { (tpl)[n].type = (ty); \
-	(tpl)[n].pValue = (void *)(p); (tpl)[n].ulValueLen = (l); n++; } while (0)
 	ADD(pubt, np, CKA_TOKEN, &t, sizeof(t));
 	ADD(pubt, np, CKA_PRIVATE, &f, sizeof(f));
 	ADD(pubt, np, CKA_VERIFY, &t, sizeof(t));
@@ -644,6 +729,17 @@ hsm_sign(struct hsm_session *s, const struct kms_alg_info *alg,
 	CK_ULONG dlen = inlen, outlen;
 	CK_RV rv;
 
+	/*
+	 * Digests have their exact length and raw input its bound here as
+	 * well as in the handlers; Ed25519 messages are bounded by the
+	 * configured message size.
+	 */
+	if (!alg->can_sign)
+		return KMS_ERR_FAILED_PRECONDITION;
+	if ((alg->digest_len != 0 && inlen != alg->digest_len) ||
+	    (alg->family == KMS_FAMILY_RSA_RAW &&
+	    (inlen == 0 || inlen > alg->max_raw_len)))
+		return KMS_ERR_INVALID_ARGUMENT;
 	switch (alg->family) {
 	case KMS_FAMILY_EC:
 		mech.mechanism = CKM_ECDSA;
@@ -652,7 +748,8 @@ hsm_sign(struct hsm_session *s, const struct kms_alg_info *alg,
 		mech.mechanism = CKM_EDDSA;
 		break;
 	case KMS_FAMILY_RSA_PKCS1:
-		if (inlen != 32)
+		/* CKM_RSA_PKCS pads what it is given: add the DigestInfo. */
+		if (alg->hash != KMS_HASH_SHA256 || inlen != 32)
 			return KMS_ERR_INVALID_ARGUMENT;
 		mech.mechanism = CKM_RSA_PKCS;
 		memcpy(msg, digestinfo_sha256, sizeof(digestinfo_sha256));
@@ -661,6 +758,8 @@ hsm_sign(struct hsm_session *s, const struct kms_alg_info *alg,
 		dlen = sizeof(digestinfo_sha256) + inlen;
 		break;
 	case KMS_FAMILY_RSA_PSS:
+		if (alg->hash != KMS_HASH_SHA256 || inlen != 32)
+			return KMS_ERR_INVALID_ARGUMENT;
 		mech.mechanism = CKM_RSA_PKCS_PSS;
 		mech.pParameter = &pss;
 		mech.ulParameterLen = sizeof(pss);
@@ -884,6 +983,9 @@ hsm_key_is_protected(struct hsm_session *s, hsm_handle_t h, int *ok)
 	*ok = 0;
 	P11_CALL(s, "C_GetAttributeValue", rv = s->hsm->f->C_GetAttributeValue(
 	    s->h, h, a, 4));
+	/* A public key or a data object has no such attributes: not protected. */
+	if (rv == CKR_ATTRIBUTE_TYPE_INVALID)
+		return 0;
 	if (rv != CKR_OK)
 		return map_rv("C_GetAttributeValue", rv);
 	*ok = sens == CK_TRUE && asens == CK_TRUE && extr == CK_FALSE &&
@@ -930,17 +1032,26 @@ hsm_wrap(struct hsm_session *s, hsm_handle_t kek, const uint8_t *in,
 {
 	CK_MECHANISM m = { CKM_AES_KEY_WRAP_PAD, NULL, 0 };
 	CK_OBJECT_HANDLE obj = 0;
-	CK_ULONG olen = *outlen;
+	CK_ULONG olen = 0;
 	CK_RV rv;
-	int r;
+	int r, tries;
 
 	if (inlen == 0 || inlen > HSM_WRAP_MAX_IN ||
 	    *outlen < ((inlen + 7) / 8) * 8 + 8)
 		return KMS_ERR_INVALID_ARGUMENT;
-	if ((r = transient_secret(s, in, inlen, &obj)) != 0)
-		return r;
-	rv = s->hsm->f->C_WrapKey(s->h, &m, kek, obj, out, &olen);
-	s->hsm->f->C_DestroyObject(s->h, obj);
+	/*
+	 * The transient object lives in the session: after a recovery it
+	 * is gone with the old session and is made again in the new one.
+	 */
+	for (tries = 0; ; tries++) {
+		if ((r = transient_secret(s, in, inlen, &obj)) != 0)
+			return r;
+		olen = *outlen;
+		rv = s->hsm->f->C_WrapKey(s->h, &m, kek, obj, out, &olen);
+		(void)s->hsm->f->C_DestroyObject(s->h, obj);
+		if (rv == CKR_OK || tries > 0 || !recover(s, rv))
+			break;
+	}
 	if (rv != CKR_OK)
 		return map_rv("C_WrapKey", rv);
 	*outlen = olen;
@@ -970,14 +1081,23 @@ hsm_unwrap(struct hsm_session *s, hsm_handle_t kek, unsigned long mech,
 	ADD(tpl, n, CKA_TOKEN, &f, sizeof(f));
 	ADD(tpl, n, CKA_EXTRACTABLE, &t, sizeof(t));
 	ADD(tpl, n, CKA_SENSITIVE, &f, sizeof(f));
-	rv = s->hsm->f->C_UnwrapKey(s->h, &m, kek, (CK_BYTE_PTR)in, inlen,
-	    tpl, n, &obj);
+	P11_CALL(s, "C_UnwrapKey", rv = s->hsm->f->C_UnwrapKey(s->h, &m,
+	    kek, (CK_BYTE_PTR)in, inlen, tpl, n, &obj));
 	if (rv != CKR_OK) {
-		/* SoftHSM says CKR_GENERAL_ERROR for a tampered blob. */
+		/*
+		 * The integrity check of the key wrap failed.  SoftHSM2 says
+		 * CKR_GENERAL_ERROR for a tampered blob, the standard
+		 * CKR_WRAPPED_KEY_INVALID or CKR_ENCRYPTED_DATA_INVALID.
+		 */
 		if (rv == CKR_GENERAL_ERROR || rv == CKR_WRAPPED_KEY_INVALID ||
 		    rv == CKR_WRAPPED_KEY_LEN_RANGE || rv == CKR_DATA_INVALID ||
-		    rv == CKR_ENCRYPTED_DATA_INVALID)
+		    rv == CKR_ENCRYPTED_DATA_INVALID ||
+		    rv == CKR_ENCRYPTED_DATA_LEN_RANGE) {
+			log_warn("hsm: C_UnwrapKey failed: %s (0x%lx): the "
+			    "wrapped blob does not verify", rv_name(rv),
+			    (unsigned long)rv);
 			return KMS_ERR_VERIFY_FAILED;
+		}
 		return map_rv("C_UnwrapKey", rv);
 	}
 	r = get_attr(s, obj, CKA_VALUE, &val, &vlen);

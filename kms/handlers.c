@@ -20,6 +20,7 @@
 #include "names.h"
 #include "policy.h"
 #include "pubkey.h"
+#include "secret.h"
 
 #include "grpc/health/v1/health.pb-c.h"
 #include "kms/v1/kms.pb-c.h"
@@ -472,6 +473,164 @@ h_sign(struct service *svc, struct hsm_session *hs,
 	kms__v1__sign_request__free_unpacked(req, NULL);
 }
 
+#define DATA_KEY_DEFAULT 32
+#define DATA_KEY_MAX 1024
+
+static void
+hash_input(struct call *c, const uint8_t *p, size_t len)
+{
+	SHA256(p, len, c->req_hash);
+	c->have_hash = 1;
+}
+
+/* Checks that key name is a wrapping key and resolves its version. */
+static int
+resolve_wrap_key(struct call *c, const char *name, uint32_t version)
+{
+	const struct kms_alg_info *alg;
+	int r;
+
+	if ((r = keystore_resolve(c->svc->ks, name, version, KS_USE_PRIVATE,
+	    &alg, &c->version, &c->st)) != 0)
+		return r;
+	if (!alg->can_wrap)
+		return kms_status_set(&c->st, KMS_ERR_FAILED_PRECONDITION,
+		    "key \"%s\" is an %s key and cannot wrap: use an "
+		    "AES_256_KWP key", name, alg->name);
+	return 0;
+}
+
+static void
+h_wrap(struct service *svc, struct hsm_session *hs,
+    const struct rpc_peer *who, const uint8_t *body, size_t len,
+    struct rpc_reply *out)
+{
+	Kms__V1__WrapRequest *req = NULL;
+	Kms__V1__WrapResponse resp;
+	uint8_t *blob = NULL;
+	size_t bloblen = 0;
+	struct call c;
+
+	call_init(&c, svc, hs, who, "Wrap");
+	kms__v1__wrap_response__init(&resp);
+	if ((req = kms__v1__wrap_request__unpack(NULL, len, body)) == NULL) {
+		malformed(&c);
+		goto out;
+	}
+	if (req->plaintext.len > 0)
+		hash_input(&c, req->plaintext.data, req->plaintext.len);
+	if (authenticate(&c) != 0 || check_name(&c, req->name) != 0 ||
+	    authorize(&c, KMS_OP_WRAP, req->name) != 0 ||
+	    resolve_wrap_key(&c, req->name, 0) != 0 ||
+	    keystore_wrap(svc->ks, hs, req->name, c.version,
+	    req->plaintext.data, req->plaintext.len, &blob, &bloblen,
+	    &c.st) != 0)
+		goto out;
+	resp.wrapped.data = blob;
+	resp.wrapped.len = bloblen;
+	resp.version = c.version;
+ out:
+	finish(&c, &resp.base, &resp.audit_seq, out);
+	free(blob);
+	if (req != NULL && req->plaintext.data != NULL)
+		OPENSSL_cleanse(req->plaintext.data, req->plaintext.len);
+	kms__v1__wrap_request__free_unpacked(req, NULL);
+}
+
+static void
+h_unwrap(struct service *svc, struct hsm_session *hs,
+    const struct rpc_peer *who, const uint8_t *body, size_t len,
+    struct rpc_reply *out)
+{
+	Kms__V1__UnwrapRequest *req = NULL;
+	Kms__V1__UnwrapResponse resp;
+	struct secret *plain = NULL;
+	uint32_t version;
+	struct call c;
+
+	call_init(&c, svc, hs, who, "Unwrap");
+	kms__v1__unwrap_response__init(&resp);
+	if ((req = kms__v1__unwrap_request__unpack(NULL, len, body)) ==
+	    NULL) {
+		malformed(&c);
+		goto out;
+	}
+	if (req->wrapped.len > 0)
+		hash_input(&c, req->wrapped.data, req->wrapped.len);
+	if (authenticate(&c) != 0 || check_name(&c, req->name) != 0 ||
+	    authorize(&c, KMS_OP_UNWRAP, req->name) != 0 ||
+	    keystore_blob_version(req->wrapped.data, req->wrapped.len,
+	    &version, &c.st) != 0 ||
+	    resolve_wrap_key(&c, req->name, version) != 0 ||
+	    keystore_unwrap(svc->ks, hs, req->name, req->wrapped.data,
+	    req->wrapped.len, &plain, &c.st) != 0)
+		goto out;
+	resp.plaintext.data = plain->buf;
+	resp.plaintext.len = plain->len;
+	resp.version = c.version;
+ out:
+	/* The packed reply is wiped by the transport after sending. */
+	finish(&c, &resp.base, &resp.audit_seq, out);
+	secret_free(plain);
+	kms__v1__unwrap_request__free_unpacked(req, NULL);
+}
+
+static void
+h_generate_data_key(struct service *svc, struct hsm_session *hs,
+    const struct rpc_peer *who, const uint8_t *body, size_t len,
+    struct rpc_reply *out)
+{
+	Kms__V1__GenerateDataKeyRequest *req = NULL;
+	Kms__V1__GenerateDataKeyResponse resp;
+	struct secret *key = NULL;
+	uint8_t *blob = NULL;
+	size_t bloblen = 0, n;
+	struct call c;
+	int r;
+
+	call_init(&c, svc, hs, who, "GenerateDataKey");
+	kms__v1__generate_data_key_response__init(&resp);
+	if ((req = kms__v1__generate_data_key_request__unpack(NULL, len,
+	    body)) == NULL) {
+		malformed(&c);
+		goto out;
+	}
+	n = req->length == 0 ? DATA_KEY_DEFAULT : req->length;
+	if (authenticate(&c) != 0 || check_name(&c, req->name) != 0 ||
+	    authorize(&c, KMS_OP_GENERATE_DATA_KEY, req->name) != 0 ||
+	    resolve_wrap_key(&c, req->name, 0) != 0)
+		goto out;
+	if (n > DATA_KEY_MAX) {
+		kms_status_set(&c.st, KMS_ERR_INVALID_ARGUMENT, "length must "
+		    "be 1 to %d bytes", DATA_KEY_MAX);
+		goto out;
+	}
+	/* The data key comes from the token's generator. */
+	if ((key = secret_new(n)) == NULL) {
+		kms_status_set(&c.st, KMS_ERR_NOMEM, "out of memory");
+		goto out;
+	}
+	if ((r = hsm_random(hs, key->buf, n)) != 0) {
+		kms_status_set(&c.st, r, "the HSM could not make random "
+		    "bytes: %s", kms_strerror(r));
+		goto out;
+	}
+	if (keystore_wrap(svc->ks, hs, req->name, c.version, key->buf, n,
+	    &blob, &bloblen, &c.st) != 0)
+		goto out;
+	hash_input(&c, blob, bloblen);
+	resp.plaintext.data = key->buf;
+	resp.plaintext.len = n;
+	resp.wrapped.data = blob;
+	resp.wrapped.len = bloblen;
+	resp.version = c.version;
+ out:
+	finish(&c, &resp.base, &resp.audit_seq, out);
+	secret_free(key);
+	free(blob);
+	kms__v1__generate_data_key_request__free_unpacked(req, NULL);
+}
+
 static void
 h_verify(struct service *svc, struct hsm_session *hs,
     const struct rpc_peer *who, const uint8_t *body, size_t len,
@@ -771,6 +930,10 @@ const struct handler_def handler_table[] = {
 	{ KMS_PATH("WhoAmI"), "WhoAmI", h_whoami },
 	{ KMS_PATH("ListAuditRecords"), "ListAuditRecords",
 	    h_list_audit_records },
+	{ KMS_PATH("Wrap"), "Wrap", h_wrap },
+	{ KMS_PATH("Unwrap"), "Unwrap", h_unwrap },
+	{ KMS_PATH("GenerateDataKey"), "GenerateDataKey",
+	    h_generate_data_key },
 	{ "/grpc.health.v1.Health/Check", "Health/Check", h_health_check },
 	{ NULL, NULL, NULL }
 };

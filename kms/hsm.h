@@ -145,7 +145,7 @@ int hsm_random(struct hsm_session *s, uint8_t *buf, size_t len);
  * *mech receives the PKCS#11 mechanism used, to be recorded in the blob.
  * out must hold inlen rounded up to 8, plus 8.
  */
-#define HSM_WRAP_MAX_IN 65536
+#define HSM_WRAP_MAX_IN (65536 + 8)
 int hsm_wrap(struct hsm_session *s, hsm_handle_t kek,
     const uint8_t *in, size_t inlen, uint8_t *out, size_t *outlen,
     unsigned long *mech);

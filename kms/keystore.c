@@ -14,6 +14,7 @@
 #include "keystore.h"
 #include "kmserr.h"
 #include "log.h"
+#include "secret.h"
 
 #define META_FORMAT 1
 #define META_MAX_VERSIONS 100000
@@ -762,4 +763,158 @@ keystore_public_key(struct keystore *ks, struct hsm_session *s,
 	*der = buf;
 	*derlen = len;
 	return 0;
+}
+
+static void
+put_be32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)(v >> 24);
+	p[1] = (uint8_t)(v >> 16);
+	p[2] = (uint8_t)(v >> 8);
+	p[3] = (uint8_t)v;
+}
+
+static uint32_t
+get_be32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
+	    (uint32_t)p[2] << 8 | (uint32_t)p[3];
+}
+
+/* Finds the secret key of a resolved version that can wrap. */
+static int
+wrap_handle(struct keystore *ks, struct hsm_session *s, const char *name,
+    uint32_t version, int refresh, hsm_handle_t *h, struct kms_status *st)
+{
+	const struct kms_alg_info *alg;
+	int r;
+
+	if ((r = version_handle(ks, s, name, version, KS_USE_PRIVATE, 0,
+	    refresh, &alg, h, st)) != 0)
+		return r;
+	if (!alg->can_wrap)
+		return kms_status_set(st, KMS_ERR_FAILED_PRECONDITION,
+		    "key \"%s\" is an %s key and cannot wrap: use an "
+		    "AES_256_KWP key", name, alg->name);
+	return 0;
+}
+
+int
+keystore_wrap(struct keystore *ks, struct hsm_session *s, const char *name,
+    uint32_t version, const uint8_t *in, size_t inlen, uint8_t **blob,
+    size_t *bloblen, struct kms_status *st)
+{
+	uint8_t *inner = NULL, *out = NULL;
+	unsigned long mech = 0;
+	hsm_handle_t h;
+	size_t outlen = 0;
+	int r = 0, attempt;
+
+	*blob = NULL;
+	*bloblen = 0;
+	if (inlen == 0 || inlen > KS_WRAP_MAX_PLAINTEXT)
+		return kms_status_set(st, KMS_ERR_INVALID_ARGUMENT, "plaintext "
+		    "must be 1 to %d bytes, not %zu", KS_WRAP_MAX_PLAINTEXT,
+		    inlen);
+	if ((inner = malloc(inlen + 4)) == NULL ||
+	    (out = malloc(KS_WRAP_MAX_BLOB)) == NULL) {
+		r = kms_status_set(st, KMS_ERR_NOMEM, "out of memory");
+		goto out;
+	}
+	put_be32(inner, (uint32_t)inlen);
+	memcpy(inner + 4, in, inlen);
+	for (attempt = 0; attempt < 2; attempt++) {
+		if ((r = wrap_handle(ks, s, name, version, attempt > 0, &h,
+		    st)) != 0)
+			goto out;
+		outlen = KS_WRAP_MAX_BLOB - KS_WRAP_HEADER;
+		r = hsm_wrap(s, h, inner, inlen + 4, out + KS_WRAP_HEADER,
+		    &outlen, &mech);
+		if (r != KMS_ERR_STALE_HANDLE)
+			break;
+	}
+	if (r != 0) {
+		kms_status_set(st, r, "the HSM could not wrap: %s",
+		    kms_strerror(r));
+		goto out;
+	}
+	out[0] = 0x01;
+	put_be32(out + 1, version);
+	put_be32(out + 5, (uint32_t)mech);
+	*blob = out;
+	*bloblen = KS_WRAP_HEADER + outlen;
+	out = NULL;
+ out:
+	secret_freezero(inner, inner == NULL ? 0 : inlen + 4);
+	free(out);
+	return r;
+}
+
+int
+keystore_blob_version(const uint8_t *blob, size_t len, uint32_t *version,
+    struct kms_status *st)
+{
+	/* A KWP output is at least 16 bytes and a multiple of 8. */
+	if (len < KS_WRAP_HEADER + 16 || len > KS_WRAP_MAX_BLOB ||
+	    (len - KS_WRAP_HEADER) % 8 != 0 || blob[0] != 0x01 ||
+	    get_be32(blob + 1) == 0)
+		return kms_status_set(st, KMS_ERR_INVALID_ARGUMENT, "not a "
+		    "wrapped blob made by kms (bad header or length)");
+	*version = get_be32(blob + 1);
+	return 0;
+}
+
+int
+keystore_unwrap(struct keystore *ks, struct hsm_session *s, const char *name,
+    const uint8_t *blob, size_t len, struct secret **out,
+    struct kms_status *st)
+{
+	struct secret *inner = NULL, *plain = NULL;
+	uint32_t version, plen;
+	hsm_handle_t h;
+	size_t i;
+	int r = 0, attempt;
+
+	*out = NULL;
+	if ((r = keystore_blob_version(blob, len, &version, st)) != 0)
+		return r;
+	for (attempt = 0; attempt < 2; attempt++) {
+		if ((r = wrap_handle(ks, s, name, version, attempt > 0, &h,
+		    st)) != 0)
+			return r;
+		r = hsm_unwrap(s, h, get_be32(blob + 5), blob + KS_WRAP_HEADER,
+		    len - KS_WRAP_HEADER, &inner);
+		if (r != KMS_ERR_STALE_HANDLE)
+			break;
+	}
+	if (r == KMS_ERR_VERIFY_FAILED)
+		return kms_status_set(st, KMS_ERR_INVALID_ARGUMENT, "the "
+		    "wrapped blob does not unwrap with version %u of key "
+		    "\"%s\": it was changed, truncated or made with another "
+		    "key", version, name);
+	if (r != 0)
+		return kms_status_set(st, r, "the HSM could not unwrap: %s",
+		    kms_strerror(r));
+	/*
+	 * The inner length must fit, and the rest be the zero padding that
+	 * SoftHSM2 leaves (other modules strip it).
+	 */
+	r = KMS_ERR_INVALID_ARGUMENT;
+	if (inner->len < 4 || (plen = get_be32(inner->buf)) == 0 ||
+	    plen > inner->len - 4 || inner->len - 4 - plen >= 8)
+		goto bad;
+	for (i = 4 + plen; i < inner->len; i++)
+		if (inner->buf[i] != 0)
+			goto bad;
+	if ((plain = secret_new(plen)) == NULL) {
+		secret_free(inner);
+		return kms_status_set(st, KMS_ERR_NOMEM, "out of memory");
+	}
+	memcpy(plain->buf, inner->buf + 4, plen);
+	secret_free(inner);
+	*out = plain;
+	return 0;
+ bad:
+	secret_free(inner);
+	return kms_status_set(st, r, "the wrapped blob is malformed inside");
 }

@@ -114,4 +114,40 @@ int keystore_public_key(struct keystore *ks, struct hsm_session *s,
     const char *name, uint32_t version, uint8_t **der, size_t *derlen,
     struct kms_status *st);
 
+/*
+ * Wrapped blobs (AES_256_KWP keys), self-describing so that Unwrap finds
+ * the right version after any number of rotations:
+ *
+ *   0x01 | key version (4 bytes, big-endian) | PKCS#11 mechanism (4 bytes)
+ *        | KWP( plaintext length (4 bytes) | plaintext )
+ *
+ * The length travels inside the wrapped part, so it is authenticated; a
+ * changed header names another version or mechanism and fails to unwrap.
+ */
+#define KS_WRAP_MAX_PLAINTEXT 65536
+#define KS_WRAP_HEADER 9
+#define KS_WRAP_MAX_BLOB (KS_WRAP_HEADER + KS_WRAP_MAX_PLAINTEXT + 4 + 16)
+
+/*
+ * Wraps in (1..KS_WRAP_MAX_PLAINTEXT bytes) under the resolved version of
+ * key name into a malloc'd blob.
+ */
+int keystore_wrap(struct keystore *ks, struct hsm_session *s,
+    const char *name, uint32_t version, const uint8_t *in, size_t inlen,
+    uint8_t **blob, size_t *bloblen, struct kms_status *st);
+
+/* The key version a blob names, or KMS_ERR_INVALID_ARGUMENT. */
+int keystore_blob_version(const uint8_t *blob, size_t len, uint32_t *version,
+    struct kms_status *st);
+
+/*
+ * Unwraps a blob made by keystore_wrap with the version it names; a
+ * tampered or truncated blob is KMS_ERR_INVALID_ARGUMENT and nothing is
+ * returned.  *out is a secret (free with secret_free).
+ */
+struct secret;
+int keystore_unwrap(struct keystore *ks, struct hsm_session *s,
+    const char *name, const uint8_t *blob, size_t len, struct secret **out,
+    struct kms_status *st);
+
 #endif /* KMS_KEYSTORE_H */

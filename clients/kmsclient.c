@@ -225,6 +225,8 @@ kmsclient_call(struct kmsclient *c, const char *method,
 		goto out;
 	}
 	*resp = protobuf_c_message_unpack(resp_desc, NULL, len, body);
+	/* Replies may hold unwrapped keys. */
+	OPENSSL_cleanse(body, len);
 	free(body);
 	if (*resp == NULL) {
 		kms_status_set(st, KMS_ERR_INTERNAL, "malformed reply");

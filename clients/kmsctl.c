@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include <jansson.h>
+#include <openssl/crypto.h>
 #include <openssl/encoder.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
@@ -31,6 +32,7 @@
 #include "auditcmd.h"
 #include "kmsclient.h"
 #include "kmserr.h"
+#include "secret.h"
 
 #include "kms/v1/kms.pb-c.h"
 
@@ -65,6 +67,10 @@ usage(void)
 "       [--format raw|base64|hex]      (stdin when neither --in nor --digest)\n"
 "  verify NAME --signature FILE [--in FILE | --digest HEX] [--version N]\n"
 "  whoami\n"
+"  wrap NAME [--in FILE] [--base64] [-o FILE]    (AES_256_KWP keys; stdin\n"
+"       without --in; -o writes the raw blob, else base64 to stdout)\n"
+"  unwrap NAME [--in FILE] [--base64] [-o FILE]  (the plaintext, raw to -o)\n"
+"  datakey NAME [--length N] [-o FILE] [--wrapped-out FILE]\n"
 "  audit list [--follow] [--chain C] [--identity I] [--key-name K] [--rpc R]\n"
 "             [--result R] [--since RFC3339] [--until RFC3339] [--after SEQ]\n"
 "             [--limit N]\n"
@@ -777,6 +783,175 @@ cmd_verify(struct ctx *x, int argc, char **argv)
 	return r;
 }
 
+/* Binary-safe input: a file, or stdin; --base64 input decoded first. */
+static int
+read_input(const char *path, int base64, uint8_t **buf, size_t *len,
+    size_t max)
+{
+	uint8_t *raw = NULL, *dec;
+	size_t rawlen, i, j;
+	int r, n;
+
+	if ((r = read_all(path, &raw, &rawlen, base64 ? 4 * max / 3 + 8 :
+	    max)) != 0)
+		return r;
+	if (!base64) {
+		*buf = raw;
+		*len = rawlen;
+		return 0;
+	}
+	/* Drop white space, then decode. */
+	for (i = j = 0; i < rawlen; i++)
+		if (raw[i] != '\n' && raw[i] != '\r' && raw[i] != ' ')
+			raw[j++] = raw[i];
+	if (j % 4 != 0 || (dec = malloc(j / 4 * 3 + 1)) == NULL ||
+	    (n = EVP_DecodeBlock(dec, raw, (int)j)) < 0) {
+		free(raw);
+		fprintf(stderr, "kmsctl: input is not base64\n");
+		return KMSCTL_EXIT_USAGE;
+	}
+	if (j > 0 && raw[j - 1] == '=')
+		n--;
+	if (j > 1 && raw[j - 2] == '=')
+		n--;
+	OPENSSL_cleanse(raw, rawlen);
+	free(raw);
+	*buf = dec;
+	*len = (size_t)n;
+	return 0;
+}
+
+/* Writes secret or binary output raw to a file, or base64 to stdout. */
+static int
+write_binary(const char *path, int base64, const uint8_t *p, size_t len)
+{
+	char *text;
+	int r;
+
+	if (!base64 && path != NULL)
+		return write_out(path, p, len);
+	if ((text = b64(p, len)) == NULL)
+		return KMSCTL_EXIT_IO;
+	strcat(text, "\n");
+	r = write_out(path, text, strlen(text));
+	OPENSSL_cleanse(text, strlen(text));
+	free(text);
+	return r;
+}
+
+/* wrap, unwrap and datakey share their options. */
+static int
+cmd_wrapping(struct ctx *x, const char *cmd, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "in", required_argument, NULL, 'i' },
+		{ "base64", no_argument, NULL, 'b' },
+		{ "length", required_argument, NULL, 'l' },
+		{ "wrapped-out", required_argument, NULL, 'w' },
+		{ NULL, 0, NULL, 0 }
+	};
+	const char *in = NULL, *outpath = NULL, *wout = NULL;
+	ProtobufCMessage *resp = NULL;
+	uint8_t *buf = NULL;
+	char *text;
+	uint32_t length = 0;
+	size_t len = 0;
+	int ch, r, base64 = 0;
+
+	optind = 1;
+	while ((ch = getopt_long(argc, argv, "o:", opts, NULL)) != -1) {
+		switch (ch) {
+		case 'i': in = optarg; break;
+		case 'b': base64 = 1; break;
+		case 'o': outpath = optarg; break;
+		case 'w': wout = optarg; break;
+		case 'l':
+			if (parse_u32(optarg, &length) != 0)
+				return die_usage("--length: bytes");
+			break;
+		default:
+			return die_usage(NULL);
+		}
+	}
+	if (optind != argc - 1)
+		return die_usage("wrap|unwrap NAME [--in FILE] [--base64] "
+		    "[-o FILE]; datakey NAME [--length N] [-o FILE] "
+		    "[--wrapped-out FILE]");
+	if (strcmp(cmd, "wrap") == 0) {
+		Kms__V1__WrapRequest req = KMS__V1__WRAP_REQUEST__INIT;
+		Kms__V1__WrapResponse *w;
+
+		if ((r = read_input(in, base64, &buf, &len, 65536)) != 0)
+			return r;
+		req.name = argv[optind];
+		req.plaintext.data = buf;
+		req.plaintext.len = len;
+		r = call(x, "Wrap", &req.base,
+		    &kms__v1__wrap_response__descriptor, &resp);
+		secret_freezero(buf, len);
+		if (r != 0)
+			return r;
+		w = (Kms__V1__WrapResponse *)resp;
+		if (x->json) {
+			text = b64(w->wrapped.data, w->wrapped.len);
+			print_json(json_pack("{s:s, s:i, s:I}", "wrapped", text,
+			    "version", (int)w->version, "audit_seq",
+			    (json_int_t)w->audit_seq));
+			free(text);
+		} else
+			r = write_binary(outpath, outpath == NULL,
+			    w->wrapped.data, w->wrapped.len);
+	} else if (strcmp(cmd, "unwrap") == 0) {
+		Kms__V1__UnwrapRequest req = KMS__V1__UNWRAP_REQUEST__INIT;
+		Kms__V1__UnwrapResponse *u;
+
+		if ((r = read_input(in, base64, &buf, &len, 70000)) != 0)
+			return r;
+		req.name = argv[optind];
+		req.wrapped.data = buf;
+		req.wrapped.len = len;
+		r = call(x, "Unwrap", &req.base,
+		    &kms__v1__unwrap_response__descriptor, &resp);
+		free(buf);
+		if (r != 0)
+			return r;
+		u = (Kms__V1__UnwrapResponse *)resp;
+		r = write_binary(outpath, outpath == NULL, u->plaintext.data,
+		    u->plaintext.len);
+		OPENSSL_cleanse(u->plaintext.data, u->plaintext.len);
+	} else {
+		Kms__V1__GenerateDataKeyRequest req =
+		    KMS__V1__GENERATE_DATA_KEY_REQUEST__INIT;
+		Kms__V1__GenerateDataKeyResponse *d;
+
+		req.name = argv[optind];
+		req.length = length;
+		if ((r = call(x, "GenerateDataKey", &req.base,
+		    &kms__v1__generate_data_key_response__descriptor,
+		    &resp)) != 0)
+			return r;
+		d = (Kms__V1__GenerateDataKeyResponse *)resp;
+		if (x->json && outpath == NULL) {
+			char *p64 = b64(d->plaintext.data, d->plaintext.len);
+
+			text = b64(d->wrapped.data, d->wrapped.len);
+			print_json(json_pack("{s:s, s:s, s:i, s:I}",
+			    "plaintext", p64, "wrapped", text, "version",
+			    (int)d->version, "audit_seq",
+			    (json_int_t)d->audit_seq));
+			OPENSSL_cleanse(p64, strlen(p64));
+			free(p64);
+			free(text);
+		} else if ((r = write_binary(outpath, outpath == NULL,
+		    d->plaintext.data, d->plaintext.len)) == 0 &&
+		    wout != NULL)
+			r = write_out(wout, d->wrapped.data, d->wrapped.len);
+		OPENSSL_cleanse(d->plaintext.data, d->plaintext.len);
+	}
+	protobuf_c_message_free_unpacked(resp, NULL);
+	return r;
+}
+
 static int
 cmd_whoami(struct ctx *x, int argc, char **argv)
 {
@@ -1050,6 +1225,9 @@ main(int argc, char **argv)
 		r = cmd_verify(&x, argc - 1, argv + 1);
 	else if (strcmp(cmd, "whoami") == 0)
 		r = cmd_whoami(&x, argc - 1, argv + 1);
+	else if (strcmp(cmd, "wrap") == 0 || strcmp(cmd, "unwrap") == 0 ||
+	    strcmp(cmd, "datakey") == 0)
+		r = cmd_wrapping(&x, cmd, argc - 1, argv + 1);
 	else if (strcmp(cmd, "audit") == 0)
 		r = cmd_audit(&x, argc - 1, argv + 1);
 	else

@@ -559,10 +559,20 @@ h_unwrap(struct service *svc, struct hsm_session *hs,
 		hash_input(&c, req->wrapped.data, req->wrapped.len);
 	if (authenticate(&c) != 0 || check_name(&c, req->name) != 0 ||
 	    authorize(&c, KMS_OP_UNWRAP, req->name) != 0 ||
+	    resolve_wrap_key(&c, req->name, 0) != 0 ||
 	    keystore_blob_version(req->wrapped.data, req->wrapped.len,
-	    &version, &c.st) != 0 ||
-	    resolve_wrap_key(&c, req->name, version) != 0 ||
-	    keystore_unwrap(svc->ks, hs, req->name, req->wrapped.data,
+	    &version, &c.st) != 0)
+		goto out;
+	/* The key exists: a version it lacks means a tampered blob. */
+	if (resolve_wrap_key(&c, req->name, version) != 0) {
+		if (c.st.err == KMS_ERR_NOT_FOUND)
+			kms_status_set(&c.st, KMS_ERR_INVALID_ARGUMENT, "the "
+			    "wrapped blob names version %u, which key \"%s\" "
+			    "does not have: it was changed or made with another "
+			    "key", version, req->name);
+		goto out;
+	}
+	if (keystore_unwrap(svc->ks, hs, req->name, req->wrapped.data,
 	    req->wrapped.len, &plain, &c.st) != 0)
 		goto out;
 	resp.plaintext.data = plain->buf;

@@ -455,6 +455,11 @@ static const uint8_t oid_p256[] = {
 static const uint8_t oid_p384[] = {
 	0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22
 };
+/*
+ * Ed25519 as the OID 1.3.101.112 (RFC 8410).  PKCS#11 3.0 allows this or
+ * the PrintableString "edwards25519"; SoftHSM2 2.6.1 takes both, and the
+ * OID is what the SubjectPublicKeyInfo carries as well.
+ */
 static const uint8_t oid_ed25519[] = { 0x06, 0x03, 0x2b, 0x65, 0x70 };
 
 int
@@ -795,19 +800,30 @@ hsm_sign(struct hsm_session *s, const struct kms_alg_info *alg,
 	return 0;
 }
 
-/* An EC point as SoftHSM returns it: a DER OCTET STRING around the point. */
-static void
-unwrap_octets(const uint8_t **p, size_t *len)
+/*
+ * CKA_EC_POINT as the standard and SoftHSM2 give it, a DER OCTET STRING
+ * around the point, or as some modules give it, the bare point.  The
+ * length of the bare point (want) tells the two apart: an uncompressed
+ * point also starts with 0x04.
+ */
+static int
+ec_point(const uint8_t **p, size_t *len, size_t want)
 {
-	if (*len >= 2 && (*p)[0] == 0x04 && (*p)[1] < 0x80 &&
-	    (size_t)(*p)[1] == *len - 2) {
+	if (*len == want)
+		return 0;
+	if (*len == want + 2 && want < 0x80 && (*p)[0] == 0x04 &&
+	    (*p)[1] == want) {
 		*p += 2;
 		*len -= 2;
-	} else if (*len >= 3 && (*p)[0] == 0x04 && (*p)[1] == 0x81 &&
-	    (size_t)(*p)[2] == *len - 3) {
+		return 0;
+	}
+	if (*len == want + 3 && want < 0x100 && (*p)[0] == 0x04 &&
+	    (*p)[1] == 0x81 && (*p)[2] == want) {
 		*p += 3;
 		*len -= 3;
+		return 0;
 	}
+	return KMS_ERR_HSM;
 }
 
 int
@@ -832,11 +848,15 @@ hsm_public_key_der(struct hsm_session *s, const struct kms_alg_info *alg,
 			goto out;
 		pt = a;
 		ptlen = alen;
-		unwrap_octets(&pt, &ptlen);
+		/* Ed25519: 32 bytes; EC: 0x04 || X || Y, uncompressed. */
+		if ((r = ec_point(&pt, &ptlen, alg->family ==
+		    KMS_FAMILY_EDDSA ? 32 : 1 + 2 * ((alg->bits + 7) / 8))) != 0) {
+			log_warn("hsm: CKA_EC_POINT of %lu bytes is not a %s "
+			    "public key", (unsigned long)alen, alg->name);
+			goto out;
+		}
 		r = KMS_ERR_HSM;
 		if (alg->family == KMS_FAMILY_EDDSA) {
-			if (ptlen != 32)
-				goto out;
 			pk = EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519,
 			    NULL, pt, ptlen);
 			break;
@@ -1087,12 +1107,14 @@ hsm_unwrap(struct hsm_session *s, hsm_handle_t kek, unsigned long mech,
 		/*
 		 * The integrity check of the key wrap failed.  SoftHSM2 says
 		 * CKR_GENERAL_ERROR for a tampered blob, the standard
-		 * CKR_WRAPPED_KEY_INVALID or CKR_ENCRYPTED_DATA_INVALID.
+		 * CKR_WRAPPED_KEY_INVALID or CKR_ENCRYPTED_DATA_INVALID; a
+		 * blob naming a mechanism this module lacks is not its blob.
 		 */
 		if (rv == CKR_GENERAL_ERROR || rv == CKR_WRAPPED_KEY_INVALID ||
 		    rv == CKR_WRAPPED_KEY_LEN_RANGE || rv == CKR_DATA_INVALID ||
 		    rv == CKR_ENCRYPTED_DATA_INVALID ||
-		    rv == CKR_ENCRYPTED_DATA_LEN_RANGE) {
+		    rv == CKR_ENCRYPTED_DATA_LEN_RANGE ||
+		    rv == CKR_MECHANISM_INVALID) {
 			log_warn("hsm: C_UnwrapKey failed: %s (0x%lx): the "
 			    "wrapped blob does not verify", rv_name(rv),
 			    (unsigned long)rv);

@@ -878,6 +878,11 @@ keystore_unwrap(struct keystore *ks, struct hsm_session *s, const char *name,
 	*out = NULL;
 	if ((r = keystore_blob_version(blob, len, &version, st)) != 0)
 		return r;
+	/* Only the AES key wrap mechanisms (RFC 5649, 0x210A or 0x210B). */
+	if (get_be32(blob + 5) != 0x210A && get_be32(blob + 5) != 0x210B)
+		return kms_status_set(st, KMS_ERR_INVALID_ARGUMENT, "the "
+		    "wrapped blob names an unknown mechanism 0x%x",
+		    (unsigned int)get_be32(blob + 5));
 	for (attempt = 0; attempt < 2; attempt++) {
 		if ((r = wrap_handle(ks, s, name, version, attempt > 0, &h,
 		    st)) != 0)

@@ -1,12 +1,18 @@
 /*
  * test_hsm.c: the PKCS#11 layer against a real SoftHSM2 token, through
- * the fault-injecting module build/p11fault.so, so that device errors,
- * lost sessions, lost logins and stale handles are reached as well.
+ * the fault-injecting module p11fault.so, so that device errors, lost
+ * sessions, lost logins and stale handles are reached as well.
+ *
+ * The module is P11FAULT_SO, else $BUILD/p11fault.so, else
+ * build/p11fault.so.  Signatures are checked with OpenSSL directly, not
+ * with kms code.
  */
 #include <sys/stat.h>
+#include <sys/wait.h>
 
 #include <dlfcn.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -18,23 +24,29 @@
 
 #include <cmocka.h>
 
+#include <openssl/evp.h>
+#include <openssl/rsa.h>
+#include <openssl/x509.h>
+
 #include "algo.h"
 #include "hsm.h"
 #include "kmserr.h"
-#include "pubkey.h"
 #include "secret.h"
 
 /* PKCS#11 return values used here (hsm.h keeps pkcs11.h to hsm.c). */
+#define CKR_GENERAL_ERROR		0x05UL
 #define CKR_DEVICE_ERROR		0x30UL
+#define CKR_KEY_HANDLE_INVALID		0x60UL
 #define CKR_OBJECT_HANDLE_INVALID	0x82UL
 #define CKR_SESSION_HANDLE_INVALID	0xB3UL
 #define CKR_USER_NOT_LOGGED_IN		0x101UL
 
-static char dir[64], pin[128], module[512];
+static char dir[64], pin[128], module[PATH_MAX];
 static struct hsm *hsm;
 static struct hsm_session *s;
 static void (*fault_set)(const char *, unsigned long, unsigned long);
 static void (*fault_clear)(void);
+static unsigned long (*fault_calls)(const char *);
 
 static void
 write_file(const char *path, const char *text, mode_t mode)
@@ -47,15 +59,31 @@ write_file(const char *path, const char *text, mode_t mode)
 	assert_int_equal(chmod(path, mode), 0);
 }
 
+static void
+find_module(void)
+{
+	const char *so = getenv("P11FAULT_SO"), *build = getenv("BUILD");
+	char rel[PATH_MAX];
+
+	if (so == NULL) {
+		snprintf(rel, sizeof(rel), "%s/p11fault.so",
+		    build != NULL ? build : "build");
+		so = rel;
+	}
+	/* Absolute, so that RTLD_NOLOAD and a child process find it too. */
+	if (realpath(so, module) == NULL)
+		snprintf(module, sizeof(module), "%s", so);
+}
+
 static int
 setup(void **state)
 {
 	char conf[128], text[256], cmd[512];
-	const char *build = getenv("BUILD");
 	struct kms_status st;
 	void *dl;
 
 	(void)state;
+	find_module();
 	strcpy(dir, "/tmp/kms-test-hsm.XXXXXX");
 	if (mkdtemp(dir) == NULL)
 		return -1;
@@ -66,18 +94,16 @@ setup(void **state)
 	setenv("SOFTHSM2_CONF", conf, 1);
 	/* t for the tests, t2 for login failures (logins are per token). */
 	snprintf(cmd, sizeof(cmd), "softhsm2-util --init-token --free "
-	    "--label t --so-pin 12345678 --pin 1234 >/dev/null && "
-	    "softhsm2-util --init-token --free --label t2 --so-pin 12345678 "
+	    "--label t --so-pin 1234 --pin 1234 >/dev/null && "
+	    "softhsm2-util --init-token --free --label t2 --so-pin 1234 "
 	    "--pin 1234 >/dev/null");
 	if (system(cmd) != 0)
 		return -1;
 	snprintf(pin, sizeof(pin), "%s/pin", dir);
 	write_file(pin, "1234\n", 0600);
-	snprintf(module, sizeof(module), "%s/%s/p11fault.so",
-	    getcwd(text, sizeof(text)), build != NULL ? build : "build");
 	kms_status_clear(&st);
 	if (hsm_open(module, "t", pin, &hsm, &st) != 0) {
-		fprintf(stderr, "hsm_open: %s\n", st.msg);
+		fprintf(stderr, "hsm_open %s: %s\n", module, st.msg);
 		return -1;
 	}
 	/* The module is loaded already: find its fault switch. */
@@ -86,7 +112,11 @@ setup(void **state)
 	fault_set = (void (*)(const char *, unsigned long,
 	    unsigned long))dlsym(dl, "p11fault_set");
 	fault_clear = (void (*)(void))dlsym(dl, "p11fault_clear");
-	if (fault_set == NULL || fault_clear == NULL)
+	fault_calls = (unsigned long (*)(const char *))dlsym(dl,
+	    "p11fault_calls");
+	/* Drops only the reference taken just now. */
+	dlclose(dl);
+	if (fault_set == NULL || fault_clear == NULL || fault_calls == NULL)
 		return -1;
 	return hsm_session_open(hsm, &s);
 }
@@ -109,31 +139,109 @@ gen(const struct kms_alg_info *alg, const char *label, hsm_handle_t *priv,
 {
 	assert_int_equal(hsm_generate_key_pair(s, alg, label,
 	    (const uint8_t *)label, strlen(label), priv, pub), 0);
+	assert_int_not_equal(*priv, 0);
+	assert_int_not_equal(*pub, 0);
 }
 
-/* Signs a fixed input and checks the signature with OpenSSL. */
+/*
+ * Checks sig over in with OpenSSL alone, following the rules of alg, and
+ * that the DER SubjectPublicKeyInfo is a key of the right type and size.
+ * Returns 1 when the signature verifies.
+ */
+static int
+openssl_verify(const struct kms_alg_info *alg, const uint8_t *der,
+    size_t derlen, const uint8_t *in, size_t inlen, const uint8_t *sig,
+    size_t siglen)
+{
+	const unsigned char *p = der;
+	EVP_PKEY *pk;
+	EVP_PKEY_CTX *ctx = NULL;
+	EVP_MD_CTX *md = NULL;
+	int ok;
+
+	pk = d2i_PUBKEY(NULL, &p, (long)derlen);
+	assert_non_null(pk);
+	assert_ptr_equal(p, der + derlen);
+	if (alg->family == KMS_FAMILY_EDDSA) {
+		assert_int_equal(EVP_PKEY_get_id(pk), EVP_PKEY_ED25519);
+		assert_int_equal(siglen, 64);
+		assert_non_null(md = EVP_MD_CTX_new());
+		assert_int_equal(EVP_DigestVerifyInit(md, NULL, NULL, NULL,
+		    pk), 1);
+		ok = EVP_DigestVerify(md, sig, siglen, in, inlen);
+		EVP_MD_CTX_free(md);
+		EVP_PKEY_free(pk);
+		return ok == 1;
+	}
+	assert_int_equal(EVP_PKEY_get_bits(pk), (int)alg->bits);
+	assert_non_null(ctx = EVP_PKEY_CTX_new(pk, NULL));
+	assert_int_equal(EVP_PKEY_verify_init(ctx), 1);
+	switch (alg->family) {
+	case KMS_FAMILY_EC:
+		assert_int_equal(EVP_PKEY_get_id(pk), EVP_PKEY_EC);
+		break;
+	case KMS_FAMILY_RSA_PKCS1:
+		assert_int_equal(EVP_PKEY_get_id(pk), EVP_PKEY_RSA);
+		assert_int_equal(siglen, alg->bits / 8);
+		assert_true(EVP_PKEY_CTX_set_rsa_padding(ctx,
+		    RSA_PKCS1_PADDING) > 0);
+		assert_true(EVP_PKEY_CTX_set_signature_md(ctx,
+		    EVP_sha256()) > 0);
+		break;
+	case KMS_FAMILY_RSA_PSS:
+		assert_int_equal(EVP_PKEY_get_id(pk), EVP_PKEY_RSA);
+		assert_int_equal(siglen, alg->bits / 8);
+		assert_true(EVP_PKEY_CTX_set_rsa_padding(ctx,
+		    RSA_PKCS1_PSS_PADDING) > 0);
+		assert_true(EVP_PKEY_CTX_set_signature_md(ctx,
+		    EVP_sha256()) > 0);
+		assert_true(EVP_PKEY_CTX_set_rsa_mgf1_md(ctx,
+		    EVP_sha256()) > 0);
+		assert_true(EVP_PKEY_CTX_set_rsa_pss_saltlen(ctx, 32) > 0);
+		break;
+	case KMS_FAMILY_RSA_RAW:
+		/* No digest: the type-1 block must hold exactly in. */
+		assert_int_equal(EVP_PKEY_get_id(pk), EVP_PKEY_RSA);
+		assert_int_equal(siglen, alg->bits / 8);
+		assert_true(EVP_PKEY_CTX_set_rsa_padding(ctx,
+		    RSA_PKCS1_PADDING) > 0);
+		break;
+	default:
+		fail_msg("%s cannot sign", alg->name);
+	}
+	ok = EVP_PKEY_verify(ctx, sig, siglen, in, inlen);
+	EVP_PKEY_CTX_free(ctx);
+	EVP_PKEY_free(pk);
+	return ok == 1;
+}
+
+/* Signs an input of the right length and checks it with OpenSSL. */
 static void
 sign_and_verify(const struct kms_alg_info *alg, hsm_handle_t priv,
     hsm_handle_t pub)
 {
-	uint8_t in[64], sig[HSM_SIG_MAX], *der = NULL;
-	size_t inlen, siglen = sizeof(sig), derlen;
-	int valid = 0;
+	uint8_t in[100], sig[HSM_SIG_MAX], *der = NULL;
+	size_t i, inlen, siglen = sizeof(sig), derlen = 0;
 
-	memset(in, 0x5a, sizeof(in));
-	inlen = alg->digest_len != 0 ? alg->digest_len : 20;
+	for (i = 0; i < sizeof(in); i++)
+		in[i] = (uint8_t)(i * 7 + alg->alg);
+	inlen = alg->digest_len != 0 ? alg->digest_len : sizeof(in);
 	assert_int_equal(hsm_sign(s, alg, priv, in, inlen, sig, &siglen), 0);
+	assert_true(siglen > 0 && siglen <= HSM_SIG_MAX);
 	assert_int_equal(hsm_public_key_der(s, alg, pub, &der, &derlen), 0);
-	assert_int_equal(pubkey_verify(alg, der, derlen, in, inlen, sig,
-	    siglen, &valid), 0);
-	if (!valid)
+	if (!openssl_verify(alg, der, derlen, in, inlen, sig, siglen))
 		fail_msg("%s: signature does not verify", alg->name);
 	/* A changed input must not verify. */
 	in[0] ^= 1;
-	assert_int_equal(pubkey_verify(alg, der, derlen, in, inlen, sig,
-	    siglen, &valid), 0);
-	assert_false(valid);
+	assert_false(openssl_verify(alg, der, derlen, in, inlen, sig,
+	    siglen));
 	free(der);
+	/* A digest of the wrong length is refused before the token. */
+	if (alg->digest_len != 0) {
+		siglen = sizeof(sig);
+		assert_int_equal(hsm_sign(s, alg, priv, in, alg->digest_len - 1,
+		    sig, &siglen), KMS_ERR_INVALID_ARGUMENT);
+	}
 }
 
 static void
@@ -142,11 +250,12 @@ test_every_signing_algorithm(void **state)
 	const struct kms_alg_info *alg;
 	hsm_handle_t priv, pub;
 	char label[64];
-	int a, ok;
+	int a, n = 0, ok;
 
 	(void)state;
 	for (a = 1; a <= KMS_ALG_MAX; a++) {
 		alg = kms_alg_lookup(a);
+		assert_non_null(alg);
 		if (!alg->can_sign)
 			continue;
 		snprintf(label, sizeof(label), "t-%s", alg->name);
@@ -155,81 +264,205 @@ test_every_signing_algorithm(void **state)
 		/* Generated inside: sensitive and never extractable. */
 		assert_int_equal(hsm_key_is_protected(s, priv, &ok), 0);
 		assert_true(ok);
+		/* A public key is no secret. */
+		ok = -1;
+		assert_int_equal(hsm_key_is_protected(s, pub, &ok), 0);
+		assert_int_equal(ok, 0);
+		n++;
 	}
+	assert_int_equal(n, 10);
+}
+
+struct seen {
+	const char *label;
+	hsm_handle_t h;
+	int found, count;
+};
+
+static int
+seen_cb(const char *label, hsm_handle_t h, void *arg)
+{
+	struct seen *sn = arg;
+
+	sn->count++;
+	if (sn->label != NULL && strcmp(label, sn->label) == 0) {
+		sn->found++;
+		sn->h = h;
+	}
+	return 0;
 }
 
 static int
-count_cb(const char *label, hsm_handle_t h, void *arg)
+count(enum hsm_obj_class cls, const char *label)
 {
+	struct seen sn = { label, 0, 0, 0 };
+
+	assert_int_equal(hsm_list(s, cls, seen_cb, &sn), 0);
+	return label != NULL ? sn.found : sn.count;
+}
+
+static int
+stop_cb(const char *label, hsm_handle_t h, void *arg)
+{
+	(void)label;
 	(void)h;
-	if (strncmp(label, "list-", 5) == 0)
-		(*(int *)arg)++;
-	return 0;
+	(*(int *)arg)++;
+	return 42;
 }
 
 static void
 test_find_list_and_data(void **state)
 {
-	uint8_t *v = NULL;
+	const struct kms_alg_info *alg = kms_alg_lookup(KMS_ALG_ED25519);
+	struct seen sn = { "list-key", 0, 0, 0 };
+	uint8_t *v = NULL, r1[32], r2[32];
 	size_t len;
-	hsm_handle_t d1, d2, h;
+	hsm_handle_t d1, d2, h, priv, pub, old;
 	int n = 0;
 
 	(void)state;
+	/* Keys: found by class and label, listed with the same handle. */
+	gen(alg, "list-key", &priv, &pub);
+	assert_int_equal(hsm_find(s, HSM_OBJ_PRIVATE_KEY, "list-key", &h), 0);
+	assert_int_equal(h, priv);
+	assert_int_equal(hsm_find(s, HSM_OBJ_PUBLIC_KEY, "list-key", &h), 0);
+	assert_int_equal(h, pub);
+	assert_int_equal(hsm_find(s, HSM_OBJ_SECRET_KEY, "list-key", &h),
+	    KMS_ERR_NOT_FOUND);
+	assert_int_equal(hsm_list(s, HSM_OBJ_PRIVATE_KEY, seen_cb, &sn), 0);
+	assert_int_equal(sn.found, 1);
+	assert_int_equal(sn.h, priv);
+
+	/* Data objects: create, find, replace, read, list, destroy. */
 	assert_int_equal(hsm_data_create(s, "list-a", (const uint8_t *)"one",
 	    3, &d1), 0);
 	assert_int_equal(hsm_data_create(s, "list-b", (const uint8_t *)"two",
 	    3, &d2), 0);
 	assert_int_equal(hsm_find(s, HSM_OBJ_DATA, "list-b", &h), 0);
 	assert_int_equal(h, d2);
+	old = d2;
 	assert_int_equal(hsm_data_set(s, "list-b", &d2,
 	    (const uint8_t *)"three", 5), 0);
 	assert_int_equal(hsm_find(s, HSM_OBJ_DATA, "list-b", &h), 0);
 	assert_int_equal(h, d2);
+	assert_int_equal(count(HSM_OBJ_DATA, "list-b"), 1);
+	if (d2 != old)
+		assert_int_equal(hsm_data_get(s, old, &v, &len),
+		    KMS_ERR_STALE_HANDLE);
 	assert_int_equal(hsm_data_get(s, d2, &v, &len), 0);
 	assert_int_equal(len, 5);
 	assert_string_equal((char *)v, "three");
 	free(v);
-	assert_int_equal(hsm_list(s, HSM_OBJ_DATA, count_cb, &n), 0);
-	assert_int_equal(n, 2);
+	v = NULL;
+	assert_int_equal(count(HSM_OBJ_DATA, "list-a"), 1);
+	assert_int_equal(count(HSM_OBJ_DATA, NULL), 2);
+	/* Keys are not data, data objects are not keys. */
+	assert_int_equal(count(HSM_OBJ_DATA, "list-key"), 0);
+	assert_int_equal(count(HSM_OBJ_PRIVATE_KEY, "list-a"), 0);
+	/* A non-zero return from the callback stops the walk. */
+	assert_int_equal(hsm_list(s, HSM_OBJ_DATA, stop_cb, &n), 42);
+	assert_int_equal(n, 1);
 	assert_int_equal(hsm_destroy(s, d1), 0);
 	assert_int_equal(hsm_find(s, HSM_OBJ_DATA, "list-a", &h),
 	    KMS_ERR_NOT_FOUND);
 	/* A destroyed object's handle is stale, not a crash. */
 	assert_int_equal(hsm_data_get(s, d1, &v, &len), KMS_ERR_STALE_HANDLE);
+	assert_null(v);
 	assert_int_equal(hsm_destroy(s, d2), 0);
+	assert_int_equal(count(HSM_OBJ_DATA, NULL), 0);
+	assert_int_equal(hsm_destroy(s, priv), 0);
+	assert_int_equal(hsm_destroy(s, pub), 0);
+
+	/* The generator gives different bytes each time. */
+	assert_int_equal(hsm_random(s, r1, sizeof(r1)), 0);
+	assert_int_equal(hsm_random(s, r2, sizeof(r2)), 0);
+	assert_memory_not_equal(r1, r2, sizeof(r1));
 }
 
 static void
 test_wrap_unwrap(void **state)
 {
 	const struct kms_alg_info *alg = kms_alg_lookup(KMS_ALG_AES_256_KWP);
-	uint8_t in[37], out[64];
-	size_t outlen = sizeof(out);
+	static const size_t sizes[] = { 1, 8, 37, HSM_WRAP_MAX_IN };
+	uint8_t *in, *out;
+	size_t i, j, n, outlen, cap = HSM_WRAP_MAX_IN + 16;
 	struct secret *plain = NULL;
-	unsigned long mech;
+	unsigned long mech = 0;
 	hsm_handle_t kek;
-	int ok;
+	int ok, secrets;
 
 	(void)state;
-	memset(in, 0x42, sizeof(in));
+	assert_non_null(in = malloc(HSM_WRAP_MAX_IN));
+	assert_non_null(out = malloc(cap));
+	for (i = 0; i < HSM_WRAP_MAX_IN; i++)
+		in[i] = (uint8_t)(i * 13 + 1);
 	assert_int_equal(hsm_generate_secret_key(s, alg, "kek", (const
 	    uint8_t *)"kek", 3, &kek), 0);
 	assert_int_equal(hsm_key_is_protected(s, kek, &ok), 0);
 	assert_true(ok);
-	assert_int_equal(hsm_wrap(s, kek, in, sizeof(in), out, &outlen,
-	    &mech), 0);
-	assert_int_equal(outlen, 48);
-	assert_int_equal(hsm_unwrap(s, kek, mech, out, outlen, &plain), 0);
-	/* SoftHSM pads to a multiple of 8; the bytes themselves survive. */
-	assert_true(plain->len >= sizeof(in));
-	assert_memory_equal(plain->buf, in, sizeof(in));
-	secret_free(plain);
-	plain = NULL;
+	assert_int_equal(hsm_find(s, HSM_OBJ_SECRET_KEY, "kek", &kek), 0);
+	secrets = count(HSM_OBJ_SECRET_KEY, NULL);
+	assert_int_equal(secrets, 1);
+
+	for (j = 0; j < sizeof(sizes) / sizeof(sizes[0]); j++) {
+		n = sizes[j];
+		outlen = cap;
+		assert_int_equal(hsm_wrap(s, kek, in, n, out, &outlen, &mech),
+		    0);
+		assert_int_equal(mech, 0x210AUL);
+		assert_int_equal(outlen, (n + 7) / 8 * 8 + 8);
+		assert_memory_not_equal(out, in, n < outlen ? n : outlen);
+		assert_int_equal(hsm_unwrap(s, kek, mech, out, outlen,
+		    &plain), 0);
+		/* SoftHSM pads to a multiple of 8; the bytes survive. */
+		assert_true(plain->len >= n && plain->len <= (n + 7) / 8 * 8);
+		assert_memory_equal(plain->buf, in, n);
+		secret_free(plain);
+		plain = NULL;
+		/* The transient objects are gone. */
+		assert_int_equal(count(HSM_OBJ_SECRET_KEY, NULL), secrets);
+	}
+
+	/* Tampered or cut short: the integrity check fails. */
+	outlen = cap;
+	assert_int_equal(hsm_wrap(s, kek, in, 37, out, &outlen, &mech), 0);
 	out[5] ^= 0x80;
 	assert_int_equal(hsm_unwrap(s, kek, mech, out, outlen, &plain),
 	    KMS_ERR_VERIFY_FAILED);
 	assert_null(plain);
+	out[5] ^= 0x80;
+	assert_int_equal(hsm_unwrap(s, kek, mech, out, outlen - 8, &plain),
+	    KMS_ERR_VERIFY_FAILED);
+	assert_null(plain);
+	assert_int_equal(count(HSM_OBJ_SECRET_KEY, NULL), secrets);
+
+	/* Bad sizes are refused before the token. */
+	outlen = 47;
+	assert_int_equal(hsm_wrap(s, kek, in, 37, out, &outlen, &mech),
+	    KMS_ERR_INVALID_ARGUMENT);
+	outlen = cap;
+	assert_int_equal(hsm_wrap(s, kek, in, 0, out, &outlen, &mech),
+	    KMS_ERR_INVALID_ARGUMENT);
+	assert_int_equal(hsm_wrap(s, kek, in, HSM_WRAP_MAX_IN + 1, out,
+	    &outlen, &mech), KMS_ERR_INVALID_ARGUMENT);
+
+	/* A failed wrap leaves no transient object behind either. */
+	fault_set("C_WrapKey", 1, CKR_DEVICE_ERROR);
+	outlen = cap;
+	assert_int_equal(hsm_wrap(s, kek, in, 37, out, &outlen, &mech),
+	    KMS_ERR_UNAVAILABLE);
+	assert_int_equal(count(HSM_OBJ_SECRET_KEY, NULL), secrets);
+	/* A session lost in the middle of a wrap: done again in a new one. */
+	fault_set("C_WrapKey", 1, CKR_SESSION_HANDLE_INVALID);
+	outlen = cap;
+	assert_int_equal(hsm_wrap(s, kek, in, 37, out, &outlen, &mech), 0);
+	assert_int_equal(hsm_unwrap(s, kek, mech, out, outlen, &plain), 0);
+	assert_memory_equal(plain->buf, in, 37);
+	secret_free(plain);
+	assert_int_equal(count(HSM_OBJ_SECRET_KEY, NULL), secrets);
+	fault_clear();
+	free(in);
+	free(out);
 }
 
 static void
@@ -244,82 +477,215 @@ test_open_errors(void **state)
 	assert_int_not_equal(hsm_open("/nonexistent/p11.so", "t", pin, &h,
 	    &st), 0);
 	assert_non_null(strstr(st.msg, "/nonexistent/p11.so"));
-	assert_int_not_equal(hsm_open(module, "no-such-token", pin, &h, &st),
-	    0);
+	assert_null(h);
+	kms_status_clear(&st);
+	assert_int_equal(hsm_open(module, "no-such-token", pin, &h, &st),
+	    KMS_ERR_CONFIG);
 	assert_non_null(strstr(st.msg, "no-such-token"));
+	assert_null(h);
 	snprintf(bad, sizeof(bad), "%s/badpin", dir);
 	write_file(bad, "9999\n", 0600);
-	assert_int_not_equal(hsm_open(module, "t2", bad, &h, &st), 0);
+	kms_status_clear(&st);
+	assert_int_equal(hsm_open(module, "t2", bad, &h, &st), KMS_ERR_CONFIG);
 	assert_non_null(strstr(st.msg, "wrong PIN"));
+	assert_null(h);
 	write_file(bad, "1234\n", 0644);
-	assert_int_not_equal(hsm_open(module, "t2", bad, &h, &st), 0);
+	kms_status_clear(&st);
+	assert_int_equal(hsm_open(module, "t2", bad, &h, &st), KMS_ERR_CONFIG);
+	assert_non_null(strstr(st.msg, bad));
 	assert_non_null(strstr(st.msg, "0600"));
 	assert_null(h);
+	snprintf(bad, sizeof(bad), "%s/missing", dir);
+	kms_status_clear(&st);
+	assert_int_not_equal(hsm_open(module, "t2", bad, &h, &st), 0);
+	assert_non_null(strstr(st.msg, bad));
+	assert_null(h);
+	/* The right PIN still works on t2 after all that. */
+	kms_status_clear(&st);
+	assert_int_equal(hsm_open(module, "t2", pin, &h, &st), 0);
+	hsm_close(h);
+}
+
+static int
+sign32(const struct kms_alg_info *alg, hsm_handle_t priv)
+{
+	uint8_t md[32], sig[HSM_SIG_MAX];
+	size_t siglen = sizeof(sig);
+
+	memset(md, 1, sizeof(md));
+	return hsm_sign(s, alg, priv, md, sizeof(md), sig, &siglen);
 }
 
 static void
 test_faults_are_recovered_or_reported(void **state)
 {
 	const struct kms_alg_info *alg = kms_alg_lookup(KMS_ALG_EC_P256_SHA256);
-	uint8_t md[32], sig[HSM_SIG_MAX];
-	size_t siglen;
 	hsm_handle_t priv, pub, h;
+	unsigned long opens, logins;
+	int npriv, npub;
 
 	(void)state;
-	memset(md, 1, sizeof(md));
 	gen(alg, "fault", &priv, &pub);
 
 	/* A device error is reported as UNAVAILABLE; the next call works. */
 	fault_set("C_Sign", 1, CKR_DEVICE_ERROR);
-	siglen = sizeof(sig);
-	assert_int_equal(hsm_sign(s, alg, priv, md, 32, sig, &siglen),
-	    KMS_ERR_UNAVAILABLE);
-	siglen = sizeof(sig);
-	assert_int_equal(hsm_sign(s, alg, priv, md, 32, sig, &siglen), 0);
+	assert_int_equal(sign32(alg, priv), KMS_ERR_UNAVAILABLE);
+	assert_int_equal(sign32(alg, priv), 0);
+	fault_set("C_SignInit", 1, CKR_DEVICE_ERROR);
+	assert_int_equal(sign32(alg, priv), KMS_ERR_UNAVAILABLE);
+	assert_int_equal(sign32(alg, priv), 0);
 
-	/* A lost session is reopened and the call retried. */
-	fault_set("C_SignInit", 1, CKR_SESSION_HANDLE_INVALID);
-	siglen = sizeof(sig);
-	assert_int_equal(hsm_sign(s, alg, priv, md, 32, sig, &siglen), 0);
+	/* A lost session (really closed) is reopened and the call retried. */
+	opens = fault_calls("C_OpenSession");
 	fault_set("C_Sign", 1, CKR_SESSION_HANDLE_INVALID);
-	siglen = sizeof(sig);
-	assert_int_equal(hsm_sign(s, alg, priv, md, 32, sig, &siglen), 0);
-
-	/* A lost login is renewed from the PIN file and the call retried. */
-	fault_set("C_SignInit", 1, CKR_USER_NOT_LOGGED_IN);
-	siglen = sizeof(sig);
-	assert_int_equal(hsm_sign(s, alg, priv, md, 32, sig, &siglen), 0);
-
-	/* A session lost at the start of a search is recovered too. */
+	assert_int_equal(sign32(alg, priv), 0);
+	assert_int_equal(fault_calls("C_OpenSession"), opens + 1);
+	fault_set("C_SignInit", 1, CKR_SESSION_HANDLE_INVALID);
+	assert_int_equal(sign32(alg, priv), 0);
+	assert_int_equal(fault_calls("C_OpenSession"), opens + 2);
 	fault_set("C_FindObjectsInit", 1, CKR_SESSION_HANDLE_INVALID);
 	assert_int_equal(hsm_find(s, HSM_OBJ_PRIVATE_KEY, "fault", &h), 0);
+	assert_int_equal(h, priv);
+	assert_int_equal(sign32(alg, priv), 0);
+
+	/*
+	 * A lost login (the application really logged out) is renewed from
+	 * the PIN file and the call retried.  Private objects are visible
+	 * only when logged in, so finding the key proves the new login.
+	 */
+	logins = fault_calls("C_Login");
+	fault_set("C_FindObjectsInit", 1, CKR_USER_NOT_LOGGED_IN);
+	assert_int_equal(hsm_find(s, HSM_OBJ_PRIVATE_KEY, "fault", &h), 0);
+	assert_int_equal(fault_calls("C_Login"), logins + 1);
+	/*
+	 * SoftHSM2 forgets the handles of private objects at logout and
+	 * hands out new ones after the new login: the old handle is stale,
+	 * which the caller repairs by looking the key up again.
+	 */
+	assert_int_not_equal(h, priv);
+	assert_int_equal(sign32(alg, priv), KMS_ERR_STALE_HANDLE);
+	priv = h;
+	assert_int_equal(sign32(alg, priv), 0);
+	fault_set("C_Sign", 1, CKR_USER_NOT_LOGGED_IN);
+	assert_int_equal(sign32(alg, priv), KMS_ERR_STALE_HANDLE);
+	assert_int_equal(fault_calls("C_Login"), logins + 2);
+	assert_int_equal(hsm_find(s, HSM_OBJ_PRIVATE_KEY, "fault", &priv), 0);
+	assert_int_equal(sign32(alg, priv), 0);
+	/* A public object's handle survives a new login. */
+	fault_set("C_GetAttributeValue", 1, CKR_USER_NOT_LOGGED_IN);
+	{
+		uint8_t *der = NULL;
+		size_t derlen = 0;
+
+		assert_int_equal(hsm_public_key_der(s, alg, pub, &der,
+		    &derlen), 0);
+		free(der);
+	}
+	assert_int_equal(fault_calls("C_Login"), logins + 3);
+	assert_int_equal(sign32(alg, priv), KMS_ERR_STALE_HANDLE);
+	assert_int_equal(hsm_find(s, HSM_OBJ_PRIVATE_KEY, "fault", &priv), 0);
 
 	/* A stale handle tells the caller to look the object up again. */
 	fault_set("C_SignInit", 1, CKR_OBJECT_HANDLE_INVALID);
-	siglen = sizeof(sig);
-	assert_int_equal(hsm_sign(s, alg, priv, md, 32, sig, &siglen),
-	    KMS_ERR_STALE_HANDLE);
+	assert_int_equal(sign32(alg, priv), KMS_ERR_STALE_HANDLE);
+	fault_set("C_SignInit", 1, CKR_KEY_HANDLE_INVALID);
+	assert_int_equal(sign32(alg, priv), KMS_ERR_STALE_HANDLE);
+	fault_set("C_Sign", 1, CKR_KEY_HANDLE_INVALID);
+	assert_int_equal(sign32(alg, priv), KMS_ERR_STALE_HANDLE);
+	fault_set("C_Sign", 1, CKR_OBJECT_HANDLE_INVALID);
+	assert_int_equal(sign32(alg, priv), KMS_ERR_STALE_HANDLE);
+	assert_int_equal(sign32(alg, priv), 0);
 
-	/* A failed generation leaves nothing behind. */
+	/* Anything else is an HSM error. */
+	fault_set("C_Sign", 1, CKR_GENERAL_ERROR);
+	assert_int_equal(sign32(alg, priv), KMS_ERR_HSM);
+	assert_int_equal(sign32(alg, priv), 0);
+
+	/* A failed generation returns an error and leaves nothing behind. */
+	npriv = count(HSM_OBJ_PRIVATE_KEY, NULL);
+	npub = count(HSM_OBJ_PUBLIC_KEY, NULL);
 	fault_set("C_GenerateKeyPair", 1, CKR_DEVICE_ERROR);
 	assert_int_equal(hsm_generate_key_pair(s, alg, "never", (const
-	    uint8_t *)"n", 1, &priv, &pub), KMS_ERR_UNAVAILABLE);
+	    uint8_t *)"n", 1, &h, &h), KMS_ERR_UNAVAILABLE);
+	fault_set("C_GenerateKeyPair", 1, CKR_GENERAL_ERROR);
+	assert_int_equal(hsm_generate_key_pair(s, alg, "never", (const
+	    uint8_t *)"n", 1, &h, &h), KMS_ERR_HSM);
 	assert_int_equal(hsm_find(s, HSM_OBJ_PRIVATE_KEY, "never", &h),
 	    KMS_ERR_NOT_FOUND);
 	assert_int_equal(hsm_find(s, HSM_OBJ_PUBLIC_KEY, "never", &h),
 	    KMS_ERR_NOT_FOUND);
+	assert_int_equal(count(HSM_OBJ_PRIVATE_KEY, NULL), npriv);
+	assert_int_equal(count(HSM_OBJ_PUBLIC_KEY, NULL), npub);
+	fault_set("C_GenerateKey", 1, CKR_DEVICE_ERROR);
+	assert_int_equal(hsm_generate_secret_key(s, kms_alg_lookup(
+	    KMS_ALG_AES_256_KWP), "never", (const uint8_t *)"n", 1, &h),
+	    KMS_ERR_UNAVAILABLE);
+	assert_int_equal(hsm_find(s, HSM_OBJ_SECRET_KEY, "never", &h),
+	    KMS_ERR_NOT_FOUND);
 
 	/* Random numbers and data objects fail cleanly too. */
-	fault_set("C_GenerateRandom", 1, CKR_DEVICE_ERROR);
-	assert_int_equal(hsm_random(s, md, sizeof(md)), KMS_ERR_UNAVAILABLE);
-	assert_int_equal(hsm_random(s, md, sizeof(md)), 0);
-	fault_set("C_CreateObject", 1, 0x5UL /* CKR_GENERAL_ERROR */);
-	assert_int_equal(hsm_data_create(s, "x", md, 4, &h), KMS_ERR_HSM);
+	{
+		uint8_t r[16];
+
+		fault_set("C_GenerateRandom", 1, CKR_DEVICE_ERROR);
+		assert_int_equal(hsm_random(s, r, sizeof(r)),
+		    KMS_ERR_UNAVAILABLE);
+		assert_int_equal(hsm_random(s, r, sizeof(r)), 0);
+		fault_set("C_CreateObject", 1, CKR_GENERAL_ERROR);
+		assert_int_equal(hsm_data_create(s, "x", r, 4, &h),
+		    KMS_ERR_HSM);
+		assert_int_equal(hsm_find(s, HSM_OBJ_DATA, "x", &h),
+		    KMS_ERR_NOT_FOUND);
+	}
 	fault_clear();
 }
 
+/*
+ * The child half of test_fault_from_environment: a fresh process whose
+ * P11FAULT makes its second C_GenerateRandom fail.
+ */
+static int
+env_child(const char *mod, const char *pinfile)
+{
+	struct hsm *h = NULL;
+	struct hsm_session *cs = NULL;
+	struct kms_status st;
+	uint8_t r[8];
+	int ok;
+
+	kms_status_clear(&st);
+	if (hsm_open(mod, "t", pinfile, &h, &st) != 0 ||
+	    hsm_session_open(h, &cs) != 0)
+		return 2;
+	ok = hsm_random(cs, r, sizeof(r)) == 0 &&
+	    hsm_random(cs, r, sizeof(r)) == KMS_ERR_UNAVAILABLE &&
+	    hsm_random(cs, r, sizeof(r)) == 0;
+	hsm_session_close(cs);
+	hsm_close(h);
+	return ok ? 0 : 1;
+}
+
+static void
+test_fault_from_environment(void **state)
+{
+	pid_t pid;
+	int status;
+
+	(void)state;
+	if ((pid = fork()) == 0) {
+		setenv("P11FAULT", "C_GenerateRandom:2:0x30", 1);
+		execl("/proc/self/exe", "test_hsm", "--env-child", module, pin,
+		    (char *)NULL);
+		_exit(127);
+	}
+	assert_true(pid > 0);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+}
+
 int
-main(void)
+main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_every_signing_algorithm),
@@ -327,7 +693,10 @@ main(void)
 		cmocka_unit_test(test_wrap_unwrap),
 		cmocka_unit_test(test_open_errors),
 		cmocka_unit_test(test_faults_are_recovered_or_reported),
+		cmocka_unit_test(test_fault_from_environment),
 	};
 
+	if (argc == 4 && strcmp(argv[1], "--env-child") == 0)
+		return env_child(argv[2], argv[3]);
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -75,6 +75,27 @@ now_ms(void)
 	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
+static char *read_file(const char *path);
+
+/* A whole file and its length (binary). */
+static char *
+read_file_len(const char *path, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	char *buf;
+	long n;
+
+	if (f == NULL || fseek(f, 0, SEEK_END) != 0 || (n = ftell(f)) < 0 ||
+	    fseek(f, 0, SEEK_SET) != 0 || (buf = malloc((size_t)n + 1)) ==
+	    NULL || fread(buf, 1, (size_t)n, f) != (size_t)n) {
+		fprintf(stderr, "kmsload: cannot read %s\n", path);
+		exit(1);
+	}
+	fclose(f);
+	*len = (size_t)n;
+	return buf;
+}
+
 static char *
 read_file(const char *path)
 {
@@ -250,7 +271,8 @@ usage(void)
 	fprintf(stderr, "usage: kmsload --addr HOST:PORT --ca CA --cert CERT "
 	    "--key KEY --key-name NAME\n    [--rpc Sign|Verify|GetPublicKey] "
 	    "[--inflight N] [--threads T] [--seconds S]\n    [--digest-len N] "
-	    "[--data-len N]\n");
+	    "[--data-len N] [--blob-file F (Unwrap)]\n"
+	    "       kmsload ... --rpc CreateKey --count N --key-name PREFIX\n");
 	exit(2);
 }
 
@@ -270,6 +292,7 @@ main(int argc, char **argv)
 		{ "digest-len", required_argument, NULL, 'd' },
 		{ "data-len", required_argument, NULL, 'D' },
 		{ "count", required_argument, NULL, 'N' },
+		{ "blob-file", required_argument, NULL, 'B' },
 		{ NULL, 0, NULL, 0 }
 	};
 	struct opts o = { NULL, NULL, NULL, NULL, NULL, "Sign", 16, 2, 5, 32,
@@ -278,6 +301,12 @@ main(int argc, char **argv)
 	struct worker *w;
 	Kms__V1__SignRequest sreq = KMS__V1__SIGN_REQUEST__INIT;
 	Kms__V1__GetPublicKeyRequest preq = KMS__V1__GET_PUBLIC_KEY_REQUEST__INIT;
+	Kms__V1__WrapRequest wreq = KMS__V1__WRAP_REQUEST__INIT;
+	Kms__V1__UnwrapRequest ureq = KMS__V1__UNWRAP_REQUEST__INIT;
+	Kms__V1__GenerateDataKeyRequest dreq =
+	    KMS__V1__GENERATE_DATA_KEY_REQUEST__INIT;
+	const char *blob_file = NULL;
+	char *blob = NULL;
 	const ProtobufCMessage *msg;
 	uint8_t *buf, *payload;
 	char *ca, *cert, *key, path[256];
@@ -300,6 +329,7 @@ main(int argc, char **argv)
 		case 'd': o.digest_len = (size_t)atol(optarg); break;
 		case 'D': o.data_len = (size_t)atol(optarg); break;
 		case 'N': o.count = strtoul(optarg, NULL, 10); break;
+		case 'B': blob_file = optarg; break;
 		default: usage();
 		}
 	}
@@ -325,6 +355,20 @@ main(int argc, char **argv)
 			sreq.digest.len = plen;
 		}
 		msg = &sreq.base;
+	} else if (strcmp(o.rpc, "Wrap") == 0) {
+		wreq.name = (char *)o.key_name;
+		wreq.plaintext.data = payload;
+		wreq.plaintext.len = plen;
+		msg = &wreq.base;
+	} else if (strcmp(o.rpc, "GenerateDataKey") == 0) {
+		dreq.name = (char *)o.key_name;
+		dreq.length = (uint32_t)plen;
+		msg = &dreq.base;
+	} else if (strcmp(o.rpc, "Unwrap") == 0 && blob_file != NULL) {
+		ureq.name = (char *)o.key_name;
+		blob = read_file_len(blob_file, &ureq.wrapped.len);
+		ureq.wrapped.data = (uint8_t *)blob;
+		msg = &ureq.base;
 	} else if (strcmp(o.rpc, "CreateKey") == 0 && o.count > 0) {
 		/* Requests are made per call (start_call). */
 		preq.name = (char *)o.key_name;
@@ -387,6 +431,7 @@ main(int argc, char **argv)
 	free(w);
 	free(buf);
 	free(payload);
+	free(blob);
 	free(ca);
 	free(cert);
 	free(key);

@@ -148,6 +148,19 @@ for n in 1 16 64; do
 	add kms-rsa-$n "$(load --key-name bench/rsa2048 --inflight $n \
 	    --threads $((n < 2 ? 1 : 2)))"
 done
+# Key wrapping (32-byte data keys), when the key type exists.
+make_key bench/kek AES_256_KWP
+head -c 32 /dev/urandom >"$OUT/dk.bin"
+"${KMSCTL[@]}" --as ci wrap bench/kek --in "$OUT/dk.bin" -o "$OUT/dk.blob"
+add kms-wrap-16 "$(load --key-name bench/kek --rpc Wrap --inflight 16 \
+    --threads 2 --data-len 32)"
+add kms-unwrap-16 "$("$BUILD/kmsload" --addr "$ADDR" --ca "$PKI/ca.pem" \
+    --cert "$PKI/clients/unwrapper.pem" --key "$PKI/clients/unwrapper.key" \
+    --seconds "$SECONDS_EACH" --key-name bench/kek --rpc Unwrap \
+    --blob-file "$OUT/dk.blob" --inflight 16 --threads 2)"
+add kms-datakey-16 "$(load --key-name bench/kek --rpc GenerateDataKey \
+    --inflight 16 --threads 2 --data-len 32)"
+rm -f "$OUT/dk.bin" "$OUT/dk.blob"
 stop_kmsd
 batching=$(grep -o 'audit: [0-9]* records in [0-9]* writes ([^)]*)' \
     "$OUT/kmsd-durable.log" | tail -1)

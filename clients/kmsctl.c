@@ -52,9 +52,9 @@ struct ctx {
 };
 
 static void
-usage(void)
+usage(FILE *f)
 {
-	fprintf(stderr,
+	fprintf(f,
 "usage: kmsctl [--addr HOST:PORT] [--as NAME | --cert F --key F --ca F]\n"
 "              [--json] [--timeout SEC] COMMAND ...\n"
 "\n"
@@ -62,6 +62,8 @@ usage(void)
 "  key create NAME --algorithm ALG [--rotation-period SECONDS]\n"
 "  key get NAME\n"
 "  key list [--prefix P]\n"
+"  key rotate NAME\n"
+"  key enable|disable|destroy NAME --version N\n"
 "  pubkey NAME [--version N] [--format spki|pkcs1] [-o FILE]\n"
 "  sign NAME [--version N] [--in FILE | --digest HEX] [-o FILE]\n"
 "       [--format raw|base64|hex]      (stdin when neither --in nor --digest)\n"
@@ -76,16 +78,25 @@ usage(void)
 "             [--limit N]\n"
 "  audit verify [--pubkey PEM] [PATH]   (offline, no server needed)\n"
 "\n"
-"Global options go before the command (--json may go anywhere).\n"
+"Global options may go before or after the command.  Files up to 1 MiB\n"
+"are sent to be signed as they are; larger ones are hashed here with the\n"
+"key's hash (not for ED25519 and RSA_RAW_PKCS1_2048 keys).  Output files\n"
+"are written whole or not at all.  --timeout is per call (default 30 s).\n"
 "--addr defaults to $KMS_ADDR, else 127.0.0.1:7443; --as NAME uses\n"
 "$KMS_HOME/pki/clients/NAME.pem and .key and $KMS_HOME/pki/ca.pem\n"
-"($KMS_HOME defaults to ./var).  Algorithms: EC_P256_SHA256, EC_P384_SHA384,\n"
+"($KMS_HOME defaults to ./var); --ca F alone replaces that CA.\n"
+"Algorithms: EC_P256_SHA256, EC_P384_SHA384,\n"
 "ED25519, RSA_PKCS1_{2048,3072,4096}_SHA256, RSA_PSS_{2048,3072,4096}_SHA256,\n"
 "RSA_RAW_PKCS1_2048, AES_256_KWP.\n"
 "\n"
-"exit codes: 0 ok, 1 verification failed, 2 usage error, 3 connection or\n"
-"TLS failure, 4 the server refused (its message is printed), 5 local I/O\n"
-"error.\n");
+"exit codes:\n"
+"  0  success\n"
+"  1  verification failed (signature or audit log)\n"
+"  2  usage error\n"
+"  3  transport error: no connection, TLS failure, deadline without an\n"
+"     answer\n"
+"  4  the server refused the request (its status and message are printed)\n"
+"  5  local I/O error (unreadable input, unwritable output)\n");
 }
 
 static int
@@ -101,15 +112,28 @@ static int
 connect_server(struct ctx *x)
 {
 	struct kms_status st;
+	int r;
 
 	if (x->c != NULL)
 		return 0;
+	x->o.quiet = 1;
 	kms_status_clear(&st);
-	if (kmsclient_open(&x->o, &x->c, &st) != 0) {
+	if ((r = kmsclient_open(&x->o, &x->c, &st)) != 0) {
 		fprintf(stderr, "kmsctl: %s\n", st.msg);
-		return KMSCTL_EXIT_IO;
+		return r == KMS_ERR_INVALID_ARGUMENT ? KMSCTL_EXIT_USAGE :
+		    KMSCTL_EXIT_IO;
 	}
 	return 0;
+}
+
+/* Prints why a call failed and returns the exit code that says so. */
+static int
+call_failed(const char *method, const struct kmsclient_result *res,
+    const struct kms_status *st)
+{
+	fprintf(stderr, "kmsctl: %s: %s: %s\n", method,
+	    kms_grpc_code_name(res->grpc_code), st->msg);
+	return res->transport ? KMSCTL_EXIT_TRANSPORT : KMSCTL_EXIT_REFUSED;
 }
 
 /* One RPC; prints the server's error and returns the exit code. */
@@ -117,93 +141,186 @@ static int
 call(struct ctx *x, const char *method, const ProtobufCMessage *req,
     const ProtobufCMessageDescriptor *rd, ProtobufCMessage **resp)
 {
+	struct kmsclient_result res;
 	struct kms_status st;
-	int r, code, transport;
+	int r;
+
+	*resp = NULL;
+	if ((r = connect_server(x)) != 0)
+		return r;
+	kms_status_clear(&st);
+	if (kmsclient_call(x->c, method, req, rd, resp, &res, &st) == 0)
+		return 0;
+	return call_failed(method, &res, &st);
+}
+
+/* A server-streaming RPC (or a unary one), cb called for each reply. */
+static int
+call_stream(struct ctx *x, const char *method, const ProtobufCMessage *req,
+    const ProtobufCMessageDescriptor *rd, kmsclient_msg_cb cb, void *arg)
+{
+	struct kmsclient_result res;
+	struct kms_status st;
+	int r;
 
 	if ((r = connect_server(x)) != 0)
 		return r;
 	kms_status_clear(&st);
-	if (kmsclient_call(x->c, method, req, rd, resp, &code, &transport,
+	if (kmsclient_call_stream(x->c, method, req, rd, cb, arg, &res,
 	    &st) == 0)
 		return 0;
-	fprintf(stderr, "kmsctl: %s: %s: %s\n", method,
-	    kms_grpc_code_name(code), st.msg);
-	return transport ? KMSCTL_EXIT_TRANSPORT : KMSCTL_EXIT_REFUSED;
+	return call_failed(method, &res, &st);
 }
 
-/* Writes buf to path atomically (temp file, then rename), or to stdout. */
+/*
+ * Writes buf to path, or to stdout when path is NULL or "-".  A file is
+ * written to a temporary file beside it and renamed over it, so that a
+ * failure never leaves a partial file.  Secrets are written mode 0600,
+ * anything else 0666 less the umask, like any other new file.
+ */
 static int
-write_out(const char *path, const void *buf, size_t len)
+write_out(const char *path, const void *buf, size_t len, int secret)
 {
 	char tmp[PATH_MAX];
-	FILE *f;
-	int fd;
+	mode_t mask;
+	FILE *f = NULL;
+	int fd = -1, r = KMSCTL_EXIT_IO;
 
 	if (path == NULL || strcmp(path, "-") == 0) {
 		if (fwrite(buf, 1, len, stdout) != len || fflush(stdout) != 0) {
-			fprintf(stderr, "kmsctl: cannot write to stdout\n");
+			fprintf(stderr, "kmsctl: cannot write to stdout: %s\n",
+			    strerror(errno));
 			return KMSCTL_EXIT_IO;
 		}
 		return 0;
 	}
 	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.XXXXXX", path) >=
-	    sizeof(tmp) || (fd = mkstemp(tmp)) == -1) {
+	    sizeof(tmp)) {
+		fprintf(stderr, "kmsctl: %s: path too long\n", path);
+		return KMSCTL_EXIT_IO;
+	}
+	if ((fd = mkstemp(tmp)) == -1) {
 		fprintf(stderr, "kmsctl: cannot write %s: %s\n", path,
 		    strerror(errno));
 		return KMSCTL_EXIT_IO;
 	}
-	fchmod(fd, 0644);
-	if ((f = fdopen(fd, "wb")) == NULL || fwrite(buf, 1, len, f) != len ||
-	    fflush(f) != 0 || fsync(fd) != 0 || fclose(f) != 0 ||
-	    rename(tmp, path) != 0) {
+	mask = umask(0);
+	umask(mask);
+	if (fchmod(fd, secret ? 0600 : (0666 & ~mask)) != 0 ||
+	    (f = fdopen(fd, "wb")) == NULL)
+		goto out;
+	fd = -1;
+	if (fwrite(buf, 1, len, f) != len || fflush(f) != 0 ||
+	    fsync(fileno(f)) != 0)
+		goto out;
+	r = fclose(f) == 0 ? 0 : KMSCTL_EXIT_IO;
+	f = NULL;
+	if (r == 0 && rename(tmp, path) != 0)
+		r = KMSCTL_EXIT_IO;
+ out:
+	if (r != 0) {
 		fprintf(stderr, "kmsctl: cannot write %s: %s\n", path,
 		    strerror(errno));
-		if (f == NULL)
-			close(fd);
 		unlink(tmp);
+	}
+	if (f != NULL)
+		fclose(f);
+	if (fd != -1)
+		close(fd);
+	return r;
+}
+
+static const char *
+in_name(const char *path)
+{
+	return path == NULL || strcmp(path, "-") == 0 ? "stdin" : path;
+}
+
+/* Opens path for reading, stdin when it is NULL or "-". */
+static int
+open_input(const char *path, FILE **f)
+{
+	if (path == NULL || strcmp(path, "-") == 0) {
+		*f = stdin;
+		return 0;
+	}
+	if ((*f = fopen(path, "rb")) == NULL) {
+		fprintf(stderr, "kmsctl: cannot read %s: %s\n", path,
+		    strerror(errno));
 		return KMSCTL_EXIT_IO;
 	}
 	return 0;
 }
 
+/*
+ * Reads at most max + 1 bytes of f, so that *len > max tells the caller
+ * that there is more; the rest stays unread in f.
+ */
 static int
-read_all(const char *path, uint8_t **buf, size_t *len, size_t max)
+read_prefix(FILE *f, const char *path, size_t max, uint8_t **buf,
+    size_t *len)
 {
-	FILE *f = path == NULL ? stdin : fopen(path, "rb");
-	size_t cap = 65536, n;
+	size_t cap = 0, n;
 	uint8_t *b = NULL, *nb;
 
+	*buf = NULL;
 	*len = 0;
-	if (f == NULL) {
-		fprintf(stderr, "kmsctl: cannot read %s: %s\n", path,
-		    strerror(errno));
-		return KMSCTL_EXIT_IO;
-	}
-	if ((b = malloc(cap)) == NULL)
-		goto fail;
-	while ((n = fread(b + *len, 1, cap - *len, f)) > 0) {
-		*len += n;
-		if (*len > max)
-			break;
+	for (;;) {
 		if (*len == cap) {
-			cap *= 2;
-			if ((nb = realloc(b, cap)) == NULL)
+			if (cap > max)
+				break;
+			cap = cap == 0 ? 65536 : 2 * cap;
+			if (cap > max + 1)
+				cap = max + 1;
+			if ((nb = realloc(b, cap)) == NULL) {
+				fprintf(stderr, "kmsctl: out of memory\n");
 				goto fail;
+			}
 			b = nb;
 		}
+		if ((n = fread(b + *len, 1, cap - *len, f)) == 0)
+			break;
+		*len += n;
 	}
-	if (ferror(f))
+	if (ferror(f)) {
+		fprintf(stderr, "kmsctl: cannot read %s: %s\n", in_name(path),
+		    strerror(errno));
 		goto fail;
-	if (f != stdin)
-		fclose(f);
+	}
+	/* An empty input still gets a buffer, so that NULL means failure. */
+	if (b == NULL && (b = malloc(1)) == NULL)
+		goto fail;
 	*buf = b;
 	return 0;
  fail:
-	fprintf(stderr, "kmsctl: cannot read %s\n", path ? path : "stdin");
 	free(b);
+	*len = 0;
+	return KMSCTL_EXIT_IO;
+}
+
+/* Reads all of path (stdin for NULL or "-"); more than max is an error. */
+static int
+read_all(const char *path, uint8_t **buf, size_t *len, size_t max)
+{
+	FILE *f;
+	int r;
+
+	*buf = NULL;
+	*len = 0;
+	if ((r = open_input(path, &f)) != 0)
+		return r;
+	r = read_prefix(f, path, max, buf, len);
 	if (f != stdin)
 		fclose(f);
-	return KMSCTL_EXIT_IO;
+	if (r == 0 && *len > max) {
+		fprintf(stderr, "kmsctl: %s is larger than %zu bytes\n",
+		    in_name(path), max);
+		free(*buf);
+		*buf = NULL;
+		*len = 0;
+		return KMSCTL_EXIT_USAGE;
+	}
+	return r;
 }
 
 static int
@@ -225,24 +342,34 @@ hex_decode(const char *hex, uint8_t *out, size_t cap, size_t *len)
 	return 0;
 }
 
+/* Base64 of in, with room for a newline after it. */
 static char *
 b64(const uint8_t *in, size_t len)
 {
-	char *out = malloc(4 * ((len + 2) / 3) + 1);
+	char *out = malloc(4 * ((len + 2) / 3) + 2);
 
 	if (out != NULL)
 		EVP_EncodeBlock((unsigned char *)out, in, (int)len);
 	return out;
 }
 
-static void
+/* Prints o (taking it) as indented JSON; NULL means it could not be made. */
+static int
 print_json(json_t *o)
 {
-	if (o == NULL)
-		return;
-	json_dumpf(o, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-	fputc('\n', stdout);
+	int r = 0;
+
+	if (o == NULL) {
+		fprintf(stderr, "kmsctl: out of memory\n");
+		return KMSCTL_EXIT_IO;
+	}
+	if (json_dumpf(o, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER) != 0 ||
+	    fputc('\n', stdout) == EOF || fflush(stdout) != 0) {
+		fprintf(stderr, "kmsctl: cannot write to stdout\n");
+		r = KMSCTL_EXIT_IO;
+	}
 	json_decref(o);
+	return r;
 }
 
 static const char *
@@ -264,18 +391,25 @@ fmt_time(int64_t t, char *buf, size_t len)
 }
 
 static json_t *
+version_json(const Kms__V1__KeyVersion *v)
+{
+	char ts[32];
+
+	fmt_time(v->create_time, ts, sizeof(ts));
+	return json_pack("{s:i, s:s, s:s}", "version", (int)v->version,
+	    "state", state_name(v->state), "create_time", ts);
+}
+
+static json_t *
 key_json(const Kms__V1__Key *k)
 {
 	json_t *o, *vs = json_array();
-	char ts[32];
 	size_t i;
 
-	for (i = 0; i < k->n_versions; i++) {
-		fmt_time(k->versions[i]->create_time, ts, sizeof(ts));
-		json_array_append_new(vs, json_pack("{s:i, s:s, s:s}",
-		    "version", (int)k->versions[i]->version, "state",
-		    state_name(k->versions[i]->state), "create_time", ts));
-	}
+	if (vs == NULL)
+		return NULL;
+	for (i = 0; i < k->n_versions; i++)
+		json_array_append_new(vs, version_json(k->versions[i]));
 	o = json_pack("{s:s, s:s, s:i, s:o, s:I}", "name", k->name,
 	    "algorithm", kms_alg_name(k->algorithm), "primary_version",
 	    (int)k->primary_version, "versions", vs,
@@ -320,6 +454,35 @@ parse_u32(const char *s, uint32_t *out)
 	return 0;
 }
 
+/* Who answers a `key` subcommand, and with what. */
+static const struct key_sub {
+	const char *name;
+	const char *method;
+	const char *usage;
+	int state;		/* SetVersionState: the state asked for */
+} key_subs[] = {
+	{ "create", "CreateKey", "key create NAME --algorithm ALG "
+	    "[--rotation-period SECONDS]", 0 },
+	{ "get", "GetKey", "key get NAME", 0 },
+	{ "list", "ListKeys", "key list [--prefix P]", 0 },
+	{ "rotate", "RotateKey", "key rotate NAME", 0 },
+	{ "enable", "SetVersionState", "key enable NAME --version N",
+	    KMS__V1__KEY_VERSION_STATE__ENABLED },
+	{ "disable", "SetVersionState", "key disable NAME --version N",
+	    KMS__V1__KEY_VERSION_STATE__DISABLED },
+	{ "destroy", "SetVersionState", "key destroy NAME --version N",
+	    KMS__V1__KEY_VERSION_STATE__DESTROY_SCHEDULED },
+};
+
+static int
+print_key(struct ctx *x, const Kms__V1__Key *k)
+{
+	if (x->json)
+		return print_json(key_json(k));
+	key_print(k);
+	return 0;
+}
+
 static int
 cmd_key(struct ctx *x, int argc, char **argv)
 {
@@ -327,91 +490,132 @@ cmd_key(struct ctx *x, int argc, char **argv)
 		{ "algorithm", required_argument, NULL, 'a' },
 		{ "rotation-period", required_argument, NULL, 'r' },
 		{ "prefix", required_argument, NULL, 'p' },
+		{ "version", required_argument, NULL, 'v' },
 		{ NULL, 0, NULL, 0 }
 	};
+	Kms__V1__CreateKeyRequest creq = KMS__V1__CREATE_KEY_REQUEST__INIT;
+	Kms__V1__GetKeyRequest greq = KMS__V1__GET_KEY_REQUEST__INIT;
+	Kms__V1__ListKeysRequest lreq = KMS__V1__LIST_KEYS_REQUEST__INIT;
+	Kms__V1__RotateKeyRequest rreq = KMS__V1__ROTATE_KEY_REQUEST__INIT;
+	Kms__V1__SetVersionStateRequest sreq =
+	    KMS__V1__SET_VERSION_STATE_REQUEST__INIT;
 	const struct kms_alg_info *alg = NULL;
-	const char *sub, *prefix = "";
+	const struct key_sub *sub = NULL;
+	const ProtobufCMessage *req;
+	const ProtobufCMessageDescriptor *rd = &kms__v1__key__descriptor;
 	ProtobufCMessage *resp = NULL;
+	Kms__V1__ListKeysResponse *l;
+	const char *prefix = "", *name = NULL;
 	long long period = 0;
+	uint32_t version = 0;
+	int have_version = 0, ch, r;
+	json_t *arr;
 	char *end;
 	size_t i;
-	int ch, r;
 
 	if (argc < 2)
-		return die_usage("key: create, get or list?");
-	sub = argv[1];
+		return die_usage("key: create, get, list, rotate, enable, "
+		    "disable or destroy?");
+	for (i = 0; i < sizeof(key_subs) / sizeof(key_subs[0]); i++)
+		if (strcmp(argv[1], key_subs[i].name) == 0)
+			sub = &key_subs[i];
+	if (sub == NULL)
+		return die_usage("key: unknown subcommand");
 	optind = 2;
 	while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (ch) {
 		case 'a':
 			if ((alg = kms_alg_by_name(optarg)) == NULL)
-				return die_usage("unknown --algorithm");
+				return die_usage("unknown --algorithm (see "
+				    "kmsctl --help)");
 			break;
 		case 'r':
 			errno = 0;
 			period = strtoll(optarg, &end, 10);
-			if (errno != 0 || *end != '\0' || period < 0)
+			if (errno != 0 || *end != '\0' || *optarg == '\0' ||
+			    period < 0)
 				return die_usage("--rotation-period: seconds");
 			break;
 		case 'p':
 			prefix = optarg;
 			break;
+		case 'v':
+			if (parse_u32(optarg, &version) != 0 || version == 0)
+				return die_usage("--version: a version number");
+			have_version = 1;
+			break;
 		default:
 			return die_usage(NULL);
 		}
 	}
-	if (strcmp(sub, "create") == 0) {
-		Kms__V1__CreateKeyRequest req = KMS__V1__CREATE_KEY_REQUEST__INIT;
-
-		if (optind != argc - 1 || alg == NULL)
-			return die_usage("key create NAME --algorithm ALG");
-		req.name = argv[optind];
-		req.algorithm = (Kms__V1__Algorithm)alg->alg;
-		req.rotation_period_seconds = period;
-		if ((r = call(x, "CreateKey", &req.base,
-		    &kms__v1__key__descriptor, &resp)) != 0)
-			return r;
-	} else if (strcmp(sub, "get") == 0) {
-		Kms__V1__GetKeyRequest req = KMS__V1__GET_KEY_REQUEST__INIT;
-
-		if (optind != argc - 1)
-			return die_usage("key get NAME");
-		req.name = argv[optind];
-		if ((r = call(x, "GetKey", &req.base,
-		    &kms__v1__key__descriptor, &resp)) != 0)
-			return r;
-	} else if (strcmp(sub, "list") == 0) {
-		Kms__V1__ListKeysRequest req = KMS__V1__LIST_KEYS_REQUEST__INIT;
-		Kms__V1__ListKeysResponse *l;
-		json_t *arr;
-
+	/* Each option belongs to one subcommand only. */
+	if ((alg != NULL || period != 0) && strcmp(sub->name, "create") != 0)
+		return die_usage(sub->usage);
+	if (*prefix != '\0' && strcmp(sub->name, "list") != 0)
+		return die_usage(sub->usage);
+	if (have_version != (sub->state != 0))
+		return die_usage(sub->usage);
+	if (strcmp(sub->name, "list") == 0) {
 		if (optind != argc)
-			return die_usage("key list [--prefix P]");
-		req.prefix = (char *)prefix;
-		if ((r = call(x, "ListKeys", &req.base,
-		    &kms__v1__list_keys_response__descriptor, &resp)) != 0)
-			return r;
+			return die_usage(sub->usage);
+	} else if (optind != argc - 1)
+		return die_usage(sub->usage);
+	else
+		name = argv[optind];
+
+	if (strcmp(sub->name, "create") == 0) {
+		if (alg == NULL)
+			return die_usage(sub->usage);
+		creq.name = (char *)name;
+		creq.algorithm = (Kms__V1__Algorithm)alg->alg;
+		creq.rotation_period_seconds = period;
+		req = &creq.base;
+	} else if (strcmp(sub->name, "get") == 0) {
+		greq.name = (char *)name;
+		req = &greq.base;
+	} else if (strcmp(sub->name, "list") == 0) {
+		lreq.prefix = (char *)prefix;
+		req = &lreq.base;
+		rd = &kms__v1__list_keys_response__descriptor;
+	} else if (strcmp(sub->name, "rotate") == 0) {
+		rreq.name = (char *)name;
+		req = &rreq.base;
+	} else {
+		sreq.name = (char *)name;
+		sreq.version = version;
+		sreq.state = (Kms__V1__KeyVersionState)sub->state;
+		req = &sreq.base;
+		rd = &kms__v1__key_version__descriptor;
+	}
+	if ((r = call(x, sub->method, req, rd, &resp)) != 0)
+		return r;
+
+	if (rd == &kms__v1__list_keys_response__descriptor) {
 		l = (Kms__V1__ListKeysResponse *)resp;
 		if (x->json) {
 			arr = json_array();
-			for (i = 0; i < l->n_keys; i++)
-				json_array_append_new(arr, key_json(l->keys[i]));
-			print_json(json_pack("{s:o}", "keys", arr));
+			for (i = 0; arr != NULL && i < l->n_keys; i++)
+				json_array_append_new(arr,
+				    key_json(l->keys[i]));
+			r = print_json(arr == NULL ? NULL :
+			    json_pack("{s:o}", "keys", arr));
 		} else
 			for (i = 0; i < l->n_keys; i++)
 				printf("%s %s v%u\n", l->keys[i]->name,
 				    kms_alg_name(l->keys[i]->algorithm),
 				    l->keys[i]->primary_version);
-		protobuf_c_message_free_unpacked(resp, NULL);
-		return 0;
+	} else if (rd == &kms__v1__key_version__descriptor) {
+		Kms__V1__KeyVersion *v = (Kms__V1__KeyVersion *)resp;
+
+		if (x->json)
+			r = print_json(version_json(v));
+		else
+			printf("%s version %u: %s\n", name, v->version,
+			    state_name(v->state));
 	} else
-		return die_usage("key: unknown subcommand");
-	if (x->json)
-		print_json(key_json((Kms__V1__Key *)resp));
-	else
-		key_print((Kms__V1__Key *)resp);
+		r = print_key(x, (Kms__V1__Key *)resp);
 	protobuf_c_message_free_unpacked(resp, NULL);
-	return 0;
+	return r;
 }
 
 /* SPKI PEM of an RSA key to the PKCS#1 "BEGIN RSA PUBLIC KEY" form. */
@@ -458,6 +662,7 @@ cmd_pubkey(struct ctx *x, int argc, char **argv)
 		{ NULL, 0, NULL, 0 }
 	};
 	Kms__V1__GetPublicKeyRequest req = KMS__V1__GET_PUBLIC_KEY_REQUEST__INIT;
+	const struct kms_alg_info *alg;
 	Kms__V1__PublicKey *pk;
 	ProtobufCMessage *resp = NULL;
 	const char *format = "spki", *outpath = NULL;
@@ -491,66 +696,45 @@ cmd_pubkey(struct ctx *x, int argc, char **argv)
 	    &kms__v1__public_key__descriptor, &resp)) != 0)
 		return r;
 	pk = (Kms__V1__PublicKey *)resp;
+	alg = kms_alg_lookup(pk->algorithm);
+	if (strcmp(format, "pkcs1") == 0 && (alg == NULL ||
+	    (alg->family != KMS_FAMILY_RSA_PKCS1 &&
+	    alg->family != KMS_FAMILY_RSA_PSS &&
+	    alg->family != KMS_FAMILY_RSA_RAW))) {
+		fprintf(stderr, "kmsctl: --format pkcs1 needs an RSA key; "
+		    "%s is %s\n", pk->name, kms_alg_name(pk->algorithm));
+		protobuf_c_message_free_unpacked(resp, NULL);
+		return KMSCTL_EXIT_USAGE;
+	}
 	if (strcmp(format, "pkcs1") == 0) {
 		if (to_pkcs1(pk->pem, &pem, &len) != 0) {
-			fprintf(stderr, "kmsctl: --format pkcs1 needs an RSA "
-			    "key; %s is %s\n", pk->name,
-			    kms_alg_name(pk->algorithm));
+			fprintf(stderr, "kmsctl: the server's public key of "
+			    "%s is not an RSA SubjectPublicKeyInfo\n",
+			    pk->name);
 			protobuf_c_message_free_unpacked(resp, NULL);
-			return KMSCTL_EXIT_USAGE;
+			return KMSCTL_EXIT_REFUSED;
 		}
-	} else {
-		pem = strdup(pk->pem);
-		len = strlen(pk->pem);
-	}
-	if (x->json && outpath == NULL) {
-		print_json(json_pack("{s:s, s:s, s:i, s:s}", "name", pk->name,
-		    "algorithm", kms_alg_name(pk->algorithm), "version",
-		    (int)pk->version, "pem", pem));
-		r = 0;
-	} else
-		r = write_out(outpath, pem, len);
+	} else if ((pem = strdup(pk->pem)) != NULL)
+		len = strlen(pem);
+	if (pem == NULL)
+		r = print_json(NULL);
+	else if (x->json && outpath == NULL)
+		r = print_json(json_pack("{s:s, s:s, s:i, s:s}", "name",
+		    pk->name, "algorithm", kms_alg_name(pk->algorithm),
+		    "version", (int)pk->version, "pem", pem));
+	else
+		r = write_out(outpath, pem, len, 0);
 	free(pem);
 	protobuf_c_message_free_unpacked(resp, NULL);
 	return r;
 }
 
-/* Hashes a file of any size with alg's hash, in constant memory. */
-static int
-hash_file(const char *path, const struct kms_alg_info *alg, uint8_t *md,
-    size_t *mdlen)
-{
-	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-	uint8_t buf[65536];
-	unsigned int n;
-	size_t got;
-	FILE *f = path == NULL ? stdin : fopen(path, "rb");
-	int r = KMSCTL_EXIT_IO;
-
-	if (f == NULL || ctx == NULL || EVP_DigestInit_ex(ctx,
-	    alg->hash == KMS_HASH_SHA384 ? EVP_sha384() : EVP_sha256(),
-	    NULL) != 1)
-		goto out;
-	while ((got = fread(buf, 1, sizeof(buf), f)) > 0)
-		EVP_DigestUpdate(ctx, buf, got);
-	if (ferror(f) || EVP_DigestFinal_ex(ctx, md, &n) != 1)
-		goto out;
-	*mdlen = n;
-	r = 0;
- out:
-	if (r != 0)
-		fprintf(stderr, "kmsctl: cannot read %s\n",
-		    path ? path : "stdin");
-	if (f != NULL && f != stdin)
-		fclose(f);
-	EVP_MD_CTX_free(ctx);
-	return r;
-}
-
 /*
  * Fills digest or data for a Sign or Verify request: --digest HEX as is;
- * a file of at most DATA_MAX bytes as data (the server hashes it); a
- * larger one hashed here with the key's hash.
+ * an input of at most DATA_MAX bytes (the server's default limit) as data,
+ * which the server hashes or, for Ed25519 and RSA_RAW, signs as it is; a
+ * larger input is hashed here, in constant memory, with the hash of the
+ * key's algorithm (asked with GetKey) and sent as the digest.
  */
 static int
 signing_input(struct ctx *x, const char *name, const char *in,
@@ -558,18 +742,20 @@ signing_input(struct ctx *x, const char *name, const char *in,
     uint8_t **owned)
 {
 	Kms__V1__GetKeyRequest kreq = KMS__V1__GET_KEY_REQUEST__INIT;
-	const struct kms_alg_info *alg;
+	const struct kms_alg_info *alg = NULL;
 	ProtobufCMessage *resp = NULL;
-	struct stat sb;
-	uint8_t *buf;
-	size_t len;
+	EVP_MD_CTX *ctx = NULL;
+	uint8_t *buf = NULL, *md = NULL, chunk[65536];
+	unsigned int mdlen;
+	size_t len, n;
+	FILE *f = NULL;
 	int r;
 
 	*owned = NULL;
 	if (hex != NULL) {
-		if ((buf = malloc(64)) == NULL)
+		if ((buf = malloc(EVP_MAX_MD_SIZE)) == NULL)
 			return KMSCTL_EXIT_IO;
-		if (hex_decode(hex, buf, 64, &len) != 0) {
+		if (hex_decode(hex, buf, EVP_MAX_MD_SIZE, &len) != 0) {
 			free(buf);
 			return die_usage("--digest: 1 to 64 bytes in hex");
 		}
@@ -578,45 +764,62 @@ signing_input(struct ctx *x, const char *name, const char *in,
 		*owned = buf;
 		return 0;
 	}
-	if (in != NULL && stat(in, &sb) == 0 && S_ISREG(sb.st_mode) &&
-	    sb.st_size > DATA_MAX) {
-		/* Too big to send: hash it here with the key's hash. */
-		kreq.name = (char *)name;
-		if ((r = call(x, "GetKey", &kreq.base,
-		    &kms__v1__key__descriptor, &resp)) != 0)
-			return r;
-		alg = kms_alg_lookup(((Kms__V1__Key *)resp)->algorithm);
-		protobuf_c_message_free_unpacked(resp, NULL);
-		if (alg == NULL || alg->hash == KMS_HASH_NONE) {
-			fprintf(stderr, "kmsctl: %s is larger than %d bytes "
-			    "and %s signs the message itself: it cannot be "
-			    "hashed here\n", in, DATA_MAX,
-			    alg ? alg->name : "this key");
-			return KMSCTL_EXIT_USAGE;
-		}
-		if ((buf = malloc(64)) == NULL)
-			return KMSCTL_EXIT_IO;
-		if ((r = hash_file(in, alg, buf, &len)) != 0) {
-			free(buf);
-			return r;
-		}
-		digest->data = buf;
-		digest->len = len;
+	if ((r = open_input(in, &f)) != 0 ||
+	    (r = read_prefix(f, in, DATA_MAX, &buf, &len)) != 0)
+		goto out;
+	if (len <= DATA_MAX) {
+		data->data = buf;
+		data->len = len;
 		*owned = buf;
-		return 0;
+		buf = NULL;
+		goto out;
 	}
-	if ((r = read_all(in, &buf, &len, DATA_MAX)) != 0)
-		return r;
-	if (len > DATA_MAX) {
-		free(buf);
-		fprintf(stderr, "kmsctl: input larger than %d bytes: pass it "
-		    "as a file with --in\n", DATA_MAX);
-		return KMSCTL_EXIT_USAGE;
+
+	/* Too big to send: hash it here with the key's hash. */
+	kreq.name = (char *)name;
+	if ((r = call(x, "GetKey", &kreq.base, &kms__v1__key__descriptor,
+	    &resp)) != 0)
+		goto out;
+	alg = kms_alg_lookup(((Kms__V1__Key *)resp)->algorithm);
+	protobuf_c_message_free_unpacked(resp, NULL);
+	if (alg == NULL || alg->hash == KMS_HASH_NONE ||
+	    alg->digest_len == 0) {
+		fprintf(stderr, "kmsctl: %s is larger than %d bytes and %s "
+		    "signs the message itself, so it cannot be hashed here\n",
+		    in_name(in), DATA_MAX, alg ? alg->name : "this key");
+		r = KMSCTL_EXIT_USAGE;
+		goto out;
 	}
-	data->data = buf;
-	data->len = len;
-	*owned = buf;
-	return 0;
+	r = KMSCTL_EXIT_IO;
+	if ((md = malloc(EVP_MAX_MD_SIZE)) == NULL ||
+	    (ctx = EVP_MD_CTX_new()) == NULL ||
+	    EVP_DigestInit_ex(ctx, alg->hash == KMS_HASH_SHA384 ?
+	    EVP_sha384() : EVP_sha256(), NULL) != 1 ||
+	    EVP_DigestUpdate(ctx, buf, len) != 1)
+		goto out;
+	while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0)
+		if (EVP_DigestUpdate(ctx, chunk, n) != 1)
+			goto out;
+	if (ferror(f)) {
+		fprintf(stderr, "kmsctl: cannot read %s: %s\n", in_name(in),
+		    strerror(errno));
+		goto out;
+	}
+	if (EVP_DigestFinal_ex(ctx, md, &mdlen) != 1 ||
+	    mdlen != alg->digest_len)
+		goto out;
+	digest->data = md;
+	digest->len = mdlen;
+	*owned = md;
+	md = NULL;
+	r = 0;
+ out:
+	EVP_MD_CTX_free(ctx);
+	free(md);
+	free(buf);
+	if (f != NULL && f != stdin)
+		fclose(f);
+	return r;
 }
 
 static int
@@ -678,21 +881,21 @@ cmd_sign(struct ctx *x, int argc, char **argv)
 	s = (Kms__V1__SignResponse *)resp;
 	if (x->json) {
 		text = b64(s->signature.data, s->signature.len);
-		print_json(json_pack("{s:s, s:s, s:i, s:I}", "name", req.name,
-		    "signature", text, "version", (int)s->version, "audit_seq",
+		r = print_json(text == NULL ? NULL : json_pack(
+		    "{s:s, s:s, s:i, s:I}", "name", req.name, "signature",
+		    text, "version", (int)s->version, "audit_seq",
 		    (json_int_t)s->audit_seq));
 		free(text);
-		r = 0;
 	} else {
 		if (format == NULL)
 			format = outpath != NULL ? "raw" : "base64";
 		if (strcmp(format, "raw") == 0)
 			r = write_out(outpath, s->signature.data,
-			    s->signature.len);
+			    s->signature.len, 0);
 		else {
 			if (strcmp(format, "base64") == 0)
 				text = b64(s->signature.data, s->signature.len);
-			else if ((text = malloc(2 * s->signature.len + 1)) !=
+			else if ((text = malloc(2 * s->signature.len + 2)) !=
 			    NULL)
 				for (i = 0; i < s->signature.len; i++)
 					sprintf(text + 2 * i, "%02x",
@@ -700,7 +903,7 @@ cmd_sign(struct ctx *x, int argc, char **argv)
 			if (text != NULL)
 				strcat(text, "\n");
 			r = text == NULL ? KMSCTL_EXIT_IO :
-			    write_out(outpath, text, strlen(text));
+			    write_out(outpath, text, strlen(text), 0);
 			free(text);
 		}
 		if (r == 0 && outpath != NULL)
@@ -772,13 +975,14 @@ cmd_verify(struct ctx *x, int argc, char **argv)
 		return r;
 	v = (Kms__V1__VerifyResponse *)resp;
 	if (x->json)
-		print_json(json_pack("{s:b, s:i, s:I}", "valid", v->valid,
+		r = print_json(json_pack("{s:b, s:i, s:I}", "valid", v->valid,
 		    "version", (int)v->version, "audit_seq",
 		    (json_int_t)v->audit_seq));
 	else
 		printf("%s\n", v->valid ? "signature valid" :
 		    "signature INVALID");
-	r = v->valid ? 0 : KMSCTL_EXIT_VERIFY;
+	if (r == 0 && !v->valid)
+		r = KMSCTL_EXIT_VERIFY;
 	protobuf_c_message_free_unpacked(resp, NULL);
 	return r;
 }
@@ -792,7 +996,7 @@ read_input(const char *path, int base64, uint8_t **buf, size_t *len,
 	size_t rawlen, i, j;
 	int r, n;
 
-	if ((r = read_all(path, &raw, &rawlen, base64 ? 4 * max / 3 + 8 :
+	if ((r = read_all(path, &raw, &rawlen, base64 ? 2 * max + 16 :
 	    max)) != 0)
 		return r;
 	if (!base64) {
@@ -823,17 +1027,18 @@ read_input(const char *path, int base64, uint8_t **buf, size_t *len,
 
 /* Writes secret or binary output raw to a file, or base64 to stdout. */
 static int
-write_binary(const char *path, int base64, const uint8_t *p, size_t len)
+write_binary(const char *path, int base64, const uint8_t *p, size_t len,
+    int secret)
 {
 	char *text;
 	int r;
 
 	if (!base64 && path != NULL)
-		return write_out(path, p, len);
+		return write_out(path, p, len, secret);
 	if ((text = b64(p, len)) == NULL)
 		return KMSCTL_EXIT_IO;
 	strcat(text, "\n");
-	r = write_out(path, text, strlen(text));
+	r = write_out(path, text, strlen(text), secret);
 	OPENSSL_cleanse(text, strlen(text));
 	free(text);
 	return r;
@@ -894,13 +1099,14 @@ cmd_wrapping(struct ctx *x, const char *cmd, int argc, char **argv)
 		w = (Kms__V1__WrapResponse *)resp;
 		if (x->json) {
 			text = b64(w->wrapped.data, w->wrapped.len);
-			print_json(json_pack("{s:s, s:i, s:I}", "wrapped", text,
-			    "version", (int)w->version, "audit_seq",
+			r = print_json(text == NULL ? NULL : json_pack(
+			    "{s:s, s:i, s:I}", "wrapped", text, "version",
+			    (int)w->version, "audit_seq",
 			    (json_int_t)w->audit_seq));
 			free(text);
 		} else
 			r = write_binary(outpath, outpath == NULL,
-			    w->wrapped.data, w->wrapped.len);
+			    w->wrapped.data, w->wrapped.len, 0);
 	} else if (strcmp(cmd, "unwrap") == 0) {
 		Kms__V1__UnwrapRequest req = KMS__V1__UNWRAP_REQUEST__INIT;
 		Kms__V1__UnwrapResponse *u;
@@ -917,7 +1123,7 @@ cmd_wrapping(struct ctx *x, const char *cmd, int argc, char **argv)
 			return r;
 		u = (Kms__V1__UnwrapResponse *)resp;
 		r = write_binary(outpath, outpath == NULL, u->plaintext.data,
-		    u->plaintext.len);
+		    u->plaintext.len, 1);
 		OPENSSL_cleanse(u->plaintext.data, u->plaintext.len);
 	} else {
 		Kms__V1__GenerateDataKeyRequest req =
@@ -935,17 +1141,20 @@ cmd_wrapping(struct ctx *x, const char *cmd, int argc, char **argv)
 			char *p64 = b64(d->plaintext.data, d->plaintext.len);
 
 			text = b64(d->wrapped.data, d->wrapped.len);
-			print_json(json_pack("{s:s, s:s, s:i, s:I}",
+			r = print_json(p64 == NULL || text == NULL ? NULL :
+			    json_pack("{s:s, s:s, s:i, s:I}",
 			    "plaintext", p64, "wrapped", text, "version",
 			    (int)d->version, "audit_seq",
 			    (json_int_t)d->audit_seq));
-			OPENSSL_cleanse(p64, strlen(p64));
+			if (p64 != NULL)
+				OPENSSL_cleanse(p64, strlen(p64));
 			free(p64);
 			free(text);
 		} else if ((r = write_binary(outpath, outpath == NULL,
-		    d->plaintext.data, d->plaintext.len)) == 0 &&
+		    d->plaintext.data, d->plaintext.len, 1)) == 0 &&
 		    wout != NULL)
-			r = write_out(wout, d->wrapped.data, d->wrapped.len);
+			r = write_out(wout, d->wrapped.data, d->wrapped.len,
+			    0);
 		OPENSSL_cleanse(d->plaintext.data, d->plaintext.len);
 	}
 	protobuf_c_message_free_unpacked(resp, NULL);
@@ -973,8 +1182,9 @@ cmd_whoami(struct ctx *x, int argc, char **argv)
 		roles = json_array();
 		for (i = 0; i < w->n_roles; i++)
 			json_array_append_new(roles, json_string(w->roles[i]));
-		print_json(json_pack("{s:s, s:o, s:s}", "identity", w->identity,
-		    "roles", roles, "fingerprint", w->fingerprint));
+		r = print_json(roles == NULL ? NULL : json_pack(
+		    "{s:s, s:o, s:s}", "identity", w->identity, "roles",
+		    roles, "fingerprint", w->fingerprint));
 	} else {
 		printf("identity: %s\nroles:", w->identity);
 		for (i = 0; i < w->n_roles; i++)
@@ -983,6 +1193,51 @@ cmd_whoami(struct ctx *x, int argc, char **argv)
 		    w->fingerprint);
 	}
 	protobuf_c_message_free_unpacked(resp, NULL);
+	return r;
+}
+
+/* Where `audit list` is: one page is one reply, or several streamed. */
+struct audit_page {
+	int json;
+	uint64_t shown, limit, after, last;
+	size_t n;
+};
+
+static int
+audit_page_cb(ProtobufCMessage *m, void *arg)
+{
+	Kms__V1__ListAuditRecordsResponse *l =
+	    (Kms__V1__ListAuditRecordsResponse *)m;
+	struct audit_page *p = arg;
+	Kms__V1__AuditRecord *a;
+	size_t i;
+
+	for (i = 0; i < l->n_records; i++) {
+		if (p->limit != 0 && p->shown >= p->limit)
+			break;
+		a = l->records[i];
+		if (p->json)
+			printf("%s\n", a->json);
+		else
+			printf("%" PRIu64 " %s %s %s %s %s%s%s\n",
+			    (uint64_t)a->seq, a->time,
+			    a->identity[0] ? a->identity : "-",
+			    a->rpc, a->key[0] ? a->key : "-",
+			    a->result, a->reason[0] ? " " : "",
+			    a->reason);
+		p->shown++;
+	}
+	fflush(stdout);
+	p->n += l->n_records;
+	if (l->next_after_seq > p->after)
+		p->after = l->next_after_seq;
+	/*
+	 * Without --follow, read up to the end as it was at the first call:
+	 * every call is recorded too, so the log never ends.
+	 */
+	if (p->last == 0)
+		p->last = l->last_seq;
+	protobuf_c_message_free_unpacked(m, NULL);
 	return 0;
 }
 
@@ -1005,12 +1260,9 @@ cmd_audit_list(struct ctx *x, int argc, char **argv)
 	Kms__V1__ListAuditRecordsRequest req =
 	    KMS__V1__LIST_AUDIT_RECORDS_REQUEST__INIT;
 	Kms__V1__AuditFilters f = KMS__V1__AUDIT_FILTERS__INIT;
-	Kms__V1__ListAuditRecordsResponse *l;
-	Kms__V1__AuditRecord *a;
-	ProtobufCMessage *resp = NULL;
-	uint64_t shown = 0, limit = 0, after = 0, last = 0;
+	struct audit_page page = { 0 };
+	uint64_t limit = 0, after = 0, prev;
 	uint32_t u;
-	size_t i;
 	int ch, r, follow = 0;
 	char *end;
 
@@ -1043,44 +1295,24 @@ cmd_audit_list(struct ctx *x, int argc, char **argv)
 	if (optind != argc)
 		return die_usage("audit list takes options only");
 	req.filters = &f;
+	page.json = x->json;
+	page.limit = limit;
+	page.after = after;
 	for (;;) {
-		req.after_seq = after;
+		req.after_seq = prev = page.after;
 		req.limit = 1000;
-		if (limit != 0 && limit - shown < 1000)
-			req.limit = (uint32_t)(limit - shown);
-		if ((r = call(x, "ListAuditRecords", &req.base,
+		if (limit != 0 && limit - page.shown < 1000)
+			req.limit = (uint32_t)(limit - page.shown);
+		page.n = 0;
+		if ((r = call_stream(x, "ListAuditRecords", &req.base,
 		    &kms__v1__list_audit_records_response__descriptor,
-		    &resp)) != 0)
+		    audit_page_cb, &page)) != 0)
 			return r;
-		l = (Kms__V1__ListAuditRecordsResponse *)resp;
-		for (i = 0; i < l->n_records; i++) {
-			a = l->records[i];
-			if (x->json)
-				printf("%s\n", a->json);
-			else
-				printf("%" PRIu64 " %s %s %s %s %s%s%s\n",
-				    (uint64_t)a->seq, a->time,
-				    a->identity[0] ? a->identity : "-",
-				    a->rpc, a->key[0] ? a->key : "-",
-				    a->result, a->reason[0] ? " " : "",
-				    a->reason);
-			shown++;
-		}
-		fflush(stdout);
-		after = l->next_after_seq > after ? l->next_after_seq : after;
-		/*
-		 * Without --follow, read up to the end as it was at the first
-		 * call: every call is recorded too, so the log never ends.
-		 */
-		if (last == 0)
-			last = l->last_seq;
-		i = l->n_records;
-		protobuf_c_message_free_unpacked(resp, NULL);
-		if (limit != 0 && shown >= limit)
+		if (limit != 0 && page.shown >= limit)
 			return 0;
-		if (!follow && (after >= last || after == req.after_seq))
+		if (!follow && (page.after >= page.last || page.after == prev))
 			return 0;
-		if (follow && (i == 0 || after == req.after_seq))
+		if (follow && (page.n == 0 || page.after == prev))
 			sleep(1);
 	}
 }
@@ -1105,7 +1337,8 @@ set_cred(struct ctx *x)
 	if (home == NULL || *home == '\0')
 		home = "var";
 	if (x->as != NULL) {
-		if (strchr(x->as, '/') != NULL || x->as[0] == '.')
+		if (x->as[0] == '\0' || x->as[0] == '.' ||
+		    strchr(x->as, '/') != NULL)
 			return die_usage("--as: a dev identity name like ci");
 		if (x->o.cert_file == NULL) {
 			snprintf(x->cert, sizeof(x->cert),
@@ -1128,63 +1361,118 @@ set_cred(struct ctx *x)
 	return 0;
 }
 
+/* The global options; each takes a value except --json. */
+static const char *const global_names[] = {
+	"--addr", "--as", "--cert", "--key", "--ca", "--timeout", "--json"
+};
+
 /*
- * Takes the global options (before the command word; --json anywhere) out
- * of argv, leaving the command and its own arguments in order.
+ * Options that a command defines for itself: after that command word they
+ * keep the command's meaning (`bundle encrypt --key NAME` names a kms key,
+ * not a TLS key file).
+ */
+static const struct {
+	const char *cmd;
+	const char *opt;
+} command_owns[] = {
+	{ "bundle", "--key" },
+};
+
+static int
+command_owns_opt(const char *cmd, const char *opt)
+{
+	size_t i;
+
+	for (i = 0; cmd != NULL &&
+	    i < sizeof(command_owns) / sizeof(command_owns[0]); i++)
+		if (strcmp(cmd, command_owns[i].cmd) == 0 &&
+		    strcmp(opt, command_owns[i].opt) == 0)
+			return 1;
+	return 0;
+}
+
+static int
+set_global(struct ctx *x, const char *name, char *v)
+{
+	char *end;
+	long t;
+
+	if (strcmp(name, "--addr") == 0)
+		x->o.addr = v;
+	else if (strcmp(name, "--as") == 0)
+		x->as = v;
+	else if (strcmp(name, "--cert") == 0)
+		x->o.cert_file = v;
+	else if (strcmp(name, "--key") == 0)
+		x->o.key_file = v;
+	else if (strcmp(name, "--ca") == 0)
+		x->o.ca_file = v;
+	else if (strcmp(name, "--timeout") == 0) {
+		errno = 0;
+		t = strtol(v, &end, 10);
+		if (errno != 0 || *v == '\0' || *end != '\0' || t <= 0 ||
+		    t > 24 * 3600)
+			return die_usage("--timeout: seconds, 1 to 86400");
+		x->o.timeout_seconds = (int)t;
+	}
+	return 0;
+}
+
+/*
+ * Takes the global options out of argv wherever they are (before or after
+ * the command word; not after "--"), leaving the command and its own
+ * arguments in order.  --help prints the usage and exits.
  */
 static int
 global_opts(struct ctx *x, int *argc, char **argv)
 {
-	char *v;
-	int i, j = 0, n, seen_cmd = 0;
+	const char *cmd = NULL, *name;
+	char *a, *v;
+	size_t k, nl;
+	int i, j = 0, r, rest = 0;
 
 	for (i = 1; i < *argc; i++) {
-		const char *a = argv[i];
-		const char *names[] = { "--addr", "--as", "--cert", "--key",
-		    "--ca", "--timeout" };
-		size_t k;
-		int hit = -1;
-
-		if (strcmp(a, "--json") == 0) {
+		a = argv[i];
+		name = NULL;
+		if (!rest && strcmp(a, "--") == 0)
+			rest = 1;
+		else if (!rest && (strcmp(a, "--help") == 0 ||
+		    strcmp(a, "-h") == 0)) {
+			usage(stdout);
+			exit(KMSCTL_EXIT_OK);
+		}
+		for (k = 0; !rest && k < sizeof(global_names) /
+		    sizeof(global_names[0]); k++) {
+			nl = strlen(global_names[k]);
+			if (strncmp(a, global_names[k], nl) == 0 &&
+			    (a[nl] == '\0' || a[nl] == '='))
+				name = global_names[k];
+		}
+		if (name != NULL && command_owns_opt(cmd, name))
+			name = NULL;
+		if (name == NULL) {
+			if (cmd == NULL && a[0] != '-')
+				cmd = a;
+			argv[++j] = a;
+			continue;
+		}
+		nl = strlen(name);
+		if (strcmp(name, "--json") == 0) {
+			if (a[nl] == '=')
+				return die_usage("--json takes no value");
 			x->json = 1;
 			continue;
 		}
-		if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-			usage();
-			exit(0);
-		}
-		for (k = 0; k < sizeof(names) / sizeof(names[0]); k++) {
-			size_t nl = strlen(names[k]);
-
-			if (strncmp(a, names[k], nl) == 0 &&
-			    (a[nl] == '\0' || a[nl] == '='))
-				hit = (int)k;
-		}
-		if (hit < 0 || seen_cmd) {
-			if (a[0] != '-')
-				seen_cmd = 1;
-			argv[++j] = argv[i];
-			continue;
-		}
-		n = (int)strlen(names[hit]);
-		if (a[n] == '=')
-			v = (char *)a + n + 1;
+		if (a[nl] == '=')
+			v = a + nl + 1;
 		else if (i + 1 < *argc)
 			v = argv[++i];
-		else
-			return die_usage("option needs a value");
-		switch (hit) {
-		case 0: x->o.addr = v; break;
-		case 1: x->as = v; break;
-		case 2: x->o.cert_file = v; break;
-		case 3: x->o.key_file = v; break;
-		case 4: x->o.ca_file = v; break;
-		case 5:
-			x->o.timeout_seconds = atoi(v);
-			if (x->o.timeout_seconds <= 0)
-				return die_usage("--timeout: seconds");
-			break;
+		else {
+			fprintf(stderr, "kmsctl: %s needs a value\n", name);
+			return die_usage(NULL);
 		}
+		if ((r = set_global(x, name, v)) != 0)
+			return r;
 	}
 	*argc = j + 1;
 	argv[*argc] = NULL;
@@ -1201,7 +1489,7 @@ main(int argc, char **argv)
 	if ((r = global_opts(&x, &argc, argv)) != 0)
 		return r;
 	if (argc < 2) {
-		usage();
+		usage(stderr);
 		return KMSCTL_EXIT_USAGE;
 	}
 	if (x.o.addr == NULL)

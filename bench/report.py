@@ -122,7 +122,7 @@ with open(dat, "w") as f:
                                    else "NaN"))
 if shutil.which("gnuplot"):
     script = """
-set terminal pngcairo size 1200,900 font ",10"
+set terminal pngcairo size 1300,950 font ",10" noenhanced
 set output "%(out)s/bench.png"
 set multiplot layout 2,1 title "kms bench: %(machine)s"
 set style data histograms
@@ -130,7 +130,8 @@ set style fill solid 0.8 border -1
 set boxwidth 0.8
 set xtics rotate by -30 left
 set grid ytics
-set bmargin 8
+set bmargin 9
+set rmargin 14
 set ylabel "operations / s"
 plot "%(dat)s" using 2:xtic(1) title "throughput" lc rgb "#3366aa"
 set ylabel "p99 latency, ms"

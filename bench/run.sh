@@ -222,9 +222,13 @@ if [ "${BENCH_FILL:-0}" = 1 ] || [ -d "$BIG" ]; then
 	export SOFTHSM2_CONF=$BIG/softhsm2.conf
 	if [ "${BENCH_FILL:-0}" = 1 ]; then
 		"$BUILD/kmsd" --config "$BIG/kmsd.conf" --listen "$ADDR" \
-		    --log-level warn 2>"$OUT/kmsd-fill.log" &
+		    --log-level info 2>"$OUT/kmsd-fill.log" &
 		pid=$!
-		sleep 2
+		# Loading the keys already there takes a while.
+		until grep -q "listening on" "$OUT/kmsd-fill.log"; do
+			kill -0 "$pid" || { cat "$OUT/kmsd-fill.log" >&2; exit 1; }
+			sleep 0.2
+		done
 		"$BUILD/kmsload" --addr "$ADDR" --ca "$BIG/pki/ca.pem" \
 		    --cert "$BIG/pki/clients/officer.pem" \
 		    --key "$BIG/pki/clients/officer.key" --rpc CreateKey \

@@ -31,7 +31,9 @@ def test_round_trip(kmsd, kek, size):
     w = kmsd.client("ci").kms.Wrap(pb.WrapRequest(name=kek, plaintext=data),
                                    timeout=30)
     assert w.version == 1 and w.audit_seq > 0
-    assert data not in w.wrapped
+    if size >= 8:
+        # Short values can occur in any random-looking blob by chance.
+        assert data not in w.wrapped
     u = kmsd.client("unwrapper").kms.Unwrap(
         pb.UnwrapRequest(name=kek, wrapped=w.wrapped), timeout=30)
     assert u.plaintext == data and u.version == 1 and u.audit_seq > 0

@@ -38,6 +38,7 @@ PROTO_H = $(PROTO_C:.c=.h)
 
 # The daemon's modules, one per concern; the RPC layer alone sees gRPC.
 LIB_SRCS = kms/kmserr.c kms/algo.c kms/log.c kms/secret.c kms/config.c \
+	kms/inifile.c \
 	kms/policy.c kms/names.c kms/hsm.c kms/keystore.c kms/audit.c \
 	kms/auditread.c \
 	kms/pubkey.c
@@ -121,6 +122,7 @@ $(FUZZ_DIR)/fuzz_audit_verify: $(FUZZ_AUDIT_SRCS) kms/auditread.h
 		-o $@ $(FUZZ_AUDIT_SRCS) -ljansson -lcrypto
 
 FUZZ_POLICY_SRCS = tests/fuzz/fuzz_policy.c kms/policy.c kms/names.c \
+	kms/inifile.c \
 	kms/kmserr.c kms/algo.c kms/log.c
 
 $(FUZZ_DIR)/fuzz_policy: $(FUZZ_POLICY_SRCS) kms/policy.h kms/names.h

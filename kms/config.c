@@ -9,13 +9,8 @@
  *     of its field in struct config;
  *   - the file is at most 1 MiB and holds no NUL byte.
  *
- * The packaged inih neither tells the handler the line number nor copes
- * with lines longer than its 200-byte buffer: it cuts them and parses the
- * rest as a line of its own.  The file is therefore read whole and fed to
- * inih by a reader that counts lines and refuses over-long ones, so that
- * every message names the right line.  The reader also refuses indented
- * lines, which inih would take as the continuation of the previous value
- * and so silently replace it.
+ * The file is read whole and fed to inih line by line (see inifile.h), so
+ * that every message names the right line.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -26,10 +21,10 @@
 #include <ini.h>
 
 #include "config.h"
+#include "inifile.h"
 #include "kmserr.h"
 #include "log.h"
 
-#define CONFIG_FILE_MAX (1024 * 1024)
 #define MAX_DATA_LIMIT (64ULL << 20)
 #define MAX_MESSAGE_LIMIT (128ULL << 20)
 #define MESSAGE_OVERHEAD (64ULL << 10)
@@ -39,8 +34,7 @@ struct parse_ctx {
 	const char *path;
 	char dir[CONFIG_PATH_MAX];	/* the file's, for relative paths */
 	struct kms_status *st;
-	const char *next;		/* text not yet handed to inih */
-	int line;			/* the line last handed to inih */
+	struct inifile_cursor cur;	/* text not yet handed to inih */
 	int err_line;			/* line of the error in st, if any */
 	int data_line;			/* where max_data_bytes was set */
 	int message_line;		/* where max_message_bytes was set */
@@ -84,46 +78,34 @@ fail(struct parse_ctx *c, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	kms_status_set(c->st, KMS_ERR_CONFIG, "%s:%d: %s", c->path, c->line,
-	    msg);
-	c->err_line = c->line;
+	kms_status_set(c->st, KMS_ERR_CONFIG, "%s:%d: %s", c->path,
+	    c->cur.line, msg);
+	c->err_line = c->cur.line;
 	return 0;
 }
 
-/* The inih reader: one line of c->next per call (see the top comment). */
+/* The inih reader: one line of the text per call (see inifile.h). */
 static char *
 read_line(char *buf, int size, void *stream)
 {
 	struct parse_ctx *c = stream;
-	const char *s = c->next, *eol, *p;
-	size_t n, content;
+	size_t content;
 
-	if (c->st->err != 0 || *s == '\0' || size < 3)
+	if (c->st->err != 0)
 		return NULL;
-	eol = strchr(s, '\n');
-	n = eol == NULL ? strlen(s) : (size_t)(eol - s) + 1;
-	content = eol == NULL ? n : n - 1;
-	if (content > 0 && s[content - 1] == '\r')
-		content--;
-	c->line++;
-	/* n counts the newline and must fit in buf with the terminator. */
-	if (content > (size_t)size - 2 || n > (size_t)size - 1) {
+	switch (inifile_take_line(&c->cur, buf, size, &content)) {
+	case INIFILE_LINE:
+		return buf;
+	case INIFILE_TOO_LONG:
 		fail(c, "line is longer than %d bytes", size - 2);
 		return NULL;
+	case INIFILE_INDENTED:
+		fail(c, "indented line (continuation lines are not "
+		    "supported)");
+		return NULL;
+	default:
+		return NULL;
 	}
-	if (s[0] == ' ' || s[0] == '\t') {
-		for (p = s; p < s + content && (*p == ' ' || *p == '\t'); p++)
-			;
-		if (p < s + content && *p != ';' && *p != '#') {
-			fail(c, "indented line (continuation lines are not "
-			    "supported)");
-			return NULL;
-		}
-	}
-	memcpy(buf, s, n);
-	buf[n] = '\0';
-	c->next = s + n;
-	return buf;
 }
 
 /* dir/value, or value alone when it is absolute or dir is empty. */
@@ -264,7 +246,7 @@ server_key(struct parse_ctx *c, const char *key, const char *value)
 		if (!set_number(c, &n, key, value, 1, MAX_DATA_LIMIT))
 			return 0;
 		cfg->max_data_bytes = (size_t)n;
-		c->data_line = c->line;
+		c->data_line = c->cur.line;
 		return 1;
 	}
 	if (strcmp(key, "max_message_bytes") == 0) {
@@ -272,7 +254,7 @@ server_key(struct parse_ctx *c, const char *key, const char *value)
 		    MAX_MESSAGE_LIMIT))
 			return 0;
 		cfg->max_message_bytes = (size_t)n;
-		c->message_line = c->line;
+		c->message_line = c->cur.line;
 		return 1;
 	}
 	if (strcmp(key, "log_level") == 0) {
@@ -359,48 +341,6 @@ handler(void *user, const char *section, const char *key, const char *value)
 	return fail(c, "unknown section [%.64s]", section);
 }
 
-/* Reads path whole into *out (NUL-terminated); refuses NUL bytes. */
-static int
-read_text(const char *path, char **out, struct kms_status *st)
-{
-	char *buf = NULL;
-	size_t len = 0;
-	FILE *f;
-	int r = KMS_ERR_CONFIG;
-
-	*out = NULL;
-	if ((f = fopen(path, "r")) == NULL)
-		return kms_status_set(st, KMS_ERR_CONFIG, "%s: %s", path,
-		    strerror(errno));
-	if ((buf = malloc(CONFIG_FILE_MAX + 1)) == NULL) {
-		r = kms_status_set(st, KMS_ERR_NOMEM, "out of memory");
-		goto out;
-	}
-	len = fread(buf, 1, CONFIG_FILE_MAX + 1, f);
-	if (ferror(f)) {
-		r = kms_status_set(st, KMS_ERR_CONFIG, "%s: read error", path);
-		goto out;
-	}
-	if (len > CONFIG_FILE_MAX) {
-		r = kms_status_set(st, KMS_ERR_CONFIG, "%s: larger than %d "
-		    "bytes", path, CONFIG_FILE_MAX);
-		goto out;
-	}
-	if (memchr(buf, '\0', len) != NULL) {
-		r = kms_status_set(st, KMS_ERR_CONFIG, "%s: holds a NUL byte",
-		    path);
-		goto out;
-	}
-	buf[len] = '\0';
-	*out = buf;
-	buf = NULL;
-	r = 0;
- out:
-	free(buf);
-	fclose(f);
-	return r;
-}
-
 int
 config_load(const char *path, struct config *cfg, struct kms_status *st)
 {
@@ -441,9 +381,9 @@ config_load(const char *path, struct config *cfg, struct kms_status *st)
 			    "%s: path too long", path);
 		strcpy(paths[i], tmp);
 	}
-	if ((r = read_text(path, &text, st)) != 0)
+	if ((r = inifile_read(path, &text, st)) != 0)
 		return r;
-	c.next = text;
+	c.cur.next = text;
 	r = ini_parse_stream(read_line, &c, handler, &c);
 	free(text);
 	/*

@@ -12,19 +12,16 @@
  *   - a line is at most 198 bytes (repeat `members` or `allow` for long
  *     lists), indented lines are refused, and the file is at most 1 MiB.
  *
- * The packaged inih neither tells the handler the line number nor copes
- * with lines longer than its 200-byte buffer, and it truncates section
- * names to 49 bytes.  The text is therefore fed to inih by a reader that
- * counts lines, refuses over-long ones and handles the [role NAME] lines
- * itself, so that every message names the right line and a role is
- * known even when its section holds no key.
+ * The text is fed to inih line by line (see inifile.h), so that every
+ * message names the right line.  The packaged inih also truncates section
+ * names to 49 bytes, so the reader handles the [role NAME] lines itself,
+ * which also makes a role known even when its section holds no key.
  *
  * WhoAmI: any non-empty identity is allowed, without a grant, so that a
  * caller can always learn who the server thinks it is and which roles it
  * holds.  The handler does not consult the policy for it; policy_check
  * answers the same way for completeness.
  */
-#include <errno.h>
 #include <fnmatch.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -33,12 +30,12 @@
 
 #include <ini.h>
 
+#include "inifile.h"
 #include "kmserr.h"
 #include "log.h"
 #include "policy.h"
 
 #define ROLE_NAME_MAX 64
-#define POLICY_FILE_MAX (1024 * 1024)
 #define TOKENS_MAX 128
 
 struct grant {
@@ -130,8 +127,7 @@ struct parse_ctx {
 	struct policy *p;
 	struct kms_status *st;
 	const char *path;
-	const char *next;		/* text not yet handed to inih */
-	int line;			/* the line last handed to inih */
+	struct inifile_cursor in;	/* text not yet handed to inih */
 	int err_line;			/* line of the error in st, if any */
 	int in_role;			/* 1 once a [role NAME] line was seen */
 	size_t cur;			/* index of the current role */
@@ -152,9 +148,9 @@ fail(struct parse_ctx *c, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	kms_status_set(c->st, KMS_ERR_CONFIG, "%s:%d: %s", c->path, c->line,
-	    msg);
-	c->err_line = c->line;
+	kms_status_set(c->st, KMS_ERR_CONFIG, "%s:%d: %s", c->path,
+	    c->in.line, msg);
+	c->err_line = c->in.line;
 	return 0;
 }
 
@@ -163,8 +159,8 @@ nomem(struct parse_ctx *c)
 {
 	if (c->st->err == 0)
 		kms_status_set(c->st, KMS_ERR_NOMEM, "%s:%d: out of memory",
-		    c->path, c->line);
-	c->err_line = c->line;
+		    c->path, c->in.line);
+	c->err_line = c->in.line;
 	return 0;
 }
 
@@ -233,7 +229,7 @@ start_section(struct parse_ctx *c, const char *s, size_t len)
 	memset(&n[c->cur], 0, sizeof(n[c->cur]));
 	memcpy(n[c->cur].name, s, nlen);
 	n[c->cur].name[nlen] = '\0';
-	n[c->cur].line = c->line;
+	n[c->cur].line = c->in.line;
 	c->in_role = 1;
 	return 1;
 }
@@ -253,46 +249,36 @@ section_line(struct parse_ctx *c, const char *s, size_t content)
 	return start_section(c, s + 1, (size_t)(rb - s - 1));
 }
 
-/* The inih reader: one line of c->next per call (see the top comment). */
+/* The inih reader: one line of the text per call (see inifile.h). */
 static char *
 read_line(char *buf, int size, void *stream)
 {
 	struct parse_ctx *c = stream;
-	const char *s = c->next, *eol, *p;
-	size_t n, content;
+	const char *p = buf;
+	size_t content;
 
-	if (c->st->err != 0 || *s == '\0' || size < 3)
+	if (c->st->err != 0)
 		return NULL;
-	eol = strchr(s, '\n');
-	n = eol == NULL ? strlen(s) : (size_t)(eol - s) + 1;
-	content = eol == NULL ? n : n - 1;
-	if (content > 0 && s[content - 1] == '\r')
-		content--;
-	c->line++;
-	/* n counts the newline and must fit in buf with the terminator. */
-	if (content > (size_t)size - 2 || n > (size_t)size - 1) {
+	switch (inifile_take_line(&c->in, buf, size, &content)) {
+	case INIFILE_LINE:
+		break;
+	case INIFILE_TOO_LONG:
 		fail(c, "line is longer than %d bytes (repeat members or "
 		    "allow instead)", size - 2);
 		return NULL;
-	}
-	if (s[0] == ' ' || s[0] == '\t') {
-		for (p = s; p < s + content && (*p == ' ' || *p == '\t'); p++)
-			;
-		if (p < s + content && *p != ';' && *p != '#') {
-			fail(c, "indented line (continuation lines are not "
-			    "supported)");
-			return NULL;
-		}
+	case INIFILE_INDENTED:
+		fail(c, "indented line (continuation lines are not "
+		    "supported)");
+		return NULL;
+	default:
+		return NULL;
 	}
 	/* Skip a UTF-8 byte order mark on the first line, as inih does. */
-	p = s;
-	if (c->line == 1 && content >= 3 && memcmp(s, "\xEF\xBB\xBF", 3) == 0)
-		p = s + 3;
-	if (*p == '[' && !section_line(c, p, content - (size_t)(p - s)))
+	if (c->in.line == 1 && content >= 3 &&
+	    memcmp(buf, "\xEF\xBB\xBF", 3) == 0)
+		p = buf + 3;
+	if (*p == '[' && !section_line(c, p, content - (size_t)(p - buf)))
 		return NULL;
-	memcpy(buf, s, n);
-	buf[n] = '\0';
-	c->next = s + n;
 	return buf;
 }
 
@@ -396,7 +382,7 @@ parse(const char *text, const char *path, struct policy **out,
 	memset(&c, 0, sizeof(c));
 	c.st = st;
 	c.path = path;
-	c.next = text;
+	c.in.next = text;
 	if ((c.p = calloc(1, sizeof(*c.p))) == NULL)
 		return kms_status_set(st, KMS_ERR_NOMEM, "out of memory");
 	r = ini_parse_stream(read_line, &c, handler, &c);
@@ -437,43 +423,17 @@ int
 policy_load(const char *path, struct policy **out, struct kms_status *st)
 {
 	struct kms_status local;
-	char *buf = NULL;
-	size_t len;
-	FILE *f = NULL;
+	char *text = NULL;
 	int r;
 
 	if (st == NULL)
 		st = &local;
 	*out = NULL;
 	kms_status_clear(st);
-	if ((f = fopen(path, "r")) == NULL)
-		return kms_status_set(st, KMS_ERR_CONFIG, "%s: %s", path,
-		    strerror(errno));
-	if ((buf = malloc(POLICY_FILE_MAX + 1)) == NULL) {
-		r = kms_status_set(st, KMS_ERR_NOMEM, "out of memory");
-		goto out;
-	}
-	len = fread(buf, 1, POLICY_FILE_MAX + 1, f);
-	if (ferror(f)) {
-		r = kms_status_set(st, KMS_ERR_CONFIG, "%s: read error", path);
-		goto out;
-	}
-	if (len > POLICY_FILE_MAX) {
-		r = kms_status_set(st, KMS_ERR_CONFIG, "%s: larger than %d "
-		    "bytes", path, POLICY_FILE_MAX);
-		goto out;
-	}
-	/* A NUL byte would silently end the text early. */
-	if (memchr(buf, '\0', len) != NULL) {
-		r = kms_status_set(st, KMS_ERR_CONFIG, "%s: holds a NUL byte",
-		    path);
-		goto out;
-	}
-	buf[len] = '\0';
-	r = parse(buf, path, out, st);
- out:
-	free(buf);
-	fclose(f);
+	if ((r = inifile_read(path, &text, st)) != 0)
+		return r;
+	r = parse(text, path, out, st);
+	free(text);
 	return r;
 }
 

@@ -462,6 +462,25 @@ static const uint8_t oid_p384[] = {
  */
 static const uint8_t oid_ed25519[] = { 0x06, 0x03, 0x2b, 0x65, 0x70 };
 
+/*
+ * The attributes every private or secret key is born with, in one place:
+ * a token object, private, sensitive and never extractable, named by
+ * label and id.  Adds them to tpl at *n.
+ */
+static void
+add_protected_key(CK_ATTRIBUTE *tpl, CK_ULONG *n, const char *label,
+    const uint8_t *id, size_t idlen)
+{
+	static CK_BBOOL t = CK_TRUE, f = CK_FALSE;
+
+	ADD(tpl, *n, CKA_TOKEN, &t, sizeof(t));
+	ADD(tpl, *n, CKA_PRIVATE, &t, sizeof(t));
+	ADD(tpl, *n, CKA_SENSITIVE, &t, sizeof(t));
+	ADD(tpl, *n, CKA_EXTRACTABLE, &f, sizeof(f));
+	ADD(tpl, *n, CKA_LABEL, label, strlen(label));
+	ADD(tpl, *n, CKA_ID, id, idlen);
+}
+
 int
 hsm_generate_key_pair(struct hsm_session *s, const struct kms_alg_info *alg,
     const char *label, const uint8_t *id, size_t idlen,
@@ -481,13 +500,8 @@ hsm_generate_key_pair(struct hsm_session *s, const struct kms_alg_info *alg,
 	ADD(pubt, np, CKA_VERIFY, &t, sizeof(t));
 	ADD(pubt, np, CKA_LABEL, label, strlen(label));
 	ADD(pubt, np, CKA_ID, id, idlen);
-	ADD(privt, nv, CKA_TOKEN, &t, sizeof(t));
-	ADD(privt, nv, CKA_PRIVATE, &t, sizeof(t));
-	ADD(privt, nv, CKA_SENSITIVE, &t, sizeof(t));
-	ADD(privt, nv, CKA_EXTRACTABLE, &f, sizeof(f));
+	add_protected_key(privt, &nv, label, id, idlen);
 	ADD(privt, nv, CKA_SIGN, &t, sizeof(t));
-	ADD(privt, nv, CKA_LABEL, label, strlen(label));
-	ADD(privt, nv, CKA_ID, id, idlen);
 	switch (alg->family) {
 	case KMS_FAMILY_EC:
 		mech.mechanism = CKM_EC_KEY_PAIR_GEN;
@@ -538,16 +552,11 @@ hsm_generate_secret_key(struct hsm_session *s, const struct kms_alg_info *alg,
 	ADD(tpl, n, CKA_CLASS, &cls, sizeof(cls));
 	ADD(tpl, n, CKA_KEY_TYPE, &kt, sizeof(kt));
 	ADD(tpl, n, CKA_VALUE_LEN, &len, sizeof(len));
-	ADD(tpl, n, CKA_TOKEN, &t, sizeof(t));
-	ADD(tpl, n, CKA_PRIVATE, &t, sizeof(t));
-	ADD(tpl, n, CKA_SENSITIVE, &t, sizeof(t));
-	ADD(tpl, n, CKA_EXTRACTABLE, &f, sizeof(f));
+	add_protected_key(tpl, &n, label, id, idlen);
 	ADD(tpl, n, CKA_WRAP, &t, sizeof(t));
 	ADD(tpl, n, CKA_UNWRAP, &t, sizeof(t));
 	ADD(tpl, n, CKA_ENCRYPT, &f, sizeof(f));
 	ADD(tpl, n, CKA_DECRYPT, &f, sizeof(f));
-	ADD(tpl, n, CKA_LABEL, label, strlen(label));
-	ADD(tpl, n, CKA_ID, id, idlen);
 	P11_CALL(s, "C_GenerateKey", rv = s->hsm->f->C_GenerateKey(s->h,
 	    &mech, tpl, n, &h));
 	if (rv != CKR_OK)

@@ -31,6 +31,7 @@
 #include "algo.h"
 #include "auditcmd.h"
 #include "kmsclient.h"
+#include "kmsctl.h"
 #include "kmserr.h"
 #include "secret.h"
 
@@ -43,13 +44,6 @@ static const char *const state_names[] = {
 	"DESTROY_SCHEDULED", "DESTROYED"
 };
 
-struct ctx {
-	struct kmsclient_opts o;
-	char ca[PATH_MAX], cert[PATH_MAX], key[PATH_MAX];
-	const char *as;
-	int json;
-	struct kmsclient *c;
-};
 
 static void
 usage(FILE *f)
@@ -99,7 +93,7 @@ usage(FILE *f)
 "  5  local I/O error (unreadable input, unwritable output)\n");
 }
 
-static int
+int
 die_usage(const char *msg)
 {
 	if (msg != NULL)
@@ -136,9 +130,8 @@ call_failed(const char *method, const struct kmsclient_result *res,
 	return res->transport ? KMSCTL_EXIT_TRANSPORT : KMSCTL_EXIT_REFUSED;
 }
 
-/* One RPC; prints the server's error and returns the exit code. */
-static int
-call(struct ctx *x, const char *method, const ProtobufCMessage *req,
+int
+kmsctl_call(struct ctx *x, const char *method, const ProtobufCMessage *req,
     const ProtobufCMessageDescriptor *rd, ProtobufCMessage **resp)
 {
 	struct kmsclient_result res;
@@ -178,7 +171,7 @@ call_stream(struct ctx *x, const char *method, const ProtobufCMessage *req,
  * failure never leaves a partial file.  Secrets are written mode 0600,
  * anything else 0666 less the umask, like any other new file.
  */
-static int
+int
 write_out(const char *path, const void *buf, size_t len, int secret)
 {
 	char tmp[PATH_MAX];
@@ -587,7 +580,7 @@ cmd_key(struct ctx *x, int argc, char **argv)
 		req = &sreq.base;
 		rd = &kms__v1__key_version__descriptor;
 	}
-	if ((r = call(x, sub->method, req, rd, &resp)) != 0)
+	if ((r = kmsctl_call(x, sub->method, req, rd, &resp)) != 0)
 		return r;
 
 	if (rd == &kms__v1__list_keys_response__descriptor) {
@@ -692,7 +685,7 @@ cmd_pubkey(struct ctx *x, int argc, char **argv)
 		return die_usage("pubkey NAME [--version N] "
 		    "[--format spki|pkcs1] [-o FILE]");
 	req.name = argv[optind];
-	if ((r = call(x, "GetPublicKey", &req.base,
+	if ((r = kmsctl_call(x, "GetPublicKey", &req.base,
 	    &kms__v1__public_key__descriptor, &resp)) != 0)
 		return r;
 	pk = (Kms__V1__PublicKey *)resp;
@@ -777,7 +770,7 @@ signing_input(struct ctx *x, const char *name, const char *in,
 
 	/* Too big to send: hash it here with the key's hash. */
 	kreq.name = (char *)name;
-	if ((r = call(x, "GetKey", &kreq.base, &kms__v1__key__descriptor,
+	if ((r = kmsctl_call(x, "GetKey", &kreq.base, &kms__v1__key__descriptor,
 	    &resp)) != 0)
 		goto out;
 	alg = kms_alg_lookup(((Kms__V1__Key *)resp)->algorithm);
@@ -873,7 +866,7 @@ cmd_sign(struct ctx *x, int argc, char **argv)
 	if ((r = signing_input(x, req.name, in, hex, &req.digest, &req.data,
 	    &owned)) != 0)
 		return r;
-	r = call(x, "Sign", &req.base, &kms__v1__sign_response__descriptor,
+	r = kmsctl_call(x, "Sign", &req.base, &kms__v1__sign_response__descriptor,
 	    &resp);
 	free(owned);
 	if (r != 0)
@@ -967,7 +960,7 @@ cmd_verify(struct ctx *x, int argc, char **argv)
 		free(sig);
 		return r;
 	}
-	r = call(x, "Verify", &req.base, &kms__v1__verify_response__descriptor,
+	r = kmsctl_call(x, "Verify", &req.base, &kms__v1__verify_response__descriptor,
 	    &resp);
 	free(owned);
 	free(sig);
@@ -1091,7 +1084,7 @@ cmd_wrapping(struct ctx *x, const char *cmd, int argc, char **argv)
 		req.name = argv[optind];
 		req.plaintext.data = buf;
 		req.plaintext.len = len;
-		r = call(x, "Wrap", &req.base,
+		r = kmsctl_call(x, "Wrap", &req.base,
 		    &kms__v1__wrap_response__descriptor, &resp);
 		secret_freezero(buf, len);
 		if (r != 0)
@@ -1116,7 +1109,7 @@ cmd_wrapping(struct ctx *x, const char *cmd, int argc, char **argv)
 		req.name = argv[optind];
 		req.wrapped.data = buf;
 		req.wrapped.len = len;
-		r = call(x, "Unwrap", &req.base,
+		r = kmsctl_call(x, "Unwrap", &req.base,
 		    &kms__v1__unwrap_response__descriptor, &resp);
 		free(buf);
 		if (r != 0)
@@ -1132,7 +1125,7 @@ cmd_wrapping(struct ctx *x, const char *cmd, int argc, char **argv)
 
 		req.name = argv[optind];
 		req.length = length;
-		if ((r = call(x, "GenerateDataKey", &req.base,
+		if ((r = kmsctl_call(x, "GenerateDataKey", &req.base,
 		    &kms__v1__generate_data_key_response__descriptor,
 		    &resp)) != 0)
 			return r;
@@ -1174,7 +1167,7 @@ cmd_whoami(struct ctx *x, int argc, char **argv)
 	(void)argv;
 	if (argc != 1)
 		return die_usage("whoami takes no arguments");
-	if ((r = call(x, "WhoAmI", &req.base,
+	if ((r = kmsctl_call(x, "WhoAmI", &req.base,
 	    &kms__v1__who_am_iresponse__descriptor, &resp)) != 0)
 		return r;
 	w = (Kms__V1__WhoAmIResponse *)resp;

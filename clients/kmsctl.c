@@ -57,7 +57,8 @@ usage(FILE *f)
 "  key get NAME\n"
 "  key list [--prefix P]\n"
 "  key rotate NAME\n"
-"  key enable|disable|destroy NAME --version N\n"
+"  key enable|disable|destroy|restore NAME --version N\n"
+"  key update NAME --rotation-period SECONDS   (0: no scheduled rotation)\n"
 "  pubkey NAME [--version N] [--format spki|pkcs1] [-o FILE]\n"
 "  sign NAME [--version N] [--in FILE | --digest HEX] [-o FILE]\n"
 "       [--format raw|base64|hex]      (stdin when neither --in nor --digest)\n"
@@ -386,17 +387,27 @@ fmt_time(int64_t t, char *buf, size_t len)
 static json_t *
 version_json(const Kms__V1__KeyVersion *v)
 {
+	json_t *o;
 	char ts[32];
 
 	fmt_time(v->create_time, ts, sizeof(ts));
-	return json_pack("{s:i, s:s, s:s}", "version", (int)v->version,
+	o = json_pack("{s:i, s:s, s:s}", "version", (int)v->version,
 	    "state", state_name(v->state), "create_time", ts);
+	if (o != NULL && v->destroy_time != 0) {
+		fmt_time(v->destroy_time, ts, sizeof(ts));
+		json_object_set_new(o, "destroy_time", json_string(ts));
+	}
+	if (o != NULL && v->audit_seq != 0)
+		json_object_set_new(o, "audit_seq",
+		    json_integer((json_int_t)v->audit_seq));
+	return o;
 }
 
 static json_t *
 key_json(const Kms__V1__Key *k)
 {
 	json_t *o, *vs = json_array();
+	char ts[32];
 	size_t i;
 
 	if (vs == NULL)
@@ -407,6 +418,10 @@ key_json(const Kms__V1__Key *k)
 	    "algorithm", kms_alg_name(k->algorithm), "primary_version",
 	    (int)k->primary_version, "versions", vs,
 	    "rotation_period_seconds", (json_int_t)k->rotation_period_seconds);
+	if (o != NULL && k->next_rotation_time != 0) {
+		fmt_time(k->next_rotation_time, ts, sizeof(ts));
+		json_object_set_new(o, "next_rotation_time", json_string(ts));
+	}
 	if (o != NULL && k->audit_seq != 0)
 		json_object_set_new(o, "audit_seq",
 		    json_integer((json_int_t)k->audit_seq));
@@ -421,14 +436,24 @@ key_print(const Kms__V1__Key *k)
 
 	printf("name: %s\nalgorithm: %s\nprimary_version: %u\n", k->name,
 	    kms_alg_name(k->algorithm), k->primary_version);
-	if (k->rotation_period_seconds > 0)
-		printf("rotation_period_seconds: %" PRId64 "\n",
-		    (int64_t)k->rotation_period_seconds);
+	if (k->rotation_period_seconds > 0) {
+		fmt_time(k->next_rotation_time, ts, sizeof(ts));
+		printf("rotation_period_seconds: %" PRId64 "\n"
+		    "next_rotation_time: %s\n",
+		    (int64_t)k->rotation_period_seconds, ts);
+	}
 	printf("versions:\n");
 	for (i = 0; i < k->n_versions; i++) {
 		fmt_time(k->versions[i]->create_time, ts, sizeof(ts));
-		printf("  %u %s %s\n", k->versions[i]->version,
+		printf("  %u %s %s", k->versions[i]->version,
 		    state_name(k->versions[i]->state), ts);
+		if (k->versions[i]->destroy_time != 0) {
+			fmt_time(k->versions[i]->destroy_time, ts, sizeof(ts));
+			printf(" %s %s", k->versions[i]->state ==
+			    KMS__V1__KEY_VERSION_STATE__DESTROYED ?
+			    "destroyed" : "destroy_time", ts);
+		}
+		printf("\n");
 	}
 }
 
@@ -465,6 +490,11 @@ static const struct key_sub {
 	    KMS__V1__KEY_VERSION_STATE__DISABLED },
 	{ "destroy", "SetVersionState", "key destroy NAME --version N",
 	    KMS__V1__KEY_VERSION_STATE__DESTROY_SCHEDULED },
+	/* Restoring a version scheduled for destruction leaves it DISABLED. */
+	{ "restore", "SetVersionState", "key restore NAME --version N",
+	    KMS__V1__KEY_VERSION_STATE__DISABLED },
+	{ "update", "UpdateKey", "key update NAME --rotation-period SECONDS",
+	    0 },
 };
 
 static int
@@ -490,6 +520,7 @@ cmd_key(struct ctx *x, int argc, char **argv)
 	Kms__V1__GetKeyRequest greq = KMS__V1__GET_KEY_REQUEST__INIT;
 	Kms__V1__ListKeysRequest lreq = KMS__V1__LIST_KEYS_REQUEST__INIT;
 	Kms__V1__RotateKeyRequest rreq = KMS__V1__ROTATE_KEY_REQUEST__INIT;
+	Kms__V1__UpdateKeyRequest ureq = KMS__V1__UPDATE_KEY_REQUEST__INIT;
 	Kms__V1__SetVersionStateRequest sreq =
 	    KMS__V1__SET_VERSION_STATE_REQUEST__INIT;
 	const struct kms_alg_info *alg = NULL;
@@ -501,14 +532,14 @@ cmd_key(struct ctx *x, int argc, char **argv)
 	const char *prefix = "", *name = NULL;
 	long long period = 0;
 	uint32_t version = 0;
-	int have_version = 0, ch, r;
+	int have_version = 0, have_period = 0, ch, r;
 	json_t *arr;
 	char *end;
 	size_t i;
 
 	if (argc < 2)
 		return die_usage("key: create, get, list, rotate, enable, "
-		    "disable or destroy?");
+		    "disable, destroy, restore or update?");
 	for (i = 0; i < sizeof(key_subs) / sizeof(key_subs[0]); i++)
 		if (strcmp(argv[1], key_subs[i].name) == 0)
 			sub = &key_subs[i];
@@ -528,6 +559,7 @@ cmd_key(struct ctx *x, int argc, char **argv)
 			if (errno != 0 || *end != '\0' || *optarg == '\0' ||
 			    period < 0)
 				return die_usage("--rotation-period: seconds");
+			have_period = 1;
 			break;
 		case 'p':
 			prefix = optarg;
@@ -542,7 +574,10 @@ cmd_key(struct ctx *x, int argc, char **argv)
 		}
 	}
 	/* Each option belongs to one subcommand only. */
-	if ((alg != NULL || period != 0) && strcmp(sub->name, "create") != 0)
+	if (alg != NULL && strcmp(sub->name, "create") != 0)
+		return die_usage(sub->usage);
+	if (have_period != (strcmp(sub->name, "update") == 0) &&
+	    strcmp(sub->name, "create") != 0)
 		return die_usage(sub->usage);
 	if (*prefix != '\0' && strcmp(sub->name, "list") != 0)
 		return die_usage(sub->usage);
@@ -573,6 +608,10 @@ cmd_key(struct ctx *x, int argc, char **argv)
 	} else if (strcmp(sub->name, "rotate") == 0) {
 		rreq.name = (char *)name;
 		req = &rreq.base;
+	} else if (strcmp(sub->name, "update") == 0) {
+		ureq.name = (char *)name;
+		ureq.rotation_period_seconds = period;
+		req = &ureq.base;
 	} else {
 		sreq.name = (char *)name;
 		sreq.version = version;

@@ -61,6 +61,9 @@ config_defaults(struct config *cfg)
 	cfg->audit_checkpoint_every = 1000;
 	cfg->audit_checkpoint_seconds = 60;
 	cfg->audit_sync = 1;
+	cfg->keys_destroy_wait = 86400;
+	cfg->keys_min_rotation_period = 3600;
+	cfg->keys_sync_ms = 1000;
 }
 
 static int fail(struct parse_ctx *c, const char *fmt, ...)
@@ -319,6 +322,33 @@ audit_key(struct parse_ctx *c, const char *key, const char *value)
 }
 
 static int
+keys_key(struct parse_ctx *c, const char *key, const char *value)
+{
+	struct config *cfg = c->cfg;
+	unsigned long long n;
+
+	if (strcmp(key, "destroy_wait") == 0) {
+		if (!set_number(c, &n, key, value, 1, 365ULL * 86400))
+			return 0;
+		cfg->keys_destroy_wait = (int64_t)n;
+		return 1;
+	}
+	if (strcmp(key, "min_rotation_period") == 0) {
+		if (!set_number(c, &n, key, value, 1, 365ULL * 86400))
+			return 0;
+		cfg->keys_min_rotation_period = (int64_t)n;
+		return 1;
+	}
+	if (strcmp(key, "sync_ms") == 0) {
+		if (!set_number(c, &n, key, value, 50, 60000))
+			return 0;
+		cfg->keys_sync_ms = (unsigned int)n;
+		return 1;
+	}
+	return fail(c, "unknown key \"%.64s\" in [keys]", key);
+}
+
+static int
 handler(void *user, const char *section, const char *key, const char *value)
 {
 	struct parse_ctx *c = user;
@@ -336,6 +366,8 @@ handler(void *user, const char *section, const char *key, const char *value)
 	}
 	if (strcmp(section, "audit") == 0)
 		return audit_key(c, key, value);
+	if (strcmp(section, "keys") == 0)
+		return keys_key(c, key, value);
 	if (*section == '\0')
 		return fail(c, "\"%.64s\" is outside any [section]", key);
 	return fail(c, "unknown section [%.64s]", section);

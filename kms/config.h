@@ -23,6 +23,12 @@
  *   checkpoint_every = 1000         ; records between signed checkpoints
  *   checkpoint_seconds = 60         ; and at least this often (0: off)
  *   sync = yes                      ; no: skip fdatasync (benchmarks only)
+ *   [keys]
+ *   destroy_wait = 86400            ; seconds a version stays DESTROY_SCHEDULED
+ *   min_rotation_period = 3600      ; shortest rotation_period_seconds accepted
+ *   sync_ms = 1000                  ; how often metadata changed by other
+ *                                   ; instances is read from the token, and
+ *                                   ; due rotations and destructions run
  *
  * Relative paths are taken relative to the directory of the config file.
  */
@@ -30,6 +36,7 @@
 #define KMS_CONFIG_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "log.h"
 
@@ -55,6 +62,10 @@ struct config {
 	unsigned int audit_checkpoint_every;	/* 1 .. 1000000 */
 	unsigned int audit_checkpoint_seconds;	/* 0 .. 86400 */
 	int audit_sync;				/* 1: fdatasync every batch */
+
+	int64_t keys_destroy_wait;		/* 1 s .. 1 year */
+	int64_t keys_min_rotation_period;	/* 1 s .. 1 year */
+	unsigned int keys_sync_ms;		/* 50 .. 60000 */
 };
 
 /* Fills cfg with the defaults above (paths relative to the current directory). */

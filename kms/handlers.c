@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
@@ -41,6 +42,7 @@ struct call {
 	uint32_t version;
 	uint8_t req_hash[SHA256_DIGEST_LENGTH];
 	int have_hash;
+	char detail[128];		/* extra audit members, JSON, or "" */
 	struct kms_status st;
 };
 
@@ -138,6 +140,7 @@ finish(struct call *c, const ProtobufCMessage *resp, uint64_t *seq_field,
 	ev.status = kms_grpc_code_name(kms_err_grpc_code(c->st.err));
 	ev.reason = c->st.err != 0 ? c->st.msg : NULL;
 	ev.request_sha256 = c->have_hash ? c->req_hash : NULL;
+	ev.detail_json = c->detail[0] != '\0' ? c->detail : NULL;
 	if (out->waiter != NULL)
 		r = audit_submit(c->svc->audit, &ev, &seq, out->waiter);
 	else
@@ -165,6 +168,27 @@ finish(struct call *c, const ProtobufCMessage *resp, uint64_t *seq_field,
 	kms_status_clear(&out->st);
 }
 
+/*
+ * A rotation period as asked for: 0 (none), or between the configured
+ * minimum and ten years.
+ */
+#define ROTATION_PERIOD_MAX (10LL * 366 * 86400)
+
+static int
+check_rotation_period(struct call *c, int64_t period)
+{
+	if (period == 0)
+		return 0;
+	if (period < 0 || period < c->svc->cfg->keys_min_rotation_period ||
+	    period > ROTATION_PERIOD_MAX)
+		return kms_status_set(&c->st, KMS_ERR_INVALID_ARGUMENT,
+		    "rotation_period_seconds must be 0 (no scheduled "
+		    "rotation) or from %lld to %lld, not %lld",
+		    (long long)c->svc->cfg->keys_min_rotation_period,
+		    ROTATION_PERIOD_MAX, (long long)period);
+	return 0;
+}
+
 /* Key metadata as a protobuf message; free with pb_key_clear. */
 static int
 pb_key_fill(const struct ks_key *k, Kms__V1__Key *m)
@@ -177,7 +201,7 @@ pb_key_fill(const struct ks_key *k, Kms__V1__Key *m)
 	m->primary_version = k->primary;
 	m->rotation_period_seconds = k->rotation_period;
 	m->create_time = k->create_time;
-	m->next_rotation_time = 0;
+	m->next_rotation_time = k->next_rotation_time;
 	if ((m->versions = calloc(k->nversions,
 	    sizeof(*m->versions))) == NULL)
 		return KMS_ERR_NOMEM;
@@ -234,11 +258,8 @@ h_create_key(struct service *svc, struct hsm_session *hs,
 		    "e.g. EC_P256_SHA256", (int)req->algorithm);
 		goto out;
 	}
-	if (req->rotation_period_seconds < 0) {
-		kms_status_set(&c.st, KMS_ERR_INVALID_ARGUMENT,
-		    "rotation_period_seconds must not be negative");
+	if (check_rotation_period(&c, req->rotation_period_seconds) != 0)
 		goto out;
-	}
 	if (keystore_create(svc->ks, hs, req->name, alg,
 	    req->rotation_period_seconds, &k, &c.st) != 0)
 		goto out;
@@ -382,7 +403,7 @@ h_get_public_key(struct service *svc, struct hsm_session *hs,
 	}
 	if (authenticate(&c) != 0 || check_name(&c, req->name) != 0 ||
 	    authorize(&c, KMS_OP_GET_PUBLIC_KEY, req->name) != 0 ||
-	    keystore_resolve(svc->ks, req->name, req->version, KS_USE_PUBLIC,
+	    keystore_resolve(svc->ks, req->name, req->version,
 	    &alg, &c.version, &c.st) != 0 ||
 	    keystore_public_key(svc->ks, hs, req->name, c.version, &der,
 	    &derlen, &c.st) != 0)
@@ -457,8 +478,8 @@ h_sign(struct service *svc, struct hsm_session *hs,
 	}
 	if (authenticate(&c) != 0 || check_name(&c, req->name) != 0 ||
 	    authorize(&c, KMS_OP_SIGN, req->name) != 0 ||
-	    keystore_resolve(svc->ks, req->name, req->version,
-	    KS_USE_PRIVATE, &alg, &c.version, &c.st) != 0 ||
+	    keystore_resolve(svc->ks, req->name, req->version, &alg,
+	    &c.version, &c.st) != 0 ||
 	    signing_input(&c, alg, &req->digest, &req->data, md, &in,
 	    &inlen) != 0 ||
 	    keystore_sign(svc->ks, hs, req->name, c.version, in, inlen, sig,
@@ -490,7 +511,7 @@ resolve_wrap_key(struct call *c, const char *name, uint32_t version)
 	const struct kms_alg_info *alg;
 	int r;
 
-	if ((r = keystore_resolve(c->svc->ks, name, version, KS_USE_PRIVATE,
+	if ((r = keystore_resolve(c->svc->ks, name, version,
 	    &alg, &c->version, &c->st)) != 0)
 		return r;
 	if (!alg->can_wrap)
@@ -664,7 +685,7 @@ h_verify(struct service *svc, struct hsm_session *hs,
 	}
 	if (authenticate(&c) != 0 || check_name(&c, req->name) != 0 ||
 	    authorize(&c, KMS_OP_VERIFY, req->name) != 0 ||
-	    keystore_resolve(svc->ks, req->name, req->version, KS_USE_PUBLIC,
+	    keystore_resolve(svc->ks, req->name, req->version,
 	    &alg, &c.version, &c.st) != 0 ||
 	    signing_input(&c, alg, &req->digest, &req->data, md, &in,
 	    &inlen) != 0 ||
@@ -912,6 +933,161 @@ h_health_check(struct service *svc, struct hsm_session *hs,
 	grpc__health__v1__health_check_request__free_unpacked(req, NULL);
 }
 
+static void
+h_rotate_key(struct service *svc, struct hsm_session *hs,
+    const struct rpc_peer *who, const uint8_t *body, size_t len,
+    struct rpc_reply *out)
+{
+	Kms__V1__RotateKeyRequest *req = NULL;
+	Kms__V1__Key resp;
+	struct ks_key *k = NULL;
+	struct call c;
+
+	call_init(&c, svc, hs, who, "RotateKey");
+	kms__v1__key__init(&resp);
+	if ((req = kms__v1__rotate_key_request__unpack(NULL, len, body)) ==
+	    NULL) {
+		malformed(&c);
+		goto out;
+	}
+	if (authenticate(&c) != 0 || check_name(&c, req->name) != 0 ||
+	    authorize(&c, KMS_OP_ROTATE_KEY, req->name) != 0 ||
+	    keystore_rotate(svc->ks, hs, req->name, &k, &c.st) != 0)
+		goto out;
+	c.version = k->primary;
+	if (pb_key_fill(k, &resp) != 0)
+		kms_status_set(&c.st, KMS_ERR_NOMEM, "out of memory");
+ out:
+	finish(&c, &resp.base, &resp.audit_seq, out);
+	pb_key_clear(&resp);
+	ks_key_free(k);
+	kms__v1__rotate_key_request__free_unpacked(req, NULL);
+}
+
+static const char *const version_state_names[] = {
+	"KEY_VERSION_STATE_UNSPECIFIED", "ENABLED", "DISABLED",
+	"DESTROY_SCHEDULED", "DESTROYED"
+};
+
+static void
+h_set_version_state(struct service *svc, struct hsm_session *hs,
+    const struct rpc_peer *who, const uint8_t *body, size_t len,
+    struct rpc_reply *out)
+{
+	Kms__V1__SetVersionStateRequest *req = NULL;
+	Kms__V1__KeyVersion resp;
+	struct ks_version v;
+	struct call c;
+
+	call_init(&c, svc, hs, who, "SetVersionState");
+	kms__v1__key_version__init(&resp);
+	if ((req = kms__v1__set_version_state_request__unpack(NULL, len,
+	    body)) == NULL) {
+		malformed(&c);
+		goto out;
+	}
+	if (authenticate(&c) != 0 || check_name(&c, req->name) != 0 ||
+	    authorize(&c, KMS_OP_SET_VERSION_STATE, req->name) != 0)
+		goto out;
+	c.version = req->version;
+	if ((int)req->state >= 0 && (int)req->state <= KS_STATE_DESTROYED)
+		snprintf(c.detail, sizeof(c.detail), "{\"state\":\"%s\"}",
+		    version_state_names[req->state]);
+	if (keystore_set_state(svc->ks, hs, req->name, req->version,
+	    (enum ks_state)req->state, svc->cfg->keys_destroy_wait, &v,
+	    &c.st) != 0)
+		goto out;
+	resp.version = v.version;
+	resp.state = (Kms__V1__KeyVersionState)v.state;
+	resp.create_time = v.create_time;
+	resp.destroy_time = v.destroy_time;
+ out:
+	finish(&c, &resp.base, &resp.audit_seq, out);
+	kms__v1__set_version_state_request__free_unpacked(req, NULL);
+}
+
+static void
+h_update_key(struct service *svc, struct hsm_session *hs,
+    const struct rpc_peer *who, const uint8_t *body, size_t len,
+    struct rpc_reply *out)
+{
+	Kms__V1__UpdateKeyRequest *req = NULL;
+	Kms__V1__Key resp;
+	struct ks_key *k = NULL;
+	struct call c;
+
+	call_init(&c, svc, hs, who, "UpdateKey");
+	kms__v1__key__init(&resp);
+	if ((req = kms__v1__update_key_request__unpack(NULL, len, body)) ==
+	    NULL) {
+		malformed(&c);
+		goto out;
+	}
+	if (authenticate(&c) != 0 || check_name(&c, req->name) != 0 ||
+	    authorize(&c, KMS_OP_UPDATE_KEY, req->name) != 0 ||
+	    check_rotation_period(&c, req->rotation_period_seconds) != 0)
+		goto out;
+	snprintf(c.detail, sizeof(c.detail), "{\"rotation_period\":%lld}",
+	    (long long)req->rotation_period_seconds);
+	if (keystore_set_rotation_period(svc->ks, hs, req->name,
+	    req->rotation_period_seconds, &k, &c.st) != 0)
+		goto out;
+	c.version = k->primary;
+	if (pb_key_fill(k, &resp) != 0)
+		kms_status_set(&c.st, KMS_ERR_NOMEM, "out of memory");
+ out:
+	finish(&c, &resp.base, &resp.audit_seq, out);
+	pb_key_clear(&resp);
+	ks_key_free(k);
+	kms__v1__update_key_request__free_unpacked(req, NULL);
+}
+
+/* Audits what the scheduler did, under the service's own identity. */
+static void
+maintain_event(void *arg, enum ks_event what, const char *name,
+    uint32_t version, int err, const struct kms_status *st)
+{
+	struct service *svc = arg;
+	struct rpc_peer who = { SERVICE_IDENTITY, "", "internal" };
+	struct rpc_reply out;
+	struct call c;
+	char esc[160];
+
+	memset(&out, 0, sizeof(out));
+	call_init(&c, svc, NULL, &who, what == KS_EVENT_ROTATED ?
+	    "ScheduledRotation" : "ScheduledDestroy");
+	c.key = name;
+	c.version = version;
+	c.st = *st;
+	if (err != 0)
+		log_error("keystore: %s of \"%s\" failed: %s", c.rpc,
+		    log_escape(name, esc, sizeof(esc)), st->msg);
+	else
+		log_info("keystore: %s of \"%s\": version %u", c.rpc,
+		    log_escape(name, esc, sizeof(esc)), version);
+	finish(&c, NULL, NULL, &out);
+	if (out.st.err != 0)
+		log_error("audit: the record of %s of \"%s\" version %u could "
+		    "not be written: %s", c.rpc, esc, version, out.st.msg);
+	free(out.body);
+}
+
+void
+service_maintain(struct service *svc, struct hsm_session *hs)
+{
+	size_t changed = 0;
+	int r;
+
+	if ((r = keystore_refresh(svc->ks, hs, &changed)) != 0)
+		log_warn("keystore: cannot read key metadata from the token: "
+		    "%s", kms_strerror(r));
+	else if (changed > 0)
+		log_debug("keystore: %zu key documents changed on the token",
+		    changed);
+	keystore_maintain(svc->ks, hs, (int64_t)time(NULL), maintain_event,
+	    svc);
+}
+
 void
 service_audit_unimplemented(struct service *svc, const struct rpc_peer *who,
     const char *method)
@@ -944,6 +1120,10 @@ const struct handler_def handler_table[] = {
 	{ KMS_PATH("Unwrap"), "Unwrap", h_unwrap },
 	{ KMS_PATH("GenerateDataKey"), "GenerateDataKey",
 	    h_generate_data_key },
+	{ KMS_PATH("RotateKey"), "RotateKey", h_rotate_key },
+	{ KMS_PATH("SetVersionState"), "SetVersionState",
+	    h_set_version_state },
+	{ KMS_PATH("UpdateKey"), "UpdateKey", h_update_key },
 	{ "/grpc.health.v1.Health/Check", "Health/Check", h_health_check },
 	{ NULL, NULL, NULL }
 };

@@ -72,6 +72,16 @@ extern const struct handler_def handler_table[];
 /* Loads the policy file named in the configuration and swaps it in. */
 int service_reload_policy(struct service *svc, struct kms_status *st);
 
+/* The identity under which kmsd's own scheduled changes are audited. */
+#define SERVICE_IDENTITY "kmsd/scheduler"
+
+/*
+ * Reads what other instances changed on the token, then rotates due keys
+ * and destroys due versions, auditing each; called every [keys] sync_ms
+ * on a session of its own.
+ */
+void service_maintain(struct service *svc, struct hsm_session *hs);
+
 /* Records a call refused before any handler ran (unknown method). */
 void service_audit_unimplemented(struct service *svc,
     const struct rpc_peer *who, const char *method);

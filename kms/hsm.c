@@ -581,32 +581,56 @@ p11_class(enum hsm_obj_class cls)
 }
 
 int
-hsm_find(struct hsm_session *s, enum hsm_obj_class cls, const char *label,
-    hsm_handle_t *out)
+hsm_find_all(struct hsm_session *s, enum hsm_obj_class cls, const char *label,
+    hsm_handle_t *out, size_t max, size_t *n)
 {
 	CK_OBJECT_CLASS c = p11_class(cls);
+	CK_OBJECT_HANDLE batch[16];
 	CK_ATTRIBUTE tpl[3];
-	CK_OBJECT_HANDLE h = 0;
-	CK_ULONG n = 0, got = 0;
+	CK_ULONG nt = 0, got = 0, i;
 	CK_RV rv;
 
-	ADD(tpl, n, CKA_CLASS, &c, sizeof(c));
-	ADD(tpl, n, CKA_LABEL, label, strlen(label));
+	*n = 0;
+	ADD(tpl, nt, CKA_CLASS, &c, sizeof(c));
+	ADD(tpl, nt, CKA_LABEL, label, strlen(label));
 	if (cls == HSM_OBJ_DATA)
-		ADD(tpl, n, CKA_APPLICATION, HSM_DATA_APPLICATION,
+		ADD(tpl, nt, CKA_APPLICATION, HSM_DATA_APPLICATION,
 		    strlen(HSM_DATA_APPLICATION));
 	P11_CALL(s, "C_FindObjectsInit", rv = s->hsm->f->C_FindObjectsInit(
-	    s->h, tpl, n));
+	    s->h, tpl, nt));
 	if (rv != CKR_OK)
 		return map_rv("C_FindObjectsInit", rv);
-	rv = s->hsm->f->C_FindObjects(s->h, &h, 1, &got);
+	for (;;) {
+		rv = s->hsm->f->C_FindObjects(s->h, batch,
+		    sizeof(batch) / sizeof(batch[0]), &got);
+		if (rv != CKR_OK || got == 0)
+			break;
+		for (i = 0; i < got; i++) {
+			if (*n < max)
+				out[*n] = batch[i];
+			(*n)++;
+		}
+		if (*n >= max)
+			break;
+	}
 	s->hsm->f->C_FindObjectsFinal(s->h);
 	if (rv != CKR_OK)
 		return map_rv("C_FindObjects", rv);
-	if (got == 0)
-		return KMS_ERR_NOT_FOUND;
-	*out = h;
+	if (*n > max)
+		*n = max;
 	return 0;
+}
+
+int
+hsm_find(struct hsm_session *s, enum hsm_obj_class cls, const char *label,
+    hsm_handle_t *out)
+{
+	size_t n;
+	int r;
+
+	if ((r = hsm_find_all(s, cls, label, out, 1, &n)) != 0)
+		return r;
+	return n == 0 ? KMS_ERR_NOT_FOUND : 0;
 }
 
 /* Reads one variable-length attribute into a malloc'd, NUL-terminated buffer. */

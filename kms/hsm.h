@@ -82,6 +82,12 @@ int hsm_generate_secret_key(struct hsm_session *s, const struct kms_alg_info *al
  */
 int hsm_find(struct hsm_session *s, enum hsm_obj_class cls, const char *label,
     hsm_handle_t *out);
+/*
+ * Finds the objects of class cls labelled label: at most max handles in
+ * out, their number in *n (0 when there is none; not an error).
+ */
+int hsm_find_all(struct hsm_session *s, enum hsm_obj_class cls,
+    const char *label, hsm_handle_t *out, size_t max, size_t *n);
 
 /*
  * Calls cb for every object of class cls (for HSM_OBJ_DATA: only objects

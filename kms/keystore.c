@@ -1,5 +1,24 @@
 /*
  * keystore.c: key metadata on the token, cached in a hash table.
+ *
+ * Several kmsd processes may share one token.  The token is the only
+ * truth, and nothing on it is ever changed in place:
+ *  - a key's metadata document is replaced by creating a new CKO_DATA
+ *    object with a higher "seq" and then destroying the old one, so that
+ *    a reader sees the old or the new document (the highest seq wins when
+ *    it sees both), never a torn one;
+ *  - every change of a key (creation, rotation, state, schedule) is made
+ *    under that key's token lock, a CKO_DATA object "NAME!lock" (key names
+ *    cannot hold '!'): a writer creates its own lock object, then searches
+ *    for all of them and holds the lock only when it finds its own alone;
+ *    otherwise it removes its own and tries again after a random pause.
+ *    Since every object a process created is visible to every later
+ *    search, two writers can never both find themselves alone.  Under the
+ *    lock the writer reads the document again from the token, so a change
+ *    is always made to the newest state, whoever made that;
+ *  - every instance reads the documents that changed every sync period
+ *    (keystore_refresh), comparing object handles, so that it sees what
+ *    the others did within about that period.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -17,8 +36,11 @@
 #include "secret.h"
 
 #define META_FORMAT 1
-#define META_MAX_VERSIONS 100000
+#define META_MAX_DOCS 16		/* records of one key seen at once */
 #define LABEL_RANDOM_BYTES 8
+#define LOCK_SUFFIX "!lock"
+#define LOCK_MAX_WAIT_MS 10000		/* then the change is refused */
+#define LOCK_STALE_SECONDS 30		/* a lock older than this is abandoned */
 
 struct ks_ventry {
 	uint32_t version;
@@ -40,13 +62,13 @@ struct ks_entry {
 	int64_t rotation_period;
 	int64_t create_time;
 	hsm_handle_t meta;		/* the CKO_DATA object */
+	uint64_t seq;			/* the document's generation */
 	size_t nv;
 	struct ks_ventry *v;
 };
 
 struct keystore {
 	pthread_rwlock_t lock;		/* the table and every entry */
-	pthread_mutex_t create_lock;	/* one creation at a time */
 	size_t nbuckets;
 	struct ks_entry **buckets;
 	size_t count;
@@ -89,6 +111,13 @@ version_locked(struct ks_entry *e, uint32_t version)
 		if (e->v[i].version == version)
 			return &e->v[i];
 	return NULL;
+}
+
+static int
+not_found(struct kms_status *st, const char *name)
+{
+	return kms_status_set(st, KMS_ERR_NOT_FOUND, "key \"%s\" not found",
+	    name);
 }
 
 static void
@@ -155,6 +184,7 @@ meta_encode(const struct ks_entry *e)
 			goto out;
 	}
 	if (json_object_set_new(o, "format", json_integer(META_FORMAT)) ||
+	    json_object_set_new(o, "seq", json_integer((json_int_t)e->seq)) ||
 	    json_object_set_new(o, "name", json_string(e->name)) ||
 	    json_object_set_new(o, "algorithm", json_string(e->alg->name)) ||
 	    json_object_set_new(o, "primary", json_integer(e->primary)) ||
@@ -191,7 +221,7 @@ meta_decode(const char *text, size_t len, struct ks_entry **out,
 	json_t *o = NULL, *vs, *v;
 	json_error_t jerr;
 	const char *name, *alg, *state, *label;
-	json_int_t format, primary, period, ctime, ver, vctime, dtime;
+	json_int_t format, primary, period, ctime, ver, vctime, dtime, seq = 0;
 	size_t i;
 	int r = KMS_ERR_CONFIG;
 
@@ -200,16 +230,16 @@ meta_decode(const char *text, size_t len, struct ks_entry **out,
 		kms_status_set(st, r, "metadata is not JSON: %s", jerr.text);
 		goto out;
 	}
-	if (json_unpack_ex(o, &jerr, 0, "{s:I,s:s,s:s,s:I,s:I,s:I,s:o}",
-	    "format", &format, "name", &name, "algorithm", &alg,
+	if (json_unpack_ex(o, &jerr, 0, "{s:I,s?I,s:s,s:s,s:I,s:I,s:I,s:o}",
+	    "format", &format, "seq", &seq, "name", &name, "algorithm", &alg,
 	    "primary", &primary, "rotation_period", &period,
 	    "create_time", &ctime, "versions", &vs) != 0) {
 		kms_status_set(st, r, "metadata: %s", jerr.text);
 		goto out;
 	}
-	if (format != META_FORMAT || !json_is_array(vs) ||
+	if (format != META_FORMAT || !json_is_array(vs) || seq < 0 ||
 	    json_array_size(vs) == 0 ||
-	    json_array_size(vs) > META_MAX_VERSIONS ||
+	    json_array_size(vs) > KS_MAX_VERSIONS ||
 	    strlen(name) > KMS_KEY_NAME_MAX) {
 		kms_status_set(st, r, "metadata: unsupported format or size");
 		goto out;
@@ -224,6 +254,7 @@ meta_decode(const char *text, size_t len, struct ks_entry **out,
 		kms_status_set(st, r, "metadata: unknown algorithm");
 		goto out;
 	}
+	e->seq = (uint64_t)seq;
 	e->primary = (uint32_t)primary;
 	e->rotation_period = period;
 	e->create_time = ctime;
@@ -233,6 +264,7 @@ meta_decode(const char *text, size_t len, struct ks_entry **out,
 		    "destroy_time", &dtime, "label", &label) != 0 ||
 		    ver <= 0 || ver > UINT32_MAX ||
 		    strlen(label) >= HSM_LABEL_MAX ||
+		    (i > 0 && (uint32_t)ver <= e->v[i - 1].version) ||
 		    (e->v[i].state = state_parse(state)) == 0) {
 			kms_status_set(st, r, "metadata: bad version entry");
 			goto out;
@@ -256,54 +288,147 @@ meta_decode(const char *text, size_t len, struct ks_entry **out,
 	return r;
 }
 
+/* Labels ending in LOCK_SUFFIX (or holding any '!') are not key records. */
+static int
+is_key_label(const char *label)
+{
+	return strchr(label, '!') == NULL;
+}
+
+/* Reads and decodes the record h; its name must match its label. */
+static int
+record_read(struct hsm_session *s, const char *label, hsm_handle_t h,
+    struct ks_entry **out, struct kms_status *st)
+{
+	struct ks_entry *e = NULL;
+	uint8_t *val = NULL;
+	size_t len;
+	int r;
+
+	*out = NULL;
+	if ((r = hsm_data_get(s, h, &val, &len)) != 0)
+		return kms_status_set(st, r, "cannot read key metadata: %s",
+		    kms_strerror(r));
+	r = meta_decode((const char *)val, len, &e, st);
+	free(val);
+	if (r == 0 && strcmp(e->name, label) != 0) {
+		entry_free(e);
+		return kms_status_set(st, KMS_ERR_CONFIG,
+		    "name does not match label");
+	}
+	if (r != 0)
+		return r;
+	e->meta = h;
+	*out = e;
+	return 0;
+}
+
+/*
+ * Moves what this process knows of the HSM objects of old's versions (the
+ * handles it looked up, the public keys it read) into e, for the versions
+ * whose objects are the same.
+ */
+static void
+carry_over(struct ks_entry *e, struct ks_entry *old)
+{
+	struct ks_ventry *ov;
+	size_t i;
+
+	for (i = 0; i < e->nv; i++) {
+		if ((ov = version_locked(old, e->v[i].version)) == NULL ||
+		    strcmp(ov->label, e->v[i].label) != 0)
+			continue;
+		e->v[i].priv = ov->priv;
+		e->v[i].pub = ov->pub;
+		if (e->v[i].spki == NULL) {
+			e->v[i].spki = ov->spki;
+			e->v[i].spki_len = ov->spki_len;
+			ov->spki = NULL;
+		}
+	}
+}
+
+/*
+ * Puts e into the table, replacing an older document of the same key;
+ * e is consumed.  A document no newer than the one in the table is
+ * dropped (a slow reader must not undo a newer change).
+ */
+static int
+install_locked(struct keystore *ks, struct ks_entry *e)
+{
+	struct ks_entry **pp, *old;
+	int r;
+
+	pp = &ks->buckets[name_hash(e->name) % ks->nbuckets];
+	for (; *pp != NULL; pp = &(*pp)->next)
+		if (strcmp((*pp)->name, e->name) == 0)
+			break;
+	if ((old = *pp) == NULL) {
+		if ((r = insert_locked(ks, e)) != 0)
+			entry_free(e);
+		return r;
+	}
+	if (e->seq <= old->seq && e->meta != old->meta) {
+		entry_free(e);
+		return 0;
+	}
+	carry_over(e, old);
+	e->next = old->next;
+	*pp = e;
+	entry_free(old);
+	return 0;
+}
+
+static int
+install(struct keystore *ks, struct ks_entry *e)
+{
+	int r;
+
+	pthread_rwlock_wrlock(&ks->lock);
+	r = install_locked(ks, e);
+	pthread_rwlock_unlock(&ks->lock);
+	return r;
+}
+
 struct load_ctx {
 	struct keystore *ks;
 	struct hsm_session *s;
-	size_t skipped;
-	int err;
+	size_t loaded, skipped;
 };
 
 static int
 load_one(const char *label, hsm_handle_t h, void *arg)
 {
 	struct load_ctx *lc = arg;
-	struct ks_entry *e = NULL;
+	struct ks_entry *e, *cur;
 	struct kms_status st;
 	char esc[160];
-	uint8_t *val = NULL;
-	size_t len;
 	int r;
 
-	if ((r = hsm_data_get(lc->s, h, &val, &len)) != 0) {
-		lc->err = r;
-		return r;
-	}
-	r = meta_decode((const char *)val, len, &e, &st);
-	if (r == 0 && strcmp(e->name, label) != 0)
-		r = kms_status_set(&st, KMS_ERR_CONFIG,
-		    "name does not match label");
-	if (r != 0) {
+	if (!is_key_label(label))
+		return 0;
+	pthread_rwlock_rdlock(&lc->ks->lock);
+	cur = find_locked(lc->ks, label);
+	r = cur != NULL && cur->meta == h;
+	pthread_rwlock_unlock(&lc->ks->lock);
+	if (r)
+		return 0;	/* the document this process already has */
+	kms_status_clear(&st);
+	if ((r = record_read(lc->s, label, h, &e, &st)) != 0) {
+		/* Destroyed meanwhile by the writer that replaced it. */
+		if (r == KMS_ERR_STALE_HANDLE)
+			return 0;
+		if (r == KMS_ERR_NOMEM || r == KMS_ERR_UNAVAILABLE)
+			return r;
 		/* A foreign or damaged object must not stop the service. */
 		log_warn("keystore: skipping data object \"%s\": %s",
 		    log_escape(label, esc, sizeof(esc)), st.msg);
 		lc->skipped++;
-		entry_free(e);
-		free(val);
 		return 0;
 	}
-	free(val);
-	e->meta = h;
-	if (find_locked(lc->ks, e->name) != NULL) {
-		log_warn("keystore: duplicate metadata for \"%s\" ignored",
-		    log_escape(label, esc, sizeof(esc)));
-		entry_free(e);
-		return 0;
-	}
-	if ((r = insert_locked(lc->ks, e)) != 0) {
-		entry_free(e);
-		lc->err = r;
+	if ((r = install(lc->ks, e)) != 0)
 		return r;
-	}
+	lc->loaded++;
 	return 0;
 }
 
@@ -325,11 +450,9 @@ keystore_open(struct hsm_session *s, struct keystore **out,
 		return kms_status_set(st, KMS_ERR_NOMEM, "out of memory");
 	}
 	pthread_rwlock_init(&ks->lock, NULL);
-	pthread_mutex_init(&ks->create_lock, NULL);
 	memset(&lc, 0, sizeof(lc));
 	lc.ks = ks;
 	lc.s = s;
-	/* No other thread sees ks yet: the table needs no lock here. */
 	if ((r = hsm_list(s, HSM_OBJ_DATA, load_one, &lc)) != 0) {
 		keystore_free(ks);
 		return kms_status_set(st, r, "cannot load key metadata from "
@@ -341,6 +464,647 @@ keystore_open(struct hsm_session *s, struct keystore **out,
 	return 0;
 }
 
+int
+keystore_refresh(struct keystore *ks, struct hsm_session *s, size_t *changed)
+{
+	struct load_ctx lc;
+	int r;
+
+	memset(&lc, 0, sizeof(lc));
+	lc.ks = ks;
+	lc.s = s;
+	r = hsm_list(s, HSM_OBJ_DATA, load_one, &lc);
+	if (changed != NULL)
+		*changed = lc.loaded;
+	return r;
+}
+
+/* A pause of 1..max_ms milliseconds, random so that contenders part. */
+static void
+pause_random(unsigned int max_ms)
+{
+	struct timespec ts;
+	uint32_t rnd = 0;
+
+	if (RAND_bytes((unsigned char *)&rnd, sizeof(rnd)) != 1)
+		rnd = (uint32_t)clock();
+	rnd = 1 + rnd % max_ms;
+	ts.tv_sec = rnd / 1000;
+	ts.tv_nsec = (long)(rnd % 1000) * 1000000L;
+	nanosleep(&ts, NULL);
+}
+
+static int64_t
+now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/*
+ * Destroys lock objects whose holder has been gone too long (a crash
+ * while holding it).  Reads each one's creation time from its value.
+ */
+static void
+lock_reap(struct hsm_session *s, const char *label, const hsm_handle_t *hs,
+    size_t n, hsm_handle_t mine)
+{
+	long long t;
+	uint8_t *val;
+	size_t i, len;
+
+	for (i = 0; i < n; i++) {
+		if (hs[i] == mine || hsm_data_get(s, hs[i], &val, &len) != 0)
+			continue;
+		if (sscanf((char *)val, "lock %lld", &t) == 1 &&
+		    (int64_t)time(NULL) - t > LOCK_STALE_SECONDS) {
+			log_warn("keystore: removing the abandoned lock %s",
+			    label);
+			hsm_destroy(s, hs[i]);
+		}
+		free(val);
+	}
+}
+
+/* Takes the token lock of key name; *h is the lock object to unlock. */
+static int
+token_lock(struct hsm_session *s, const char *name, hsm_handle_t *h,
+    struct kms_status *st)
+{
+	char label[KMS_KEY_NAME_MAX + sizeof(LOCK_SUFFIX)], val[64];
+	hsm_handle_t found[META_MAX_DOCS];
+	int64_t deadline = now_ms() + LOCK_MAX_WAIT_MS;
+	unsigned int backoff = 4;
+	uint8_t rnd[8];
+	size_t n;
+	int r;
+
+	*h = 0;
+	snprintf(label, sizeof(label), "%s" LOCK_SUFFIX, name);
+	for (;;) {
+		if (RAND_bytes(rnd, sizeof(rnd)) != 1)
+			return kms_status_set(st, KMS_ERR_INTERNAL,
+			    "no randomness");
+		snprintf(val, sizeof(val), "lock %lld %02x%02x%02x%02x%02x%02x"
+		    "%02x%02x", (long long)time(NULL), rnd[0], rnd[1], rnd[2],
+		    rnd[3], rnd[4], rnd[5], rnd[6], rnd[7]);
+		if ((r = hsm_data_create(s, label, (const uint8_t *)val,
+		    strlen(val), h)) != 0)
+			return kms_status_set(st, r, "cannot lock key \"%s\" on "
+			    "the token: %s", name, kms_strerror(r));
+		r = hsm_find_all(s, HSM_OBJ_DATA, label, found, META_MAX_DOCS,
+		    &n);
+		if (r == 0 && n == 1 && found[0] == *h)
+			return 0;
+		hsm_destroy(s, *h);
+		*h = 0;
+		if (r != 0)
+			return kms_status_set(st, r, "cannot lock key \"%s\" on "
+			    "the token: %s", name, kms_strerror(r));
+		lock_reap(s, label, found, n, 0);
+		if (now_ms() > deadline)
+			return kms_status_set(st, KMS_ERR_UNAVAILABLE, "key "
+			    "\"%s\" is being changed by another request: try "
+			    "again", name);
+		pause_random(backoff);
+		if (backoff < 256)
+			backoff *= 2;
+	}
+}
+
+static void
+token_unlock(struct hsm_session *s, hsm_handle_t h)
+{
+	if (h != 0 && hsm_destroy(s, h) != 0)
+		log_warn("keystore: could not remove a lock object; it "
+		    "expires after %d s", LOCK_STALE_SECONDS);
+}
+
+/*
+ * Reads key name's newest document from the token.  With gc (under the
+ * key's lock) older documents left by an interrupted replacement are
+ * removed.
+ * KMS_ERR_NOT_FOUND when the key does not exist.
+ */
+static int
+token_read(struct hsm_session *s, const char *name, int gc,
+    struct ks_entry **out, struct kms_status *st)
+{
+	hsm_handle_t found[META_MAX_DOCS];
+	struct ks_entry *best = NULL, *e;
+	size_t i, n;
+	int r;
+
+	*out = NULL;
+	if ((r = hsm_find_all(s, HSM_OBJ_DATA, name, found, META_MAX_DOCS,
+	    &n)) != 0)
+		return kms_status_set(st, r, "cannot read key metadata: %s",
+		    kms_strerror(r));
+	for (i = 0; i < n; i++) {
+		if ((r = record_read(s, name, found[i], &e, st)) != 0) {
+			entry_free(best);
+			return r;
+		}
+		if (best == NULL || e->seq > best->seq) {
+			entry_free(best);
+			best = e;
+		} else
+			entry_free(e);
+	}
+	if (best == NULL)
+		return not_found(st, name);
+	for (i = 0; gc && i < n; i++)
+		if (found[i] != best->meta && hsm_destroy(s, found[i]) == 0)
+			log_info("keystore: removed an older document of "
+			    "\"%s\"", name);
+	kms_status_clear(st);
+	*out = best;
+	return 0;
+}
+
+/*
+ * Writes e (the next generation of a document read by token_read, or a
+ * new key's first) to the token, removes the document it replaces, and
+ * installs it in the table; e is consumed.  Called under the token lock.
+ */
+static int
+token_write(struct keystore *ks, struct hsm_session *s, struct ks_entry *e,
+    struct kms_status *st)
+{
+	hsm_handle_t old = e->meta, h;
+	char *doc;
+	int r;
+
+	e->seq++;
+	if ((doc = meta_encode(e)) == NULL) {
+		entry_free(e);
+		return kms_status_set(st, KMS_ERR_NOMEM, "out of memory");
+	}
+	r = hsm_data_create(s, e->name, (const uint8_t *)doc, strlen(doc), &h);
+	free(doc);
+	if (r != 0) {
+		entry_free(e);
+		return kms_status_set(st, r, "the HSM could not store the "
+		    "key's metadata: %s", kms_strerror(r));
+	}
+	if (old != 0 && hsm_destroy(s, old) != 0)
+		log_warn("keystore: an older document of \"%s\" stays on the "
+		    "token until the next change", e->name);
+	e->meta = h;
+	if ((r = install(ks, e)) != 0)
+		return kms_status_set(st, r, "out of memory");
+	return 0;
+}
+
+/* A fresh label NAME#VERSION#RANDOM for a version's HSM objects. */
+static int
+version_label(const char *name, uint32_t version, char *label, size_t len,
+    struct kms_status *st)
+{
+	uint8_t rnd[LABEL_RANDOM_BYTES];
+	size_t i, j;
+
+	if (RAND_bytes(rnd, sizeof(rnd)) != 1)
+		return kms_status_set(st, KMS_ERR_INTERNAL, "no randomness");
+	i = (size_t)snprintf(label, len, "%s#%u#", name, version);
+	for (j = 0; j < sizeof(rnd) && i + 3 <= len; j++, i += 2)
+		snprintf(label + i, 3, "%02x", rnd[j]);
+	return 0;
+}
+
+/* Generates the HSM objects of a new version labelled v->label. */
+static int
+version_generate(struct hsm_session *s, const struct kms_alg_info *alg,
+    struct ks_ventry *v, struct kms_status *st)
+{
+	int r;
+
+	if (alg->can_wrap)
+		r = hsm_generate_secret_key(s, alg, v->label,
+		    (const uint8_t *)v->label, strlen(v->label), &v->priv);
+	else
+		r = hsm_generate_key_pair(s, alg, v->label,
+		    (const uint8_t *)v->label, strlen(v->label), &v->priv,
+		    &v->pub);
+	if (r != 0)
+		return kms_status_set(st, r, "the HSM could not generate the "
+		    "key: %s", kms_strerror(r));
+	return 0;
+}
+
+/* Destroys every HSM object labelled label (a version's key material). */
+static int
+objects_destroy(struct hsm_session *s, const char *label)
+{
+	static const enum hsm_obj_class classes[] = {
+		HSM_OBJ_PRIVATE_KEY, HSM_OBJ_PUBLIC_KEY, HSM_OBJ_SECRET_KEY
+	};
+	hsm_handle_t found[META_MAX_DOCS];
+	size_t c, i, n;
+	int r;
+
+	for (c = 0; c < sizeof(classes) / sizeof(classes[0]); c++) {
+		if ((r = hsm_find_all(s, classes[c], label, found,
+		    META_MAX_DOCS, &n)) != 0)
+			return r;
+		for (i = 0; i < n; i++)
+			if ((r = hsm_destroy(s, found[i])) != 0 &&
+			    r != KMS_ERR_STALE_HANDLE)
+				return r;
+	}
+	return 0;
+}
+
+/* Appends a new ENABLED version (generated in the HSM) and makes it primary. */
+static int
+entry_add_version(struct ks_entry *e, struct hsm_session *s, int64_t now,
+    struct kms_status *st)
+{
+	struct ks_ventry *nv, *v;
+	uint32_t version = e->nv == 0 ? 1 : e->v[e->nv - 1].version + 1;
+	int r;
+
+	if (e->nv >= KS_MAX_VERSIONS)
+		return kms_status_set(st, KMS_ERR_FAILED_PRECONDITION, "key "
+		    "\"%s\" has %d versions, the most a key may have: create "
+		    "a new key", e->name, KS_MAX_VERSIONS);
+	if ((nv = realloc(e->v, (e->nv + 1) * sizeof(*nv))) == NULL)
+		return kms_status_set(st, KMS_ERR_NOMEM, "out of memory");
+	e->v = nv;
+	v = &e->v[e->nv];
+	memset(v, 0, sizeof(*v));
+	v->version = version;
+	v->state = KS_STATE_ENABLED;
+	v->create_time = now;
+	if ((r = version_label(e->name, version, v->label, sizeof(v->label),
+	    st)) != 0 || (r = version_generate(s, e->alg, v, st)) != 0)
+		return r;
+	e->nv++;
+	e->primary = version;
+	return 0;
+}
+
+/* Removes the objects of a version whose document was never written. */
+static void
+version_undo(struct hsm_session *s, const struct ks_ventry *v)
+{
+	if (objects_destroy(s, v->label) != 0)
+		log_error("keystore: could not remove the objects of a "
+		    "version that was not recorded (label %s)", v->label);
+}
+
+int
+keystore_create(struct keystore *ks, struct hsm_session *s,
+    const char *name, const struct kms_alg_info *alg,
+    int64_t rotation_period, struct ks_key **out, struct kms_status *st)
+{
+	struct ks_entry *e = NULL;
+	struct ks_ventry v1;
+	hsm_handle_t lock = 0;
+	int r, exists;
+
+	*out = NULL;
+	pthread_rwlock_rdlock(&ks->lock);
+	exists = find_locked(ks, name) != NULL;
+	pthread_rwlock_unlock(&ks->lock);
+	if (exists)
+		return kms_status_set(st, KMS_ERR_ALREADY_EXISTS,
+		    "key \"%s\" already exists", name);
+	if ((r = token_lock(s, name, &lock, st)) != 0)
+		return r;
+	/* Another instance may have made it a moment ago. */
+	if ((r = token_read(s, name, 1, &e, st)) == 0) {
+		install(ks, e);
+		e = NULL;
+		r = kms_status_set(st, KMS_ERR_ALREADY_EXISTS,
+		    "key \"%s\" already exists", name);
+		goto out;
+	}
+	if (r != KMS_ERR_NOT_FOUND)
+		goto out;
+	kms_status_clear(st);
+	if ((e = calloc(1, sizeof(*e))) == NULL) {
+		r = kms_status_set(st, KMS_ERR_NOMEM, "out of memory");
+		goto out;
+	}
+	strcpy(e->name, name);
+	e->alg = alg;
+	e->rotation_period = rotation_period;
+	e->create_time = (int64_t)time(NULL);
+	if ((r = entry_add_version(e, s, e->create_time, st)) != 0)
+		goto out;
+	v1 = e->v[0];
+	r = token_write(ks, s, e, st);
+	e = NULL;
+	if (r != 0) {
+		version_undo(s, &v1);	/* nothing half-made stays */
+		goto out;
+	}
+	r = keystore_get(ks, name, out, st);
+ out:
+	token_unlock(s, lock);
+	entry_free(e);
+	return r;
+}
+
+/*
+ * The shape of every change: lock the key on the token, read its newest
+ * document, let fn change a copy (fn may generate HSM objects: *made then
+ * names a version to undo if the document cannot be written), write it,
+ * unlock.  fn returning KS_NO_CHANGE leaves the token as it was, and so
+ * is returned (not an error).
+ */
+#define KS_NO_CHANGE 1
+typedef int change_fn(struct ks_entry *e, struct hsm_session *s, void *arg,
+    struct ks_ventry **made, struct kms_status *st);
+
+static int
+keystore_change(struct keystore *ks, struct hsm_session *s, const char *name,
+    change_fn *fn, void *arg, struct kms_status *st)
+{
+	struct ks_entry *e = NULL;
+	struct ks_ventry *made = NULL, undo;
+	hsm_handle_t lock = 0;
+	int r;
+
+	if ((r = token_lock(s, name, &lock, st)) != 0)
+		return r;
+	if ((r = token_read(s, name, 1, &e, st)) != 0)
+		goto out;
+	if ((r = fn(e, s, arg, &made, st)) != 0) {
+		if (r == KS_NO_CHANGE) {
+			install(ks, e);	/* what the token says now */
+			e = NULL;
+		}
+		goto out;
+	}
+	if (made != NULL)
+		undo = *made;
+	r = token_write(ks, s, e, st);
+	e = NULL;
+	if (r != 0 && made != NULL)
+		version_undo(s, &undo);
+ out:
+	entry_free(e);
+	token_unlock(s, lock);
+	return r;
+}
+
+static int
+rotate_fn(struct ks_entry *e, struct hsm_session *s, void *arg,
+    struct ks_ventry **made, struct kms_status *st)
+{
+	const int64_t *due = arg;
+	const struct ks_ventry *p;
+	int64_t now = (int64_t)time(NULL);
+	int r;
+
+	/* A scheduled rotation checks, under the lock, that it is still due. */
+	if (due != NULL) {
+		p = version_locked(e, e->primary);
+		if (e->rotation_period <= 0 || p == NULL ||
+		    p->create_time + e->rotation_period > *due)
+			return KS_NO_CHANGE;
+	}
+	if ((r = entry_add_version(e, s, now, st)) != 0)
+		return r;
+	*made = &e->v[e->nv - 1];
+	return 0;
+}
+
+int
+keystore_rotate(struct keystore *ks, struct hsm_session *s, const char *name,
+    struct ks_key **out, struct kms_status *st)
+{
+	int r;
+
+	*out = NULL;
+	if ((r = keystore_change(ks, s, name, rotate_fn, NULL, st)) < 0)
+		return r;
+	return keystore_get(ks, name, out, st);
+}
+
+struct state_arg {
+	uint32_t version;
+	enum ks_state state;
+	int64_t destroy_wait;
+	struct ks_version result;
+};
+
+static int
+state_fn(struct ks_entry *e, struct hsm_session *s, void *arg,
+    struct ks_ventry **made, struct kms_status *st)
+{
+	struct state_arg *a = arg;
+	struct ks_ventry *v;
+	int64_t now = (int64_t)time(NULL);
+
+	if ((v = version_locked(e, a->version)) == NULL)
+		return kms_status_set(st, KMS_ERR_NOT_FOUND,
+		    "key \"%s\" has no version %u", e->name, a->version);
+	a->result.version = v->version;
+	if (v->state == a->state) {
+		a->result.state = v->state;
+		a->result.create_time = v->create_time;
+		a->result.destroy_time = v->destroy_time;
+		return KS_NO_CHANGE;	/* already so: nothing to write */
+	}
+	if (a->version == e->primary)
+		return kms_status_set(st, KMS_ERR_FAILED_PRECONDITION,
+		    "version %u is the primary version of key \"%s\" and "
+		    "cannot be %s: rotate the key first", a->version, e->name,
+		    a->state == KS_STATE_DISABLED ? "disabled" : "destroyed");
+	if (v->state == KS_STATE_DESTROYED)
+		return kms_status_set(st, KMS_ERR_FAILED_PRECONDITION,
+		    "version %u of key \"%s\" was destroyed on %lld and "
+		    "cannot change any more", a->version, e->name,
+		    (long long)v->destroy_time);
+	switch (a->state) {
+	case KS_STATE_ENABLED:
+		if (v->state == KS_STATE_DESTROY_SCHEDULED)
+			return kms_status_set(st, KMS_ERR_FAILED_PRECONDITION,
+			    "version %u of key \"%s\" is scheduled for "
+			    "destruction: restore it (to DISABLED) first",
+			    a->version, e->name);
+		v->state = KS_STATE_ENABLED;
+		break;
+	case KS_STATE_DISABLED:
+		if (v->state == KS_STATE_DESTROY_SCHEDULED &&
+		    now >= v->destroy_time)
+			return kms_status_set(st, KMS_ERR_FAILED_PRECONDITION,
+			    "version %u of key \"%s\" can no longer be "
+			    "restored: its destroy time has passed",
+			    a->version, e->name);
+		v->state = KS_STATE_DISABLED;
+		v->destroy_time = 0;
+		break;
+	case KS_STATE_DESTROY_SCHEDULED:
+		v->state = KS_STATE_DESTROY_SCHEDULED;
+		v->destroy_time = now + a->destroy_wait;
+		break;
+	default:
+		return kms_status_set(st, KMS_ERR_INVALID_ARGUMENT, "state "
+		    "must be ENABLED, DISABLED or DESTROY_SCHEDULED (a version "
+		    "is DESTROYED only after its waiting period)");
+	}
+	a->result.state = v->state;
+	a->result.create_time = v->create_time;
+	a->result.destroy_time = v->destroy_time;
+	return 0;
+}
+
+int
+keystore_set_state(struct keystore *ks, struct hsm_session *s,
+    const char *name, uint32_t version, enum ks_state state,
+    int64_t destroy_wait, struct ks_version *out, struct kms_status *st)
+{
+	struct state_arg a;
+	int r;
+
+	memset(out, 0, sizeof(*out));
+	if (state != KS_STATE_ENABLED && state != KS_STATE_DISABLED &&
+	    state != KS_STATE_DESTROY_SCHEDULED)
+		return kms_status_set(st, KMS_ERR_INVALID_ARGUMENT, "state "
+		    "must be ENABLED, DISABLED or DESTROY_SCHEDULED (a version "
+		    "is DESTROYED only after its waiting period)");
+	if (version == 0)
+		return kms_status_set(st, KMS_ERR_INVALID_ARGUMENT,
+		    "name the version to change (version 0 means the primary, "
+		    "whose state cannot change)");
+	memset(&a, 0, sizeof(a));
+	a.version = version;
+	a.state = state;
+	a.destroy_wait = destroy_wait;
+	if ((r = keystore_change(ks, s, name, state_fn, &a, st)) < 0)
+		return r;
+	*out = a.result;
+	return 0;
+}
+
+static int
+period_fn(struct ks_entry *e, struct hsm_session *s, void *arg,
+    struct ks_ventry **made, struct kms_status *st)
+{
+	const int64_t *period = arg;
+
+	if (e->rotation_period == *period)
+		return KS_NO_CHANGE;
+	e->rotation_period = *period;
+	return 0;
+}
+
+int
+keystore_set_rotation_period(struct keystore *ks, struct hsm_session *s,
+    const char *name, int64_t period, struct ks_key **out,
+    struct kms_status *st)
+{
+	int r;
+
+	*out = NULL;
+	if ((r = keystore_change(ks, s, name, period_fn, &period, st)) < 0)
+		return r;
+	return keystore_get(ks, name, out, st);
+}
+
+static int
+destroy_fn(struct ks_entry *e, struct hsm_session *s, void *arg,
+    struct ks_ventry **made, struct kms_status *st)
+{
+	struct state_arg *a = arg;
+	struct ks_ventry *v;
+	int64_t now = (int64_t)time(NULL);
+	int r;
+
+	if ((v = version_locked(e, a->version)) == NULL ||
+	    v->state != KS_STATE_DESTROY_SCHEDULED || v->destroy_time > now)
+		return KS_NO_CHANGE;	/* restored meanwhile, or not yet due */
+	/* The objects first: a failed write then finds them gone and retries. */
+	if ((r = objects_destroy(s, v->label)) != 0)
+		return kms_status_set(st, r, "the HSM could not destroy the "
+		    "objects of version %u: %s", v->version, kms_strerror(r));
+	v->state = KS_STATE_DESTROYED;
+	v->destroy_time = now;
+	v->priv = v->pub = 0;
+	return 0;
+}
+
+/* What keystore_maintain found to do, collected under the table lock. */
+struct due {
+	char name[KMS_KEY_NAME_MAX + 1];
+	uint32_t version;		/* 0: rotate; else destroy it */
+};
+
+int
+keystore_maintain(struct keystore *ks, struct hsm_session *s, int64_t now,
+    ks_event_fn *ev, void *arg)
+{
+	struct ks_entry *e;
+	struct ks_ventry *p;
+	struct due *todo = NULL, *t;
+	struct state_arg a;
+	struct kms_status st;
+	size_t i, j, n = 0, cap = 0;
+	uint32_t version;
+	int r;
+
+	pthread_rwlock_rdlock(&ks->lock);
+	for (i = 0; i < ks->nbuckets; i++) {
+		for (e = ks->buckets[i]; e != NULL; e = e->next) {
+			for (j = 0; j <= e->nv; j++) {
+				if (j < e->nv) {
+					if (e->v[j].state !=
+					    KS_STATE_DESTROY_SCHEDULED ||
+					    e->v[j].destroy_time > now)
+						continue;
+				} else {
+					p = version_locked(e, e->primary);
+					if (e->rotation_period <= 0 ||
+					    p == NULL || p->create_time +
+					    e->rotation_period > now)
+						continue;
+				}
+				if (n == cap) {
+					cap = cap == 0 ? 16 : cap * 2;
+					if ((t = realloc(todo, cap *
+					    sizeof(*todo))) == NULL)
+						goto listed;
+					todo = t;
+				}
+				strcpy(todo[n].name, e->name);
+				todo[n++].version = j < e->nv ?
+				    e->v[j].version : 0;
+			}
+		}
+	}
+ listed:
+	pthread_rwlock_unlock(&ks->lock);
+	for (i = 0; i < n; i++) {
+		kms_status_clear(&st);
+		memset(&a, 0, sizeof(a));
+		a.version = version = todo[i].version;
+		if (version == 0)
+			r = keystore_change(ks, s, todo[i].name, rotate_fn,
+			    &now, &st);
+		else
+			r = keystore_change(ks, s, todo[i].name, destroy_fn,
+			    &a, &st);
+		/* Nothing to report when another instance did it first. */
+		if (r == KS_NO_CHANGE)
+			continue;
+		if (version == 0 && r == 0) {
+			pthread_rwlock_rdlock(&ks->lock);
+			if ((e = find_locked(ks, todo[i].name)) != NULL)
+				version = e->primary;
+			pthread_rwlock_unlock(&ks->lock);
+		}
+		ev(arg, todo[i].version == 0 ? KS_EVENT_ROTATED :
+		    KS_EVENT_DESTROYED, todo[i].name, version, r, &st);
+	}
+	free(todo);
+	return 0;
+}
 void
 keystore_free(struct keystore *ks)
 {
@@ -357,7 +1121,6 @@ keystore_free(struct keystore *ks)
 	}
 	free(ks->buckets);
 	pthread_rwlock_destroy(&ks->lock);
-	pthread_mutex_destroy(&ks->create_lock);
 	free(ks);
 }
 
@@ -384,6 +1147,7 @@ ks_key_free(struct ks_key *k)
 static struct ks_key *
 snapshot_locked(const struct ks_entry *e)
 {
+	const struct ks_ventry *p;
 	struct ks_key *k;
 	size_t i;
 
@@ -397,6 +1161,10 @@ snapshot_locked(const struct ks_entry *e)
 	k->primary = e->primary;
 	k->rotation_period = e->rotation_period;
 	k->create_time = e->create_time;
+	k->next_rotation_time = 0;
+	if (e->rotation_period > 0 && (p = version_locked((struct ks_entry *)e,
+	    e->primary)) != NULL)
+		k->next_rotation_time = p->create_time + e->rotation_period;
 	k->nversions = e->nv;
 	for (i = 0; i < e->nv; i++) {
 		k->versions[i].version = e->v[i].version;
@@ -407,112 +1175,6 @@ snapshot_locked(const struct ks_entry *e)
 	return k;
 }
 
-static int
-not_found(struct kms_status *st, const char *name)
-{
-	return kms_status_set(st, KMS_ERR_NOT_FOUND, "key \"%s\" not found",
-	    name);
-}
-
-int
-keystore_create(struct keystore *ks, struct hsm_session *s,
-    const char *name, const struct kms_alg_info *alg,
-    int64_t rotation_period, struct ks_key **out, struct kms_status *st)
-{
-	struct ks_entry *e = NULL;
-	uint8_t rnd[LABEL_RANDOM_BYTES];
-	hsm_handle_t priv = 0, pub = 0, meta = 0;
-	char *doc = NULL;
-	size_t i;
-	int r, exists;
-
-	*out = NULL;
-	pthread_mutex_lock(&ks->create_lock);
-	pthread_rwlock_rdlock(&ks->lock);
-	exists = find_locked(ks, name) != NULL;
-	pthread_rwlock_unlock(&ks->lock);
-	if (exists || hsm_find(s, HSM_OBJ_DATA, name, &meta) == 0) {
-		r = kms_status_set(st, KMS_ERR_ALREADY_EXISTS,
-		    "key \"%s\" already exists", name);
-		meta = 0;
-		goto out;
-	}
-	if ((e = calloc(1, sizeof(*e))) == NULL ||
-	    (e->v = calloc(1, sizeof(*e->v))) == NULL) {
-		r = kms_status_set(st, KMS_ERR_NOMEM, "out of memory");
-		goto out;
-	}
-	strcpy(e->name, name);
-	e->alg = alg;
-	e->primary = 1;
-	e->rotation_period = rotation_period;
-	e->create_time = (int64_t)time(NULL);
-	e->nv = 1;
-	e->v[0].version = 1;
-	e->v[0].state = KS_STATE_ENABLED;
-	e->v[0].create_time = e->create_time;
-	if (RAND_bytes(rnd, sizeof(rnd)) != 1) {
-		r = kms_status_set(st, KMS_ERR_INTERNAL, "no randomness");
-		goto out;
-	}
-	i = (size_t)snprintf(e->v[0].label, sizeof(e->v[0].label), "%s#1#",
-	    name);
-	for (size_t j = 0; j < sizeof(rnd); j++, i += 2)
-		snprintf(e->v[0].label + i, 3, "%02x", rnd[j]);
-	if (alg->can_wrap)
-		r = hsm_generate_secret_key(s, alg, e->v[0].label,
-		    (const uint8_t *)e->v[0].label, strlen(e->v[0].label),
-		    &priv);
-	else
-		r = hsm_generate_key_pair(s, alg, e->v[0].label,
-		    (const uint8_t *)e->v[0].label, strlen(e->v[0].label),
-		    &priv, &pub);
-	if (r != 0) {
-		kms_status_set(st, r, "the HSM could not generate the key: %s",
-		    kms_strerror(r));
-		goto out;
-	}
-	if ((doc = meta_encode(e)) == NULL) {
-		r = kms_status_set(st, KMS_ERR_NOMEM, "out of memory");
-		goto out;
-	}
-	if ((r = hsm_data_create(s, name, (const uint8_t *)doc, strlen(doc),
-	    &meta)) != 0) {
-		kms_status_set(st, r, "the HSM could not store the key's "
-		    "metadata: %s", kms_strerror(r));
-		goto out;
-	}
-	e->meta = meta;
-	e->v[0].priv = priv;
-	e->v[0].pub = pub;
-	pthread_rwlock_wrlock(&ks->lock);
-	r = insert_locked(ks, e);
-	pthread_rwlock_unlock(&ks->lock);
-	if (r != 0) {
-		kms_status_set(st, r, "out of memory");
-		hsm_destroy(s, meta);
-		goto out;
-	}
-	/* The table owns e now; the key exists even if the reply is lost. */
-	pthread_rwlock_rdlock(&ks->lock);
-	*out = snapshot_locked(e);
-	pthread_rwlock_unlock(&ks->lock);
-	e = NULL;
-	priv = pub = 0;
-	r = *out == NULL ? kms_status_set(st, KMS_ERR_NOMEM, "out of memory") :
-	    0;
- out:
-	/* Nothing half-made stays on the token. */
-	if (r != 0 && priv != 0 && hsm_destroy(s, priv) != 0)
-		log_error("keystore: could not remove a half-created key "
-		    "object");
-	if (r != 0 && pub != 0)
-		hsm_destroy(s, pub);
-	pthread_mutex_unlock(&ks->create_lock);
-	entry_free(e);
-	free(doc);
-	return r;
-}
 
 int
 keystore_get(struct keystore *ks, const char *name, struct ks_key **out,
@@ -587,8 +1249,7 @@ keystore_list(struct keystore *ks, const char *prefix,
 /* Finds key and version and checks the state; called with the lock held. */
 static int
 resolve_locked(struct keystore *ks, const char *name, uint32_t version,
-    enum ks_use use, struct ks_entry **ep, struct ks_ventry **vp,
-    struct kms_status *st)
+    struct ks_entry **ep, struct ks_ventry **vp, struct kms_status *st)
 {
 	struct ks_entry *e;
 	struct ks_ventry *v;
@@ -600,11 +1261,13 @@ resolve_locked(struct keystore *ks, const char *name, uint32_t version,
 	if ((v = version_locked(e, version)) == NULL)
 		return kms_status_set(st, KMS_ERR_NOT_FOUND,
 		    "key \"%s\" has no version %u", name, version);
-	if (v->state == KS_STATE_DESTROYED ||
-	    (use == KS_USE_PRIVATE && v->state != KS_STATE_ENABLED))
+	if (v->state != KS_STATE_ENABLED)
 		return kms_status_set(st, KMS_ERR_FAILED_PRECONDITION,
-		    "version %u of key \"%s\" is %s", version, name,
-		    state_names[v->state]);
+		    "version %u of key \"%s\" is %s and cannot be used%s",
+		    version, name, state_names[v->state],
+		    v->state == KS_STATE_DISABLED ? " until it is enabled" :
+		    v->state == KS_STATE_DESTROY_SCHEDULED ? " (restore it "
+		    "before its destroy time to keep it)" : "");
 	*ep = e;
 	*vp = v;
 	return 0;
@@ -612,7 +1275,7 @@ resolve_locked(struct keystore *ks, const char *name, uint32_t version,
 
 int
 keystore_resolve(struct keystore *ks, const char *name, uint32_t version,
-    enum ks_use use, const struct kms_alg_info **alg, uint32_t *resolved,
+    const struct kms_alg_info **alg, uint32_t *resolved,
     struct kms_status *st)
 {
 	struct ks_entry *e;
@@ -620,7 +1283,7 @@ keystore_resolve(struct keystore *ks, const char *name, uint32_t version,
 	int r;
 
 	pthread_rwlock_rdlock(&ks->lock);
-	if ((r = resolve_locked(ks, name, version, use, &e, &v, st)) == 0) {
+	if ((r = resolve_locked(ks, name, version, &e, &v, st)) == 0) {
 		*alg = e->alg;
 		*resolved = v->version;
 	}
@@ -635,7 +1298,7 @@ keystore_resolve(struct keystore *ks, const char *name, uint32_t version,
  */
 static int
 version_handle(struct keystore *ks, struct hsm_session *s, const char *name,
-    uint32_t version, enum ks_use use, int want_pub, int refresh,
+    uint32_t version, int want_pub, int refresh,
     const struct kms_alg_info **alg, hsm_handle_t *out,
     struct kms_status *st)
 {
@@ -647,7 +1310,7 @@ version_handle(struct keystore *ks, struct hsm_session *s, const char *name,
 	int r;
 
 	pthread_rwlock_rdlock(&ks->lock);
-	if ((r = resolve_locked(ks, name, version, use, &e, &v, st)) == 0) {
+	if ((r = resolve_locked(ks, name, version, &e, &v, st)) == 0) {
 		*alg = e->alg;
 		h = want_pub ? v->pub : v->priv;
 		memcpy(label, v->label, sizeof(label));
@@ -661,13 +1324,24 @@ version_handle(struct keystore *ks, struct hsm_session *s, const char *name,
 	}
 	cls = want_pub ? HSM_OBJ_PUBLIC_KEY : (*alg)->can_wrap ?
 	    HSM_OBJ_SECRET_KEY : HSM_OBJ_PRIVATE_KEY;
-	if ((r = hsm_find(s, cls, label, &h)) != 0)
+	if ((r = hsm_find(s, cls, label, &h)) == KMS_ERR_NOT_FOUND &&
+	    token_read(s, name, 0, &e, st) == 0) {
+		/* Destroyed by another instance?  Its document says so. */
+		install(ks, e);
+		pthread_rwlock_rdlock(&ks->lock);
+		r = resolve_locked(ks, name, version, &e, &v, st);
+		pthread_rwlock_unlock(&ks->lock);
+		if (r != 0)
+			return r;
+		r = KMS_ERR_NOT_FOUND;
+	}
+	if (r != 0)
 		return kms_status_set(st, r == KMS_ERR_NOT_FOUND ?
 		    KMS_ERR_UNAVAILABLE : r, "version %u of key \"%s\": its "
 		    "HSM object cannot be found (%s)", version, name,
 		    kms_strerror(r));
 	pthread_rwlock_wrlock(&ks->lock);
-	if (resolve_locked(ks, name, version, use, &e, &v, st) == 0) {
+	if (resolve_locked(ks, name, version, &e, &v, st) == 0) {
 		if (want_pub)
 			v->pub = h;
 		else
@@ -689,8 +1363,8 @@ keystore_sign(struct keystore *ks, struct hsm_session *s,
 	int r, attempt;
 
 	for (attempt = 0; attempt < 2; attempt++) {
-		if ((r = version_handle(ks, s, name, version, KS_USE_PRIVATE,
-		    0, attempt > 0, &alg, &h, st)) != 0)
+		if ((r = version_handle(ks, s, name, version, 0,
+		    attempt > 0, &alg, &h, st)) != 0)
 			return r;
 		if (!alg->can_sign)
 			return kms_status_set(st, KMS_ERR_FAILED_PRECONDITION,
@@ -723,8 +1397,8 @@ keystore_public_key(struct keystore *ks, struct hsm_session *s,
 	*der = NULL;
 	*derlen = 0;
 	pthread_rwlock_rdlock(&ks->lock);
-	if ((r = resolve_locked(ks, name, version, KS_USE_PUBLIC, &e, &v,
-	    st)) == 0 && v->spki != NULL) {
+	if ((r = resolve_locked(ks, name, version, &e, &v, st)) == 0 &&
+	    v->spki != NULL) {
 		if ((buf = malloc(v->spki_len)) == NULL)
 			r = kms_status_set(st, KMS_ERR_NOMEM, "out of memory");
 		else {
@@ -739,7 +1413,7 @@ keystore_public_key(struct keystore *ks, struct hsm_session *s,
 	if (r != 0 || buf != NULL)
 		goto done;
 	for (attempt = 0; attempt < 2; attempt++) {
-		if ((r = version_handle(ks, s, name, version, KS_USE_PUBLIC, 1,
+		if ((r = version_handle(ks, s, name, version, 1,
 		    attempt > 0, &alg, &h, st)) != 0)
 			return r;
 		r = hsm_public_key_der(s, alg, h, &buf, &len);
@@ -750,8 +1424,8 @@ keystore_public_key(struct keystore *ks, struct hsm_session *s,
 		return kms_status_set(st, r, "cannot read the public key: %s",
 		    kms_strerror(r));
 	pthread_rwlock_wrlock(&ks->lock);
-	if (resolve_locked(ks, name, version, KS_USE_PUBLIC, &e, &v,
-	    st) == 0 && v->spki == NULL && (v->spki = malloc(len)) != NULL) {
+	if (resolve_locked(ks, name, version, &e, &v, st) == 0 &&
+	    v->spki == NULL && (v->spki = malloc(len)) != NULL) {
 		memcpy(v->spki, buf, len);
 		v->spki_len = len;
 	}
@@ -789,8 +1463,7 @@ wrap_handle(struct keystore *ks, struct hsm_session *s, const char *name,
 	const struct kms_alg_info *alg;
 	int r;
 
-	if ((r = version_handle(ks, s, name, version, KS_USE_PRIVATE, 0,
-	    refresh, &alg, h, st)) != 0)
+	if ((r = version_handle(ks, s, name, version, 0, refresh, &alg, h, st)) != 0)
 		return r;
 	if (!alg->can_wrap)
 		return kms_status_set(st, KMS_ERR_FAILED_PRECONDITION,

@@ -2,17 +2,21 @@
  * keystore.h: keys and their versions, kept on the token itself.
  *
  * The token is the key store; there is no side database that could
- * disagree with it.  Per key there is one CKO_DATA object (CKA_APPLICATION
- * "kms", CKA_LABEL = the key name) whose value is a small JSON document:
- * algorithm, primary version, rotation period, and per version its state,
- * creation time and the CKA_LABEL of its HSM objects.  Key material
- * objects are labelled NAME#VERSION#RANDOM, so that an object left behind
- * by an interrupted creation can never be mistaken for a live version.
+ * disagree with it, and several kmsd processes on one token see the same
+ * keys.  Per key there is one CKO_DATA object (CKA_APPLICATION "kms",
+ * CKA_LABEL = the key name) whose value is a small JSON document: its
+ * generation (seq), algorithm, primary version, rotation period, and per
+ * version its state, creation and destroy time and the CKA_LABEL of its
+ * HSM objects.  Key material objects are labelled NAME#VERSION#RANDOM, so
+ * that an object left behind by an interrupted creation can never be
+ * mistaken for a live version.  Changes are made under a lock kept on the
+ * token (see keystore.c), so that concurrent rotations in several
+ * processes never lose or duplicate a version.
  *
- * The metadata is loaded once at start; object handles are looked up on
- * first use and cached, and looked up again when the HSM says a handle is
- * stale.  All functions are thread-safe; none holds a lock across an HSM
- * call.
+ * The metadata is loaded at start and read again by keystore_refresh;
+ * object handles are looked up on first use and cached, and looked up
+ * again when the HSM says a handle is stale.  All functions are
+ * thread-safe; no in-process lock is held across an HSM call.
  */
 #ifndef KMS_KEYSTORE_H
 #define KMS_KEYSTORE_H
@@ -42,24 +46,22 @@ struct ks_version {
 	int64_t destroy_time;		/* DESTROY_SCHEDULED: when; else 0 */
 };
 
+/* The most versions one key may have (rotation is refused beyond). */
+#define KS_MAX_VERSIONS 10000
+
 /* A snapshot of a key's metadata, owned by the caller (ks_key_free). */
 struct ks_key {
 	char name[KMS_KEY_NAME_MAX + 1];
 	const struct kms_alg_info *alg;
 	uint32_t primary;
-	int64_t rotation_period;
+	int64_t rotation_period;	/* 0: no scheduled rotation */
 	int64_t create_time;
+	int64_t next_rotation_time;	/* primary's create time + period, or 0 */
 	size_t nversions;
 	struct ks_version *versions;
 };
 
 void ks_key_free(struct ks_key *k);
-
-/* What a version is about to be used for: decides which states are usable. */
-enum ks_use {
-	KS_USE_PRIVATE,		/* sign, unwrap: the version must be ENABLED */
-	KS_USE_PUBLIC		/* public key, verify: any state but DESTROYED */
-};
 
 /* Loads every key's metadata from the token through session s. */
 int keystore_open(struct hsm_session *s, struct keystore **out,
@@ -68,12 +70,61 @@ void keystore_free(struct keystore *ks);
 size_t keystore_count(struct keystore *ks);
 
 /*
+ * Reads again the documents that changed on the token since they were
+ * last read (made by other processes); *changed (may be NULL) counts them.
+ */
+int keystore_refresh(struct keystore *ks, struct hsm_session *s,
+    size_t *changed);
+
+/*
  * Creates key name with version 1 generated inside the HSM.
  * KMS_ERR_ALREADY_EXISTS when the name is taken.
  */
 int keystore_create(struct keystore *ks, struct hsm_session *s,
     const char *name, const struct kms_alg_info *alg,
     int64_t rotation_period, struct ks_key **out, struct kms_status *st);
+
+/*
+ * Makes a new version of key name inside the HSM and makes it primary;
+ * *out is the key afterwards.
+ */
+int keystore_rotate(struct keystore *ks, struct hsm_session *s,
+    const char *name, struct ks_key **out, struct kms_status *st);
+
+/*
+ * Changes the state of a version: ENABLED <-> DISABLED; ENABLED or
+ * DISABLED -> DESTROY_SCHEDULED (destroy_time = now + destroy_wait);
+ * DESTROY_SCHEDULED -> DISABLED before destroy_time (restore).  The
+ * primary version cannot be disabled or scheduled for destruction
+ * (KMS_ERR_FAILED_PRECONDITION, as for a DESTROYED version); asking for
+ * the state a version is already in changes nothing.  *out is the version
+ * afterwards.
+ */
+int keystore_set_state(struct keystore *ks, struct hsm_session *s,
+    const char *name, uint32_t version, enum ks_state state,
+    int64_t destroy_wait, struct ks_version *out, struct kms_status *st);
+
+/* Sets the rotation period (0: none); *out is the key afterwards. */
+int keystore_set_rotation_period(struct keystore *ks, struct hsm_session *s,
+    const char *name, int64_t period, struct ks_key **out,
+    struct kms_status *st);
+
+/* What keystore_maintain did, for the caller's audit log. */
+enum ks_event {
+	KS_EVENT_ROTATED = 1,		/* version: the new primary */
+	KS_EVENT_DESTROYED		/* version: the one destroyed */
+};
+typedef void ks_event_fn(void *arg, enum ks_event what, const char *name,
+    uint32_t version, int err, const struct kms_status *st);
+
+/*
+ * Rotates the keys whose rotation is due at time now and destroys the
+ * versions whose destroy time has passed, each under its key's lock and
+ * after checking again that it is still due (another instance may have
+ * done it); calls ev for each thing it did or failed to do.
+ */
+int keystore_maintain(struct keystore *ks, struct hsm_session *s, int64_t now,
+    ks_event_fn *ev, void *arg);
 
 /* A snapshot of key name; KMS_ERR_NOT_FOUND when there is none. */
 int keystore_get(struct keystore *ks, const char *name, struct ks_key **out,
@@ -90,11 +141,13 @@ int keystore_list(struct keystore *ks, const char *prefix,
 
 /*
  * Resolves version (0 = primary) of key name for use: checks the key and
- * the version exist and that the version's state allows use.  Gives the
- * key's algorithm and the version number resolved.  No allocation.
+ * the version exist and that the version is ENABLED (a DISABLED,
+ * DESTROY_SCHEDULED or DESTROYED version is KMS_ERR_FAILED_PRECONDITION
+ * for every use).  Gives the key's algorithm and the version number
+ * resolved.  No allocation.
  */
 int keystore_resolve(struct keystore *ks, const char *name, uint32_t version,
-    enum ks_use use, const struct kms_alg_info **alg, uint32_t *resolved,
+    const struct kms_alg_info **alg, uint32_t *resolved,
     struct kms_status *st);
 
 /*

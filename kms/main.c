@@ -6,9 +6,11 @@
  * Start-up: read the configuration, turn core dumps off, open the HSM
  * (log in with the PIN from its file, then wipe it), load the key
  * metadata from the token, open the audit chain, load the policy, and
- * serve.  SIGHUP reloads the policy (a broken file is refused and the old
- * policy stays in force); SIGTERM and SIGINT stop accepting calls, let the
- * calls in flight finish, close the HSM sessions and exit 0.
+ * serve; a maintenance thread follows changes made by other instances on
+ * the same token and runs scheduled rotations and destructions.  SIGHUP
+ * reloads the policy (a broken file is refused and the old policy stays
+ * in force); SIGTERM and SIGINT stop accepting calls, let the calls in
+ * flight finish, close the HSM sessions and exit 0.
  */
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -19,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "audit.h"
 #include "config.h"
@@ -105,6 +108,88 @@ audit_key_close(struct audit_key *k)
 	memset(k, 0, sizeof(*k));
 }
 
+/*
+ * The maintenance thread: every [keys] sync_ms it reads what other
+ * instances changed on the token and runs due rotations and destructions
+ * (service_maintain), on an HSM session of its own.
+ */
+struct maint {
+	struct service *svc;
+	struct hsm_session *hs;
+	unsigned int ms;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int stop;
+	pthread_t thread;
+	int running;
+};
+
+static void *
+maint_main(void *arg)
+{
+	struct maint *m = arg;
+	struct timespec ts;
+
+	pthread_mutex_lock(&m->mu);
+	while (!m->stop) {
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		ts.tv_sec += m->ms / 1000;
+		ts.tv_nsec += (long)(m->ms % 1000) * 1000000L;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		while (!m->stop && pthread_cond_timedwait(&m->cv, &m->mu,
+		    &ts) == 0)
+			;
+		if (m->stop)
+			break;
+		pthread_mutex_unlock(&m->mu);
+		service_maintain(m->svc, m->hs);
+		pthread_mutex_lock(&m->mu);
+	}
+	pthread_mutex_unlock(&m->mu);
+	return NULL;
+}
+
+static int
+maint_start(struct maint *m, struct service *svc, unsigned int ms)
+{
+	pthread_condattr_t ca;
+	int r;
+
+	m->svc = svc;
+	m->ms = ms;
+	if ((r = hsm_session_open(svc->hsm, &m->hs)) != 0)
+		return r;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&m->cv, &ca);
+	pthread_condattr_destroy(&ca);
+	pthread_mutex_init(&m->mu, NULL);
+	if (pthread_create(&m->thread, NULL, maint_main, m) != 0)
+		return KMS_ERR_NOMEM;
+	m->running = 1;
+	return 0;
+}
+
+static void
+maint_stop(struct maint *m)
+{
+	if (m->running) {
+		pthread_mutex_lock(&m->mu);
+		m->stop = 1;
+		pthread_cond_signal(&m->cv);
+		pthread_mutex_unlock(&m->mu);
+		pthread_join(m->thread, NULL);
+		pthread_cond_destroy(&m->cv);
+		pthread_mutex_destroy(&m->mu);
+		m->running = 0;
+	}
+	hsm_session_close(m->hs);
+	m->hs = NULL;
+}
+
 static void
 usage(void)
 {
@@ -146,6 +231,7 @@ main(int argc, char **argv)
 	struct rlimit rl;
 	const char *config_path = NULL, *listen = NULL, *level = NULL;
 	static struct audit_key akey;
+	static struct maint maint;
 	struct audit_signer signer;
 	char base[200], chain[256];
 	sigset_t sigs;
@@ -270,6 +356,11 @@ main(int argc, char **argv)
 		log_error("rpc: %s", st.msg);
 		goto out;
 	}
+	if ((r = maint_start(&maint, &svc, cfg.keys_sync_ms)) != 0) {
+		log_error("keystore: cannot start the maintenance thread: %s",
+		    kms_strerror(r));
+		goto out;
+	}
 	log_info("listening on %s (port %d), %u workers, %zu keys, audit "
 	    "chain %s", cfg.listen, port, cfg.workers, keystore_count(svc.ks),
 	    audit_chain_dir(svc.audit));
@@ -289,10 +380,12 @@ main(int argc, char **argv)
 		log_info("signal %d: stopping", sig);
 		break;
 	}
+	maint_stop(&maint);
 	rpc_server_stop(srv, STOP_GRACE_SECONDS);
 	srv = NULL;
 	rc = 0;
  out:
+	maint_stop(&maint);
 	rpc_server_stop(srv, 0);
 	hsm_session_close(hs);
 	policy_free(svc.policy);

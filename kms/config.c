@@ -64,6 +64,7 @@ config_defaults(struct config *cfg)
 	cfg->keys_destroy_wait = 86400;
 	cfg->keys_min_rotation_period = 3600;
 	cfg->keys_sync_ms = 1000;
+	strcpy(cfg->keys_lock_file, "keys.lock");
 }
 
 static int fail(struct parse_ctx *c, const char *fmt, ...)
@@ -339,6 +340,8 @@ keys_key(struct parse_ctx *c, const char *key, const char *value)
 		cfg->keys_min_rotation_period = (int64_t)n;
 		return 1;
 	}
+	if (strcmp(key, "lock_file") == 0)
+		return set_path(c, cfg->keys_lock_file, key, value);
 	if (strcmp(key, "sync_ms") == 0) {
 		if (!set_number(c, &n, key, value, 50, 60000))
 			return 0;

@@ -29,6 +29,8 @@
  *   sync_ms = 1000                  ; how often metadata changed by other
  *                                   ; instances is read from the token, and
  *                                   ; due rotations and destructions run
+ *   lock_file = keys.lock           ; serialises key changes between the
+ *                                   ; instances of one host (see keystore.c)
  *
  * Relative paths are taken relative to the directory of the config file.
  */
@@ -66,6 +68,7 @@ struct config {
 	int64_t keys_destroy_wait;		/* 1 s .. 1 year */
 	int64_t keys_min_rotation_period;	/* 1 s .. 1 year */
 	unsigned int keys_sync_ms;		/* 50 .. 60000 */
+	char keys_lock_file[CONFIG_PATH_MAX];
 };
 
 /* Fills cfg with the defaults above (paths relative to the current directory). */

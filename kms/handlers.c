@@ -157,6 +157,8 @@ finish(struct call *c, const ProtobufCMessage *resp, uint64_t *seq_field,
 		out->st = c->st;
 		return;
 	}
+	if (resp == NULL)	/* a record without a reply (the scheduler) */
+		return;
 	if (seq_field != NULL)
 		*seq_field = seq;
 	len = protobuf_c_message_get_packed_size(resp);

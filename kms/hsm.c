@@ -32,6 +32,19 @@ struct hsm {
 	char pin_file[PIN_FILE_MAX];
 	pthread_mutex_t login_lock;	/* serialises logins after a loss */
 	/*
+	 * Serialises, within this process, every call that reads or writes
+	 * the token's object store (searches, attribute reads, creation,
+	 * destruction, generation); recursive, since hsm_list's callback
+	 * may read objects.  SoftHSM2's file store guards its object files
+	 * against other processes with fcntl(2) locks, which threads of one
+	 * process do not see and which any close(2) of the same file by
+	 * another thread drops: concurrent threads could then read an object
+	 * that another process is writing, half-written, and SoftHSM2 keeps
+	 * such an object invalid (invisible to searches) until it changes
+	 * again.  Signing with a known key is not serialised.
+	 */
+	pthread_mutex_t store_lock;
+	/*
 	 * The session opened at login and kept open: the login belongs to
 	 * the application and ends when its last session closes.
 	 */
@@ -276,6 +289,7 @@ hsm_open(const char *module, const char *token_label, const char *pin_file,
 	CK_TOKEN_INFO ti;
 	CK_SESSION_HANDLE h = CK_INVALID_HANDLE;
 	struct secret *pin = NULL;
+	pthread_mutexattr_t ma;
 	struct hsm *hsm;
 	char label[33];
 	size_t n;
@@ -289,6 +303,10 @@ hsm_open(const char *module, const char *token_label, const char *pin_file,
 	if ((hsm = calloc(1, sizeof(*hsm))) == NULL)
 		return kms_status_set(st, KMS_ERR_NOMEM, "out of memory");
 	pthread_mutex_init(&hsm->login_lock, NULL);
+	pthread_mutexattr_init(&ma);
+	pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_RECURSIVE);
+	pthread_mutex_init(&hsm->store_lock, &ma);
+	pthread_mutexattr_destroy(&ma);
 	strcpy(hsm->pin_file, pin_file);
 	if ((hsm->dl = dlopen(module, RTLD_NOW | RTLD_LOCAL)) == NULL) {
 		r = kms_status_set(st, KMS_ERR_CONFIG, "cannot load PKCS#11 "
@@ -393,6 +411,7 @@ hsm_open(const char *module, const char *token_label, const char *pin_file,
 	if (hsm->dl != NULL && !ours)
 		dlclose(hsm->dl);
 	pthread_mutex_destroy(&hsm->login_lock);
+	pthread_mutex_destroy(&hsm->store_lock);
 	free(hsm);
 	return r;
 }
@@ -418,6 +437,7 @@ hsm_close(struct hsm *hsm)
 	 * mapping is reused if the module is opened again.
 	 */
 	pthread_mutex_destroy(&hsm->login_lock);
+	pthread_mutex_destroy(&hsm->store_lock);
 	free(hsm);
 }
 
@@ -481,8 +501,8 @@ add_protected_key(CK_ATTRIBUTE *tpl, CK_ULONG *n, const char *label,
 	ADD(tpl, *n, CKA_ID, id, idlen);
 }
 
-int
-hsm_generate_key_pair(struct hsm_session *s, const struct kms_alg_info *alg,
+static int
+hsm_generate_key_pair_unlocked(struct hsm_session *s, const struct kms_alg_info *alg,
     const char *label, const uint8_t *id, size_t idlen,
     hsm_handle_t *priv, hsm_handle_t *pub)
 {
@@ -533,8 +553,8 @@ hsm_generate_key_pair(struct hsm_session *s, const struct kms_alg_info *alg,
 	return 0;
 }
 
-int
-hsm_generate_secret_key(struct hsm_session *s, const struct kms_alg_info *alg,
+static int
+hsm_generate_secret_key_unlocked(struct hsm_session *s, const struct kms_alg_info *alg,
     const char *label, const uint8_t *id, size_t idlen, hsm_handle_t *key)
 {
 	CK_BBOOL t = CK_TRUE, f = CK_FALSE;
@@ -580,8 +600,8 @@ p11_class(enum hsm_obj_class cls)
 	}
 }
 
-int
-hsm_find_all(struct hsm_session *s, enum hsm_obj_class cls, const char *label,
+static int
+hsm_find_all_unlocked(struct hsm_session *s, enum hsm_obj_class cls, const char *label,
     hsm_handle_t *out, size_t max, size_t *n)
 {
 	CK_OBJECT_CLASS c = p11_class(cls);
@@ -660,8 +680,8 @@ get_attr(struct hsm_session *s, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_TYPE type,
 	return 0;
 }
 
-int
-hsm_list(struct hsm_session *s, enum hsm_obj_class cls,
+static int
+hsm_list_unlocked(struct hsm_session *s, enum hsm_obj_class cls,
     int (*cb)(const char *label, hsm_handle_t h, void *arg), void *arg)
 {
 	CK_OBJECT_CLASS c = p11_class(cls);
@@ -859,8 +879,8 @@ ec_point(const uint8_t **p, size_t *len, size_t want)
 	return KMS_ERR_HSM;
 }
 
-int
-hsm_public_key_der(struct hsm_session *s, const struct kms_alg_info *alg,
+static int
+hsm_public_key_der_unlocked(struct hsm_session *s, const struct kms_alg_info *alg,
     hsm_handle_t pub, uint8_t **der, size_t *derlen)
 {
 	EVP_PKEY_CTX *ctx = NULL;
@@ -953,8 +973,8 @@ hsm_public_key_der(struct hsm_session *s, const struct kms_alg_info *alg,
 	return r;
 }
 
-int
-hsm_data_create(struct hsm_session *s, const char *label,
+static int
+hsm_data_create_unlocked(struct hsm_session *s, const char *label,
     const uint8_t *data, size_t len, hsm_handle_t *out)
 {
 	CK_OBJECT_CLASS cls = CKO_DATA;
@@ -1004,15 +1024,15 @@ hsm_data_set(struct hsm_session *s, const char *label, hsm_handle_t *h,
 	return 0;
 }
 
-int
-hsm_data_get(struct hsm_session *s, hsm_handle_t h, uint8_t **data,
+static int
+hsm_data_get_unlocked(struct hsm_session *s, hsm_handle_t h, uint8_t **data,
     size_t *len)
 {
 	return get_attr(s, h, CKA_VALUE, data, len);
 }
 
-int
-hsm_destroy(struct hsm_session *s, hsm_handle_t h)
+static int
+hsm_destroy_unlocked(struct hsm_session *s, hsm_handle_t h)
 {
 	CK_RV rv;
 
@@ -1021,8 +1041,8 @@ hsm_destroy(struct hsm_session *s, hsm_handle_t h)
 	return map_rv("C_DestroyObject", rv);
 }
 
-int
-hsm_key_is_protected(struct hsm_session *s, hsm_handle_t h, int *ok)
+static int
+hsm_key_is_protected_unlocked(struct hsm_session *s, hsm_handle_t h, int *ok)
 {
 	CK_BBOOL sens = 0, asens = 0, extr = 1, nextr = 0;
 	CK_ATTRIBUTE a[] = {
@@ -1166,4 +1186,115 @@ hsm_unwrap(struct hsm_session *s, hsm_handle_t kek, unsigned long mech,
 	memcpy((*out)->buf, val, vlen);
 	secret_freezero(val, vlen + 1);
 	return 0;
+}
+
+/* The object-store calls, serialised in this process (see store_lock). */
+
+int
+hsm_generate_key_pair(struct hsm_session *s, const struct kms_alg_info *alg,
+    const char *label, const uint8_t *id, size_t idlen,
+    hsm_handle_t *priv, hsm_handle_t *pub)
+{
+	int r;
+
+	pthread_mutex_lock(&s->hsm->store_lock);
+	r = hsm_generate_key_pair_unlocked(s, alg, label, id, idlen, priv, pub);
+	pthread_mutex_unlock(&s->hsm->store_lock);
+	return r;
+}
+
+int
+hsm_generate_secret_key(struct hsm_session *s,
+    const struct kms_alg_info *alg, const char *label, const uint8_t *id,
+    size_t idlen, hsm_handle_t *key)
+{
+	int r;
+
+	pthread_mutex_lock(&s->hsm->store_lock);
+	r = hsm_generate_secret_key_unlocked(s, alg, label, id, idlen, key);
+	pthread_mutex_unlock(&s->hsm->store_lock);
+	return r;
+}
+
+int
+hsm_find_all(struct hsm_session *s, enum hsm_obj_class cls,
+    const char *label, hsm_handle_t *out, size_t max, size_t *n)
+{
+	int r;
+
+	pthread_mutex_lock(&s->hsm->store_lock);
+	r = hsm_find_all_unlocked(s, cls, label, out, max, n);
+	pthread_mutex_unlock(&s->hsm->store_lock);
+	return r;
+}
+
+int
+hsm_list(struct hsm_session *s, enum hsm_obj_class cls,
+    int (*cb)(const char *label, hsm_handle_t h, void *arg), void *arg)
+{
+	int r;
+
+	pthread_mutex_lock(&s->hsm->store_lock);
+	r = hsm_list_unlocked(s, cls, cb, arg);
+	pthread_mutex_unlock(&s->hsm->store_lock);
+	return r;
+}
+
+int
+hsm_public_key_der(struct hsm_session *s,
+    const struct kms_alg_info *alg, hsm_handle_t pub, uint8_t **der,
+    size_t *derlen)
+{
+	int r;
+
+	pthread_mutex_lock(&s->hsm->store_lock);
+	r = hsm_public_key_der_unlocked(s, alg, pub, der, derlen);
+	pthread_mutex_unlock(&s->hsm->store_lock);
+	return r;
+}
+
+int
+hsm_data_create(struct hsm_session *s, const char *label,
+    const uint8_t *value, size_t len, hsm_handle_t *out)
+{
+	int r;
+
+	pthread_mutex_lock(&s->hsm->store_lock);
+	r = hsm_data_create_unlocked(s, label, value, len, out);
+	pthread_mutex_unlock(&s->hsm->store_lock);
+	return r;
+}
+
+int
+hsm_data_get(struct hsm_session *s, hsm_handle_t h, uint8_t **value,
+    size_t *len)
+{
+	int r;
+
+	pthread_mutex_lock(&s->hsm->store_lock);
+	r = hsm_data_get_unlocked(s, h, value, len);
+	pthread_mutex_unlock(&s->hsm->store_lock);
+	return r;
+}
+
+int
+hsm_destroy(struct hsm_session *s, hsm_handle_t h)
+{
+	int r;
+
+	pthread_mutex_lock(&s->hsm->store_lock);
+	r = hsm_destroy_unlocked(s, h);
+	pthread_mutex_unlock(&s->hsm->store_lock);
+	return r;
+}
+
+int
+hsm_key_is_protected(struct hsm_session *s, hsm_handle_t h, int *ok)
+{
+	int r;
+
+	pthread_mutex_lock(&s->hsm->store_lock);
+	r = hsm_key_is_protected_unlocked(s, h, ok);
+	pthread_mutex_unlock(&s->hsm->store_lock);
+	return r;
 }

@@ -8,23 +8,41 @@
  *    a reader sees the old or the new document (the highest seq wins when
  *    it sees both), never a torn one;
  *  - every change of a key (creation, rotation, state, schedule) is made
- *    under that key's token lock, a CKO_DATA object "NAME!lock" (key names
- *    cannot hold '!'): a writer creates its own lock object, then searches
+ *    under a host lock, flock(2) on the configured lock file, which
+ *    serialises the instances of one host, and under that key's token
+ *    lock, a CKO_DATA object "NAME!lock" (key names cannot hold '!'): a
+ *    writer creates its own lock object, then searches
  *    for all of them and holds the lock only when it finds its own alone;
  *    otherwise it removes its own and tries again after a random pause.
- *    Since every object a process created is visible to every later
- *    search, two writers can never both find themselves alone.  Under the
- *    lock the writer reads the document again from the token, so a change
- *    is always made to the newest state, whoever made that;
+ *    On a token where every object a process created is visible to every
+ *    later search, two writers can never both find themselves alone.
+ *    SoftHSM2's file store is not quite such a token: it reads the token
+ *    directory again only when the token's generation counter has moved
+ *    since this process last looked, and a process's own creation moves
+ *    the counter past what other processes did meanwhile, so their new
+ *    objects stay hidden from it until the next change (seen as two
+ *    instances losing each other's documents under concurrent
+ *    rotations).  Hence the host lock, as that store is local to one host
+ *    anyway, and the rule that a writer searches before it creates
+ *    anything.  Under the locks the writer reads the document again from
+ *    the token, retrying while it sees none or one older than it has
+ *    already seen, so a change is always made to the newest state,
+ *    whoever made that;
  *  - every instance reads the documents that changed every sync period
  *    (keystore_refresh), comparing object handles, so that it sees what
  *    the others did within about that period.
  */
+#include <sys/file.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <jansson.h>
 #include <openssl/rand.h>
@@ -41,6 +59,9 @@
 #define LOCK_SUFFIX "!lock"
 #define LOCK_MAX_WAIT_MS 10000		/* then the change is refused */
 #define LOCK_STALE_SECONDS 30		/* a lock older than this is abandoned */
+#define READ_TRIES_KNOWN 40		/* x READ_PAUSE_MS: a key known to exist */
+#define READ_TRIES_NEW 2		/* a key not seen yet, before creating it */
+#define READ_PAUSE_MS 25
 
 struct ks_ventry {
 	uint32_t version;
@@ -68,6 +89,7 @@ struct ks_entry {
 };
 
 struct keystore {
+	char lock_path[PATH_MAX];	/* the host lock (flock) */
 	pthread_rwlock_t lock;		/* the table and every entry */
 	size_t nbuckets;
 	struct ks_entry **buckets;
@@ -433,16 +455,25 @@ load_one(const char *label, hsm_handle_t h, void *arg)
 }
 
 int
-keystore_open(struct hsm_session *s, struct keystore **out,
-    struct kms_status *st)
+keystore_open(struct hsm_session *s, const char *lock_file,
+    struct keystore **out, struct kms_status *st)
 {
 	struct keystore *ks;
 	struct load_ctx lc;
-	int r;
+	int r, fd;
 
 	*out = NULL;
+	if (strlen(lock_file) >= PATH_MAX)
+		return kms_status_set(st, KMS_ERR_CONFIG, "lock file path too "
+		    "long");
+	if ((fd = open(lock_file, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW,
+	    0600)) == -1)
+		return kms_status_set(st, KMS_ERR_CONFIG, "cannot open the "
+		    "lock file %s: %s", lock_file, strerror(errno));
+	close(fd);
 	if ((ks = calloc(1, sizeof(*ks))) == NULL)
 		return kms_status_set(st, KMS_ERR_NOMEM, "out of memory");
+	strcpy(ks->lock_path, lock_file);
 	ks->nbuckets = 1024;
 	if ((ks->buckets = calloc(ks->nbuckets, sizeof(*ks->buckets))) ==
 	    NULL) {
@@ -503,6 +534,36 @@ now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* Takes the host lock: flock(2) on the lock file; *fd to host_unlock. */
+static int
+host_lock(struct keystore *ks, int *fd, struct kms_status *st)
+{
+	int64_t deadline = now_ms() + LOCK_MAX_WAIT_MS;
+
+	if ((*fd = open(ks->lock_path, O_RDWR | O_CREAT | O_CLOEXEC |
+	    O_NOFOLLOW, 0600)) == -1)
+		return kms_status_set(st, KMS_ERR_UNAVAILABLE, "cannot open "
+		    "the lock file %s: %s", ks->lock_path, strerror(errno));
+	while (flock(*fd, LOCK_EX | LOCK_NB) == -1) {
+		if ((errno != EWOULDBLOCK && errno != EINTR) ||
+		    now_ms() > deadline) {
+			close(*fd);
+			*fd = -1;
+			return kms_status_set(st, KMS_ERR_UNAVAILABLE, "keys "
+			    "are being changed by another request: try again");
+		}
+		pause_random(8);
+	}
+	return 0;
+}
+
+static void
+host_unlock(int fd)
+{
+	if (fd != -1)
+		close(fd);	/* releases the flock */
+}
+
 /*
  * Destroys lock objects whose holder has been gone too long (a crash
  * while holding it).  Reads each one's creation time from its value.
@@ -533,6 +594,16 @@ static int
 token_lock(struct hsm_session *s, const char *name, hsm_handle_t *h,
     struct kms_status *st)
 {
+	hsm_handle_t any;
+
+	/*
+	 * Search before creating anything: SoftHSM2 reads the token again
+	 * only when its generation counter moved, and this process's own
+	 * next creation moves it past what other processes did meanwhile,
+	 * hiding their changes from this process until the next one.
+	 */
+	(void)hsm_find(s, HSM_OBJ_DATA, name, &any);
+
 	char label[KMS_KEY_NAME_MAX + sizeof(LOCK_SUFFIX)], val[64];
 	hsm_handle_t found[META_MAX_DOCS];
 	int64_t deadline = now_ms() + LOCK_MAX_WAIT_MS;
@@ -622,6 +693,52 @@ token_read(struct hsm_session *s, const char *name, int gc,
 	kms_status_clear(st);
 	*out = best;
 	return 0;
+}
+
+/*
+ * token_read under the locks, retried while the token shows no document
+ * or one older than this process has already seen (see the top of this
+ * file: a fresh object can be missed for a moment).  KMS_ERR_NOT_FOUND
+ * only for a key that this process has never seen and that stays absent.
+ */
+static int
+token_read_fresh(struct keystore *ks, struct hsm_session *s,
+    const char *name, int creating, struct ks_entry **out,
+    struct kms_status *st)
+{
+	struct ks_entry *e = NULL, *cur;
+	uint64_t want = 0;
+	int known, tries, r;
+
+	*out = NULL;
+	pthread_rwlock_rdlock(&ks->lock);
+	if ((known = (cur = find_locked(ks, name)) != NULL))
+		want = cur->seq;
+	pthread_rwlock_unlock(&ks->lock);
+	for (tries = 0;; tries++) {
+		r = token_read(s, name, 1, &e, st);
+		if (r == 0 && e->seq >= want) {
+			*out = e;
+			return 0;
+		}
+		if (r != 0 && r != KMS_ERR_NOT_FOUND)
+			return r;
+		log_debug("keystore: \"%s\": the token shows %s (want %llu), "
+		    "try %d", name, r == 0 ? "an older document" : "none",
+		    (unsigned long long)want, tries);
+		entry_free(e);
+		e = NULL;
+		if (tries + 1 >= (known ? READ_TRIES_KNOWN : creating ?
+		    READ_TRIES_NEW : 1))
+			break;
+		nanosleep(&(struct timespec){ 0, READ_PAUSE_MS * 1000000L },
+		    NULL);
+	}
+	if (!known)
+		return r;
+	return kms_status_set(st, KMS_ERR_UNAVAILABLE, "the token does not "
+	    "show the newest metadata of key \"%s\" (generation %llu): try "
+	    "again", name, (unsigned long long)want);
 }
 
 /*
@@ -763,7 +880,7 @@ keystore_create(struct keystore *ks, struct hsm_session *s,
 	struct ks_entry *e = NULL;
 	struct ks_ventry v1;
 	hsm_handle_t lock = 0;
-	int r, exists;
+	int r, exists, hfd;
 
 	*out = NULL;
 	pthread_rwlock_rdlock(&ks->lock);
@@ -772,10 +889,14 @@ keystore_create(struct keystore *ks, struct hsm_session *s,
 	if (exists)
 		return kms_status_set(st, KMS_ERR_ALREADY_EXISTS,
 		    "key \"%s\" already exists", name);
-	if ((r = token_lock(s, name, &lock, st)) != 0)
+	if ((r = host_lock(ks, &hfd, st)) != 0)
 		return r;
+	if ((r = token_lock(s, name, &lock, st)) != 0) {
+		host_unlock(hfd);
+		return r;
+	}
 	/* Another instance may have made it a moment ago. */
-	if ((r = token_read(s, name, 1, &e, st)) == 0) {
+	if ((r = token_read_fresh(ks, s, name, 1, &e, st)) == 0) {
 		install(ks, e);
 		e = NULL;
 		r = kms_status_set(st, KMS_ERR_ALREADY_EXISTS,
@@ -805,6 +926,7 @@ keystore_create(struct keystore *ks, struct hsm_session *s,
 	r = keystore_get(ks, name, out, st);
  out:
 	token_unlock(s, lock);
+	host_unlock(hfd);
 	entry_free(e);
 	return r;
 }
@@ -827,11 +949,15 @@ keystore_change(struct keystore *ks, struct hsm_session *s, const char *name,
 	struct ks_entry *e = NULL;
 	struct ks_ventry *made = NULL, undo;
 	hsm_handle_t lock = 0;
-	int r;
+	int r, hfd;
 
-	if ((r = token_lock(s, name, &lock, st)) != 0)
+	if ((r = host_lock(ks, &hfd, st)) != 0)
 		return r;
-	if ((r = token_read(s, name, 1, &e, st)) != 0)
+	if ((r = token_lock(s, name, &lock, st)) != 0) {
+		host_unlock(hfd);
+		return r;
+	}
+	if ((r = token_read_fresh(ks, s, name, 0, &e, st)) != 0)
 		goto out;
 	if ((r = fn(e, s, arg, &made, st)) != 0) {
 		if (r == KS_NO_CHANGE) {
@@ -849,6 +975,7 @@ keystore_change(struct keystore *ks, struct hsm_session *s, const char *name,
  out:
 	entry_free(e);
 	token_unlock(s, lock);
+	host_unlock(hfd);
 	return r;
 }
 
@@ -1307,7 +1434,7 @@ version_handle(struct keystore *ks, struct hsm_session *s, const char *name,
 	char label[HSM_LABEL_MAX];
 	enum hsm_obj_class cls;
 	hsm_handle_t h;
-	int r;
+	int r, tries;
 
 	pthread_rwlock_rdlock(&ks->lock);
 	if ((r = resolve_locked(ks, name, version, &e, &v, st)) == 0) {
@@ -1324,8 +1451,12 @@ version_handle(struct keystore *ks, struct hsm_session *s, const char *name,
 	}
 	cls = want_pub ? HSM_OBJ_PUBLIC_KEY : (*alg)->can_wrap ?
 	    HSM_OBJ_SECRET_KEY : HSM_OBJ_PRIVATE_KEY;
-	if ((r = hsm_find(s, cls, label, &h)) == KMS_ERR_NOT_FOUND &&
-	    token_read(s, name, 0, &e, st) == 0) {
+	/* A version made a moment ago by another instance may hide briefly. */
+	for (tries = 0; (r = hsm_find(s, cls, label, &h)) ==
+	    KMS_ERR_NOT_FOUND && tries < READ_TRIES_NEW; tries++)
+		nanosleep(&(struct timespec){ 0, READ_PAUSE_MS * 1000000L },
+		    NULL);
+	if (r == KMS_ERR_NOT_FOUND && token_read(s, name, 0, &e, st) == 0) {
 		/* Destroyed by another instance?  Its document says so. */
 		install(ks, e);
 		pthread_rwlock_rdlock(&ks->lock);

@@ -63,9 +63,13 @@ struct ks_key {
 
 void ks_key_free(struct ks_key *k);
 
-/* Loads every key's metadata from the token through session s. */
-int keystore_open(struct hsm_session *s, struct keystore **out,
-    struct kms_status *st);
+/*
+ * Loads every key's metadata from the token through session s.  Changes
+ * are serialised with flock(2) on lock_file (created if needed), which
+ * every instance on this host that shares the token must share.
+ */
+int keystore_open(struct hsm_session *s, const char *lock_file,
+    struct keystore **out, struct kms_status *st);
 void keystore_free(struct keystore *ks);
 size_t keystore_count(struct keystore *ks);
 

@@ -304,7 +304,7 @@ main(int argc, char **argv)
 		log_error("hsm: cannot open a session: %s", kms_strerror(r));
 		goto out;
 	}
-	if (keystore_open(hs, &svc.ks, &st) != 0) {
+	if (keystore_open(hs, cfg.keys_lock_file, &svc.ks, &st) != 0) {
 		log_error("keystore: %s", st.msg);
 		goto out;
 	}

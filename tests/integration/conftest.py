@@ -149,7 +149,7 @@ class Kmsd:
         try:
             self.proc = subprocess.Popen(
                 [str(KMSD), "--config", str(self.home / "kmsd.conf"),
-                 "--listen", self.addr, "--log-level", "info"],
+                 "--listen", self.addr, "--log-level", os.environ.get("KMS_TEST_LOG_LEVEL", "info")],
                 stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
                 env=self.env(), cwd=str(self.workdir))
         finally:

@@ -125,6 +125,10 @@ test_defaults(void **state)
 	assert_int_equal(cfg.audit_checkpoint_every, 1000);
 	assert_int_equal(cfg.audit_checkpoint_seconds, 60);
 	assert_int_equal(cfg.audit_sync, 1);
+	assert_int_equal(cfg.keys_destroy_wait, 86400);
+	assert_int_equal(cfg.keys_min_rotation_period, 3600);
+	assert_int_equal(cfg.keys_sync_ms, 1000);
+	assert_string_equal(cfg.keys_lock_file, "keys.lock");
 }
 
 static void
@@ -450,6 +454,30 @@ test_file_errors(void **state)
 	assert_int_equal(config_load(path, &fx->cfg, NULL), KMS_ERR_CONFIG);
 }
 
+static void
+test_keys_section(void **state)
+{
+	struct fixture *fx = *state;
+	char want[256];
+
+	assert_loads(fx, "[keys]\ndestroy_wait = 3\nmin_rotation_period = 2\n"
+	    "sync_ms = 200\nlock_file = run/keys.lock\n");
+	assert_int_equal(fx->cfg.keys_destroy_wait, 3);
+	assert_int_equal(fx->cfg.keys_min_rotation_period, 2);
+	assert_int_equal(fx->cfg.keys_sync_ms, 200);
+	snprintf(want, sizeof(want), "%s/run/keys.lock", fx->dir);
+	assert_string_equal(fx->cfg.keys_lock_file, want);
+	assert_refused(fx, "[keys]\ndestroy_wait = 0\n", 2, "destroy_wait");
+	assert_refused(fx, "[keys]\n\ndestroy_wait = 31536001\n", 3,
+	    "destroy_wait");
+	assert_refused(fx, "[keys]\nmin_rotation_period = -1\n", 2,
+	    "min_rotation_period");
+	assert_refused(fx, "[keys]\nsync_ms = 49\n", 2, "sync_ms");
+	assert_refused(fx, "[keys]\nsync_ms = 60001\n", 2, "sync_ms");
+	assert_refused(fx, "[keys]\nrotate = yes\n", 2, "unknown key");
+	assert_refused(fx, "[keys]\nlock_file =\n", 2, "lock_file");
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 int
@@ -471,6 +499,7 @@ main(void)
 		T(test_empty_paths),
 		T(test_syntax),
 		T(test_file_errors),
+		T(test_keys_section),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

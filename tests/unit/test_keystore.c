@@ -1,0 +1,411 @@
+/*
+ * test_keystore.c: key versions, states, rotation and their failure
+ * paths, against a real SoftHSM2 token through the fault-injecting module
+ * p11fault.so (as test_hsm.c), and two key stores on one token standing
+ * for two kmsd instances.
+ */
+#include <sys/stat.h>
+
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "algo.h"
+#include "hsm.h"
+#include "keystore.h"
+#include "kmserr.h"
+
+#define CKR_DEVICE_ERROR	0x30UL
+
+static char dir[64], pin[128], module[PATH_MAX], lockfile[128];
+static struct hsm *hsm;
+static struct hsm_session *s, *s2;
+static void (*fault_set)(const char *, unsigned long, unsigned long);
+static void (*fault_clear)(void);
+
+static void
+write_file(const char *path, const char *text, mode_t mode)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, mode);
+
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+	close(fd);
+	assert_int_equal(chmod(path, mode), 0);
+}
+
+static int
+setup(void **state)
+{
+	const char *so = getenv("P11FAULT_SO"), *build = getenv("BUILD");
+	char conf[128], text[256], rel[PATH_MAX];
+	struct kms_status st;
+	void *dl;
+
+	(void)state;
+	if (so == NULL) {
+		snprintf(rel, sizeof(rel), "%s/p11fault.so",
+		    build != NULL ? build : "build");
+		so = rel;
+	}
+	if (realpath(so, module) == NULL)
+		snprintf(module, sizeof(module), "%s", so);
+	strcpy(dir, "/tmp/kms-test-ks.XXXXXX");
+	if (mkdtemp(dir) == NULL)
+		return -1;
+	snprintf(conf, sizeof(conf), "%s/softhsm2.conf", dir);
+	snprintf(text, sizeof(text), "directories.tokendir = %s\n"
+	    "objectstore.backend = file\nlog.level = ERROR\n", dir);
+	write_file(conf, text, 0600);
+	setenv("SOFTHSM2_CONF", conf, 1);
+	if (system("softhsm2-util --init-token --free --label ks --so-pin 1234 "
+	    "--pin 1234 >/dev/null") != 0)
+		return -1;
+	snprintf(pin, sizeof(pin), "%s/pin", dir);
+	write_file(pin, "1234\n", 0600);
+	snprintf(lockfile, sizeof(lockfile), "%s/keys.lock", dir);
+	kms_status_clear(&st);
+	if (hsm_open(module, "ks", pin, &hsm, &st) != 0) {
+		fprintf(stderr, "hsm_open %s: %s\n", module, st.msg);
+		return -1;
+	}
+	if ((dl = dlopen(module, RTLD_NOW | RTLD_NOLOAD)) == NULL)
+		return -1;
+	fault_set = (void (*)(const char *, unsigned long,
+	    unsigned long))dlsym(dl, "p11fault_set");
+	fault_clear = (void (*)(void))dlsym(dl, "p11fault_clear");
+	dlclose(dl);
+	if (fault_set == NULL || fault_clear == NULL)
+		return -1;
+	if (hsm_session_open(hsm, &s) != 0)
+		return -1;
+	return hsm_session_open(hsm, &s2);
+}
+
+static int
+teardown(void **state)
+{
+	char cmd[128];
+
+	(void)state;
+	hsm_session_close(s);
+	hsm_session_close(s2);
+	hsm_close(hsm);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	return system(cmd) == 0 ? 0 : -1;
+}
+
+static int
+count_cb(const char *label, hsm_handle_t h, void *arg)
+{
+	(void)label;
+	(void)h;
+	(*(size_t *)arg)++;
+	return 0;
+}
+
+/* The number of objects of class cls on the token. */
+static size_t
+count(enum hsm_obj_class cls)
+{
+	size_t n = 0;
+
+	assert_int_equal(hsm_list(s, cls, count_cb, &n), 0);
+	return n;
+}
+
+static struct keystore *
+open_ks(struct hsm_session *session)
+{
+	struct keystore *ks;
+	struct kms_status st;
+
+	kms_status_clear(&st);
+	if (keystore_open(session, lockfile, &ks, &st) != 0)
+		fail_msg("keystore_open: %s", st.msg);
+	return ks;
+}
+
+static struct ks_key *
+get(struct keystore *ks, const char *name)
+{
+	struct ks_key *k;
+	struct kms_status st;
+
+	kms_status_clear(&st);
+	if (keystore_get(ks, name, &k, &st) != 0)
+		fail_msg("keystore_get %s: %s", name, st.msg);
+	return k;
+}
+
+static void
+create(struct keystore *ks, const char *name, const char *alg,
+    int64_t period)
+{
+	struct ks_key *k;
+	struct kms_status st;
+
+	kms_status_clear(&st);
+	if (keystore_create(ks, s, name, kms_alg_by_name(alg), period, &k,
+	    &st) != 0)
+		fail_msg("keystore_create %s: %s", name, st.msg);
+	assert_int_equal(k->primary, 1);
+	assert_int_equal(k->nversions, 1);
+	ks_key_free(k);
+}
+
+static int
+rotate(struct keystore *ks, struct hsm_session *session, const char *name,
+    struct kms_status *st)
+{
+	struct ks_key *k = NULL;
+	int r;
+
+	kms_status_clear(st);
+	r = keystore_rotate(ks, session, name, &k, st);
+	ks_key_free(k);
+	return r;
+}
+
+/* A failed rotation leaves the key and the token as they were. */
+static void
+test_rotation_failures_change_nothing(void **state)
+{
+	struct keystore *ks = open_ks(s);
+	struct kms_status st;
+	struct ks_key *k;
+	size_t privs, datas;
+
+	(void)state;
+	create(ks, "fail/ec", "EC_P256_SHA256", 0);
+	privs = count(HSM_OBJ_PRIVATE_KEY);
+	datas = count(HSM_OBJ_DATA);
+
+	/* The HSM cannot generate the new version. */
+	fault_set("C_GenerateKeyPair", 1, CKR_DEVICE_ERROR);
+	assert_int_equal(rotate(ks, s, "fail/ec", &st), KMS_ERR_UNAVAILABLE);
+	assert_non_null(strstr(st.msg, "generate"));
+	fault_clear();
+	/* The version is made but its document cannot be written (the
+	 * second object creation: the first is the lock object). */
+	fault_set("C_CreateObject", 2, CKR_DEVICE_ERROR);
+	assert_int_equal(rotate(ks, s, "fail/ec", &st), KMS_ERR_UNAVAILABLE);
+	assert_non_null(strstr(st.msg, "metadata"));
+	fault_clear();
+	/* The lock itself cannot be taken. */
+	fault_set("C_CreateObject", 1, CKR_DEVICE_ERROR);
+	assert_int_equal(rotate(ks, s, "fail/ec", &st), KMS_ERR_UNAVAILABLE);
+	assert_non_null(strstr(st.msg, "lock"));
+	fault_clear();
+
+	k = get(ks, "fail/ec");
+	assert_int_equal(k->primary, 1);
+	assert_int_equal(k->nversions, 1);
+	ks_key_free(k);
+	/* No key object of a half-made version and no lock object stays. */
+	assert_int_equal(count(HSM_OBJ_PRIVATE_KEY), privs);
+	assert_int_equal(count(HSM_OBJ_DATA), datas);
+
+	assert_int_equal(rotate(ks, s, "fail/ec", &st), 0);
+	k = get(ks, "fail/ec");
+	assert_int_equal(k->primary, 2);
+	assert_int_equal(k->versions[1].version, 2);
+	assert_int_equal(k->versions[1].state, KS_STATE_ENABLED);
+	ks_key_free(k);
+	assert_int_equal(count(HSM_OBJ_PRIVATE_KEY), privs + 1);
+	assert_int_equal(count(HSM_OBJ_DATA), datas);
+	assert_int_equal(rotate(ks, s, "fail/none", &st), KMS_ERR_NOT_FOUND);
+	keystore_free(ks);
+}
+
+static void
+test_state_rules(void **state)
+{
+	struct keystore *ks = open_ks(s);
+	struct kms_status st;
+	struct ks_version v;
+	const struct kms_alg_info *alg;
+	uint32_t resolved;
+	int64_t t0 = (int64_t)time(NULL);
+
+	(void)state;
+	create(ks, "state/aes", "AES_256_KWP", 0);
+	assert_int_equal(rotate(ks, s, "state/aes", &st), 0);
+#define SET(ver, stt, want) do {					\
+	kms_status_clear(&st);						\
+	assert_int_equal(keystore_set_state(ks, s, "state/aes", (ver),	\
+	    (stt), 100, &v, &st), (want));				\
+} while (0)
+	SET(2, KS_STATE_DISABLED, KMS_ERR_FAILED_PRECONDITION);
+	assert_non_null(strstr(st.msg, "primary"));
+	SET(2, KS_STATE_DESTROY_SCHEDULED, KMS_ERR_FAILED_PRECONDITION);
+	SET(1, KS_STATE_DESTROYED, KMS_ERR_INVALID_ARGUMENT);
+	SET(0, KS_STATE_DISABLED, KMS_ERR_INVALID_ARGUMENT);
+	SET(3, KS_STATE_DISABLED, KMS_ERR_NOT_FOUND);
+	SET(1, (enum ks_state)0, KMS_ERR_INVALID_ARGUMENT);
+
+	SET(1, KS_STATE_DISABLED, 0);
+	assert_int_equal(v.state, KS_STATE_DISABLED);
+	assert_int_equal(keystore_resolve(ks, "state/aes", 1, &alg, &resolved,
+	    &st), KMS_ERR_FAILED_PRECONDITION);
+	assert_int_equal(keystore_resolve(ks, "state/aes", 0, &alg, &resolved,
+	    &st), 0);
+	assert_int_equal(resolved, 2);
+	SET(1, KS_STATE_DISABLED, 0);		/* already so: no change */
+	SET(1, KS_STATE_DESTROY_SCHEDULED, 0);
+	assert_true(v.destroy_time >= t0 + 100 && v.destroy_time <= t0 + 102);
+	SET(1, KS_STATE_ENABLED, KMS_ERR_FAILED_PRECONDITION);
+	assert_non_null(strstr(st.msg, "restore"));
+	SET(1, KS_STATE_DISABLED, 0);		/* restore */
+	assert_int_equal(v.destroy_time, 0);
+	SET(1, KS_STATE_ENABLED, 0);
+	assert_int_equal(keystore_resolve(ks, "state/aes", 1, &alg, &resolved,
+	    &st), 0);
+#undef SET
+	keystore_free(ks);
+}
+
+struct events {
+	int n;
+	enum ks_event what[8];
+	uint32_t version[8];
+	int err[8];
+};
+
+static void
+on_event(void *arg, enum ks_event what, const char *name, uint32_t version,
+    int err, const struct kms_status *st)
+{
+	struct events *ev = arg;
+
+	(void)name;
+	(void)st;
+	if (ev->n < 8) {
+		ev->what[ev->n] = what;
+		ev->version[ev->n] = version;
+		ev->err[ev->n] = err;
+	}
+	ev->n++;
+}
+
+/*
+ * The scheduler of two instances: due work is done once, by whichever
+ * instance gets there first, and the other sees it after a refresh.
+ */
+static void
+test_maintain_on_two_instances(void **state)
+{
+	struct keystore *a = open_ks(s), *b = open_ks(s2);
+	struct events ea, eb;
+	struct kms_status st;
+	struct ks_version v;
+	struct ks_key *k;
+	size_t privs, pubs, changed;
+	int64_t now;
+
+	(void)state;
+	create(a, "sched/ed", "ED25519", 1);
+	assert_int_equal(keystore_refresh(b, s2, &changed), 0);
+	assert_true(changed >= 1);
+	k = get(b, "sched/ed");
+	assert_int_equal(k->next_rotation_time, k->versions[0].create_time + 1);
+	/* Due once the clock reaches it (a rotation then sets the next). */
+	while ((now = (int64_t)time(NULL)) < k->next_rotation_time)
+		usleep(50000);
+	ks_key_free(k);
+
+	memset(&ea, 0, sizeof(ea));
+	memset(&eb, 0, sizeof(eb));
+	assert_int_equal(keystore_maintain(a, s, now, on_event, &ea), 0);
+	assert_int_equal(keystore_maintain(b, s2, now, on_event, &eb), 0);
+	assert_int_equal(ea.n + eb.n, 1);
+	assert_int_equal(ea.n, 1);
+	assert_int_equal(ea.what[0], KS_EVENT_ROTATED);
+	assert_int_equal(ea.version[0], 2);
+	assert_int_equal(ea.err[0], 0);
+	k = get(b, "sched/ed");
+	assert_int_equal(k->primary, 2);
+	ks_key_free(k);
+
+	/* A destruction, due at once with a wait of 0 seconds. */
+	assert_int_equal(keystore_set_rotation_period(a, s, "sched/ed", 0, &k,
+	    &st), 0);
+	assert_int_equal(k->next_rotation_time, 0);
+	ks_key_free(k);
+	kms_status_clear(&st);
+	assert_int_equal(keystore_set_state(b, s2, "sched/ed", 1,
+	    KS_STATE_DESTROY_SCHEDULED, 0, &v, &st), 0);
+	privs = count(HSM_OBJ_PRIVATE_KEY);
+	pubs = count(HSM_OBJ_PUBLIC_KEY);
+	now = (int64_t)time(NULL) + 1;
+	memset(&ea, 0, sizeof(ea));
+	memset(&eb, 0, sizeof(eb));
+	/* a has not refreshed: it does not know yet; b does it. */
+	assert_int_equal(keystore_maintain(a, s, now, on_event, &ea), 0);
+	assert_int_equal(ea.n, 0);
+	assert_int_equal(keystore_maintain(b, s2, now, on_event, &eb), 0);
+	assert_int_equal(eb.n, 1);
+	assert_int_equal(eb.what[0], KS_EVENT_DESTROYED);
+	assert_int_equal(eb.version[0], 1);
+	assert_int_equal(count(HSM_OBJ_PRIVATE_KEY), privs - 1);
+	assert_int_equal(count(HSM_OBJ_PUBLIC_KEY), pubs - 1);
+	assert_int_equal(keystore_refresh(a, s, NULL), 0);
+	k = get(a, "sched/ed");
+	assert_int_equal(k->versions[0].state, KS_STATE_DESTROYED);
+	assert_int_equal(k->versions[1].state, KS_STATE_ENABLED);
+	assert_int_equal(k->rotation_period, 0);
+	ks_key_free(k);
+	/* Nothing more is due, on either. */
+	memset(&ea, 0, sizeof(ea));
+	assert_int_equal(keystore_maintain(a, s, now + 10, on_event, &ea), 0);
+	assert_int_equal(keystore_maintain(b, s2, now + 10, on_event, &ea), 0);
+	assert_int_equal(ea.n, 0);
+	kms_status_clear(&st);
+	assert_int_equal(keystore_set_state(a, s, "sched/ed", 1,
+	    KS_STATE_DISABLED, 0, &v, &st), KMS_ERR_FAILED_PRECONDITION);
+	keystore_free(a);
+	keystore_free(b);
+}
+
+/* A lock left by a crashed instance is removed once it is old enough. */
+static void
+test_abandoned_lock_is_reaped(void **state)
+{
+	struct keystore *ks = open_ks(s);
+	struct kms_status st;
+	hsm_handle_t h;
+	size_t datas;
+
+	(void)state;
+	create(ks, "lock/ec", "EC_P256_SHA256", 0);
+	datas = count(HSM_OBJ_DATA);
+	assert_int_equal(hsm_data_create(s, "lock/ec!lock",
+	    (const uint8_t *)"lock 1000 00", 12, &h), 0);
+	assert_int_equal(rotate(ks, s, "lock/ec", &st), 0);
+	assert_int_equal(count(HSM_OBJ_DATA), datas);
+	keystore_free(ks);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_rotation_failures_change_nothing),
+		cmocka_unit_test(test_state_rules),
+		cmocka_unit_test(test_maintain_on_two_instances),
+		cmocka_unit_test(test_abandoned_lock_is_reaped),
+	};
+
+	return cmocka_run_group_tests(tests, setup, teardown);
+}

@@ -39,11 +39,6 @@
 
 #define DATA_MAX (1024 * 1024)	/* the server's default max_data_bytes */
 
-static const char *const state_names[] = {
-	"KEY_VERSION_STATE_UNSPECIFIED", "ENABLED", "DISABLED",
-	"DESTROY_SCHEDULED", "DESTROYED"
-};
-
 
 static void
 usage(FILE *f)
@@ -366,14 +361,6 @@ print_json(json_t *o)
 	return r;
 }
 
-static const char *
-state_name(int s)
-{
-	if (s < 0 || (size_t)s >= sizeof(state_names) / sizeof(state_names[0]))
-		return "UNKNOWN";
-	return state_names[s];
-}
-
 static void
 fmt_time(int64_t t, char *buf, size_t len)
 {
@@ -392,7 +379,7 @@ version_json(const Kms__V1__KeyVersion *v)
 
 	fmt_time(v->create_time, ts, sizeof(ts));
 	o = json_pack("{s:i, s:s, s:s}", "version", (int)v->version,
-	    "state", state_name(v->state), "create_time", ts);
+	    "state", kms_state_name(v->state), "create_time", ts);
 	if (o != NULL && v->destroy_time != 0) {
 		fmt_time(v->destroy_time, ts, sizeof(ts));
 		json_object_set_new(o, "destroy_time", json_string(ts));
@@ -446,7 +433,7 @@ key_print(const Kms__V1__Key *k)
 	for (i = 0; i < k->n_versions; i++) {
 		fmt_time(k->versions[i]->create_time, ts, sizeof(ts));
 		printf("  %u %s %s", k->versions[i]->version,
-		    state_name(k->versions[i]->state), ts);
+		    kms_state_name(k->versions[i]->state), ts);
 		if (k->versions[i]->destroy_time != 0) {
 			fmt_time(k->versions[i]->destroy_time, ts, sizeof(ts));
 			printf(" %s %s", k->versions[i]->state ==
@@ -643,7 +630,7 @@ cmd_key(struct ctx *x, int argc, char **argv)
 			r = print_json(version_json(v));
 		else
 			printf("%s version %u: %s\n", name, v->version,
-			    state_name(v->state));
+			    kms_state_name(v->state));
 	} else
 		r = print_key(x, (Kms__V1__Key *)resp);
 	protobuf_c_message_free_unpacked(resp, NULL);

@@ -79,3 +79,29 @@ kms_hash_len(enum kms_hash h)
 		return 0;
 	}
 }
+
+static const char *const state_names[] = {
+	"KEY_VERSION_STATE_UNSPECIFIED", "ENABLED", "DISABLED",
+	"DESTROY_SCHEDULED", "DESTROYED"
+};
+
+const char *
+kms_state_name(int state)
+{
+	if (state < 0 ||
+	    (size_t)state >= sizeof(state_names) / sizeof(state_names[0]))
+		return "UNKNOWN";
+	return state_names[state];
+}
+
+int
+kms_state_by_name(const char *name)
+{
+	size_t i;
+
+	for (i = 1; name != NULL &&
+	    i < sizeof(state_names) / sizeof(state_names[0]); i++)
+		if (strcmp(name, state_names[i]) == 0)
+			return (int)i;
+	return 0;
+}

@@ -59,6 +59,14 @@ const struct kms_alg_info *kms_alg_lookup(int alg);
 const struct kms_alg_info *kms_alg_by_name(const char *name);
 const char *kms_alg_name(int alg);	/* "UNKNOWN" for bad values */
 
+/*
+ * The name of a key version state (kms.v1.KeyVersionState: 0 unspecified,
+ * 1 ENABLED .. 4 DESTROYED), as in the proto; "UNKNOWN" for bad values.
+ */
+const char *kms_state_name(int state);
+/* The state named name (1..4), or 0. */
+int kms_state_by_name(const char *name);
+
 /* Digest length of a hash, 0 for KMS_HASH_NONE. */
 size_t kms_hash_len(enum kms_hash h);
 

@@ -966,11 +966,6 @@ h_rotate_key(struct service *svc, struct hsm_session *hs,
 	kms__v1__rotate_key_request__free_unpacked(req, NULL);
 }
 
-static const char *const version_state_names[] = {
-	"KEY_VERSION_STATE_UNSPECIFIED", "ENABLED", "DISABLED",
-	"DESTROY_SCHEDULED", "DESTROYED"
-};
-
 static void
 h_set_version_state(struct service *svc, struct hsm_session *hs,
     const struct rpc_peer *who, const uint8_t *body, size_t len,
@@ -992,9 +987,8 @@ h_set_version_state(struct service *svc, struct hsm_session *hs,
 	    authorize(&c, KMS_OP_SET_VERSION_STATE, req->name) != 0)
 		goto out;
 	c.version = req->version;
-	if ((int)req->state >= 0 && (int)req->state <= KS_STATE_DESTROYED)
-		snprintf(c.detail, sizeof(c.detail), "{\"state\":\"%s\"}",
-		    version_state_names[req->state]);
+	snprintf(c.detail, sizeof(c.detail), "{\"state\":\"%s\"}",
+	    kms_state_name(req->state));
 	if (keystore_set_state(svc->ks, hs, req->name, req->version,
 	    (enum ks_state)req->state, svc->cfg->keys_destroy_wait, &v,
 	    &c.st) != 0)

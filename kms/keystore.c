@@ -96,9 +96,6 @@ struct keystore {
 	size_t count;
 };
 
-static const char *const state_names[] = {
-	NULL, "ENABLED", "DISABLED", "DESTROY_SCHEDULED", "DESTROYED"
-};
 
 static uint64_t
 name_hash(const char *s)
@@ -198,7 +195,7 @@ meta_encode(const struct ks_entry *e)
 	for (i = 0; i < e->nv; i++) {
 		v = json_pack("{s:I,s:s,s:I,s:I,s:s}",
 		    "version", (json_int_t)e->v[i].version,
-		    "state", state_names[e->v[i].state],
+		    "state", kms_state_name(e->v[i].state),
 		    "create_time", (json_int_t)e->v[i].create_time,
 		    "destroy_time", (json_int_t)e->v[i].destroy_time,
 		    "label", e->v[i].label);
@@ -223,16 +220,6 @@ meta_encode(const struct ks_entry *e)
 	return s;
 }
 
-static enum ks_state
-state_parse(const char *s)
-{
-	int i;
-
-	for (i = KS_STATE_ENABLED; i <= KS_STATE_DESTROYED; i++)
-		if (s != NULL && strcmp(s, state_names[i]) == 0)
-			return (enum ks_state)i;
-	return 0;
-}
 
 /* Parses a metadata document; the caller checks the name against the label. */
 static int
@@ -287,7 +274,7 @@ meta_decode(const char *text, size_t len, struct ks_entry **out,
 		    ver <= 0 || ver > UINT32_MAX ||
 		    strlen(label) >= HSM_LABEL_MAX ||
 		    (i > 0 && (uint32_t)ver <= e->v[i - 1].version) ||
-		    (e->v[i].state = state_parse(state)) == 0) {
+		    (e->v[i].state = (enum ks_state)kms_state_by_name(state)) == 0) {
 			kms_status_set(st, r, "metadata: bad version entry");
 			goto out;
 		}
@@ -1391,7 +1378,7 @@ resolve_locked(struct keystore *ks, const char *name, uint32_t version,
 	if (v->state != KS_STATE_ENABLED)
 		return kms_status_set(st, KMS_ERR_FAILED_PRECONDITION,
 		    "version %u of key \"%s\" is %s and cannot be used%s",
-		    version, name, state_names[v->state],
+		    version, name, kms_state_name(v->state),
 		    v->state == KS_STATE_DISABLED ? " until it is enabled" :
 		    v->state == KS_STATE_DESTROY_SCHEDULED ? " (restore it "
 		    "before its destroy time to keep it)" : "");

@@ -9,7 +9,8 @@
  *
  * open writes OUT only if the whole bundle verified (through a temporary
  * file renamed into place); with --state it keeps the last accepted
- * sequence numbers in FILE, replaced atomically after a success.
+ * sequence numbers in FILE, replaced atomically after a success (verify
+ * reads it but leaves it as it is).
  * Exit codes: 0 ok, 1 refused (the reason is printed), 2 usage, 5 I/O.
  */
 #include <errno.h>
@@ -46,7 +47,8 @@ usage(FILE *f)
 "open decrypts and verifies BUNDLE (\"-\": stdin) and writes OUT only if\n"
 "all of it verified.  --state FILE holds the last accepted bundle and\n"
 "statement sequence numbers (a missing file means none yet); it is\n"
-"replaced atomically after a success.  inspect prints the manifest\n"
+"replaced atomically after a successful open (verify only reads it).\n"
+"inspect prints the manifest "
 "without checking anything.\n"
 "exit codes: 0 ok, 1 refused, 2 usage, 5 I/O error\n");
 }
@@ -310,7 +312,9 @@ cmd_open(int argc, char **argv, int want_out)
 		r = EXIT_IO;
 		goto out;
 	}
-	if (state != NULL && (r = state_write(state, seq, st_seq)) != 0)
+	/* Only an install moves the state forward; verify just checks. */
+	if (want_out && state != NULL &&
+	    (r = state_write(state, seq, st_seq)) != 0)
 		goto out;
 	fprintf(stderr, "kmsb: %s: verified: app %.*s channel %.*s version "
 	    "%.*s seq %" PRIu64 ", %" PRIu64 " bytes\n", argv[optind],

@@ -15,54 +15,62 @@ static const uint8_t hpke_suite[10] = {
 	'H', 'P', 'K', 'E', 0x00, 0x20, 0x00, 0x01, 0x00, 0x01
 };
 
-/* LabeledExtract(salt, label, ikm) = Extract(salt, "HPKE-v1"||suite||label||ikm) */
+/*
+ * Writes "HPKE-v1" || suite || label || data at buf + off (RFC 9180 4,
+ * the labeled input of both LabeledExtract and LabeledExpand); its end,
+ * or 0 when it does not fit.
+ */
+static size_t
+labeled(uint8_t buf[LABEL_MAX], size_t off, const uint8_t *suite,
+    size_t suite_len, const char *label, const uint8_t *data, size_t len)
+{
+	size_t ll = strlen(label);
+
+	if (off + 7 + suite_len + ll + len > LABEL_MAX)
+		return 0;
+	memcpy(buf + off, "HPKE-v1", 7);
+	off += 7;
+	memcpy(buf + off, suite, suite_len);
+	off += suite_len;
+	memcpy(buf + off, label, ll);
+	off += ll;
+	if (len > 0)
+		memcpy(buf + off, data, len);
+	return off + len;
+}
+
+/* LabeledExtract(salt, label, ikm) = Extract(salt, labeled(label, ikm)) */
 static int
 labeled_extract(const uint8_t *suite, size_t suite_len, const uint8_t *salt,
     size_t salt_len, const char *label, const uint8_t *ikm, size_t ikm_len,
     uint8_t prk[32])
 {
 	uint8_t buf[LABEL_MAX];
-	size_t n = 0, ll = strlen(label);
-	int r;
+	size_t n;
+	int r = -1;
 
-	if (7 + suite_len + ll + ikm_len > sizeof(buf))
-		return -1;
-	memcpy(buf, "HPKE-v1", 7);
-	n = 7;
-	memcpy(buf + n, suite, suite_len);
-	n += suite_len;
-	memcpy(buf + n, label, ll);
-	n += ll;
-	if (ikm_len > 0)
-		memcpy(buf + n, ikm, ikm_len);
-	n += ikm_len;
-	r = kmsb_c_hkdf_extract(salt, salt_len, buf, n, prk);
+	if ((n = labeled(buf, 0, suite, suite_len, label, ikm, ikm_len)) != 0)
+		r = kmsb_c_hkdf_extract(salt, salt_len, buf, n, prk);
 	kmsb_c_wipe(buf, sizeof(buf));
 	return r;
 }
 
-/* LabeledExpand(prk, label, info, L) = Expand(prk, I2OSP(L,2)||"HPKE-v1"||suite||label||info, L) */
+/* LabeledExpand(prk, label, info, L) = Expand(prk, I2OSP(L, 2) || labeled(label, info), L) */
 static int
 labeled_expand(const uint8_t *suite, size_t suite_len, const uint8_t prk[32],
     const char *label, const uint8_t *info, size_t info_len, uint8_t *out,
     size_t out_len)
 {
 	uint8_t buf[LABEL_MAX];
-	size_t n, ll = strlen(label);
+	size_t n;
 
-	if (out_len > 0xffff || 9 + suite_len + ll + info_len > sizeof(buf))
+	if (out_len > 0xffff)
 		return -1;
 	buf[0] = (uint8_t)(out_len >> 8);
 	buf[1] = (uint8_t)out_len;
-	memcpy(buf + 2, "HPKE-v1", 7);
-	n = 9;
-	memcpy(buf + n, suite, suite_len);
-	n += suite_len;
-	memcpy(buf + n, label, ll);
-	n += ll;
-	if (info_len > 0)
-		memcpy(buf + n, info, info_len);
-	n += info_len;
+	if ((n = labeled(buf, 2, suite, suite_len, label, info,
+	    info_len)) == 0)
+		return -1;
 	return kmsb_c_hkdf_expand(prk, buf, n, out, out_len);
 }
 

@@ -29,7 +29,7 @@
 #define APP	"com.example.app"
 #define CHANNEL	"production"
 
-/* ---- helpers ---- */
+/* ---- keys, bundles and a verifier run ---- */
 
 static size_t
 unhex(const char *h, uint8_t *out, size_t cap)
@@ -655,6 +655,33 @@ test_statement_refusals(void **state)
 	free(b.p);
 }
 
+/* A P-256 root key signs the statement just as well. */
+static void
+test_p256_root(void **state)
+{
+	struct kmsb_policy p;
+	struct spec s;
+	struct sink out = { 0 };
+	struct buf b;
+	uint8_t d[3000];
+
+	memset(d, 'p', sizeof(d));
+	spec_default(&s, &ed);
+	free(s.st.p);
+	s.st = statement(&p256, 4, NOW + 86400, NOW + 86400, APP, 1, &ed);
+	b = seal(&s, d, sizeof(d));
+	policy_default(&p, &dev);
+	p.root = p256.pub;
+	assert_int_equal(run(&p, b.p, b.len, 5, &out), KMSB_OK);
+	assert_int_equal(out.len, sizeof(d));
+	assert_memory_equal(out.p, d, sizeof(d));
+	free(out.p);
+	/* The Ed25519 root does not vouch for it. */
+	policy_default(&p, &dev);
+	refused(&p, &b, KMSB_ERR_STATEMENT);
+	free(b.p);
+}
+
 /* Replaces the statement of bundle b by st (the framing is unsigned). */
 static struct buf
 splice_statement(const struct buf *b, const struct buf *st)
@@ -978,6 +1005,7 @@ main(void)
 		cmocka_unit_test(test_several_recipients),
 		cmocka_unit_test(test_policy_refusals),
 		cmocka_unit_test(test_statement_refusals),
+		cmocka_unit_test(test_p256_root),
 		cmocka_unit_test(test_unknown_signing_key),
 		cmocka_unit_test(test_bad_manifest_signature),
 		cmocka_unit_test(test_flipped_manifest_bytes),

@@ -236,12 +236,24 @@ cmd_open(int argc, char **argv, int want_out)
 	optind = 1;
 	while ((ch = getopt_long(argc, argv, "o:", opts, NULL)) != -1) {
 		switch (ch) {
-		case 'r': root = optarg; break;
-		case 'a': pol.app_id = optarg; break;
-		case 'c': pol.channel = optarg; break;
-		case 'k': keyf = optarg; break;
-		case 's': state = optarg; break;
-		case 'o': outp = optarg; break;
+		case 'r':
+			root = optarg;
+			break;
+		case 'a':
+			pol.app_id = optarg;
+			break;
+		case 'c':
+			pol.channel = optarg;
+			break;
+		case 'k':
+			keyf = optarg;
+			break;
+		case 's':
+			state = optarg;
+			break;
+		case 'o':
+			outp = optarg;
+			break;
 		case 'l':
 			if (parse_u64(optarg, &pol.last_seq) != 0)
 				return die_usage("--last-seq: a number");

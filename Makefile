@@ -112,6 +112,10 @@ $(BUILD)/kmsctl: $(KMSCTL_OBJS) $(CLIENT_OBJS) $(PROTO_OBJS) $(BUILD)/libkms.a \
 $(BUILD)/kmsload: $(BUILD)/obj/bench/kmsload.o $(PROTO_OBJS)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS_GRPC) $(LDLIBS_COMMON)
 
+# The OTA verifier's in-process throughput (bench/ota.sh).
+$(BUILD)/kmsbspeed: $(BUILD)/obj/bench/kmsbspeed.o $(KMSB_OBJS)
+	$(CC) $(LDFLAGS) -o $@ $^ -lcrypto
+
 $(BUILD)/p11raw: $(BUILD)/obj/bench/p11raw.o
 	$(CC) $(LDFLAGS) -o $@ $^ -lpthread -ldl
 

@@ -305,9 +305,12 @@ cmd_seal(struct ctx *x, int argc, char **argv)
 	if ((r = kmsb_seal(&p, in, (uint64_t)sb.st_size, o.f, signer_sign,
 	    &s, why)) != KMSB_OK) {
 		fprintf(stderr, "kmsctl: ota seal: %s\n", why);
-		r = s.rc != 0 ? s.rc : r == KMSB_ERR_OUTPUT ?
-		    KMSCTL_EXIT_IO : r == KMSB_ERR_SIGNATURE ?
-		    KMSCTL_EXIT_VERIFY : KMSCTL_EXIT_USAGE;
+		/* The server's refusal, a local file, a bad signature, or
+		 * what was asked for (statement, sizes, recipients). */
+		r = s.rc != 0 ? s.rc : r == KMSB_ERR_OUTPUT ||
+		    r == KMSB_ERR_TRUNCATED ? KMSCTL_EXIT_IO :
+		    r == KMSB_ERR_SIGNATURE ? KMSCTL_EXIT_VERIFY :
+		    KMSCTL_EXIT_USAGE;
 		goto out;
 	}
 	if (kmsb_out_commit(&o) != 0) {

@@ -28,10 +28,10 @@ def create(kmsd, name, alg):
         assert e.code() == grpc.StatusCode.ALREADY_EXISTS
 
 
-def kmsb(*args, check=False):
+def kmsb(*args, check=False, **kw):
     if not KMSB.exists():
         pytest.fail("%s does not exist" % KMSB, pytrace=False)
-    return run([KMSB] + [str(a) for a in args], check=check)
+    return run([KMSB] + [str(a) for a in args], check=check, **kw)
 
 
 def leftovers(d):
@@ -99,6 +99,18 @@ def test_round_trip(kmsd, ota, alg, size):
     r = kmsb("verify", *open_args(ota), bundle)
     assert r.returncode == 0, r.stderr
     out.unlink()
+
+
+def test_open_from_stdin(kmsd, ota):
+    data = os.urandom(100000)
+    bundle, _ = seal(kmsd, ota, data, 8)
+    out = ota / "from-stdin"
+    r = kmsb("open", *open_args(ota), "-o", out, "-",
+             input=bundle.read_bytes())
+    assert r.returncode == 0, r.stderr
+    assert out.read_bytes() == data
+    r = kmsb("verify", *open_args(ota), "-", input=bundle.read_bytes()[:-1])
+    assert r.returncode == 1 and b"truncated" in r.stderr
 
 
 def test_inspect(kmsd, ota):

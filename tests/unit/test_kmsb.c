@@ -924,6 +924,92 @@ test_bad_arguments(void **state)
 	    "call out of order");
 }
 
+/* kmsb_seal() with params p over len bytes; its verdict, nothing written. */
+static int
+seal_fails(struct kmsb_seal_params *p, struct sigkey *k, uint64_t len,
+    uint64_t claimed)
+{
+	char why[KMSB_WHY_MAX], *out_buf = NULL;
+	size_t out_len = 0;
+	uint8_t *d = random_data((size_t)len);
+	FILE *in = tmpfile(), *out;
+	int r;
+
+	assert_non_null(in);
+	if (len > 0)
+		assert_int_equal(fwrite(d, 1, (size_t)len, in), len);
+	rewind(in);
+	out = open_memstream(&out_buf, &out_len);
+	assert_non_null(out);
+	r = kmsb_seal(p, in, claimed, out, local_sign, k, why);
+	fclose(out);
+	assert_int_not_equal(r, KMSB_OK);
+	assert_true(strlen(why) > 0);
+	assert_int_equal(out_len, 0);
+	free(out_buf);
+	fclose(in);
+	free(d);
+	return r;
+}
+
+/* The producer refuses what no device would accept, and writes nothing. */
+static void
+test_seal_refusals(void **state)
+{
+	struct kmsb_seal_params p;
+	struct buf st = statement(&root, 1, NOW + 86400, NOW + 86400, APP, 1,
+	    &ed);
+	struct buf old = statement(&root, 1, NOW - 200, NOW + 86400, APP, 1,
+	    &ed);
+
+	memset(&p, 0, sizeof(p));
+	p.app_id = APP;
+	p.channel = CHANNEL;
+	p.version = "1";
+	p.seq = 1;
+	p.created = NOW - 100;
+	p.expires = NOW + 100;
+	p.signer = ed.pub;
+	p.recipients = (const uint8_t (*)[32])dev.pk;
+	p.recipient_count = 1;
+	p.statement = st.p;
+	p.statement_len = st.len;
+	/* The signer is not in the statement. */
+	p.signer = p256.pub;
+	assert_int_equal(seal_fails(&p, &p256, 10, 10), KMSB_ERR_UNKNOWN_KEY);
+	p.signer = ed.pub;
+	/* sign() signs with another key than the one named. */
+	assert_int_equal(seal_fails(&p, &stranger, 10, 10),
+	    KMSB_ERR_SIGNATURE);
+	/* An expired statement, another app, a control character. */
+	p.statement = old.p;
+	p.statement_len = old.len;
+	assert_int_equal(seal_fails(&p, &ed, 10, 10),
+	    KMSB_ERR_STATEMENT_EXPIRED);
+	p.statement = st.p;
+	p.statement_len = st.len;
+	p.app_id = "com.example.other";
+	assert_int_equal(seal_fails(&p, &ed, 10, 10), KMSB_ERR_APP);
+	p.app_id = APP;
+	p.version = "1\n2";
+	assert_int_equal(seal_fails(&p, &ed, 10, 10), KMSB_ERR_ARG);
+	p.version = "1";
+	/* The input is shorter or longer than its size said. */
+	assert_int_equal(seal_fails(&p, &ed, 10, 11), KMSB_ERR_TRUNCATED);
+	assert_int_equal(seal_fails(&p, &ed, 10, 9), KMSB_ERR_LIMIT);
+	/* More chunks than a manifest can hold. */
+	p.chunk_size = KMSB_CHUNK_MIN;
+	assert_int_equal(seal_fails(&p, &ed, 0, 9000ULL * KMSB_CHUNK_MIN),
+	    KMSB_ERR_LIMIT);
+	p.chunk_size = 100;
+	assert_int_equal(seal_fails(&p, &ed, 10, 10), KMSB_ERR_ARG);
+	p.chunk_size = 0;
+	p.recipient_count = 0;
+	assert_int_equal(seal_fails(&p, &ed, 10, 10), KMSB_ERR_ARG);
+	free(st.p);
+	free(old.p);
+}
+
 /* The parser on its own: structure errors and the bounds. */
 static void
 test_manifest_parse(void **state)
@@ -1014,6 +1100,7 @@ main(void)
 		cmocka_unit_test(test_truncated_and_trailing),
 		cmocka_unit_test(test_output_refused),
 		cmocka_unit_test(test_bad_arguments),
+		cmocka_unit_test(test_seal_refusals),
 		cmocka_unit_test(test_manifest_parse),
 		cmocka_unit_test(test_pem_keys),
 	};

@@ -95,6 +95,9 @@ $(BUILD)/obj/clients/kmsb/%.o: clients/kmsb/%.c $(wildcard clients/kmsb/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
 
+# kmsctl ota is built on the bundle library's headers too.
+$(BUILD)/obj/clients/kmsbcmd.o: $(wildcard clients/kmsb/*.h)
+
 $(BUILD)/libkmsb.a: $(KMSB_OBJS) $(KMSB_SEAL_OBJS)
 	$(AR) rcs $@ $^
 

@@ -1,6 +1,6 @@
 # kms: HSM-backed key management over mTLS gRPC.
 #
-#   make            build build/kmsd and build/kmsctl
+#   make            build build/kmsd, build/kmsctl and build/kmsb
 #   make run        install what is missing, build, set up $KMS_HOME, run kmsd
 #   make test       install what is missing, build, run every test
 #   make bench      benchmarks (see bench/)

@@ -7,6 +7,8 @@
  *
  *   kmsbspeed ROOT.pem DEVICE.key APP CHANNEL BUNDLE [RUNS [BLOCK]]
  */
+#include <sys/stat.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +39,7 @@ main(int argc, char **argv)
 	struct kmsb_policy pol;
 	struct kmsb_verifier *v;
 	struct timespec t0, t1;
+	struct stat sb;
 	uint8_t *bundle, *pem;
 	size_t blen, plen, off, n, out, block = 128 * 1024;
 	double *t;
@@ -59,7 +62,9 @@ main(int argc, char **argv)
 	    kmsb_pem_x25519_priv((char *)pem, plen, pol.recipient_sk) != 0)
 		return 1;
 	free(pem);
-	if (kmsb_read_file(argv[5], (size_t)2 << 30, &bundle, &blen) != 0 ||
+	/* The bundle's own size bounds the read (and the allocation). */
+	if (stat(argv[5], &sb) != 0 ||
+	    kmsb_read_file(argv[5], (size_t)sb.st_size, &bundle, &blen) != 0 ||
 	    (t = calloc((size_t)runs, sizeof(*t))) == NULL)
 		return 1;
 	pol.app_id = argv[3];

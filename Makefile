@@ -1,6 +1,6 @@
 # kms: HSM-backed key management over mTLS gRPC.
 #
-#   make            build build/kmsd and build/kmsctl
+#   make            build build/kmsd, build/kmsctl and build/kmsb
 #   make run        install what is missing, build, set up $KMS_HOME, run kmsd
 #   make test       install what is missing, build, run every test
 #   make bench      benchmarks (see bench/)
@@ -43,17 +43,26 @@ LIB_SRCS = kms/kmserr.c kms/algo.c kms/log.c kms/secret.c kms/config.c \
 	kms/auditread.c \
 	kms/pubkey.c
 KMSD_SRCS = kms/rpc.c kms/handlers.c kms/main.c
-CLIENT_SRCS = clients/kmsclient.c clients/auditcmd.c
+CLIENT_SRCS = clients/kmsclient.c clients/auditcmd.c clients/kmsbcmd.c
 KMSCTL_SRCS = clients/kmsctl.c
+# kms OTA bundles (docs/bundle-format.md): the device verifier, which needs
+# neither kms nor gRPC (only kmsb_crypto_openssl.c sees OpenSSL), and the
+# producer that kmsctl ota links.
+KMSB_SRCS = clients/kmsb/kmsb_manifest.c clients/kmsb/kmsb_verify.c \
+	clients/kmsb/kmsb_hpke.c clients/kmsb/kmsb_keys.c \
+	clients/kmsb/kmsb_file.c clients/kmsb/kmsb_crypto_openssl.c
+KMSB_SEAL_SRCS = clients/kmsb/kmsb_seal.c
 
 LIB_OBJS = $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
 KMSD_OBJS = $(KMSD_SRCS:%.c=$(BUILD)/obj/%.o)
 CLIENT_OBJS = $(CLIENT_SRCS:%.c=$(BUILD)/obj/%.o)
 KMSCTL_OBJS = $(KMSCTL_SRCS:%.c=$(BUILD)/obj/%.o)
 PROTO_OBJS = $(PROTO_C:$(GEN)/%.c=$(BUILD)/obj/gen/%.o)
+KMSB_OBJS = $(KMSB_SRCS:%.c=$(BUILD)/obj/%.o)
+KMSB_SEAL_OBJS = $(KMSB_SEAL_SRCS:%.c=$(BUILD)/obj/%.o)
 
 UNIT_TESTS = test_kmserr test_names test_config test_policy test_secret test_audit \
-	test_hsm test_keystore
+	test_hsm test_keystore test_kmsb
 UNIT_BINS = $(UNIT_TESTS:%=$(BUILD)/tests/%)
 
 .PHONY: all deps run test unit integration asan clean bench setup fuzz
@@ -61,7 +70,7 @@ UNIT_BINS = $(UNIT_TESTS:%=$(BUILD)/tests/%)
 # The generated protobuf sources are kept, not deleted as intermediates.
 .SECONDARY: $(PROTO_C) $(PROTO_H)
 
-all: $(BUILD)/kmsd $(BUILD)/kmsctl
+all: $(BUILD)/kmsd $(BUILD)/kmsctl $(BUILD)/kmsb
 
 deps:
 	@bash hsm-config/deps.sh
@@ -81,15 +90,34 @@ $(BUILD)/obj/%.o: %.c $(PROTO_H) $(wildcard kms/*.h clients/*.h)
 $(BUILD)/libkms.a: $(LIB_OBJS)
 	$(AR) rcs $@ $^
 
+# The bundle code depends on its own headers only (no generated protobuf).
+$(BUILD)/obj/clients/kmsb/%.o: clients/kmsb/%.c $(wildcard clients/kmsb/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
+
+# kmsctl ota is built on the bundle library's headers too.
+$(BUILD)/obj/clients/kmsbcmd.o: $(wildcard clients/kmsb/*.h)
+
+$(BUILD)/libkmsb.a: $(KMSB_OBJS) $(KMSB_SEAL_OBJS)
+	$(AR) rcs $@ $^
+
+$(BUILD)/kmsb: $(BUILD)/obj/clients/kmsb/kmsb_main.o $(KMSB_OBJS)
+	$(CC) $(LDFLAGS) -o $@ $^ -lcrypto
+
 $(BUILD)/kmsd: $(KMSD_OBJS) $(PROTO_OBJS) $(BUILD)/libkms.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS_GRPC) $(LDLIBS_COMMON)
 
-$(BUILD)/kmsctl: $(KMSCTL_OBJS) $(CLIENT_OBJS) $(PROTO_OBJS) $(BUILD)/libkms.a
+$(BUILD)/kmsctl: $(KMSCTL_OBJS) $(CLIENT_OBJS) $(PROTO_OBJS) $(BUILD)/libkms.a \
+	$(BUILD)/libkmsb.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS_GRPC) $(LDLIBS_COMMON)
 
 # The load generator of the benchmarks.
 $(BUILD)/kmsload: $(BUILD)/obj/bench/kmsload.o $(PROTO_OBJS)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS_GRPC) $(LDLIBS_COMMON)
+
+# The OTA verifier's in-process throughput (bench/ota.sh).
+$(BUILD)/kmsbspeed: $(BUILD)/obj/bench/kmsbspeed.o $(KMSB_OBJS)
+	$(CC) $(LDFLAGS) -o $@ $^ -lcrypto
 
 $(BUILD)/p11raw: $(BUILD)/obj/bench/p11raw.o
 	$(CC) $(LDFLAGS) -o $@ $^ -lpthread -ldl
@@ -99,10 +127,11 @@ $(BUILD)/p11fault.so: tests/mock-p11/p11fault.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -shared -o $@ $< -ldl
 
-$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libkms.a $(PROTO_H)
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libkms.a $(BUILD)/libkmsb.a \
+	$(PROTO_H) $(wildcard clients/kmsb/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libkms.a \
-		-lcmocka $(LDLIBS_COMMON)
+		$(BUILD)/libkmsb.a -lcmocka $(LDLIBS_COMMON)
 
 unit: $(UNIT_BINS) $(BUILD)/p11fault.so
 	@ASAN_OPTIONS=fast_unwind_on_malloc=0 \
@@ -130,14 +159,28 @@ $(FUZZ_DIR)/fuzz_policy: $(FUZZ_POLICY_SRCS) kms/policy.h kms/names.h
 	clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Ikms \
 		-o $@ $(FUZZ_POLICY_SRCS) -linih
 
-fuzz: $(FUZZ_DIR)/fuzz_audit_verify $(FUZZ_DIR)/fuzz_policy
-	@mkdir -p $(FUZZ_DIR)/corpus-audit $(FUZZ_DIR)/corpus-policy
+# The bundle manifest and statement parsers, and the streaming verifier
+# on arbitrary input.
+FUZZ_KMSB_SRCS = tests/fuzz/fuzz_kmsb_manifest.c $(KMSB_SRCS)
+
+$(FUZZ_DIR)/fuzz_kmsb_manifest: $(FUZZ_KMSB_SRCS) $(wildcard clients/kmsb/*.h)
+	@mkdir -p $(dir $@)
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE \
+		-Iclients/kmsb -o $@ $(FUZZ_KMSB_SRCS) -lcrypto
+
+fuzz: $(FUZZ_DIR)/fuzz_audit_verify $(FUZZ_DIR)/fuzz_policy \
+	$(FUZZ_DIR)/fuzz_kmsb_manifest
+	@mkdir -p $(FUZZ_DIR)/corpus-audit $(FUZZ_DIR)/corpus-policy \
+		$(FUZZ_DIR)/corpus-kmsb
 	$(FUZZ_DIR)/fuzz_audit_verify -max_total_time=$(FUZZ_SECONDS) \
 		-max_len=4096 -print_final_stats=1 $(FUZZ_DIR)/corpus-audit \
 		tests/fuzz/corpus-audit
 	$(FUZZ_DIR)/fuzz_policy -max_total_time=$(FUZZ_SECONDS) \
 		-max_len=4096 -print_final_stats=1 $(FUZZ_DIR)/corpus-policy \
 		tests/fuzz/corpus-policy
+	$(FUZZ_DIR)/fuzz_kmsb_manifest -max_total_time=$(FUZZ_SECONDS) \
+		-max_len=8192 -print_final_stats=1 $(FUZZ_DIR)/corpus-kmsb \
+		tests/fuzz/corpus-kmsb
 
 asan:
 	$(MAKE) BUILD=build/asan SAN=1 all

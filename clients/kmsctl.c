@@ -30,6 +30,7 @@
 
 #include "algo.h"
 #include "auditcmd.h"
+#include "kmsbcmd.h"
 #include "kmsclient.h"
 #include "kmsctl.h"
 #include "kmserr.h"
@@ -67,6 +68,8 @@ usage(FILE *f)
 "             [--result R] [--since RFC3339] [--until RFC3339] [--after SEQ]\n"
 "             [--limit N]\n"
 "  audit verify [--pubkey PEM] [PATH]   (offline, no server needed)\n"
+"  ota seal|statement|keygen ...        (kms OTA bundles, see\n"
+"       docs/bundle-format.md; ota keygen is offline)\n"
 "\n"
 "Global options may go before or after the command.  Files up to 1 MiB\n"
 "are sent to be signed as they are; larger ones are hashed here with the\n"
@@ -1395,6 +1398,7 @@ static const struct {
 	const char *opt;
 } command_owns[] = {
 	{ "bundle", "--key" },
+	{ "ota", "--key" },
 };
 
 static int
@@ -1520,6 +1524,15 @@ main(int argc, char **argv)
 	if (strcmp(cmd, "audit") == 0 && argc > 2 &&
 	    strcmp(argv[2], "verify") == 0)
 		return audit_cmd_verify(argc - 2, argv + 2, x.json);
+	/* kms OTA bundles (clients/kmsbcmd.c); keygen works offline. */
+	if (strcmp(cmd, "ota") == 0) {
+		if (argc > 2 && strcmp(argv[2], "keygen") == 0)
+			return kmsb_cmd_keygen(argc - 2, argv + 2);
+		if ((r = set_cred(&x)) == 0)
+			r = kmsb_cmd(&x, argc - 1, argv + 1);
+		kmsclient_close(x.c);
+		return r;
+	}
 	if ((r = set_cred(&x)) != 0)
 		return r;
 	if (strcmp(cmd, "key") == 0)

@@ -31,6 +31,8 @@ PACKAGES=(
 	python3-grpc-tools
 	python3-protobuf
 	python3-pytest
+	# Benchmarks: bench/ota.sh reads peak RSS from /usr/bin/time.
+	time
 )
 
 # One dpkg-query for all of them; a package that dpkg has never heard of is

@@ -1714,3 +1714,67 @@ keystore_unwrap(struct keystore *ks, struct hsm_session *s, const char *name,
 	secret_free(inner);
 	return kms_status_set(st, r, "the wrapped blob is malformed inside");
 }
+
+/*
+ * Counters (bundle sequence numbers): a CKO_DATA object labelled
+ * KS_COUNTER_PREFIX + name whose value is "seq N", replaced as a key's
+ * document is, under the same locks.
+ */
+int
+keystore_counter_advance(struct keystore *ks, struct hsm_session *s,
+    const char *name, uint64_t value, uint64_t *last, struct kms_status *st)
+{
+	char label[HSM_LABEL_MAX], text[32];
+	hsm_handle_t found[META_MAX_DOCS], lock = 0, h;
+	unsigned long long v, best = 0;
+	uint8_t *val;
+	size_t i, n, len;
+	int r, hfd;
+
+	*last = 0;
+	if (strlen(name) + sizeof(KS_COUNTER_PREFIX) > sizeof(label))
+		return kms_status_set(st, KMS_ERR_INVALID_ARGUMENT, "counter "
+		    "name too long");
+	snprintf(label, sizeof(label), KS_COUNTER_PREFIX "%s", name);
+	if ((r = host_lock(ks, &hfd, st)) != 0)
+		return r;
+	if ((r = token_lock(s, label, &lock, st)) != 0)
+		goto out;
+	if ((r = hsm_find_all(s, HSM_OBJ_DATA, label, found, META_MAX_DOCS,
+	    &n)) != 0) {
+		kms_status_set(st, r, "cannot read counter %s: %s", name,
+		    kms_strerror(r));
+		goto out;
+	}
+	for (i = 0; i < n; i++) {
+		if ((r = hsm_data_get(s, found[i], &val, &len)) != 0) {
+			kms_status_set(st, r, "cannot read counter %s: %s",
+			    name, kms_strerror(r));
+			goto out;
+		}
+		if (sscanf((char *)val, "seq %llu", &v) == 1 && v > best)
+			best = v;
+		free(val);
+	}
+	*last = best;
+	if (value <= best) {
+		r = kms_status_set(st, KMS_ERR_FAILED_PRECONDITION, "sequence "
+		    "number %llu is not above %llu, the last one signed for "
+		    "%s", (unsigned long long)value, best, name);
+		goto out;
+	}
+	snprintf(text, sizeof(text), "seq %llu", (unsigned long long)value);
+	if ((r = hsm_data_create(s, label, (const uint8_t *)text,
+	    strlen(text), &h)) != 0) {
+		kms_status_set(st, r, "cannot store counter %s: %s", name,
+		    kms_strerror(r));
+		goto out;
+	}
+	for (i = 0; i < n; i++)
+		hsm_destroy(s, found[i]);
+	r = 0;
+ out:
+	token_unlock(s, lock);
+	host_unlock(hfd);
+	return r;
+}

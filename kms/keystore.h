@@ -207,4 +207,13 @@ int keystore_unwrap(struct keystore *ks, struct hsm_session *s,
     const char *name, const uint8_t *blob, size_t len, struct secret **out,
     struct kms_status *st);
 
+/*
+ * Advances the counter name (kept on the token, shared by every instance)
+ * to value, which must be above its current value (*last; 0 for a new
+ * counter): else KMS_ERR_FAILED_PRECONDITION and nothing changes.
+ */
+#define KS_COUNTER_PREFIX "kms-counter!"
+int keystore_counter_advance(struct keystore *ks, struct hsm_session *s,
+    const char *name, uint64_t value, uint64_t *last, struct kms_status *st);
+
 #endif /* KMS_KEYSTORE_H */

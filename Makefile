@@ -104,7 +104,9 @@ $(BUILD)/libkmsb.a: $(KMSB_OBJS) $(KMSB_SEAL_OBJS)
 $(BUILD)/kmsb: $(BUILD)/obj/clients/kmsb/kmsb_main.o $(KMSB_OBJS)
 	$(CC) $(LDFLAGS) -o $@ $^ -lcrypto
 
-$(BUILD)/kmsd: $(KMSD_OBJS) $(PROTO_OBJS) $(BUILD)/libkms.a
+# kmsd reads OTA manifests with the device library's parser (no crypto).
+$(BUILD)/kmsd: $(KMSD_OBJS) $(PROTO_OBJS) \
+	$(BUILD)/obj/clients/kmsb/kmsb_manifest.o $(BUILD)/libkms.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS_GRPC) $(LDLIBS_COMMON)
 
 $(BUILD)/kmsctl: $(KMSCTL_OBJS) $(CLIENT_OBJS) $(PROTO_OBJS) $(BUILD)/libkms.a \

@@ -110,31 +110,62 @@ signer_load(struct ctx *x, const char *spec, struct kms_signer *s)
 	return r;
 }
 
-/* kmsb_sign_fn through kmsd's Sign, with the version fixed at load. */
+/*
+ * kmsb_sign_fn through kmsd, with the version fixed at load: manifests go
+ * to SignBundleManifest, which reads them before signing (app and channel
+ * grants, sequence above the last one signed) and records what it signed;
+ * anything else (statements) to Sign.
+ */
 static int
 signer_sign(void *arg, const uint8_t *msg, size_t len,
     uint8_t sig[KMSB_SIG_MAX], size_t *sig_len)
 {
+	static const char dom[] = KMSB_MANIFEST_DOMAIN;	/* with its NUL */
 	Kms__V1__SignRequest req = KMS__V1__SIGN_REQUEST__INIT;
+	Kms__V1__SignBundleManifestRequest mreq =
+	    KMS__V1__SIGN_BUNDLE_MANIFEST_REQUEST__INIT;
 	Kms__V1__SignResponse *sr;
+	Kms__V1__SignBundleManifestResponse *mr;
 	ProtobufCMessage *resp = NULL;
 	struct kms_signer *s = arg;
+	ProtobufCBinaryData got;
+	uint32_t version;
+	uint64_t seq;
 	int r = -1;
 
-	req.name = s->name;
-	req.version = s->version;
-	/* The message itself: the server hashes it, or (Ed25519) signs it. */
-	req.data.data = (uint8_t *)msg;
-	req.data.len = len;
-	if ((s->rc = kmsctl_call(s->x, "Sign", &req.base,
-	    &kms__v1__sign_response__descriptor, &resp)) != 0)
-		return -1;
-	sr = (Kms__V1__SignResponse *)resp;
-	if (sr->version == s->version && sr->signature.len > 0 &&
-	    sr->signature.len <= KMSB_SIG_MAX) {
-		memcpy(sig, sr->signature.data, sr->signature.len);
-		*sig_len = sr->signature.len;
-		s->audit_seq = sr->audit_seq;
+	if (len > sizeof(dom) && memcmp(msg, dom, sizeof(dom)) == 0) {
+		mreq.name = s->name;
+		mreq.version = s->version;
+		mreq.manifest.data = (uint8_t *)msg + sizeof(dom);
+		mreq.manifest.len = len - sizeof(dom);
+		if ((s->rc = kmsctl_call(s->x, "SignBundleManifest",
+		    &mreq.base,
+		    &kms__v1__sign_bundle_manifest_response__descriptor,
+		    &resp)) != 0)
+			return -1;
+		mr = (Kms__V1__SignBundleManifestResponse *)resp;
+		got = mr->signature;
+		version = mr->version;
+		seq = mr->audit_seq;
+	} else {
+		req.name = s->name;
+		req.version = s->version;
+		/* The message itself: the server hashes it, or (Ed25519)
+		 * signs it. */
+		req.data.data = (uint8_t *)msg;
+		req.data.len = len;
+		if ((s->rc = kmsctl_call(s->x, "Sign", &req.base,
+		    &kms__v1__sign_response__descriptor, &resp)) != 0)
+			return -1;
+		sr = (Kms__V1__SignResponse *)resp;
+		got = sr->signature;
+		version = sr->version;
+		seq = sr->audit_seq;
+	}
+	if (version == s->version && got.len > 0 && got.len <= KMSB_SIG_MAX) {
+		memcpy(sig, got.data, got.len);
+		*sig_len = got.len;
+		s->audit_seq = seq;
 		r = 0;
 	}
 	protobuf_c_message_free_unpacked(resp, NULL);

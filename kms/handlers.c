@@ -7,8 +7,12 @@
 #include <string.h>
 #include <time.h>
 
+#include <jansson.h>
+#include <openssl/core_names.h>
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <openssl/sha.h>
+#include <openssl/x509.h>
 
 #include "audit.h"
 #include "auditread.h"
@@ -22,6 +26,8 @@
 #include "policy.h"
 #include "pubkey.h"
 #include "secret.h"
+
+#include "kmsb/kmsb.h"
 
 #include "grpc/health/v1/health.pb-c.h"
 #include "kms/v1/kms.pb-c.h"
@@ -42,7 +48,7 @@ struct call {
 	uint32_t version;
 	uint8_t req_hash[SHA256_DIGEST_LENGTH];
 	int have_hash;
-	char detail[128];		/* extra audit members, JSON, or "" */
+	char detail[1024];		/* extra audit members, JSON, or "" */
 	struct kms_status st;
 };
 
@@ -505,6 +511,209 @@ hash_input(struct call *c, const uint8_t *p, size_t len)
 	SHA256(p, len, c->req_hash);
 	c->have_hash = 1;
 }
+
+/*
+ * SignBundleManifest: the server-side guard of OTA bundles.  kms reads
+ * the manifest before it signs: the caller needs the SignBundleManifest
+ * grant on the key and on "bundles/APP/CHANNEL"; the manifest must name
+ * the signing key's own key id and not be expired; its sequence number
+ * must be above the last one signed for that app and channel (a counter
+ * on the token, shared by every instance; advanced before signing, so a
+ * failed signature burns the number, never reuses it); and the audit
+ * record says which update was signed.
+ */
+#define BUNDLE_SEQ_MAX_STEP (1ULL << 32)
+#define BUNDLE_RESOURCE "bundles/"
+
+/* A manifest string (length-prefixed) as a C string, if it may name a grant. */
+static int
+bundle_name(struct call *c, const char *what, const char *p, size_t len,
+    char *out, size_t cap)
+{
+	size_t i;
+
+	for (i = 0; i < len; i++)
+		if (!((p[i] >= 'a' && p[i] <= 'z') ||
+		    (p[i] >= 'A' && p[i] <= 'Z') ||
+		    (p[i] >= '0' && p[i] <= '9') || p[i] == '.' ||
+		    p[i] == '_' || p[i] == '-'))
+			return kms_status_set(&c->st, KMS_ERR_INVALID_ARGUMENT,
+			    "the manifest's %s may hold only letters, digits, "
+			    "'.', '_' and '-' (kms grants apps and channels by "
+			    "name)", what);
+	if (len == 0 || len >= cap)
+		return kms_status_set(&c->st, KMS_ERR_INVALID_ARGUMENT,
+		    "the manifest's %s is empty or too long", what);
+	memcpy(out, p, len);
+	out[len] = '\0';
+	return 0;
+}
+
+/* The kmsb key id of a version's public key: SHA-256(alg || raw key). */
+static int
+bundle_key_id(struct call *c, const struct kms_alg_info *alg,
+    const char *name, uint8_t *kalg, uint8_t id[SHA256_DIGEST_LENGTH])
+{
+	uint8_t *der = NULL, raw[1 + 65];
+	const unsigned char *p;
+	EVP_PKEY *pk = NULL;
+	size_t derlen, rawlen = 0;
+	int r;
+
+	if (alg->alg == KMS_ALG_ED25519)
+		*kalg = KMSB_SIG_ED25519;
+	else if (alg->alg == KMS_ALG_EC_P256_SHA256)
+		*kalg = KMSB_SIG_P256_SHA256;
+	else
+		return kms_status_set(&c->st, KMS_ERR_FAILED_PRECONDITION,
+		    "key \"%s\" is an %s key: bundle manifests are signed "
+		    "with ED25519 or EC_P256_SHA256 keys", name, alg->name);
+	if ((r = keystore_public_key(c->svc->ks, c->hs, name, c->version,
+	    &der, &derlen, &c->st)) != 0)
+		return r;
+	p = der;
+	raw[0] = *kalg;
+	if ((pk = d2i_PUBKEY(NULL, &p, (long)derlen)) == NULL ||
+	    (*kalg == KMSB_SIG_ED25519 && ((rawlen = 32),
+	    EVP_PKEY_get_raw_public_key(pk, raw + 1, &rawlen) != 1 ||
+	    rawlen != 32)) ||
+	    (*kalg == KMSB_SIG_P256_SHA256 &&
+	    (EVP_PKEY_get_octet_string_param(pk,
+	    OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, raw + 1, 65, &rawlen) != 1 ||
+	    rawlen != 65)))
+		r = kms_status_set(&c->st, KMS_ERR_INTERNAL,
+		    "cannot read the public key of key \"%s\"", name);
+	else
+		SHA256(raw, 1 + rawlen, id);
+	EVP_PKEY_free(pk);
+	free(der);
+	return r;
+}
+
+static void
+h_sign_bundle_manifest(struct service *svc, struct hsm_session *hs,
+    const struct rpc_peer *who, const uint8_t *body, size_t len,
+    struct rpc_reply *out)
+{
+	static const char dom[] = KMSB_MANIFEST_DOMAIN;	/* with its NUL */
+	Kms__V1__SignBundleManifestRequest *req = NULL;
+	Kms__V1__SignBundleManifestResponse resp;
+	const struct kms_alg_info *alg;
+	struct kmsb_manifest m;
+	uint8_t kid[SHA256_DIGEST_LENGTH], md[SHA256_DIGEST_LENGTH];
+	uint8_t sig[HSM_SIG_MAX], *msg = NULL, kalg = 0;
+	char app[KMSB_STR_MAX + 1], channel[KMSB_STR_MAX + 1];
+	char version[KMSB_STR_MAX + 1], counter[2 * KMSB_STR_MAX + 2];
+	char resource[sizeof(BUNDLE_RESOURCE) + sizeof(counter)];
+	char hex[2 * SHA256_DIGEST_LENGTH + 1];
+	const uint8_t *in;
+	size_t inlen, siglen = sizeof(sig), i;
+	uint64_t last = 0;
+	json_t *d = NULL;
+	char *dtext = NULL;
+	struct call c;
+
+	call_init(&c, svc, hs, who, "SignBundleManifest");
+	kms__v1__sign_bundle_manifest_response__init(&resp);
+	if ((req = kms__v1__sign_bundle_manifest_request__unpack(NULL, len,
+	    body)) == NULL) {
+		malformed(&c);
+		goto out;
+	}
+	if (req->manifest.len > 0)
+		hash_input(&c, req->manifest.data, req->manifest.len);
+	if (authenticate(&c) != 0 || check_name(&c, req->name) != 0 ||
+	    authorize(&c, KMS_OP_SIGN_BUNDLE_MANIFEST, req->name) != 0)
+		goto out;
+	if (req->manifest.len > KMSB_MANIFEST_MAX ||
+	    kmsb_manifest_parse(req->manifest.data, req->manifest.len,
+	    &m) != KMSB_OK) {
+		kms_status_set(&c.st, KMS_ERR_INVALID_ARGUMENT, "not a kms "
+		    "bundle manifest (see docs/bundle-format.md): bad magic, "
+		    "version, suite, bound or length");
+		goto out;
+	}
+	if (bundle_name(&c, "app id", m.app_id, m.app_id_len, app,
+	    sizeof(app)) != 0 || bundle_name(&c, "channel", m.channel,
+	    m.channel_len, channel, sizeof(channel)) != 0)
+		goto out;
+	memcpy(version, m.version, m.version_len);
+	version[m.version_len] = '\0';
+	snprintf(counter, sizeof(counter), "%s/%s", app, channel);
+	snprintf(resource, sizeof(resource), BUNDLE_RESOURCE "%s", counter);
+	/* The update, for the audit record, whatever happens next. */
+	for (i = 0; i < SHA256_DIGEST_LENGTH; i++)
+		snprintf(hex + 2 * i, 3, "%02x", c.req_hash[i]);
+	if ((d = json_pack("{s:s,s:s,s:s,s:I,s:I,s:I,s:s}", "app", app,
+	    "channel", channel, "version", version, "seq",
+	    (json_int_t)(m.seq & INT64_MAX), "payload_size",
+	    (json_int_t)(m.payload_size & INT64_MAX), "expires",
+	    (json_int_t)(m.expires & INT64_MAX), "manifest_sha256", hex)) ==
+	    NULL || (dtext = json_dumps(d, JSON_COMPACT)) == NULL ||
+	    strlen(dtext) >= sizeof(c.detail)) {
+		kms_status_set(&c.st, KMS_ERR_NOMEM, "out of memory");
+		goto out;
+	}
+	strcpy(c.detail, dtext);
+	if (authorize(&c, KMS_OP_SIGN_BUNDLE_MANIFEST, resource) != 0 ||
+	    keystore_resolve(svc->ks, req->name, req->version, &alg,
+	    &c.version, &c.st) != 0 ||
+	    bundle_key_id(&c, alg, req->name, &kalg, kid) != 0)
+		goto out;
+	if (m.sig_alg != kalg || CRYPTO_memcmp(m.signing_key_id, kid,
+	    sizeof(kid)) != 0) {
+		kms_status_set(&c.st, KMS_ERR_INVALID_ARGUMENT, "the manifest "
+		    "names another signing key than version %u of key \"%s\"",
+		    c.version, req->name);
+		goto out;
+	}
+	if (m.expires <= (uint64_t)time(NULL)) {
+		kms_status_set(&c.st, KMS_ERR_INVALID_ARGUMENT, "the manifest "
+		    "has expired already");
+		goto out;
+	}
+	if (m.seq > INT64_MAX) {
+		kms_status_set(&c.st, KMS_ERR_INVALID_ARGUMENT, "sequence "
+		    "number too large");
+		goto out;
+	}
+	if ((msg = malloc(sizeof(dom) + req->manifest.len)) == NULL) {
+		kms_status_set(&c.st, KMS_ERR_NOMEM, "out of memory");
+		goto out;
+	}
+	memcpy(msg, dom, sizeof(dom));
+	memcpy(msg + sizeof(dom), req->manifest.data, req->manifest.len);
+	inlen = sizeof(dom) + req->manifest.len;
+	in = msg;
+	if (alg->hash == KMS_HASH_SHA256) {
+		SHA256(msg, inlen, md);
+		in = md;
+		inlen = sizeof(md);
+	}
+	if (keystore_counter_advance(svc->ks, hs, counter, m.seq,
+	    BUNDLE_SEQ_MAX_STEP, &last, &c.st) != 0 ||
+	    keystore_sign(svc->ks, hs, req->name, c.version, in, inlen, sig,
+	    &siglen, &c.st) != 0)
+		goto out;
+	resp.signature.data = sig;
+	resp.signature.len = siglen;
+	resp.version = c.version;
+	resp.algorithm = (Kms__V1__Algorithm)alg->alg;
+	resp.app_id = app;
+	resp.channel = channel;
+	resp.bundle_version = version;
+	resp.sequence = m.seq;
+	resp.previous_sequence = last;
+	resp.manifest_sha256.data = c.req_hash;
+	resp.manifest_sha256.len = SHA256_DIGEST_LENGTH;
+ out:
+	finish(&c, &resp.base, &resp.audit_seq, out);
+	free(msg);
+	free(dtext);
+	json_decref(d);
+	kms__v1__sign_bundle_manifest_request__free_unpacked(req, NULL);
+}
+
 
 /* Checks that key name is a wrapping key and resolves its version. */
 static int
@@ -1120,6 +1329,8 @@ const struct handler_def handler_table[] = {
 	{ KMS_PATH("SetVersionState"), "SetVersionState",
 	    h_set_version_state },
 	{ KMS_PATH("UpdateKey"), "UpdateKey", h_update_key },
+	{ KMS_PATH("SignBundleManifest"), "SignBundleManifest",
+	    h_sign_bundle_manifest },
 	{ "/grpc.health.v1.Health/Check", "Health/Check", h_health_check },
 	{ NULL, NULL, NULL }
 };

@@ -1722,7 +1722,8 @@ keystore_unwrap(struct keystore *ks, struct hsm_session *s, const char *name,
  */
 int
 keystore_counter_advance(struct keystore *ks, struct hsm_session *s,
-    const char *name, uint64_t value, uint64_t *last, struct kms_status *st)
+    const char *name, uint64_t value, uint64_t max_step, uint64_t *last,
+    struct kms_status *st)
 {
 	char label[HSM_LABEL_MAX], text[32];
 	hsm_handle_t found[META_MAX_DOCS], lock = 0, h;
@@ -1761,6 +1762,13 @@ keystore_counter_advance(struct keystore *ks, struct hsm_session *s,
 		r = kms_status_set(st, KMS_ERR_FAILED_PRECONDITION, "sequence "
 		    "number %llu is not above %llu, the last one signed for "
 		    "%s", (unsigned long long)value, best, name);
+		goto out;
+	}
+	if (value - best > max_step) {
+		r = kms_status_set(st, KMS_ERR_INVALID_ARGUMENT, "sequence "
+		    "number %llu is more than %llu above %llu, the last one "
+		    "signed for %s", (unsigned long long)value,
+		    (unsigned long long)max_step, best, name);
 		goto out;
 	}
 	snprintf(text, sizeof(text), "seq %llu", (unsigned long long)value);

@@ -210,10 +210,12 @@ int keystore_unwrap(struct keystore *ks, struct hsm_session *s,
 /*
  * Advances the counter name (kept on the token, shared by every instance)
  * to value, which must be above its current value (*last; 0 for a new
- * counter): else KMS_ERR_FAILED_PRECONDITION and nothing changes.
+ * counter), else KMS_ERR_FAILED_PRECONDITION, and at most max_step above
+ * it, else KMS_ERR_INVALID_ARGUMENT; on error nothing changes.
  */
 #define KS_COUNTER_PREFIX "kms-counter!"
 int keystore_counter_advance(struct keystore *ks, struct hsm_session *s,
-    const char *name, uint64_t value, uint64_t *last, struct kms_status *st);
+    const char *name, uint64_t value, uint64_t max_step, uint64_t *last,
+    struct kms_status *st);
 
 #endif /* KMS_KEYSTORE_H */

@@ -2,6 +2,8 @@
 signed by the root key, bundles sealed by `kmsctl ota seal` as ci, opened
 and refused by the device tool build/kmsb."""
 
+import hashlib
+import itertools
 import json
 import os
 import pathlib
@@ -18,6 +20,9 @@ APP = "com.example.it"
 CHANNEL = "production"
 ROOT = "ota/it/root"
 SIGNERS = {"ED25519": "ota/it/ed25519", "EC_P256_SHA256": "ota/it/p256"}
+# kmsd signs a manifest only when its sequence number is above the last one
+# it signed for the app and channel: every seal takes the next one.
+SEQ = itertools.count(100)
 
 
 def create(kmsd, name, alg):
@@ -83,9 +88,10 @@ def open_args(d, key="dev.key", app=APP, channel=CHANNEL):
 @pytest.mark.parametrize("size", [0, 1, 65536, 65537, 1 << 20])
 def test_round_trip(kmsd, ota, alg, size):
     data = os.urandom(size)
-    bundle, p = seal(kmsd, ota, data, 7, alg=alg)
+    seq = next(SEQ)
+    bundle, p = seal(kmsd, ota, data, seq, alg=alg)
     info = json.loads(p.stdout)
-    assert info["kind"] == "bundle" and info["seq"] == 7
+    assert info["kind"] == "bundle" and info["seq"] == seq
     assert info["key"] == SIGNERS[alg] and info["audit_seq"] > 0
     raw = bundle.read_bytes()
     assert raw[:4] == b"KMSB"
@@ -103,7 +109,7 @@ def test_round_trip(kmsd, ota, alg, size):
 
 def test_open_from_stdin(kmsd, ota):
     data = os.urandom(100000)
-    bundle, _ = seal(kmsd, ota, data, 8)
+    bundle, _ = seal(kmsd, ota, data, next(SEQ))
     out = ota / "from-stdin"
     r = kmsb("open", *open_args(ota), "-o", out, "-",
              input=bundle.read_bytes())
@@ -114,11 +120,12 @@ def test_open_from_stdin(kmsd, ota):
 
 
 def test_inspect(kmsd, ota):
-    bundle, _ = seal(kmsd, ota, b"hello" * 1000, 3)
+    seq = next(SEQ)
+    bundle, _ = seal(kmsd, ota, b"hello" * 1000, seq)
     r = kmsb("inspect", bundle, check=True)
     text = r.stdout.decode()
     assert text.startswith("UNVERIFIED")
-    assert "app: %s" % APP in text and "seq: 3" in text
+    assert "app: %s" % APP in text and "seq: %d" % seq in text
     assert "payload bytes: 5000" in text and "statement seq: 1" in text
     r = kmsb("inspect", ota / "dev.pub")
     assert r.returncode != 0 and b"not a kms bundle" in r.stderr
@@ -136,7 +143,8 @@ def refused(ota, bundle, *args, why):
 
 def test_refusals(kmsd, ota):
     data = os.urandom(200000)
-    bundle, _ = seal(kmsd, ota, data, 9)
+    seq = next(SEQ)
+    bundle, _ = seal(kmsd, ota, data, seq)
     good = bundle.read_bytes()
     bad = ota / "tampered"
     # A flipped byte in the last chunk, in the manifest, and a cut.
@@ -154,10 +162,11 @@ def test_refusals(kmsd, ota):
             why="another channel")
     refused(ota, bundle, *open_args(ota, key="other.key"),
             why="no content key sealed")
-    refused(ota, bundle, *open_args(ota), "--last-seq", "9", why="rollback")
+    refused(ota, bundle, *open_args(ota), "--last-seq", str(seq),
+            why="rollback")
     # A bundle that lives a minute, checked ten minutes later; and one
     # checked before it was made.
-    short, _ = seal(kmsd, ota, b"short", 9, name="short",
+    short, _ = seal(kmsd, ota, b"short", next(SEQ), name="short",
                     extra=("--expires-in", "60"))
     refused(ota, short, *open_args(ota), "--now",
             str(int(time.time()) + 600), why="bundle expired")
@@ -172,21 +181,22 @@ def test_refusals(kmsd, ota):
 def test_rollback_with_state(kmsd, ota):
     state = ota / "device.state"
     out = ota / "installed"
-    b5, _ = seal(kmsd, ota, b"five", 5, name="b5")
-    b4, _ = seal(kmsd, ota, b"four", 4, name="b4")
-    b6, _ = seal(kmsd, ota, b"six", 6, name="b6", alg="EC_P256_SHA256")
+    s4, s5, s6 = next(SEQ), next(SEQ), next(SEQ)
+    b4, _ = seal(kmsd, ota, b"four", s4, name="b4")
+    b5, _ = seal(kmsd, ota, b"five", s5, name="b5")
+    b6, _ = seal(kmsd, ota, b"six", s6, name="b6", alg="EC_P256_SHA256")
     r = kmsb("open", *open_args(ota), "--state", state, "-o", out, b5)
     assert r.returncode == 0, r.stderr
-    assert state.read_text() == "kmsb-state 1 5 1\n"
+    assert state.read_text() == "kmsb-state 1 %d 1\n" % s5
     out.unlink()
     # The same bundle again, and an older one: refused, state unchanged.
     for b in (b5, b4):
         refused(ota, b, *open_args(ota), "--state", state, why="rollback")
-        assert state.read_text() == "kmsb-state 1 5 1\n"
+        assert state.read_text() == "kmsb-state 1 %d 1\n" % s5
     r = kmsb("open", *open_args(ota), "--state", state, "-o", out, b6)
     assert r.returncode == 0, r.stderr
     assert out.read_bytes() == b"six"
-    assert state.read_text() == "kmsb-state 1 6 1\n"
+    assert state.read_text() == "kmsb-state 1 %d 1\n" % s6
     # A broken state file is an error, not "no state".
     state.write_text("garbage\n")
     r = kmsb("verify", *open_args(ota), "--state", state, b6)
@@ -200,15 +210,16 @@ def test_signing_key_revoked_by_new_statement(kmsd, ota):
                 "--signing-key", SIGNERS["EC_P256_SHA256"], "--seq", "2",
                 "--expires-in", "3600", "-o", ota / "statement-2")
     state = ota / "rot.state"
-    new, _ = seal(kmsd, ota, b"new", 20, alg="EC_P256_SHA256",
+    s_new = next(SEQ)
+    new, _ = seal(kmsd, ota, b"new", s_new, alg="EC_P256_SHA256",
                   statement="statement-2", name="new")
     assert kmsb("verify", *open_args(ota), "--state", state,
                 new).returncode == 0
     out = ota / "rot-out"
     r = kmsb("open", *open_args(ota), "--state", state, "-o", out, new)
     assert r.returncode == 0, r.stderr
-    assert state.read_text() == "kmsb-state 1 20 2\n"
-    old, _ = seal(kmsd, ota, b"old", 21, alg="ED25519", name="old")
+    assert state.read_text() == "kmsb-state 1 %d 2\n" % s_new
+    old, _ = seal(kmsd, ota, b"old", next(SEQ), alg="ED25519", name="old")
     refused(ota, old, *open_args(ota), "--state", state,
             why="older than the last accepted")
     # The Ed25519 key cannot ride on statement 2: kmsctl refuses to seal.
@@ -254,3 +265,149 @@ def test_seal_refuses_bad_input(kmsd, ota, keys):
     assert p.returncode == 2
     assert not (ota / "never").exists()
     assert leftovers(ota) == []
+
+
+# The server-side guard: kmsd reads each manifest before it signs it.
+
+def manifest_of(bundle):
+    raw = bundle.read_bytes()
+    assert raw[:4] == b"KMSB"
+    return raw[:int.from_bytes(raw[6:10], "big")]
+
+
+def guard_records(kmsd, seq_after):
+    r = kmsd.client("auditor").kms.ListAuditRecords(
+        pb.ListAuditRecordsRequest(
+            after_seq=seq_after, limit=1000,
+            filters=pb.AuditFilters(rpc="SignBundleManifest")), timeout=30)
+    return [json.loads(x.json) for x in r.records]
+
+
+def test_guard_sequence_and_audit(kmsd, ota):
+    seq = next(SEQ)
+    bundle, p = seal(kmsd, ota, b"guarded", seq, name="guarded")
+    receipt = json.loads(p.stdout)["audit_seq"]
+    manifest = manifest_of(bundle)
+    # The record of the signature says which update was signed.
+    recs = [r for r in guard_records(kmsd, receipt - 1)
+            if r["seq"] == receipt]
+    assert len(recs) == 1
+    d = recs[0]["detail"]
+    assert recs[0]["identity"] == "ci" and recs[0]["result"] == "ok"
+    assert recs[0]["key"] == SIGNERS["ED25519"]
+    assert (d["app"], d["channel"], d["version"], d["seq"]) == \
+        (APP, CHANNEL, "1.0.%d" % seq, seq)
+    assert d["manifest_sha256"] == hashlib.sha256(manifest).hexdigest()
+    assert d["payload_size"] == len(b"guarded")
+    # The same number again, a lower one, or a leap: refused, no output.
+    for n, code, why in ((seq, "FAILED_PRECONDITION", b"not above"),
+                         (seq - 1, "FAILED_PRECONDITION", b"not above"),
+                         (seq + (1 << 32) + 1, "INVALID_ARGUMENT",
+                          b"more than")):
+        _, p = seal(kmsd, ota, b"again", n, name="again", check=False)
+        assert p.returncode == 4, p.stderr
+        assert code.encode() in p.stderr and why in p.stderr, p.stderr
+        assert not (ota / "again").exists()
+    recs = guard_records(kmsd, receipt)
+    assert any(r["result"] == "error" and r["detail"]["seq"] == seq
+               for r in recs), recs
+    # The next number is still free: the refusals consumed nothing.
+    bundle, _ = seal(kmsd, ota, b"next", seq + 1, name="next")
+    assert kmsb("verify", *open_args(ota), bundle).returncode == 0
+    next(SEQ)
+
+
+def test_guard_checks_the_manifest(kmsd, ota, keys, workdir):
+    seq = next(SEQ)
+    bundle, _ = seal(kmsd, ota, b"m", seq, name="for-rpc")
+    manifest = manifest_of(bundle)
+    ci = kmsd.client("ci").kms
+
+    def sign(name, m):
+        return ci.SignBundleManifest(pb.SignBundleManifestRequest(
+            name=name, manifest=m), timeout=30)
+
+    def refused(code, name, m, why):
+        with pytest.raises(grpc.RpcError) as ei:
+            sign(name, m)
+        assert ei.value.code() == code, ei.value.details()
+        assert why in ei.value.details(), ei.value.details()
+
+    refused(grpc.StatusCode.INVALID_ARGUMENT, SIGNERS["ED25519"],
+            b"not a manifest", "not a kms bundle manifest")
+    refused(grpc.StatusCode.INVALID_ARGUMENT, SIGNERS["ED25519"],
+            manifest[:-1], "not a kms bundle manifest")
+    # The manifest names the Ed25519 key: another key will not sign it.
+    refused(grpc.StatusCode.INVALID_ARGUMENT, SIGNERS["EC_P256_SHA256"],
+            manifest, "another signing key")
+    refused(grpc.StatusCode.FAILED_PRECONDITION,
+            keys.get("RSA_PSS_2048_SHA256"), manifest, "ED25519 or")
+    # Already signed (its number is used): refused, not signed twice.
+    refused(grpc.StatusCode.FAILED_PRECONDITION, SIGNERS["ED25519"],
+            manifest, "not above")
+    # An expired manifest is refused before its number is looked at.
+    seq = next(SEQ)
+    short, _ = seal(kmsd, ota, b"s", seq, name="short-rpc",
+                    extra=("--expires-in", "1"))
+    time.sleep(2.1)
+    refused(grpc.StatusCode.INVALID_ARGUMENT, SIGNERS["ED25519"],
+            manifest_of(short), "expired")
+
+    # A fresh manifest signed through the RPC verifies with OpenSSL over
+    # the domain-separated message.
+    seq = next(SEQ)
+    src = ota / "raw.in"
+    src.write_bytes(b"r")
+    kmsd.kmsctl("ota", "seal", "--key", SIGNERS["EC_P256_SHA256"], "--app",
+                APP, "--channel", "staging", "--version", "9", "--seq",
+                str(seq), "--recipient", ota / "dev.pub", "--statement",
+                ota / "statement-1", "-o", ota / "staging", src)
+    staged = manifest_of(ota / "staging")
+    # Same bytes, one more in the sequence: patch seq (offset 46) and sign.
+    m2 = bytearray(staged)
+    m2[46:54] = (seq + 1).to_bytes(8, "big")
+    r = sign(SIGNERS["EC_P256_SHA256"], bytes(m2))
+    assert (r.app_id, r.channel, r.sequence, r.previous_sequence) == \
+        (APP, "staging", seq + 1, seq)
+    assert r.manifest_sha256 == hashlib.sha256(bytes(m2)).digest()
+    (workdir / "msg").write_bytes(b"kms-bundle-manifest-v1\0" + bytes(m2))
+    (workdir / "sig").write_bytes(r.signature)
+    kmsd.kmsctl("pubkey", SIGNERS["EC_P256_SHA256"], "-o",
+                workdir / "p256.pem")
+    v = run(["openssl", "dgst", "-sha256", "-verify", workdir / "p256.pem",
+             "-signature", workdir / "sig", workdir / "msg"], check=False)
+    assert v.returncode == 0 and b"Verified OK" in v.stdout
+
+
+def test_guard_grants_apps_and_channels(kmsd, ota):
+    """A role may sign manifests for one channel only."""
+    path = kmsd.home / "policy.conf"
+    original = path.read_text()
+    path.write_text(original + (
+        "\n# Added by the integration test.\n"
+        "[role it-beta-publisher]\n"
+        "members = officer\n"
+        "allow = SignBundleManifest on ota/it/* bundles/%s/beta\n" % APP))
+
+    def officer_seal(channel):
+        src = ota / "officer.in"
+        src.write_bytes(b"o")
+        return kmsd.kmsctl(
+            "ota", "seal", "--key", SIGNERS["ED25519"], "--app", APP,
+            "--channel", channel, "--version", "1", "--seq",
+            str(next(SEQ)), "--recipient", ota / "dev.pub", "--statement",
+            ota / "statement-1", "-o", ota / "officer-out", src,
+            identity="officer", check=False)
+
+    try:
+        kmsd.hup()
+        deadline = time.monotonic() + 10
+        while officer_seal("beta").returncode != 0:
+            assert time.monotonic() < deadline, "policy not reloaded"
+            time.sleep(0.2)
+        p = officer_seal("production")
+        assert p.returncode == 4 and b"PERMISSION_DENIED" in p.stderr
+        assert ("bundles/%s/production" % APP).encode() in p.stderr
+    finally:
+        path.write_text(original)
+        kmsd.hup()

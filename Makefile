@@ -44,6 +44,7 @@ LIB_SRCS = kms/kmserr.c kms/algo.c kms/log.c kms/secret.c kms/config.c \
 	kms/pubkey.c
 KMSD_SRCS = kms/rpc.c kms/handlers.c kms/main.c
 CLIENT_SRCS = clients/kmsclient.c clients/auditcmd.c
+CLIENT_SRCS += clients/capgo.c clients/bundlecmd.c
 KMSCTL_SRCS = clients/kmsctl.c
 
 LIB_OBJS = $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)

@@ -30,6 +30,7 @@
 
 #include "algo.h"
 #include "auditcmd.h"
+#include "bundlecmd.h"
 #include "kmsclient.h"
 #include "kmsctl.h"
 #include "kmserr.h"
@@ -71,6 +72,10 @@ usage(FILE *f)
 "             [--result R] [--since RFC3339] [--until RFC3339] [--after SEQ]\n"
 "             [--limit N]\n"
 "  audit verify [--pubkey PEM] [PATH]   (offline, no server needed)\n"
+"  bundle encrypt --format capgo --key NAME [--version N] -o OUT.zip IN.zip\n"
+"  bundle decrypt|verify --format capgo (--pubkey PEM | --key NAME)\n"
+"         --iv-session-key S --checksum HEX [-o OUT.zip] IN.zip\n"
+"         (RSA_RAW_PKCS1_2048 keys; with --pubkey offline, no server needed)\n"
 "\n"
 "Global options may go before or after the command.  Files up to 1 MiB\n"
 "are sent to be signed as they are; larger ones are hashed here with the\n"
@@ -1494,6 +1499,8 @@ main(int argc, char **argv)
 	if (strcmp(cmd, "audit") == 0 && argc > 2 &&
 	    strcmp(argv[2], "verify") == 0)
 		return audit_cmd_verify(argc - 2, argv + 2, x.json);
+	if (strcmp(cmd, "bundle") == 0 && bundle_cmd_offline(argc - 1, argv + 1))
+		return bundle_cmd(&x, argc - 1, argv + 1);
 	if ((r = set_cred(&x)) != 0)
 		return r;
 	if (strcmp(cmd, "key") == 0)
@@ -1511,6 +1518,8 @@ main(int argc, char **argv)
 		r = cmd_wrapping(&x, cmd, argc - 1, argv + 1);
 	else if (strcmp(cmd, "audit") == 0)
 		r = cmd_audit(&x, argc - 1, argv + 1);
+	else if (strcmp(cmd, "bundle") == 0)
+		r = bundle_cmd(&x, argc - 1, argv + 1);
 	else
 		r = die_usage("unknown command");
 	kmsclient_close(x.c);

@@ -31,7 +31,16 @@ PACKAGES=(
 	python3-grpc-tools
 	python3-protobuf
 	python3-pytest
+	# Benchmarks.
+	hyperfine		# bench/capgo.sh
 )
+
+# The Capgo interoperability tests and bench/capgo.sh run Capgo's CLI from
+# npm: Debian's nodejs and npm, unless a node that brings its own npm (as
+# NodeSource's, which conflicts with Debian's npm) is installed already.
+if ! command -v npm >/dev/null 2>&1; then
+	PACKAGES+=(nodejs npm)
+fi
 
 # One dpkg-query for all of them; a package that dpkg has never heard of is
 # reported on stderr and simply missing from the output.

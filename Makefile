@@ -55,6 +55,7 @@ PROTO_OBJS = $(PROTO_C:$(GEN)/%.c=$(BUILD)/obj/gen/%.o)
 
 UNIT_TESTS = test_kmserr test_names test_config test_policy test_secret test_audit \
 	test_hsm
+UNIT_TESTS += test_capgo
 UNIT_BINS = $(UNIT_TESTS:%=$(BUILD)/tests/%)
 
 .PHONY: all deps run test unit integration asan clean bench setup fuzz
@@ -103,6 +104,14 @@ $(BUILD)/p11fault.so: tests/mock-p11/p11fault.c
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libkms.a $(PROTO_H)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libkms.a \
+		-lcmocka $(LDLIBS_COMMON)
+
+# The bundle format lives with the client; its test links it.
+$(BUILD)/tests/test_capgo: tests/unit/test_capgo.c $(BUILD)/obj/clients/capgo.o \
+    $(BUILD)/libkms.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< \
+		$(BUILD)/obj/clients/capgo.o $(BUILD)/libkms.a \
 		-lcmocka $(LDLIBS_COMMON)
 
 unit: $(UNIT_BINS) $(BUILD)/p11fault.so

@@ -112,7 +112,7 @@ EOF
 ln -s "$NPM_CACHE/node_modules" "$proj/node_modules"
 cp "$work/bundle.zip" "$proj/bundle.zip"
 
-kms_cmd="${KMSCTL[*]} --as ci --json bundle encrypt --format capgo --key $KEY -o $work/out.zip $work/bundle.zip"
+kms_cmd="$BUILD/kmsctl --addr $ADDR --as ci --json bundle encrypt --format capgo --key $KEY -o $work/out.zip $work/bundle.zip"
 capgo_cmd="cd $proj && CI=1 node $CLI bundle encrypt bundle.zip $sum --key capgo.key --json"
 
 # Both must work before they are timed; each output is checked.
@@ -169,10 +169,13 @@ capgo_t=$(time_runs capgo "$capgo_cmd")
 machine="$(nproc) cores, $(awk '/model name/ {sub(/.*: /, ""); print; exit}' /proc/cpuinfo)"
 "$PY" - "$OUT/capgo.json" "$bytes" "$kms_t" "$capgo_t" "$kms_rss" \
     "$capgo_rss" "$kms_cmd" "$capgo_cmd" "$machine" "$CAPGO_CLI_VERSION" \
-    "$(node --version)" <<'EOF'
+    "$(node --version)" "$TOP" "$work" <<'EOF'
 import json, sys
 (path, size, kms, capgo, kms_rss, capgo_rss, kms_cmd, capgo_cmd, machine,
- cli, node) = sys.argv[1:]
+ cli, node, top, work) = sys.argv[1:]
+# The commands as run, with the temporary and source directories named.
+kms_cmd, capgo_cmd = (c.replace(work, "$TMP").replace(top + "/", "")
+                      for c in (kms_cmd, capgo_cmd))
 kms, capgo = json.loads(kms), json.loads(capgo)
 kms.update(command=kms_cmd, peak_rss_kib=int(kms_rss))
 capgo.update(command=capgo_cmd, peak_rss_kib=int(capgo_rss),

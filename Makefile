@@ -107,8 +107,8 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libkms.a $(PROTO_H)
 		-lcmocka $(LDLIBS_COMMON)
 
 # The bundle format lives with the client; its test links it.
-$(BUILD)/tests/test_capgo: tests/unit/test_capgo.c $(BUILD)/obj/clients/capgo.o \
-    $(BUILD)/libkms.a
+$(BUILD)/tests/test_capgo: tests/unit/test_capgo.c tests/unit/capgo_kat.h \
+    $(BUILD)/obj/clients/capgo.o $(BUILD)/libkms.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< \
 		$(BUILD)/obj/clients/capgo.o $(BUILD)/libkms.a \
@@ -140,14 +140,26 @@ $(FUZZ_DIR)/fuzz_policy: $(FUZZ_POLICY_SRCS) kms/policy.h kms/names.h
 	clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Ikms \
 		-o $@ $(FUZZ_POLICY_SRCS) -linih
 
-fuzz: $(FUZZ_DIR)/fuzz_audit_verify $(FUZZ_DIR)/fuzz_policy
-	@mkdir -p $(FUZZ_DIR)/corpus-audit $(FUZZ_DIR)/corpus-policy
+FUZZ_CAPGO_SRCS = tests/fuzz/fuzz_capgo.c clients/capgo.c kms/kmserr.c
+
+$(FUZZ_DIR)/fuzz_capgo: $(FUZZ_CAPGO_SRCS) clients/capgo.h tests/unit/capgo_kat.h
+	@mkdir -p $(dir $@)
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Ikms \
+		-Iclients -Itests/unit -o $@ $(FUZZ_CAPGO_SRCS) -lcrypto
+
+fuzz: $(FUZZ_DIR)/fuzz_audit_verify $(FUZZ_DIR)/fuzz_policy \
+    $(FUZZ_DIR)/fuzz_capgo
+	@mkdir -p $(FUZZ_DIR)/corpus-audit $(FUZZ_DIR)/corpus-policy \
+		$(FUZZ_DIR)/corpus-capgo
 	$(FUZZ_DIR)/fuzz_audit_verify -max_total_time=$(FUZZ_SECONDS) \
 		-max_len=4096 -print_final_stats=1 $(FUZZ_DIR)/corpus-audit \
 		tests/fuzz/corpus-audit
 	$(FUZZ_DIR)/fuzz_policy -max_total_time=$(FUZZ_SECONDS) \
 		-max_len=4096 -print_final_stats=1 $(FUZZ_DIR)/corpus-policy \
 		tests/fuzz/corpus-policy
+	$(FUZZ_DIR)/fuzz_capgo -max_total_time=$(FUZZ_SECONDS) \
+		-max_len=4096 -print_final_stats=1 $(FUZZ_DIR)/corpus-capgo \
+		tests/fuzz/corpus-capgo
 
 asan:
 	$(MAKE) BUILD=build/asan SAN=1 all

@@ -96,21 +96,6 @@ exit_code(int err)
 }
 
 static int
-parse_version(const char *s, uint32_t *v)
-{
-	char *end;
-	unsigned long n;
-
-	errno = 0;
-	n = strtoul(s, &end, 10);
-	if (errno != 0 || *s == '\0' || *s == '-' || *end != '\0' || n == 0 ||
-	    n > UINT32_MAX)
-		return -1;
-	*v = (uint32_t)n;
-	return 0;
-}
-
-static int
 parse_args(int argc, char **argv, struct bundle_args *a)
 {
 	static const struct option opts[] = {
@@ -142,7 +127,8 @@ parse_args(int argc, char **argv, struct bundle_args *a)
 		case 'c': a->checksum = optarg; break;
 		case 'o': a->out = optarg; break;
 		case 'v':
-			if (parse_version(optarg, &a->version) != 0)
+			if (parse_u32(optarg, &a->version) != 0 ||
+			    a->version == 0)
 				return bundle_usage("--version: a version number");
 			break;
 		default:
@@ -450,24 +436,6 @@ check_key(struct ctx *x, const char *name, uint32_t *primary)
 	} else
 		*primary = k->primary_version;
 	protobuf_c_message_free_unpacked(resp, NULL);
-	return r;
-}
-
-static int
-print_json(json_t *o)
-{
-	int r = 0;
-
-	if (o == NULL) {
-		fprintf(stderr, "kmsctl: out of memory\n");
-		return KMSCTL_EXIT_IO;
-	}
-	if (json_dumpf(o, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER) != 0 ||
-	    fputc('\n', stdout) == EOF || fflush(stdout) != 0) {
-		fprintf(stderr, "kmsctl: cannot write to stdout\n");
-		r = KMSCTL_EXIT_IO;
-	}
-	json_decref(o);
 	return r;
 }
 

@@ -352,7 +352,7 @@ b64(const uint8_t *in, size_t len)
 }
 
 /* Prints o (taking it) as indented JSON; NULL means it could not be made. */
-static int
+int
 print_json(json_t *o)
 {
 	int r = 0;
@@ -437,7 +437,7 @@ key_print(const Kms__V1__Key *k)
 	}
 }
 
-static int
+int
 parse_u32(const char *s, uint32_t *out)
 {
 	char *end;

@@ -141,8 +141,9 @@ parse_args(int argc, char **argv, struct bundle_args *a)
 	if (a->format == NULL || strcmp(a->format, "capgo") != 0)
 		return bundle_usage("--format capgo is required (the only "
 		    "format so far)");
-	if ((enc || dec) && a->out == NULL)
-		return bundle_usage("-o OUT.zip is required");
+	if ((enc || dec) && (a->out == NULL || strcmp(a->out, "-") == 0))
+		return bundle_usage("-o OUT.zip is required (a file: it is "
+		    "named only once complete)");
 	if (!enc && !dec && a->out != NULL)
 		return bundle_usage("verify writes nothing: no -o");
 	if (enc && (a->key == NULL || a->pubkey != NULL || a->ivsk != NULL ||

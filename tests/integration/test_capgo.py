@@ -212,6 +212,19 @@ def test_not_a_zip_refused(kmsd, raw_key, workdir):
     assert listing(workdir) == ["empty.zip", "pk.zip", "text.zip"]
 
 
+def test_refused_by_policy_leaves_nothing(kmsd, raw_key, workdir):
+    src = make_zip(workdir / "a.zip", 100000)
+    out = workdir / "out.zip"
+    # The auditor may not even read the key; the unwrapper may read it
+    # and its public key but not sign: it fails after the output was begun.
+    for who, rpc in (("auditor", b"GetKey"), ("unwrapper", b"Sign")):
+        p = kmsd.kmsctl("bundle", "encrypt", "--format", "capgo", "--key",
+                        raw_key, "-o", out, src, identity=who, check=False)
+        assert p.returncode == 4, p.stderr
+        assert b"PERMISSION_DENIED" in p.stderr and rpc in p.stderr
+        assert listing(workdir) == ["a.zip"]
+
+
 def test_usage_errors(kmsd, raw_key, workdir):
     src = make_zip(workdir / "a.zip", 100)
     cases = [
@@ -224,6 +237,8 @@ def test_usage_errors(kmsd, raw_key, workdir):
         ["bundle", "sign", "--format", "capgo", src],
         ["bundle"],
     ]
+    cases.append(["bundle", "encrypt", "--format", "capgo", "--key", raw_key,
+                  "-o", "-", src])
     for argv in cases:
         p = kmsd.kmsctl(*argv, check=False, cwd=workdir)
         assert p.returncode == 2, (argv, p.stderr)

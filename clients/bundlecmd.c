@@ -64,10 +64,12 @@ struct outfile {
 struct signer {
 	struct ctx *x;
 	const char *name;
+	uint32_t asked;			/* --version; 0: the primary one */
 	uint32_t version;		/* pinned: both blocks use one version */
+	EVP_PKEY *pub;			/* that version's public key */
 	uint64_t seq[2];		/* audit receipts: session key, checksum */
 	size_t n;
-	int exit;			/* kmsctl exit code of a failed call */
+	int exit;			/* non-zero: failed, reported, exit code */
 };
 
 static int
@@ -382,39 +384,6 @@ pubkey_kms(struct ctx *x, const char *name, uint32_t version, EVP_PKEY **pk,
 	return r;
 }
 
-/* capgo_sign_fn: one kms Sign of raw bytes with the pinned version. */
-static int
-sign_cb(void *arg, const uint8_t *in, size_t inlen,
-    uint8_t sig[CAPGO_RSA_LEN], struct kms_status *st)
-{
-	Kms__V1__SignRequest req = KMS__V1__SIGN_REQUEST__INIT;
-	struct signer *s = arg;
-	ProtobufCMessage *resp = NULL;
-	Kms__V1__SignResponse *sr;
-	int r = 0;
-
-	req.name = (char *)s->name;
-	req.version = s->version;
-	req.data.data = (uint8_t *)in;
-	req.data.len = inlen;
-	if ((s->exit = kmsctl_call(s->x, "Sign", &req.base,
-	    &kms__v1__sign_response__descriptor, &resp)) != 0)
-		return kms_status_set(st, KMS_ERR_UNAVAILABLE, "Sign failed");
-	sr = (Kms__V1__SignResponse *)resp;
-	if (sr->signature.len != CAPGO_RSA_LEN || sr->version != s->version ||
-	    s->n >= sizeof(s->seq) / sizeof(s->seq[0])) {
-		r = kms_status_set(st, KMS_ERR_INTERNAL, "the server signed "
-		    "with version %u (%zu bytes), not version %u (%d bytes)",
-		    sr->version, sr->signature.len, s->version, CAPGO_RSA_LEN);
-		s->exit = KMSCTL_EXIT_REFUSED;
-	} else {
-		memcpy(sig, sr->signature.data, CAPGO_RSA_LEN);
-		s->seq[s->n++] = sr->audit_seq;
-	}
-	protobuf_c_message_free_unpacked(resp, NULL);
-	return r;
-}
-
 /* Checks that the kms key exists and is an RSA_RAW_PKCS1_2048 key. */
 static int
 check_key(struct ctx *x, const char *name, uint32_t *primary)
@@ -440,17 +409,79 @@ check_key(struct ctx *x, const char *name, uint32_t *primary)
 	return r;
 }
 
+/*
+ * The signer's failure, already reported: capgo.c passes the error up and
+ * bundle_encrypt exits with s->exit.
+ */
+static int
+signer_failed(struct signer *s, int exit_code, struct kms_status *st)
+{
+	s->exit = exit_code;
+	return kms_status_set(st, KMS_ERR_UNAVAILABLE, "reported");
+}
+
+/*
+ * capgo_signer.prepare: the key must be RSA_RAW_PKCS1_2048 (GetKey); one
+ * version signs both blocks, and its public key checks them.
+ */
+static int
+sign_prepare(void *arg, EVP_PKEY **check, struct kms_status *st)
+{
+	struct signer *s = arg;
+	uint32_t primary = 0;
+	int r;
+
+	if ((r = check_key(s->x, s->name, &primary)) != 0 ||
+	    (r = pubkey_kms(s->x, s->name, s->asked ? s->asked : primary,
+	    &s->pub, &s->version)) != 0)
+		return signer_failed(s, r, st);
+	*check = s->pub;
+	return 0;
+}
+
+/* capgo_signer.sign: one kms Sign of raw bytes with the pinned version. */
+static int
+sign_cb(void *arg, const uint8_t *in, size_t inlen,
+    uint8_t sig[CAPGO_RSA_LEN], struct kms_status *st)
+{
+	Kms__V1__SignRequest req = KMS__V1__SIGN_REQUEST__INIT;
+	struct signer *s = arg;
+	ProtobufCMessage *resp = NULL;
+	Kms__V1__SignResponse *sr;
+	int r = 0;
+
+	req.name = (char *)s->name;
+	req.version = s->version;
+	req.data.data = (uint8_t *)in;
+	req.data.len = inlen;
+	if ((r = kmsctl_call(s->x, "Sign", &req.base,
+	    &kms__v1__sign_response__descriptor, &resp)) != 0)
+		return signer_failed(s, r, st);
+	sr = (Kms__V1__SignResponse *)resp;
+	if (sr->signature.len != CAPGO_RSA_LEN || sr->version != s->version ||
+	    s->n >= sizeof(s->seq) / sizeof(s->seq[0])) {
+		fprintf(stderr, "kmsctl: the server signed with version %u "
+		    "(%zu bytes), not version %u (%d bytes)\n", sr->version,
+		    sr->signature.len, s->version, CAPGO_RSA_LEN);
+		r = signer_failed(s, KMSCTL_EXIT_REFUSED, st);
+	} else {
+		memcpy(sig, sr->signature.data, CAPGO_RSA_LEN);
+		s->seq[s->n++] = sr->audit_seq;
+	}
+	protobuf_c_message_free_unpacked(resp, NULL);
+	return r;
+}
+
 static int
 bundle_encrypt(struct ctx *x, const struct bundle_args *a)
 {
 	struct signer s = { 0 };
+	const struct capgo_signer signer = { sign_prepare, sign_cb, &s };
 	struct capgo_sealed sealed;
 	struct outfile o = { .fd = -1 };
 	struct kms_status st;
 	uint8_t head[CAPGO_ZIP_MAGIC_LEN];
-	EVP_PKEY *pub = NULL;
 	FILE *in = NULL;
-	uint32_t primary = 0;
 	size_t n;
 	int r;
 
@@ -470,20 +501,18 @@ bundle_encrypt(struct ctx *x, const struct bundle_args *a)
 		r = KMSCTL_EXIT_IO;
 		goto out;
 	}
-	/* One version for both blocks, and its public key to check them. */
-	if ((r = check_key(x, a->key, &primary)) != 0 ||
-	    (r = pubkey_kms(x, a->key, a->version ? a->version : primary,
-	    &pub, &s.version)) != 0)
-		goto out;
+	/*
+	 * The output is unnamed until the end, so encryption may start
+	 * while the signer checks the key.
+	 */
 	s.x = x;
 	s.name = a->key;
+	s.asked = a->version;
 	if ((r = outfile_open(&o, a->out)) != 0)
 		goto out;
 	kms_status_clear(&st);
-	if ((r = capgo_encrypt(in, o.f, sign_cb, &s, pub, &sealed,
-	    &st)) != 0) {
-		/* A failed call has printed why already. */
-		if (s.exit == 0 || st.err != KMS_ERR_UNAVAILABLE)
+	if ((r = capgo_encrypt(in, o.f, &signer, &sealed, &st)) != 0) {
+		if (s.exit == 0)
 			fprintf(stderr, "kmsctl: bundle encrypt %s: %s\n",
 			    a->in, st.msg);
 		r = s.exit != 0 ? s.exit : exit_code(r);
@@ -509,7 +538,7 @@ bundle_encrypt(struct ctx *x, const struct bundle_args *a)
 	}
  out:
 	outfile_abort(&o);
-	EVP_PKEY_free(pub);
+	EVP_PKEY_free(s.pub);
 	if (in != NULL)
 		fclose(in);
 	return r;

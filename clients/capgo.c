@@ -4,9 +4,13 @@
  * The format has no header and no MAC: the ciphertext is bare
  * AES-128-CBC, and integrity rests on the SHA-256 of the plaintext that
  * the device recovers with the public key and compares after decrypting.
- * Both directions stream through one fixed-size buffer pair.
+ * Both directions stream through one fixed-size buffer pair.  Encryption
+ * runs on a thread of its own, so that the signer's round trips to kms
+ * overlap with the bulk work.
  */
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -196,12 +200,14 @@ flush_out(FILE *out, struct kms_status *st)
 
 /*
  * One streaming pass of AES-128-CBC over in into out (NULL: discard),
- * hashing the plaintext: the input when enc, the output otherwise.
+ * hashing the plaintext: the input when enc, the output otherwise.  A
+ * non-zero *stop (may be NULL) ends it early with KMS_ERR_INTERNAL.
  */
 static int
 aes_pass(FILE *in, FILE *out, int enc, const uint8_t key[CAPGO_KEY_LEN],
     const uint8_t iv[CAPGO_IV_LEN], uint8_t sum[CAPGO_SUM_LEN],
-    uint64_t *in_len, uint64_t *out_len, struct kms_status *st)
+    uint64_t *in_len, uint64_t *out_len, atomic_int *stop,
+    struct kms_status *st)
 {
 	EVP_CIPHER_CTX *c = NULL;
 	EVP_MD_CTX *md = NULL;
@@ -226,6 +232,10 @@ aes_pass(FILE *in, FILE *out, int enc, const uint8_t key[CAPGO_KEY_LEN],
 		goto out;
 	}
 	for (;;) {
+		if (stop != NULL && atomic_load(stop)) {
+			r = kms_status_set(st, KMS_ERR_INTERNAL, "stopped");
+			goto out;
+		}
 		if ((r = read_chunk(in, ibuf, &n, st)) != 0)
 			goto out;
 		if (n == 0)
@@ -295,29 +305,75 @@ protect(capgo_sign_fn sign, void *arg, EVP_PKEY *check, const uint8_t *in,
 	return r;
 }
 
-int
-capgo_encrypt(FILE *in, FILE *out, capgo_sign_fn sign, void *arg,
-    EVP_PKEY *check, struct capgo_sealed *res, struct kms_status *st)
-{
-	uint8_t key[CAPGO_KEY_LEN], iv[CAPGO_IV_LEN], sum[CAPGO_SUM_LEN];
-	uint8_t kblock[CAPGO_RSA_LEN], sblock[CAPGO_RSA_LEN];
+/* The encryption thread's work and results. */
+struct seal_pass {
+	FILE *in, *out;
+	const uint8_t *key, *iv;
+	uint8_t sum[CAPGO_SUM_LEN];
+	uint64_t plain_len, cipher_len;
+	atomic_int stop;
 	int r;
+	struct kms_status st;
+};
+
+static void *
+seal_pass_run(void *arg)
+{
+	struct seal_pass *p = arg;
+
+	kms_status_clear(&p->st);
+	p->r = aes_pass(p->in, p->out, 1, p->key, p->iv, p->sum, &p->plain_len,
+	    &p->cipher_len, &p->stop, &p->st);
+	return NULL;
+}
+
+int
+capgo_encrypt(FILE *in, FILE *out, const struct capgo_signer *signer,
+    struct capgo_sealed *res, struct kms_status *st)
+{
+	uint8_t key[CAPGO_KEY_LEN], iv[CAPGO_IV_LEN];
+	uint8_t kblock[CAPGO_RSA_LEN], sblock[CAPGO_RSA_LEN];
+	struct seal_pass p = { .in = in, .out = out, .key = key, .iv = iv };
+	EVP_PKEY *check = NULL;
+	pthread_t t;
+	int r, threaded;
 
 	memset(res, 0, sizeof(*res));
+	atomic_init(&p.stop, 0);
 	if (RAND_bytes(key, sizeof(key)) != 1 ||
 	    RAND_bytes(iv, sizeof(iv)) != 1) {
 		r = kms_status_set(st, KMS_ERR_INTERNAL, "the random number "
 		    "generator failed");
 		goto out;
 	}
-	/* The session key first: a refused key fails before any work. */
-	if ((r = protect(sign, arg, check, key, sizeof(key), kblock,
-	    "session key", st)) != 0 ||
-	    (r = aes_pass(in, out, 1, key, iv, sum, &res->plain_len,
-	    &res->cipher_len, st)) != 0 ||
-	    (r = protect(sign, arg, check, sum, sizeof(sum), sblock,
-	    "checksum", st)) != 0)
+	/*
+	 * The bulk work starts at once; the signer gets ready and protects
+	 * the session key meanwhile.  Without a thread, one after the other.
+	 */
+	threaded = pthread_create(&t, NULL, seal_pass_run, &p) == 0;
+	r = 0;
+	if (signer->prepare != NULL)
+		r = signer->prepare(signer->arg, &check, st);
+	if (r == 0)
+		r = protect(signer->sign, signer->arg, check, key, sizeof(key),
+		    kblock, "session key", st);
+	if (r != 0)
+		atomic_store(&p.stop, 1);
+	if (threaded)
+		pthread_join(t, NULL);
+	else if (r == 0)
+		seal_pass_run(&p);
+	if (r != 0)
 		goto out;
+	if ((r = p.r) != 0) {
+		kms_status_set(st, r, "%s", p.st.msg);
+		goto out;
+	}
+	if ((r = protect(signer->sign, signer->arg, check, p.sum,
+	    sizeof(p.sum), sblock, "checksum", st)) != 0)
+		goto out;
+	res->plain_len = p.plain_len;
+	res->cipher_len = p.cipher_len;
 	b64_encode(iv, sizeof(iv), res->iv_session_key);
 	res->iv_session_key[B64_IV_LEN] = ':';
 	b64_encode(kblock, sizeof(kblock), res->iv_session_key + B64_IV_LEN + 1);
@@ -395,7 +451,7 @@ capgo_decrypt(FILE *in, FILE *out, EVP_PKEY *pub,
 	    (r = rsa_recover(pub, sblock, want, sizeof(want), "checksum",
 	    st)) != 0 ||
 	    (r = aes_pass(in, out, 0, key, iv, got, &cipher_len, plain_len,
-	    st)) != 0)
+	    NULL, st)) != 0)
 		goto out;
 	if (CRYPTO_memcmp(got, want, sizeof(got)) != 0) {
 		r = kms_status_set(st, KMS_ERR_VERIFY_FAILED, "the SHA-256 of "

@@ -51,17 +51,32 @@ struct capgo_sealed {
 int capgo_is_zip(const uint8_t *head, size_t len);
 
 /*
- * Encrypts all of in into out with a fresh random session key and IV,
- * hashing the plaintext in the same pass, and has sign protect the
- * session key and the checksum.  When check is not NULL (the public key
- * of the signing key), both results are verified with it before success
- * is reported, so that a wrong key or a faulty signer never produces a
- * bundle that devices would reject.  The session key is wiped before
- * return.  Returns 0, KMS_ERR_IO (read or write error),
- * KMS_ERR_VERIFY_FAILED (check did not verify) or sign's error.
+ * Who protects the session key and the checksum.  prepare (may be NULL)
+ * runs once on the calling thread while the bundle is already being
+ * encrypted on another, so that getting ready to sign (for kms: checking
+ * the key, fetching the public key of the version that will sign) costs
+ * no time of its own; it may set *check to that public key (the signer
+ * keeps ownership).  sign runs on the calling thread as well.
  */
-int capgo_encrypt(FILE *in, FILE *out, capgo_sign_fn sign, void *arg,
-    EVP_PKEY *check, struct capgo_sealed *res, struct kms_status *st);
+struct capgo_signer {
+	int (*prepare)(void *arg, EVP_PKEY **check, struct kms_status *st);
+	capgo_sign_fn sign;
+	void *arg;
+};
+
+/*
+ * Encrypts all of in into out with a fresh random session key and IV,
+ * hashing the plaintext in the same pass, and has the signer protect the
+ * session key and the checksum.  When prepare gave a check key, both
+ * results are verified with it before success is reported, so that a
+ * wrong key or a faulty signer never produces a bundle that devices would
+ * reject.  On failure out holds an unfinished ciphertext: the caller
+ * discards it.  The session key is wiped before return.  Returns 0,
+ * KMS_ERR_IO (read or write error), KMS_ERR_VERIFY_FAILED (the check key
+ * did not verify) or the signer's error.
+ */
+int capgo_encrypt(FILE *in, FILE *out, const struct capgo_signer *signer,
+    struct capgo_sealed *res, struct kms_status *st);
 
 /*
  * Reads an RSA-2048 public key from a PEM in pem[0..len): PKCS#1

@@ -31,6 +31,8 @@ struct keys {
 /* What the sign callback does, so that tests can make it misbehave. */
 struct sign_arg {
 	EVP_PKEY *key;
+	EVP_PKEY *check;	/* what prepare hands out; NULL: no check */
+	int prepare_fails;
 	int calls;
 	int fail_at;		/* 1-based call that fails; 0: none */
 	int corrupt;		/* flip a bit of the result */
@@ -59,6 +61,17 @@ local_sign(void *arg, const uint8_t *in, size_t inlen,
 	assert_true(ok);
 	if (a->corrupt)
 		sig[CAPGO_RSA_LEN / 2] ^= 0x01;
+	return 0;
+}
+
+static int
+local_prepare(void *arg, EVP_PKEY **check, struct kms_status *st)
+{
+	struct sign_arg *a = arg;
+
+	if (a->prepare_fails)
+		return kms_status_set(st, KMS_ERR_FAILED_PRECONDITION, "no key");
+	*check = a->check;
 	return 0;
 }
 
@@ -137,15 +150,15 @@ static void
 seal(struct keys *k, const uint8_t *plain, size_t len, FILE **out,
     struct capgo_sealed *s)
 {
-	struct sign_arg a = { .key = k->signer };
+	struct sign_arg a = { .key = k->signer, .check = k->signer };
+	const struct capgo_signer signer = { local_prepare, local_sign, &a };
 	struct kms_status st;
 	FILE *in = file_with(plain, len);
 
 	*out = tmpfile();
 	assert_non_null(*out);
 	kms_status_clear(&st);
-	assert_int_equal(capgo_encrypt(in, *out, local_sign, &a, k->signer, s,
-	    &st), 0);
+	assert_int_equal(capgo_encrypt(in, *out, &signer, s, &st), 0);
 	assert_int_equal(a.calls, 2);
 	fclose(in);
 	rewind(*out);
@@ -419,48 +432,81 @@ static void
 test_signer_failures(void **state)
 {
 	struct keys *k = *state;
-	struct sign_arg a = { .key = k->signer };
+	struct sign_arg a = { .key = k->signer, .check = k->signer };
+	const struct capgo_signer signer = { local_prepare, local_sign, &a };
 	struct capgo_sealed s;
 	struct kms_status st;
-	uint8_t *plain = pattern(70000);
+	uint8_t *plain = pattern(300000);
 	FILE *in, *out;
 
-	/* A refused first call: nothing is read, nothing written. */
-	in = file_with(plain, 70000);
+	in = file_with(plain, 300000);
 	out = tmpfile();
 	assert_non_null(out);
-	a.fail_at = 1;
+	/* The signer cannot get ready: nothing is signed, no result. */
+	a.prepare_fails = 1;
 	kms_status_clear(&st);
-	assert_int_equal(capgo_encrypt(in, out, local_sign, &a, k->signer, &s,
-	    &st), KMS_ERR_PERMISSION_DENIED);
-	assert_int_equal(ftell(in), 0);
-	assert_int_equal(ftell(out), 0);
+	assert_int_equal(capgo_encrypt(in, out, &signer, &s, &st),
+	    KMS_ERR_FAILED_PRECONDITION);
+	assert_int_equal(a.calls, 0);
 	assert_int_equal(s.iv_session_key[0], '\0');
-	/* A refused second call: no result. */
+	assert_string_equal(st.msg, "no key");
+	/* A refused first or second call: no result. */
+	a.prepare_fails = 0;
+	a.fail_at = 1;
+	rewind(in);
+	assert_int_equal(capgo_encrypt(in, out, &signer, &s, &st),
+	    KMS_ERR_PERMISSION_DENIED);
+	assert_int_equal(s.iv_session_key[0], '\0');
 	a.calls = 0;
 	a.fail_at = 2;
-	assert_int_equal(capgo_encrypt(in, out, local_sign, &a, k->signer, &s,
-	    &st), KMS_ERR_PERMISSION_DENIED);
+	rewind(in);
+	assert_int_equal(capgo_encrypt(in, out, &signer, &s, &st),
+	    KMS_ERR_PERMISSION_DENIED);
+	assert_int_equal(a.calls, 2);
 	assert_int_equal(s.checksum[0], '\0');
 	/* A block from another key, or a corrupted one, is caught. */
 	rewind(in);
 	a.calls = 0;
 	a.fail_at = 0;
-	assert_int_equal(capgo_encrypt(in, out, local_sign, &a, k->other, &s,
-	    &st), KMS_ERR_VERIFY_FAILED);
+	a.check = k->other;
+	assert_int_equal(capgo_encrypt(in, out, &signer, &s, &st),
+	    KMS_ERR_VERIFY_FAILED);
 	assert_int_equal(a.calls, 1);
 	rewind(in);
 	a.calls = 0;
+	a.check = k->signer;
 	a.corrupt = 1;
-	assert_int_equal(capgo_encrypt(in, out, local_sign, &a, k->signer, &s,
-	    &st), KMS_ERR_VERIFY_FAILED);
+	assert_int_equal(capgo_encrypt(in, out, &signer, &s, &st),
+	    KMS_ERR_VERIFY_FAILED);
 	/* Without a check key the caller gets what the signer made. */
 	rewind(in);
 	a.calls = 0;
-	a.corrupt = 0;
-	assert_int_equal(capgo_encrypt(in, out, local_sign, &a, NULL, &s,
-	    &st), 0);
+	a.check = NULL;
+	assert_int_equal(capgo_encrypt(in, out, &signer, &s, &st), 0);
 	assert_int_equal(a.calls, 2);
+	assert_int_equal(s.plain_len, 300000);
+	/* Nor is prepare needed. */
+	{
+		const struct capgo_signer bare = { NULL, local_sign, &a };
+
+		rewind(in);
+		a.calls = 0;
+		a.corrupt = 0;
+		assert_int_equal(capgo_encrypt(in, out, &bare, &s, &st), 0);
+		assert_int_equal(a.calls, 2);
+	}
+	/* A read error is the result, and the checksum is never signed. */
+	{
+		FILE *wo = fopen("/dev/null", "wb");	/* cannot be read */
+
+		assert_non_null(wo);
+		a.calls = 0;
+		a.check = k->signer;
+		assert_int_equal(capgo_encrypt(wo, out, &signer, &s, &st),
+		    KMS_ERR_IO);
+		assert_int_equal(a.calls, 1);
+		fclose(wo);
+	}
 	free(plain);
 	fclose(in);
 	fclose(out);

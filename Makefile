@@ -44,6 +44,7 @@ LIB_SRCS = kms/kmserr.c kms/algo.c kms/log.c kms/secret.c kms/config.c \
 	kms/pubkey.c
 KMSD_SRCS = kms/rpc.c kms/handlers.c kms/main.c
 CLIENT_SRCS = clients/kmsclient.c clients/auditcmd.c clients/kmsbcmd.c
+CLIENT_SRCS += clients/capgo.c clients/bundlecmd.c
 KMSCTL_SRCS = clients/kmsctl.c
 # kms OTA bundles (docs/bundle-format.md): the device verifier, which needs
 # neither kms nor gRPC (only kmsb_crypto_openssl.c sees OpenSSL), and the
@@ -63,6 +64,7 @@ KMSB_SEAL_OBJS = $(KMSB_SEAL_SRCS:%.c=$(BUILD)/obj/%.o)
 
 UNIT_TESTS = test_kmserr test_names test_config test_policy test_secret test_audit \
 	test_hsm test_keystore test_kmsb
+UNIT_TESTS += test_capgo
 UNIT_BINS = $(UNIT_TESTS:%=$(BUILD)/tests/%)
 
 .PHONY: all deps run test unit integration asan clean bench setup fuzz
@@ -135,6 +137,14 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libkms.a $(BUILD)/libkmsb.a \
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libkms.a \
 		$(BUILD)/libkmsb.a -lcmocka $(LDLIBS_COMMON)
 
+# The bundle format lives with the client; its test links it.
+$(BUILD)/tests/test_capgo: tests/unit/test_capgo.c tests/unit/capgo_kat.h \
+    $(BUILD)/obj/clients/capgo.o $(BUILD)/libkms.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< \
+		$(BUILD)/obj/clients/capgo.o $(BUILD)/libkms.a \
+		-lcmocka $(LDLIBS_COMMON)
+
 unit: $(UNIT_BINS) $(BUILD)/p11fault.so
 	@ASAN_OPTIONS=fast_unwind_on_malloc=0 \
 	    LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp BUILD=$(BUILD) \
@@ -161,6 +171,13 @@ $(FUZZ_DIR)/fuzz_policy: $(FUZZ_POLICY_SRCS) kms/policy.h kms/names.h
 	clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Ikms \
 		-o $@ $(FUZZ_POLICY_SRCS) -linih
 
+FUZZ_CAPGO_SRCS = tests/fuzz/fuzz_capgo.c clients/capgo.c kms/kmserr.c
+
+$(FUZZ_DIR)/fuzz_capgo: $(FUZZ_CAPGO_SRCS) clients/capgo.h tests/unit/capgo_kat.h
+	@mkdir -p $(dir $@)
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Ikms \
+		-Iclients -Itests/unit -o $@ $(FUZZ_CAPGO_SRCS) -lcrypto
+
 # The bundle manifest and statement parsers, and the streaming verifier
 # on arbitrary input.
 FUZZ_KMSB_SRCS = tests/fuzz/fuzz_kmsb_manifest.c $(KMSB_SRCS)
@@ -171,9 +188,9 @@ $(FUZZ_DIR)/fuzz_kmsb_manifest: $(FUZZ_KMSB_SRCS) $(wildcard clients/kmsb/*.h)
 		-Iclients/kmsb -o $@ $(FUZZ_KMSB_SRCS) -lcrypto
 
 fuzz: $(FUZZ_DIR)/fuzz_audit_verify $(FUZZ_DIR)/fuzz_policy \
-	$(FUZZ_DIR)/fuzz_kmsb_manifest
+	$(FUZZ_DIR)/fuzz_kmsb_manifest $(FUZZ_DIR)/fuzz_capgo
 	@mkdir -p $(FUZZ_DIR)/corpus-audit $(FUZZ_DIR)/corpus-policy \
-		$(FUZZ_DIR)/corpus-kmsb
+		$(FUZZ_DIR)/corpus-kmsb $(FUZZ_DIR)/corpus-capgo
 	$(FUZZ_DIR)/fuzz_audit_verify -max_total_time=$(FUZZ_SECONDS) \
 		-max_len=4096 -print_final_stats=1 $(FUZZ_DIR)/corpus-audit \
 		tests/fuzz/corpus-audit
@@ -183,6 +200,9 @@ fuzz: $(FUZZ_DIR)/fuzz_audit_verify $(FUZZ_DIR)/fuzz_policy \
 	$(FUZZ_DIR)/fuzz_kmsb_manifest -max_total_time=$(FUZZ_SECONDS) \
 		-max_len=8192 -print_final_stats=1 $(FUZZ_DIR)/corpus-kmsb \
 		tests/fuzz/corpus-kmsb
+	$(FUZZ_DIR)/fuzz_capgo -max_total_time=$(FUZZ_SECONDS) \
+		-max_len=4096 -print_final_stats=1 $(FUZZ_DIR)/corpus-capgo \
+		tests/fuzz/corpus-capgo
 
 asan:
 	$(MAKE) BUILD=build/asan SAN=1 all

@@ -256,3 +256,7 @@ fi
 machine="$(nproc) cores, $(awk '/model name/ {sub(/.*: /, ""); print; exit}' /proc/cpuinfo), $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)"
 /usr/bin/python3 bench/report.py "$RESULTS" "$OUT" "$machine" "$WORKERS" \
     "$SECONDS_EACH" "$batching"
+
+# Capgo-compatible bundles: kmsctl against Capgo's own CLI, its own kmsd
+# (bench/capgo.sh writes bench/results/capgo.json).
+BUILD=$BUILD bash bench/capgo.sh

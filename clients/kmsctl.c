@@ -31,6 +31,7 @@
 #include "algo.h"
 #include "auditcmd.h"
 #include "kmsbcmd.h"
+#include "bundlecmd.h"
 #include "kmsclient.h"
 #include "kmsctl.h"
 #include "kmserr.h"
@@ -70,6 +71,11 @@ usage(FILE *f)
 "  audit verify [--pubkey PEM] [PATH]   (offline, no server needed)\n"
 "  ota seal|statement|keygen ...        (kms OTA bundles, see\n"
 "       docs/bundle-format.md; ota keygen is offline)\n"
+"  bundle encrypt --format capgo --key NAME [--version N] -o OUT.zip IN.zip\n"
+"  bundle verify|decrypt --format capgo (--pubkey PEM | --key NAME\n"
+"         [--version N]) --iv-session-key S --checksum HEX\n"
+"         [-o OUT.zip, decrypt only] IN.zip   (RSA_RAW_PKCS1_2048 keys;\n"
+"         with --pubkey offline, no server needed)\n"
 "\n"
 "Global options may go before or after the command.  Files up to 1 MiB\n"
 "are sent to be signed as they are; larger ones are hashed here with the\n"
@@ -346,7 +352,7 @@ b64(const uint8_t *in, size_t len)
 }
 
 /* Prints o (taking it) as indented JSON; NULL means it could not be made. */
-static int
+int
 print_json(json_t *o)
 {
 	int r = 0;
@@ -447,7 +453,7 @@ key_print(const Kms__V1__Key *k)
 	}
 }
 
-static int
+int
 parse_u32(const char *s, uint32_t *out)
 {
 	char *end;
@@ -1533,6 +1539,8 @@ main(int argc, char **argv)
 		kmsclient_close(x.c);
 		return r;
 	}
+	if (strcmp(cmd, "bundle") == 0 && bundle_cmd_offline(argc - 1, argv + 1))
+		return bundle_cmd(&x, argc - 1, argv + 1);
 	if ((r = set_cred(&x)) != 0)
 		return r;
 	if (strcmp(cmd, "key") == 0)
@@ -1550,6 +1558,8 @@ main(int argc, char **argv)
 		r = cmd_wrapping(&x, cmd, argc - 1, argv + 1);
 	else if (strcmp(cmd, "audit") == 0)
 		r = cmd_audit(&x, argc - 1, argv + 1);
+	else if (strcmp(cmd, "bundle") == 0)
+		r = bundle_cmd(&x, argc - 1, argv + 1);
 	else
 		r = die_usage("unknown command");
 	kmsclient_close(x.c);

@@ -8,7 +8,9 @@
 
 #include <limits.h>
 #include <stddef.h>
+#include <stdint.h>
 
+#include <jansson.h>
 #include <protobuf-c/protobuf-c.h>
 
 #include "kmsclient.h"
@@ -34,6 +36,15 @@ int kmsctl_call(struct ctx *x, const char *method, const ProtobufCMessage *req,
  * 0600.  Returns a kmsctl exit code.
  */
 int write_out(const char *path, const void *buf, size_t len, int secret);
+
+/*
+ * Prints o (taking it) as indented JSON on stdout; NULL means it could not
+ * be made (out of memory).  Returns a kmsctl exit code.
+ */
+int print_json(json_t *o);
+
+/* A decimal number of at most UINT32_MAX, nothing else; 0 or -1. */
+int parse_u32(const char *s, uint32_t *out);
 
 /* Prints msg (may be NULL) and the --help hint; returns KMSCTL_EXIT_USAGE. */
 int die_usage(const char *msg);

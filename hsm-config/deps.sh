@@ -33,7 +33,15 @@ PACKAGES=(
 	python3-pytest
 	# Benchmarks: bench/ota.sh reads peak RSS from /usr/bin/time.
 	time
+	hyperfine		# bench/capgo.sh
 )
+
+# The Capgo interoperability tests and bench/capgo.sh run Capgo's CLI from
+# npm: Debian's nodejs and npm, unless a node that brings its own npm (as
+# NodeSource's, which conflicts with Debian's npm) is installed already.
+if ! command -v npm >/dev/null 2>&1; then
+	PACKAGES+=(nodejs npm)
+fi
 
 # One dpkg-query for all of them; a package that dpkg has never heard of is
 # reported on stderr and simply missing from the output.

@@ -91,8 +91,15 @@ $(BUILD)/kmsctl: $(KMSCTL_OBJS) $(CLIENT_OBJS) $(PROTO_OBJS) $(BUILD)/libkms.a
 $(BUILD)/kmsload: $(BUILD)/obj/bench/kmsload.o $(PROTO_OBJS)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS_GRPC) $(LDLIBS_COMMON)
 
-$(BUILD)/p11raw: $(BUILD)/obj/bench/p11raw.o
+$(BUILD)/p11raw: $(BUILD)/obj/bench/p11raw.o $(BUILD)/obj/bench/p11util.o
 	$(CC) $(LDFLAGS) -o $@ $^ -lpthread -ldl
+
+$(BUILD)/obj/bench/p11raw.o $(BUILD)/obj/bench/kmsfill.o \
+    $(BUILD)/obj/bench/p11util.o: bench/p11util.h
+
+# Fills a token with keys as kmsd's keystore makes them (bench/kmsfill.c).
+$(BUILD)/kmsfill: $(BUILD)/obj/bench/kmsfill.o $(BUILD)/obj/bench/p11util.o
+	$(CC) $(LDFLAGS) -o $@ $^ -ljansson -lcrypto -ldl
 
 # The fault-injecting PKCS#11 module used by the unit tests.
 $(BUILD)/p11fault.so: tests/mock-p11/p11fault.c
@@ -160,7 +167,7 @@ setup: deps all
 run: deps all
 	@bash hsm-config/run.sh
 
-bench: deps all $(BUILD)/kmsload $(BUILD)/p11raw
+bench: deps all $(BUILD)/kmsload $(BUILD)/p11raw $(BUILD)/kmsfill
 	@bash bench/run.sh
 
 clean:

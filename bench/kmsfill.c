@@ -79,6 +79,13 @@ static const struct alg algs[] = {
 	(n)++;								\
 } while (0)
 
+/* What the fill's processes share (a MAP_SHARED mapping). */
+struct shared {
+	unsigned long dups;		/* handles naming a key seen already */
+	unsigned long retries[MAX_PROCS];	/* token not found at open */
+	uint8_t present[];		/* per index: the key exists */
+};
+
 struct opts {
 	const char *module, *token, *pin_file, *prefix, *compare, *with;
 	const struct alg *alg;
@@ -258,7 +265,7 @@ name_index(const char *prefix, const char *name, unsigned long count)
  * the handles the search gave that named a key seen already.
  */
 static int
-list_present(const struct opts *o, uint8_t *present, unsigned long *dups)
+list_present(const struct opts *o, struct shared *sh)
 {
 	CK_OBJECT_CLASS cls = CKO_DATA;
 	CK_ATTRIBUTE tpl[2] = {
@@ -272,7 +279,6 @@ list_present(const struct opts *o, uint8_t *present, unsigned long *dups)
 	long k;
 	CK_RV rv;
 
-	*dups = 0;
 	if (p11_open(&p, "kmsfill", o->module, o->token, o->pin_file) != 0)
 		return -1;
 	if ((rv = p11_find_all(&p, tpl, 2, &all, &n)) != CKR_OK) {
@@ -286,9 +292,9 @@ list_present(const struct opts *o, uint8_t *present, unsigned long *dups)
 		    CKR_OK)
 			continue;
 		if ((k = name_index(o->prefix, (char *)label, o->count)) >= 0) {
-			if (present[k])
-				(*dups)++;
-			present[k] = 1;
+			if (sh->present[k])
+				sh->dups++;
+			sh->present[k] = 1;
 		}
 		free(label);
 	}
@@ -299,18 +305,20 @@ list_present(const struct opts *o, uint8_t *present, unsigned long *dups)
 
 /* Worker w of the fill: the missing keys whose index is w modulo procs. */
 static int
-fill_worker(const struct opts *o, const uint8_t *present, int w)
+fill_worker(const struct opts *o, struct shared *sh, int w)
 {
 	char name[NAME_MAX_LEN + 1];
 	struct p11 p;
 	unsigned long i;
 	int r = 0;
 
-	if (p11_open(&p, "kmsfill", o->module, o->token, o->pin_file) != 0)
+	r = p11_open(&p, "kmsfill", o->module, o->token, o->pin_file);
+	sh->retries[w] = p.open_retries;
+	if (r != 0)
 		return -1;
 	for (i = (unsigned long)w; i < o->count && r == 0;
 	    i += (unsigned long)o->procs) {
-		if (present[i])
+		if (sh->present[i])
 			continue;
 		snprintf(name, sizeof(name), "%s-%06lu", o->prefix, i);
 		r = make_key(&p, o->alg, name);
@@ -321,8 +329,8 @@ fill_worker(const struct opts *o, const uint8_t *present, int w)
 
 /* Runs fn(o, arg, i) in a child process; returns its pid or -1. */
 static pid_t
-spawn(int (*fn)(const struct opts *, const uint8_t *, int),
-    const struct opts *o, const uint8_t *arg, int i)
+spawn(int (*fn)(const struct opts *, struct shared *, int),
+    const struct opts *o, struct shared *arg, int i)
 {
 	pid_t pid;
 
@@ -334,22 +342,17 @@ spawn(int (*fn)(const struct opts *, const uint8_t *, int),
 }
 
 static int
-lister(const struct opts *o, const uint8_t *present, int unused)
+lister(const struct opts *o, struct shared *sh, int unused)
 {
-	unsigned long dups;
-
-	/* The shared map: its last word receives the duplicate count. */
-	if (list_present(o, (uint8_t *)present, &dups) != 0)
-		return -1;
-	memcpy((uint8_t *)present + o->count, &dups, sizeof(dups));
-	return 0;
+	return list_present(o, sh);
 }
 
 static int
 fill(const struct opts *o)
 {
-	uint8_t *present;
-	unsigned long have = 0, i, dups;
+	struct shared *sh;
+	size_t size = sizeof(*sh) + o->count;
+	unsigned long have = 0, retries = 0, i;
 	pid_t pids[MAX_PROCS], pid;
 	double t0, el;
 	int st, k, failed = 0;
@@ -358,37 +361,38 @@ fill(const struct opts *o)
 	 * Every PKCS#11 user is a child process that initialises the module
 	 * itself: a module is not to be used across fork().
 	 */
-	present = mmap(NULL, o->count + sizeof(dups), PROT_READ | PROT_WRITE,
+	sh = mmap(NULL, size, PROT_READ | PROT_WRITE,
 	    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	if (present == MAP_FAILED) {
+	if (sh == MAP_FAILED) {
 		perror("kmsfill: mmap");
 		return 1;
 	}
-	if ((pid = spawn(lister, o, present, 0)) < 0 ||
+	if ((pid = spawn(lister, o, sh, 0)) < 0 ||
 	    waitpid(pid, &st, 0) != pid || !WIFEXITED(st) ||
 	    WEXITSTATUS(st) != 0) {
 		fprintf(stderr, "kmsfill: could not list the token\n");
 		return 1;
 	}
-	memcpy(&dups, present + o->count, sizeof(dups));
 	for (i = 0; i < o->count; i++)
-		have += present[i];
+		have += sh->present[i];
 	t0 = now_s();
 	for (k = 0; k < o->procs; k++)
-		if ((pids[k] = spawn(fill_worker, o, present, k)) < 0)
+		if ((pids[k] = spawn(fill_worker, o, sh, k)) < 0)
 			failed = 1;
 	for (k = 0; k < o->procs; k++)
 		if (pids[k] > 0 && (waitpid(pids[k], &st, 0) != pids[k] ||
 		    !WIFEXITED(st) || WEXITSTATUS(st) != 0))
 			failed = 1;
 	el = now_s() - t0;
+	for (k = 0; k < o->procs; k++)
+		retries += sh->retries[k];
 	printf("{\"keys\":%lu,\"present\":%lu,\"made\":%lu,\"procs\":%d,"
 	    "\"algorithm\":\"%s\",\"seconds\":%.3f,\"keys_per_s\":%.1f,"
-	    "\"duplicate_handles\":%lu,\"complete\":%s}\n", o->count, have,
-	    o->count - have, o->procs, o->alg->name, el,
-	    el > 0 ? (o->count - have) / el : 0.0, dups,
-	    failed ? "false" : "true");
-	munmap(present, o->count + sizeof(dups));
+	    "\"duplicate_handles\":%lu,\"token_not_found_retries\":%lu,"
+	    "\"complete\":%s}\n", o->count, have, o->count - have, o->procs,
+	    o->alg->name, el, el > 0 ? (o->count - have) / el : 0.0, sh->dups,
+	    retries, failed ? "false" : "true");
+	munmap(sh, size);
 	return failed;
 }
 

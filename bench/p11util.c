@@ -6,10 +6,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "p11util.h"
 
 #define PIN_MAX 256
+#define P11_OPEN_RETRIES 20
 
 int
 p11_open(struct p11 *p, const char *prog, const char *module,
@@ -20,6 +22,7 @@ p11_open(struct p11 *p, const char *prog, const char *module,
 	CK_SLOT_ID slots[64];
 	CK_ULONG nslots = 64, i;
 	CK_TOKEN_INFO ti;
+	struct timespec pause = { 0, 50 * 1000 * 1000 };
 	char pin[PIN_MAX + 2], label[33];
 	size_t len, k;
 	FILE *pf;
@@ -46,29 +49,43 @@ p11_open(struct p11 *p, const char *prog, const char *module,
 		    prog, module);
 		goto fail;
 	}
-	memset(&init, 0, sizeof(init));
-	init.flags = CKF_OS_LOCKING_OK;
-	if ((rv = p->f->C_Initialize(&init)) != CKR_OK) {
-		fprintf(stderr, "%s: C_Initialize failed: 0x%lx\n", prog,
-		    (unsigned long)rv);
-		goto fail;
-	}
-	if ((rv = p->f->C_GetSlotList(CK_TRUE, slots, &nslots)) != CKR_OK) {
-		fprintf(stderr, "%s: C_GetSlotList failed: 0x%lx\n", prog,
-		    (unsigned long)rv);
-		goto fail_final;
-	}
-	for (i = 0; i < nslots && !found; i++) {
-		if (p->f->C_GetTokenInfo(slots[i], &ti) != CKR_OK)
-			continue;
-		memcpy(label, ti.label, 32);
-		for (k = 32; k > 0 && label[k - 1] == ' '; k--)
-			;
-		label[k] = '\0';
-		if (strcmp(label, token) == 0) {
-			p->slot = slots[i];
-			found = 1;
+	/*
+	 * SoftHSM2's file store can miss a token while another process
+	 * writes to it (its token.object is read without the writer's
+	 * lock): the slot list is read again a few times.
+	 */
+	for (;;) {
+		memset(&init, 0, sizeof(init));
+		init.flags = CKF_OS_LOCKING_OK;
+		if ((rv = p->f->C_Initialize(&init)) != CKR_OK) {
+			fprintf(stderr, "%s: C_Initialize failed: 0x%lx\n",
+			    prog, (unsigned long)rv);
+			goto fail;
 		}
+		nslots = 64;
+		if ((rv = p->f->C_GetSlotList(CK_TRUE, slots, &nslots)) !=
+		    CKR_OK) {
+			fprintf(stderr, "%s: C_GetSlotList failed: 0x%lx\n",
+			    prog, (unsigned long)rv);
+			goto fail_final;
+		}
+		for (i = 0; i < nslots && !found; i++) {
+			if (p->f->C_GetTokenInfo(slots[i], &ti) != CKR_OK)
+				continue;
+			memcpy(label, ti.label, 32);
+			for (k = 32; k > 0 && label[k - 1] == ' '; k--)
+				;
+			label[k] = '\0';
+			if (strcmp(label, token) == 0) {
+				p->slot = slots[i];
+				found = 1;
+			}
+		}
+		if (found || p->open_retries >= P11_OPEN_RETRIES)
+			break;
+		p->f->C_Finalize(NULL);
+		p->open_retries++;
+		nanosleep(&pause, NULL);
 	}
 	if (!found) {
 		fprintf(stderr, "%s: no token labelled %s\n", prog, token);

@@ -12,12 +12,15 @@ struct p11 {
 	CK_FUNCTION_LIST_PTR f;
 	CK_SLOT_ID slot;
 	CK_SESSION_HANDLE s;		/* read-write, logged in as the user */
+	unsigned int open_retries;	/* times the token was not found */
 };
 
 /*
  * Loads module, initialises it (OS locking), finds the token labelled
  * token, opens a read-write session and logs in with the PIN in pin_file,
- * which is wiped at once.  prog names the program in error messages.
+ * which is wiped at once.  A token not found is looked for again, up to 20
+ * times in 1 s (p->open_retries counts them).  prog names the program in
+ * error messages.
  * Returns 0, or -1 after printing why.
  */
 int p11_open(struct p11 *p, const char *prog, const char *module,

@@ -31,6 +31,11 @@ PACKAGES=(
 	python3-grpc-tools
 	python3-protobuf
 	python3-pytest
+	# make bench: the db-backed SoftHSM2 build, its indexes, profiles.
+	libsqlite3-dev
+	sqlite3
+	valgrind
+	linux-perf
 )
 
 # One dpkg-query for all of them; a package that dpkg has never heard of is

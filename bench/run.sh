@@ -10,8 +10,9 @@
 #   BENCH_KEYS      keys in the big tokens (default 10000), filled in the
 #                   steps BENCH_KEY_STEPS (default "1000 5000 10000")
 #   BENCH_BACKENDS  SoftHSM2 object stores measured (default "file db")
-#   BENCH_REFILL    1: empty the big tokens first (fill rate over the
-#                   whole range); else they are kept and topped up
+#   BENCH_REFILL    1 (or a list of back-ends): empty those big tokens
+#                   first, so that the fill rate covers the whole range;
+#                   else they are kept and topped up
 #   BENCH_FILL_PROCS, BENCH_START_RUNS  fill processes (2), starts per
 #                   measurement (3)
 #
@@ -232,8 +233,8 @@ rm -f "$OUT/digest.bin" "$OUT/sig.bin"
 # empty token so that the fill rate covers the whole range).  At each step:
 # the fill rate, a check that kmsd loads every key and that GetKey and Sign
 # work on a sample, kmsd's start-up time and memory (BENCH_START_RUNS
-# starts), and Sign P-256 at 16 in flight.  At the last step a perf profile
-# and a massif heap profile of one start show where time and memory go.
+# starts), and Sign P-256 at 16 in flight.  A perf profile and a massif
+# heap profile of one start show where time and memory go.
 KEYS=${BENCH_KEYS:-10000}
 if [ "$KEYS" -ge 10000 ]; then
 	STEPS="1000 5000 $KEYS"
@@ -275,7 +276,9 @@ big_setup() {
 	BIG=$TOP/$BUILD/bench-keys-$1
 	BIGMOD=$MODULE
 	[ "$1" = db ] && BIGMOD=$DBMOD
-	[ "${BENCH_REFILL:-0}" = 1 ] && rm -rf "$BIG"
+	case " ${BENCH_REFILL:-0} " in
+	" 1 " | *" $1 "*) rm -rf "$BIG" ;;
+	esac
 	mkdir -p "$BIG"
 	if ! [ -e "$BIG/softhsm2.conf" ]; then
 		printf '%s\n' "directories.tokendir = $BIG/tokens" \
@@ -357,8 +360,24 @@ measure_starts() {
 	add "$1" "{\"keys\": $nkeys, \"runs\": [$runs]}"
 }
 
+# heap_profile BACKEND KEYS: massif's peak heap of one start, by owner.
+heap_profile() {
+	command -v valgrind >/dev/null || return 0
+	big_start "$BIGCONF" "$OUT/kmsd-massif-$1.log" valgrind -q \
+	    --tool=massif --threshold=0.1 --massif-out-file="$OUT/massif-$1.out"
+	stop_wrapped
+	add "heap-$1-$2" "$(/usr/bin/python3 bench/massif.py \
+	    "$OUT/massif-$1.out")"
+	rm -f "$OUT/massif-$1.out"
+}
+
 for b in $BACKENDS; do
 	big_setup "$b"
+	# The heap profile at the last step; a db start is so slow (every
+	# first read of an object is a SQLite transaction) that under
+	# valgrind it is profiled at the first.
+	heap_step=$last_step
+	[ "$b" = db ] && heap_step=${STEPS%% *}
 	# Exits 1 when the property does not hold, and still reports.
 	vis=$("$BUILD/kmsfill" --module "$BIGMOD" --token kms \
 	    --pin-file "$BIG/pin" --visibility) || true
@@ -390,6 +409,7 @@ for b in $BACKENDS; do
 			big_ctl ci sign "$k" --digest "$(printf '%064d' "$i")" \
 			    --format hex >/dev/null
 		done
+		add "check-$b-$n" "{\"loaded\": $nkeys, \"get_and_sign_ok\": [\"bulk/k-000000\", \"$(printf 'bulk/k-%06d' $((n / 2)))\", \"$(printf 'bulk/k-%06d' $((n - 1)))\"]}"
 		if [ "$n" = "${STEPS%% *}" ]; then
 			# A key made by CreateKey against one made by kmsfill.
 			big_ctl officer key get bench/ref >/dev/null 2>&1 ||
@@ -405,6 +425,7 @@ for b in $BACKENDS; do
 		    --key-name bulk/k-000000 --inflight 16 --threads 2)"
 		stop_wrapped
 		measure_starts "startup-$b-$n" "$BIGCONF"
+		[ "$n" = "$heap_step" ] && heap_profile "$b" "$n"
 		if [ "$b" = db ] && [ "$n" = "${STEPS%% *}" ]; then
 			db_index off
 			START_RUNS=1 measure_starts "startup-db-noindex-$n" \
@@ -431,15 +452,6 @@ for b in $BACKENDS; do
 			    head -30
 		} >"$OUT/profile-start-$b.txt" || true
 		rm -f "$OUT/perf-start.data" "$OUT/perf-start.data.old"
-	fi
-	if command -v valgrind >/dev/null; then
-		big_start "$BIGCONF" "$OUT/kmsd-massif-$b.log" valgrind -q \
-		    --tool=massif --threshold=0.1 \
-		    --massif-out-file="$OUT/massif-$b.out"
-		stop_wrapped
-		add "heap-$b-$last_step" "$(/usr/bin/python3 bench/massif.py \
-		    "$OUT/massif-$b.out")"
-		rm -f "$OUT/massif-$b.out"
 	fi
 	# The built module on the file token: the same start-up as Debian's?
 	if [ "$b" = file ] && [ -n "$DBMOD" ]; then

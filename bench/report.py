@@ -97,6 +97,11 @@ labels = {"file": "file (Debian's module)",
           "file-built": "file (the db-capable build)"}
 for b in ("file", "db", "db-noindex", "file-built"):
     for n in steps_of(b):
+        if "timeout_s" in r["startup-%s-%d" % (b, n)]:
+            many.append("| %s | %d | - | > %d | > %d | - | - | - |" % (
+                labels[b], n, r["startup-%s-%d" % (b, n)]["timeout_s"],
+                r["startup-%s-%d" % (b, n)]["timeout_s"]))
+            continue
         st = median_run(r["startup-%s-%d" % (b, n)])
         fill = r.get("fill-%s-%d" % (b, n), {})
         if "earlier" in fill:
@@ -182,7 +187,7 @@ md = ["Measured by `make bench` on %s; kmsd with %s HSM workers on SoftHSM2, "
       "", *table, "", "| target | measured | verdict |", "|---|---|---|",
       *tlines, ""]
 if len(many) > 2:
-    nruns = max(len(x["runs"]) for k, x in r.items()
+    nruns = max(len(x.get("runs", [])) for k, x in r.items()
                 if k.startswith("startup-"))
     md += ["Many keys, per SoftHSM2 object store: tokens filled by "
            "`bench/kmsfill.c` (the fill rate is that step's), start-up the "

@@ -227,10 +227,11 @@ rm -f "$OUT/digest.bin" "$OUT/sig.bin"
 
 # 6. Many keys, per SoftHSM2 object store: "file" (the default, Debian's
 # module) and "db" (SQLite; Debian's module lacks it, so the same SoftHSM2
-# version is built with it by bench/softhsm2-db.sh).  One token per
-# back-end in $BUILD/bench-keys-BACKEND, filled by kmsfill in steps up to
-# BENCH_KEYS and kept (a later run resumes; BENCH_REFILL=1 starts from an
-# empty token so that the fill rate covers the whole range).  At each step:
+# version is built with it by bench/softhsm2-db.sh).  A token per back-end
+# and step in $BUILD/bench-keys-BACKEND-KEYS, filled by kmsfill up to the
+# step's size from a copy of the previous step's, and kept (a later run
+# measures them again; BENCH_REFILL=1 starts afresh so that the fill rate
+# is measured in the run).  At each step:
 # the fill rate, a check that kmsd loads every key and that GetKey and Sign
 # work on a sample, kmsd's start-up time and memory (BENCH_START_RUNS
 # starts), and Sign P-256 at 16 in flight.  A perf profile and a massif
@@ -271,14 +272,21 @@ db_index() {
 	done
 }
 
-# big_setup BACKEND: $BIG, $BIGMOD and $BIGCONF of a back-end's token.
+# big_setup BACKEND KEYS PREVIOUS: $BIG, $BIGMOD and $BIGCONF of the
+# back-end's token of KEYS keys.  Each step has its own token, kept, made
+# from a copy of the previous step's (so that a later run measures every
+# step again without filling).
 big_setup() {
-	BIG=$TOP/$BUILD/bench-keys-$1
+	BIG=$TOP/$BUILD/bench-keys-$1-$2
 	BIGMOD=$MODULE
 	[ "$1" = db ] && BIGMOD=$DBMOD
-	case " ${BENCH_REFILL:-0} " in
-	" 1 " | *" $1 "*) rm -rf "$BIG" ;;
-	esac
+	if ! [ -d "$BIG" ] && [ -n "$3" ] &&
+	    [ -d "$TOP/$BUILD/bench-keys-$1-$3" ]; then
+		cp -a "$TOP/$BUILD/bench-keys-$1-$3" "$BIG.tmp"
+		sed -i "s|^directories.tokendir = .*|directories.tokendir = $BIG/tokens|" \
+		    "$BIG.tmp/softhsm2.conf"
+		mv "$BIG.tmp" "$BIG"
+	fi
 	mkdir -p "$BIG"
 	if ! [ -e "$BIG/softhsm2.conf" ]; then
 		printf '%s\n' "directories.tokendir = $BIG/tokens" \
@@ -313,7 +321,14 @@ big_start() {
 	pid=$!
 	if ! up=$("$BUILD/kmsload" --addr "$ADDR" --ca "$BIG/pki/ca.pem" \
 	    --cert "$BIG/pki/clients/ci.pem" --key "$BIG/pki/clients/ci.key" \
-	    --rpc Health --since-ns "$t0" --seconds 900); then
+	    --rpc Health --since-ns "$t0" --seconds "${START_TIMEOUT:-900}"); then
+		if [ -n "${START_TIMEOUT:-}" ]; then
+			# Still loading: it takes no signal before it serves.
+			kill -KILL "$pid" 2>/dev/null || true
+			wait "$pid" 2>/dev/null || true
+			pid=
+			return 1
+		fi
 		echo "bench: kmsd on $conf did not answer Health:" >&2
 		tail -5 "$log" >&2
 		exit 1
@@ -353,7 +368,10 @@ stop_wrapped() {
 measure_starts() {
 	local runs="" i
 	for i in $(seq "$START_RUNS"); do
-		big_start "$2" "$OUT/kmsd-$1.log"
+		if ! big_start "$2" "$OUT/kmsd-$1.log"; then
+			add "$1" "{\"keys\": null, \"timeout_s\": $START_TIMEOUT}"
+			return 0
+		fi
 		runs="$runs${runs:+, }{\"up_s\": $up_s, \"log_s\": $log_s, $(mem_json)}"
 		stop_wrapped
 	done
@@ -372,7 +390,11 @@ heap_profile() {
 }
 
 for b in $BACKENDS; do
-	big_setup "$b"
+	case " ${BENCH_REFILL:-0} " in
+	" 1 " | *" $b "*) rm -rf "$TOP/$BUILD/bench-keys-$b-"* ;;
+	esac
+	prev=
+	big_setup "$b" "${STEPS%% *}" ""
 	# The heap profile at the last step; a db start is so slow (every
 	# first read of an object is a SQLite transaction) that under
 	# valgrind it is profiled at the first.
@@ -383,6 +405,8 @@ for b in $BACKENDS; do
 	    --pin-file "$BIG/pin" --visibility) || true
 	add "visibility-$b" "${vis:-{\"holds\": null\}}"
 	for n in $STEPS; do
+		big_setup "$b" "$n" "$prev"
+		prev=$n
 		fill=$("$BUILD/kmsfill" --module "$BIGMOD" --token kms \
 		    --pin-file "$BIG/pin" --count "$n" --procs "$FILL_PROCS") ||
 		    { echo "bench: kmsfill failed: $fill" >&2; exit 1; }
@@ -428,7 +452,8 @@ for b in $BACKENDS; do
 		[ "$n" = "$heap_step" ] && heap_profile "$b" "$n"
 		if [ "$b" = db ] && [ "$n" = "${STEPS%% *}" ]; then
 			db_index off
-			START_RUNS=1 measure_starts "startup-db-noindex-$n" \
+			START_RUNS=1 START_TIMEOUT=600 measure_starts \
+			    "startup-db-noindex-$n" \
 			    "$BIGCONF"
 			db_index on
 		fi

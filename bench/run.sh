@@ -309,19 +309,33 @@ big_ctl() {
 	    --key "$BIG/pki/clients/$1.key" --ca "$BIG/pki/ca.pem" "${@:2}"
 }
 
+# alive PID: the process runs (an exited child stays a zombie until wait).
+alive() {
+	local st
+	st=$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null) || return 1
+	[ -n "$st" ] && [ "$st" != Z ]
+}
+
 # big_start CONF LOG [WRAPPER...]: starts kmsd (under WRAPPER, e.g. perf)
 # and waits for Health; sets pid, up_s (process start to SERVING), log_s
 # (to the "keystore: N keys loaded" line, by its time stamp) and nkeys.
 big_start() {
-	local conf=$1 log=$2 t0 up ts
+	local conf=$1 log=$2 t0 up ts end
 	shift 2
 	t0=$(date +%s%N)
 	"$@" "$BUILD/kmsd" --config "$conf" --listen "$ADDR" --log-level info \
 	    2>"$log" &
 	pid=$!
-	if ! up=$("$BUILD/kmsload" --addr "$ADDR" --ca "$BIG/pki/ca.pem" \
+	# Health in rounds of 2 s, so that a kmsd that exits (the port taken
+	# by another process, say) ends the wait at once.
+	end=$(($(date +%s) + ${START_TIMEOUT:-900}))
+	while ! up=$("$BUILD/kmsload" --addr "$ADDR" --ca "$BIG/pki/ca.pem" \
 	    --cert "$BIG/pki/clients/ci.pem" --key "$BIG/pki/clients/ci.key" \
-	    --rpc Health --since-ns "$t0" --seconds "${START_TIMEOUT:-900}"); then
+	    --rpc Health --since-ns "$t0" --seconds 2 2>/dev/null) &&
+	    alive "$pid" && [ "$(date +%s)" -lt "$end" ]; do
+		:
+	done
+	if ! alive "$pid" || ! grep -q '"serving":true' <<<"$up"; then
 		if [ -n "${START_TIMEOUT:-}" ]; then
 			# Still loading: it takes no signal before it serves.
 			kill -KILL "$pid" 2>/dev/null || true

@@ -283,12 +283,14 @@ big_setup() {
 	if ! [ -d "$BIG" ] && [ -n "$3" ] &&
 	    [ -d "$TOP/$BUILD/bench-keys-$1-$3" ]; then
 		cp -a "$TOP/$BUILD/bench-keys-$1-$3" "$BIG.tmp"
-		sed -i "s|^directories.tokendir = .*|directories.tokendir = $BIG/tokens|" \
-		    "$BIG.tmp/softhsm2.conf"
 		mv "$BIG.tmp" "$BIG"
 	fi
 	mkdir -p "$BIG"
-	if ! [ -e "$BIG/softhsm2.conf" ]; then
+	# The tokens are where the directory is now (it may have moved).
+	if [ -e "$BIG/softhsm2.conf" ]; then
+		sed -i "s|^directories.tokendir = .*|directories.tokendir = $BIG/tokens|" \
+		    "$BIG/softhsm2.conf"
+	else
 		printf '%s\n' "directories.tokendir = $BIG/tokens" \
 		    "objectstore.backend = $1" "log.level = ERROR" \
 		    "slots.removable = false" >"$BIG/softhsm2.conf"

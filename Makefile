@@ -67,7 +67,7 @@ UNIT_TESTS = test_kmserr test_names test_config test_policy test_secret test_aud
 UNIT_TESTS += test_capgo
 UNIT_BINS = $(UNIT_TESTS:%=$(BUILD)/tests/%)
 
-.PHONY: all deps run test unit integration asan clean bench setup fuzz
+.PHONY: all deps deps-bench run test unit integration asan clean bench setup fuzz
 .SUFFIXES:
 # The generated protobuf sources are kept, not deleted as intermediates.
 .SECONDARY: $(PROTO_C) $(PROTO_H)
@@ -76,6 +76,9 @@ all: $(BUILD)/kmsd $(BUILD)/kmsctl $(BUILD)/kmsb
 
 deps:
 	@bash hsm-config/deps.sh
+
+deps-bench:
+	@bash hsm-config/deps.sh bench
 
 $(GEN)/%.pb-c.c $(GEN)/%.pb-c.h: proto/%.proto
 	@mkdir -p $(GEN)
@@ -123,8 +126,15 @@ $(BUILD)/kmsload: $(BUILD)/obj/bench/kmsload.o $(PROTO_OBJS)
 $(BUILD)/kmsbspeed: $(BUILD)/obj/bench/kmsbspeed.o $(KMSB_OBJS)
 	$(CC) $(LDFLAGS) -o $@ $^ -lcrypto
 
-$(BUILD)/p11raw: $(BUILD)/obj/bench/p11raw.o
+$(BUILD)/p11raw: $(BUILD)/obj/bench/p11raw.o $(BUILD)/obj/bench/p11util.o
 	$(CC) $(LDFLAGS) -o $@ $^ -lpthread -ldl
+
+$(BUILD)/obj/bench/p11raw.o $(BUILD)/obj/bench/kmsfill.o \
+    $(BUILD)/obj/bench/p11util.o: bench/p11util.h
+
+# Fills a token with keys as kmsd's keystore makes them (bench/kmsfill.c).
+$(BUILD)/kmsfill: $(BUILD)/obj/bench/kmsfill.o $(BUILD)/obj/bench/p11util.o
+	$(CC) $(LDFLAGS) -o $@ $^ -ljansson -lcrypto -ldl
 
 # The fault-injecting PKCS#11 module used by the unit tests.
 $(BUILD)/p11fault.so: tests/mock-p11/p11fault.c
@@ -225,7 +235,7 @@ setup: deps all
 run: deps all
 	@bash hsm-config/run.sh
 
-bench: deps all $(BUILD)/kmsload $(BUILD)/p11raw
+bench: deps-bench all $(BUILD)/kmsload $(BUILD)/p11raw $(BUILD)/kmsfill
 	@bash bench/run.sh
 
 clean:

@@ -5,9 +5,16 @@
  *       [--rpc Sign] [--inflight N] [--threads T] [--seconds S]
  *       [--digest-len 32] [--data-len N]
  *   kmsload ... --rpc CreateKey --count N --key-name PREFIX
+ *   kmsload ... --rpc Health [--since-ns T] [--seconds S]
  *
  * The second form creates the P-256 keys PREFIX-000000 .. PREFIX-(N-1)
  * (keys that exist already count as done), to fill a token.
+ *
+ * The third form waits for kmsd to answer grpc.health.v1.Health/Check with
+ * SERVING, for at most S seconds, trying every 5 ms on a new channel (a
+ * channel's reconnect back-off would hide the moment the port opens), and
+ * prints up_s: the time from T (CLOCK_REALTIME nanoseconds, taken when
+ * kmsd was started) to the first SERVING answer.
  *
  * T threads each keep N/T calls in flight on their own channel and
  * completion queue for S seconds, and the latency of every call is kept
@@ -30,6 +37,7 @@
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
 
+#include "grpc/health/v1/health.pb-c.h"
 #include "kms/v1/kms.pb-c.h"
 
 #define MAX_SAMPLES (1024 * 1024)
@@ -257,6 +265,71 @@ worker_main(void *arg)
 	return NULL;
 }
 
+/* One Health/Check call on a new channel: 1 when the answer is SERVING. */
+static int
+health_once(struct worker *w)
+{
+	grpc_completion_queue *cq = grpc_completion_queue_create_for_next(NULL);
+	Grpc__Health__V1__HealthCheckResponse *resp = NULL;
+	grpc_channel *ch = grpc_channel_create(w->o->addr, w->creds, NULL);
+	grpc_byte_buffer_reader rd;
+	grpc_slice sl;
+	struct slot s;
+	int ok = 0;
+
+	memset(&s, 0, sizeof(s));
+	start_call(w, ch, cq, &s, gpr_time_add(gpr_now(GPR_CLOCK_REALTIME),
+	    gpr_time_from_millis(500, GPR_TIMESPAN)));
+	(void)grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME),
+	    NULL);
+	if (s.status == GRPC_STATUS_OK && s.resp != NULL &&
+	    grpc_byte_buffer_reader_init(&rd, s.resp)) {
+		sl = grpc_byte_buffer_reader_readall(&rd);
+		grpc_byte_buffer_reader_destroy(&rd);
+		resp = grpc__health__v1__health_check_response__unpack(NULL,
+		    GRPC_SLICE_LENGTH(sl), GRPC_SLICE_START_PTR(sl));
+		ok = resp != NULL && resp->status ==
+		    GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
+		grpc__health__v1__health_check_response__free_unpacked(resp,
+		    NULL);
+		grpc_slice_unref(sl);
+	}
+	if (s.resp != NULL)
+		grpc_byte_buffer_destroy(s.resp);
+	grpc_slice_unref(s.details);
+	grpc_metadata_array_destroy(&s.init_md);
+	grpc_metadata_array_destroy(&s.trail_md);
+	grpc_call_unref(s.call);
+	grpc_channel_destroy(ch);
+	grpc_completion_queue_shutdown(cq);
+	while (grpc_completion_queue_next(cq, gpr_inf_future(
+	    GPR_CLOCK_REALTIME), NULL).type != GRPC_QUEUE_SHUTDOWN)
+		;
+	grpc_completion_queue_destroy(cq);
+	return ok;
+}
+
+static int
+health_wait(struct worker *w, long long since_ns)
+{
+	struct timespec now, pause = { 0, 5 * 1000 * 1000 };
+	double end = now_ms() + w->o->seconds * 1e3;
+	unsigned long attempts = 0;
+	int ok = 0;
+
+	while (!ok && now_ms() < end) {
+		attempts++;
+		if (!(ok = health_once(w)))
+			nanosleep(&pause, NULL);
+	}
+	clock_gettime(CLOCK_REALTIME, &now);
+	printf("{\"rpc\":\"Health\",\"serving\":%s,\"attempts\":%lu,"
+	    "\"up_s\":%.3f}\n", ok ? "true" : "false", attempts,
+	    since_ns > 0 ? ((long long)now.tv_sec * 1000000000LL +
+	    now.tv_nsec - since_ns) / 1e9 : 0.0);
+	return ok ? 0 : 1;
+}
+
 static int
 cmp_double(const void *a, const void *b)
 {
@@ -272,7 +345,8 @@ usage(void)
 	    "--key KEY --key-name NAME\n    [--rpc Sign|Verify|GetPublicKey] "
 	    "[--inflight N] [--threads T] [--seconds S]\n    [--digest-len N] "
 	    "[--data-len N] [--blob-file F (Unwrap)]\n"
-	    "       kmsload ... --rpc CreateKey --count N --key-name PREFIX\n");
+	    "       kmsload ... --rpc CreateKey --count N --key-name PREFIX\n"
+	    "       kmsload ... --rpc Health [--since-ns T] [--seconds S]\n");
 	exit(2);
 }
 
@@ -293,6 +367,7 @@ main(int argc, char **argv)
 		{ "data-len", required_argument, NULL, 'D' },
 		{ "count", required_argument, NULL, 'N' },
 		{ "blob-file", required_argument, NULL, 'B' },
+		{ "since-ns", required_argument, NULL, 'T' },
 		{ NULL, 0, NULL, 0 }
 	};
 	struct opts o = { NULL, NULL, NULL, NULL, NULL, "Sign", 16, 2, 5, 32,
@@ -305,6 +380,9 @@ main(int argc, char **argv)
 	Kms__V1__UnwrapRequest ureq = KMS__V1__UNWRAP_REQUEST__INIT;
 	Kms__V1__GenerateDataKeyRequest dreq =
 	    KMS__V1__GENERATE_DATA_KEY_REQUEST__INIT;
+	Grpc__Health__V1__HealthCheckRequest hreq =
+	    GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+	long long since_ns = 0;
 	const char *blob_file = NULL;
 	char *blob = NULL;
 	const ProtobufCMessage *msg;
@@ -330,9 +408,13 @@ main(int argc, char **argv)
 		case 'D': o.data_len = (size_t)atol(optarg); break;
 		case 'N': o.count = strtoul(optarg, NULL, 10); break;
 		case 'B': blob_file = optarg; break;
+		case 'T': since_ns = atoll(optarg); break;
 		default: usage();
 		}
 	}
+	/* Health names no key. */
+	if (strcmp(o.rpc, "Health") == 0 && o.key_name == NULL)
+		o.key_name = "";
 	if (o.addr == NULL || o.ca == NULL || o.cert == NULL ||
 	    o.key == NULL || o.key_name == NULL || o.inflight < 1 ||
 	    o.inflight > MAX_INFLIGHT || o.threads < 1 || o.threads > 64 ||
@@ -374,6 +456,8 @@ main(int argc, char **argv)
 		preq.name = (char *)o.key_name;
 		msg = &preq.base;
 		o.seconds = 3600;
+	} else if (strcmp(o.rpc, "Health") == 0) {
+		msg = &hreq.base;
 	} else if (strcmp(o.rpc, "GetPublicKey") == 0) {
 		preq.name = (char *)o.key_name;
 		msg = &preq.base;
@@ -388,7 +472,11 @@ main(int argc, char **argv)
 	pair.cert_chain = cert;
 	w = calloc((size_t)o.threads, sizeof(*w));
 	buf = malloc(protobuf_c_message_get_packed_size(msg) + 1);
-	snprintf(path, sizeof(path), "/kms.v1.KeyManagementService/%s", o.rpc);
+	if (strcmp(o.rpc, "Health") == 0)
+		snprintf(path, sizeof(path), "/grpc.health.v1.Health/Check");
+	else
+		snprintf(path, sizeof(path), "/kms.v1.KeyManagementService/%s",
+		    o.rpc);
 	for (i = 0; i < o.threads; i++) {
 		w[i].o = &o;
 		w[i].creds = grpc_ssl_credentials_create(ca, &pair, NULL, NULL);
@@ -399,6 +487,12 @@ main(int argc, char **argv)
 			fprintf(stderr, "kmsload: out of memory\n");
 			return 1;
 		}
+	}
+	if (strcmp(o.rpc, "Health") == 0) {
+		/* The credentials and the request of the first worker. */
+		i = health_wait(&w[0], since_ns);
+		grpc_shutdown();
+		return i;
 	}
 	t0 = now_ms();
 	for (i = 0; i < o.threads; i++)

@@ -13,7 +13,6 @@
  */
 #include <sys/resource.h>
 
-#include <dlfcn.h>
 #include <getopt.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -23,6 +22,8 @@
 #include <time.h>
 
 #include <p11-kit/pkcs11.h>
+
+#include "p11util.h"
 
 #define MAX_SAMPLES (1024 * 1024)
 
@@ -167,22 +168,15 @@ main(int argc, char **argv)
 	};
 	const char *module = NULL, *token = NULL, *pinfile = NULL;
 	const char *alg = "ecdsa";
-	CK_C_GetFunctionList getfl;
-	CK_C_INITIALIZE_ARGS init;
-	CK_SLOT_ID slots[64];
-	CK_ULONG nslots = 64, i;
-	CK_TOKEN_INFO ti;
+	struct p11 p;
 	CK_SESSION_HANDLE s;
 	struct rusage ru0, ru1;
 	struct worker *w;
-	char pin[257], label[64];
+	char label[64];
 	double *all, t0, el, cpu;
-	size_t n = 0, len, k;
+	size_t n = 0;
 	unsigned long ops = 0, errors = 0;
-	int ch, threads = 1, found = 0;
-	FILE *pf;
-	void *dl;
-	CK_RV rv;
+	int ch, threads = 1;
 
 	while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
 		switch (ch) {
@@ -214,51 +208,11 @@ main(int argc, char **argv)
 		inlen = 51;
 	} else
 		return 2;
-	if ((pf = fopen(pinfile, "r")) == NULL ||
-	    fgets(pin, sizeof(pin), pf) == NULL) {
-		fprintf(stderr, "p11raw: cannot read %s\n", pinfile);
+	if (p11_open(&p, "p11raw", module, token, pinfile) != 0)
 		return 1;
-	}
-	fclose(pf);
-	len = strcspn(pin, "\r\n");
-	pin[len] = '\0';
-	if ((dl = dlopen(module, RTLD_NOW)) == NULL ||
-	    (getfl = (CK_C_GetFunctionList)dlsym(dl,
-	    "C_GetFunctionList")) == NULL || getfl(&f) != CKR_OK) {
-		fprintf(stderr, "p11raw: cannot load %s\n", module);
-		return 1;
-	}
-	memset(&init, 0, sizeof(init));
-	init.flags = CKF_OS_LOCKING_OK;
-	if ((rv = f->C_Initialize(&init)) != CKR_OK)
-		die("C_Initialize", rv);
-	if ((rv = f->C_GetSlotList(CK_TRUE, slots, &nslots)) != CKR_OK)
-		die("C_GetSlotList", rv);
-	for (i = 0; i < nslots && !found; i++) {
-		char l[33];
-
-		if (f->C_GetTokenInfo(slots[i], &ti) != CKR_OK)
-			continue;
-		memcpy(l, ti.label, 32);
-		for (k = 32; k > 0 && l[k - 1] == ' '; k--)
-			;
-		l[k] = '\0';
-		if (strcmp(l, token) == 0) {
-			slot = slots[i];
-			found = 1;
-		}
-	}
-	if (!found) {
-		fprintf(stderr, "p11raw: no token %s\n", token);
-		return 1;
-	}
-	if ((rv = f->C_OpenSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION,
-	    NULL, NULL, &s)) != CKR_OK)
-		die("C_OpenSession", rv);
-	rv = f->C_Login(s, CKU_USER, (CK_UTF8CHAR_PTR)pin, len);
-	memset(pin, 0, sizeof(pin));
-	if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN)
-		die("C_Login", rv);
+	f = p.f;
+	slot = p.slot;
+	s = p.s;
 	snprintf(label, sizeof(label), "bench-raw-%s", alg);
 	key = find_or_make(s, alg, label);
 	w = calloc((size_t)threads, sizeof(*w));
@@ -294,8 +248,7 @@ main(int argc, char **argv)
 	    "\"p99_ms\":%.3f,\"p999_ms\":%.3f,\"cpu_us_per_op\":%.1f}\n",
 	    alg, threads, el, ops, errors, ops / el, PCT(0.5), PCT(0.99),
 	    PCT(0.999), ops ? cpu * 1e6 / ops : 0.0);
-	f->C_CloseSession(s);
-	f->C_Finalize(NULL);
+	p11_close(&p);
 	free(all);
 	free(w);
 	return ops == 0;

@@ -7,6 +7,18 @@
 #   BENCH_SECONDS   duration of each load run (default 5)
 #   BENCH_ADDR      where the benchmark kmsd listens (default 127.0.0.1:17443)
 #   BENCH_WORKERS   kmsd HSM workers (default 2)
+#   BENCH_KEYS      keys in the big tokens (default 10000), filled in the
+#                   steps BENCH_KEY_STEPS (default "1000 5000 10000")
+#   BENCH_BACKENDS  SoftHSM2 object stores measured (default "file db")
+#   BENCH_REFILL    1 (or a list of back-ends): empty those big tokens
+#                   first, so that the fill rate covers the whole range;
+#                   else they are kept and topped up
+#   BENCH_FILL_PROCS, BENCH_START_RUNS  fill processes (2), starts per
+#                   measurement (3)
+#
+# A quick check of the whole run: BENCH_SECONDS=1 BENCH_KEYS=200
+# BENCH_START_RUNS=1 make bench (the results then miss the 10,000-key
+# targets, and say so).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -213,45 +225,284 @@ el=$(( $(date +%s%N) - start ))
 add pkcs11tool-ecdsa "$(printf '{"ops": %d, "ns": %d}' "$n" "$el")"
 rm -f "$OUT/digest.bin" "$OUT/sig.bin"
 
-# 6. Start-up with many keys: a token filled once (BENCH_FILL=1, slow:
-# SoftHSM2 writes a file per object) and kept in $BUILD/bench-10k.
-BIG=$TOP/$BUILD/bench-10k
+# 6. Many keys, per SoftHSM2 object store: "file" (the default, Debian's
+# module) and "db" (SQLite; Debian's module lacks it, so the same SoftHSM2
+# version is built with it by bench/softhsm2-db.sh).  A token per back-end
+# and step in $BUILD/bench-keys-BACKEND-KEYS, filled by kmsfill up to the
+# step's size from a copy of the previous step's, and kept (a later run
+# measures them again; BENCH_REFILL=1 starts afresh so that the fill rate
+# is measured in the run).  At each step:
+# the fill rate, a check that kmsd loads every key and that GetKey and Sign
+# work on a sample, kmsd's start-up time and memory (BENCH_START_RUNS
+# starts), and Sign P-256 at 16 in flight.  A perf profile and a massif
+# heap profile of one start show where time and memory go.
 KEYS=${BENCH_KEYS:-10000}
-if [ "${BENCH_FILL:-0}" = 1 ] || [ -d "$BIG" ]; then
-	KMS_HOME=$BIG KMS_ADDR=$ADDR bash hsm-config/setup.sh >/dev/null
-	export SOFTHSM2_CONF=$BIG/softhsm2.conf
-	if [ "${BENCH_FILL:-0}" = 1 ]; then
-		"$BUILD/kmsd" --config "$BIG/kmsd.conf" --listen "$ADDR" \
-		    --log-level info 2>"$OUT/kmsd-fill.log" &
-		pid=$!
-		# Loading the keys already there takes a while.
-		until grep -q "listening on" "$OUT/kmsd-fill.log"; do
-			kill -0 "$pid" || { cat "$OUT/kmsd-fill.log" >&2; exit 1; }
-			sleep 0.2
-		done
-		"$BUILD/kmsload" --addr "$ADDR" --ca "$BIG/pki/ca.pem" \
-		    --cert "$BIG/pki/clients/officer.pem" \
-		    --key "$BIG/pki/clients/officer.key" --rpc CreateKey \
-		    --count "$KEYS" --key-name bulk/k --inflight 16 \
-		    --threads 1 >/dev/null
-		stop_kmsd
-	fi
-	t0=$(date +%s%N)
-	"$BUILD/kmsd" --config "$BIG/kmsd.conf" --listen "$ADDR" \
-	    --log-level info 2>"$OUT/kmsd-big.log" &
-	pid=$!
-	until grep -q "listening on" "$OUT/kmsd-big.log"; do
-		kill -0 "$pid" || { cat "$OUT/kmsd-big.log" >&2; exit 1; }
-		sleep 0.01
-	done
-	t1=$(date +%s%N)
-	nkeys=$(grep -o '[0-9]* keys, audit' "$OUT/kmsd-big.log" | cut -d' ' -f1)
-	rss=$(awk '/^VmRSS/ {print $2}' "/proc/$pid/status")
-	stop_kmsd
-	add startup-big "$(printf '{"keys": %d, "start_s": %.3f, "rss_kib": %d}' \
-	    "$nkeys" "$(( (t1 - t0) / 1000 ))e-6" "$rss")"
-	export SOFTHSM2_CONF=$HOME_DIR/softhsm2.conf
+if [ "$KEYS" -ge 10000 ]; then
+	STEPS="1000 5000 $KEYS"
+else
+	STEPS="$((KEYS / 10 > 0 ? KEYS / 10 : 1)) $((KEYS / 2 > 0 ? KEYS / 2 : 1)) $KEYS"
 fi
+STEPS=${BENCH_KEY_STEPS:-$STEPS}
+BACKENDS=${BENCH_BACKENDS:-file db}
+FILL_PROCS=${BENCH_FILL_PROCS:-2}
+START_RUNS=${BENCH_START_RUNS:-3}
+DBMOD=
+case " $BACKENDS " in
+*" db "*) DBMOD=$(bash bench/softhsm2-db.sh "$TOP/$BUILD/softhsm2-db") ;;
+esac
+last_step=${STEPS##* }
+
+# SoftHSM2 2.6.1 makes its SQLite tables without an index on the object
+# id, so every attribute read scans every attribute of the token (about
+# 2.5 keys/s filling at 1,000 keys, and falling).  The bench adds one per
+# table, as an operator would; "db, no index" start-up is measured at the
+# first step by dropping them for that measurement.
+db_index() {
+	local db t
+	db=$(ls "$BIG"/tokens/*/sqlite3.db)
+	for t in text integer binary array boolean datetime real; do
+		if [ "$1" = on ]; then
+			sqlite3 "$db" "CREATE INDEX IF NOT EXISTS
+			    bench_attribute_${t}_object ON
+			    attribute_$t (object_id, type);"
+		else
+			sqlite3 "$db" "DROP INDEX IF EXISTS
+			    bench_attribute_${t}_object;"
+		fi
+	done
+}
+
+# big_setup BACKEND KEYS PREVIOUS: $BIG, $BIGMOD and $BIGCONF of the
+# back-end's token of KEYS keys.  Each step has its own token, kept, made
+# from a copy of the previous step's (so that a later run measures every
+# step again without filling).
+big_setup() {
+	BIG=$TOP/$BUILD/bench-keys-$1-$2
+	BIGMOD=$MODULE
+	[ "$1" = db ] && BIGMOD=$DBMOD
+	if ! [ -d "$BIG" ] && [ -n "$3" ] &&
+	    [ -d "$TOP/$BUILD/bench-keys-$1-$3" ]; then
+		cp -a "$TOP/$BUILD/bench-keys-$1-$3" "$BIG.tmp"
+		mv "$BIG.tmp" "$BIG"
+	fi
+	mkdir -p "$BIG"
+	# The tokens are where the directory is now (it may have moved).
+	if [ -e "$BIG/softhsm2.conf" ]; then
+		sed -i "s|^directories.tokendir = .*|directories.tokendir = $BIG/tokens|" \
+		    "$BIG/softhsm2.conf"
+	else
+		printf '%s\n' "directories.tokendir = $BIG/tokens" \
+		    "objectstore.backend = $1" "log.level = ERROR" \
+		    "slots.removable = false" >"$BIG/softhsm2.conf"
+	fi
+	KMS_HOME=$BIG KMS_ADDR=$ADDR KMS_PKCS11_MODULE=$BIGMOD \
+	    bash hsm-config/setup.sh >/dev/null
+	export SOFTHSM2_CONF=$BIG/softhsm2.conf
+	BIGCONF=$BIG/bench.conf
+	sed -e "s|^module *=.*|module = $BIGMOD|" \
+	    -e "s/^workers *=.*/workers = $WORKERS/" "$BIG/kmsd.conf" \
+	    >"$BIGCONF"
+	[ "$1" = db ] && db_index on
+	return 0
+}
+
+big_ctl() {
+	"$BUILD/kmsctl" --addr "$ADDR" --cert "$BIG/pki/clients/$1.pem" \
+	    --key "$BIG/pki/clients/$1.key" --ca "$BIG/pki/ca.pem" "${@:2}"
+}
+
+# alive PID: the process runs (an exited child stays a zombie until wait).
+alive() {
+	local st
+	st=$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null) || return 1
+	[ -n "$st" ] && [ "$st" != Z ]
+}
+
+# big_start CONF LOG [WRAPPER...]: starts kmsd (under WRAPPER, e.g. perf)
+# and waits for Health; sets pid, up_s (process start to SERVING), log_s
+# (to the "keystore: N keys loaded" line, by its time stamp) and nkeys.
+big_start() {
+	local conf=$1 log=$2 t0 up ts end
+	shift 2
+	t0=$(date +%s%N)
+	"$@" "$BUILD/kmsd" --config "$conf" --listen "$ADDR" --log-level info \
+	    2>"$log" &
+	pid=$!
+	# Health in rounds of 2 s, so that a kmsd that exits (the port taken
+	# by another process, say) ends the wait at once.
+	end=$(($(date +%s) + ${START_TIMEOUT:-900}))
+	while ! up=$("$BUILD/kmsload" --addr "$ADDR" --ca "$BIG/pki/ca.pem" \
+	    --cert "$BIG/pki/clients/ci.pem" --key "$BIG/pki/clients/ci.key" \
+	    --rpc Health --since-ns "$t0" --seconds 2 2>/dev/null) &&
+	    alive "$pid" && [ "$(date +%s)" -lt "$end" ]; do
+		:
+	done
+	if ! alive "$pid" || ! grep -q '"serving":true' <<<"$up"; then
+		if [ -n "${START_TIMEOUT:-}" ]; then
+			# Still loading: it takes no signal before it serves.
+			kill -KILL "$pid" 2>/dev/null || true
+			wait "$pid" 2>/dev/null || true
+			pid=
+			return 1
+		fi
+		echo "bench: kmsd on $conf did not answer Health:" >&2
+		tail -5 "$log" >&2
+		exit 1
+	fi
+	up_s=$(/usr/bin/python3 -c 'import json, sys
+print(json.loads(sys.argv[1])["up_s"])' "$up")
+	ts=$(sed -n 's/^\([^ ]*\) kmsd info: keystore: [0-9]* keys loaded.*/\1/p' \
+	    "$log")
+	nkeys=$(sed -n 's/.* keystore: \([0-9]*\) keys loaded.*/\1/p' "$log")
+	log_s=$(( ($(date -d "$ts" +%s%N) - t0) / 1000 ))e-6
+}
+
+# The process under a wrapper (perf, valgrind) is kmsd itself or its child.
+kmsd_pid() {
+	local c
+	if [ "$(cat "/proc/$pid/comm")" = kmsd ] ||
+	    ! c=$(pgrep -P "$pid" -x kmsd); then
+		echo "$pid"
+	else
+		echo "$c"
+	fi
+}
+
+mem_json() {
+	awk '/^VmRSS/ { r = $2 } /^VmHWM/ { h = $2 }
+	    END { printf "\"rss_kib\": %d, \"hwm_kib\": %d", r, h }' \
+	    "/proc/$(kmsd_pid)/status"
+}
+
+stop_wrapped() {
+	kill -TERM "$(kmsd_pid)" 2>/dev/null || true
+	wait "$pid" 2>/dev/null || true
+	pid=
+}
+
+# measure_starts NAME CONF: START_RUNS starts of kmsd, one result.
+measure_starts() {
+	local runs="" i
+	for i in $(seq "$START_RUNS"); do
+		if ! big_start "$2" "$OUT/kmsd-$1.log"; then
+			add "$1" "{\"keys\": null, \"timeout_s\": $START_TIMEOUT}"
+			return 0
+		fi
+		runs="$runs${runs:+, }{\"up_s\": $up_s, \"log_s\": $log_s, $(mem_json)}"
+		stop_wrapped
+	done
+	add "$1" "{\"keys\": $nkeys, \"runs\": [$runs]}"
+}
+
+# heap_profile BACKEND KEYS: massif's peak heap of one start, by owner.
+heap_profile() {
+	command -v valgrind >/dev/null || return 0
+	big_start "$BIGCONF" "$OUT/kmsd-massif-$1.log" valgrind -q \
+	    --tool=massif --threshold=0.1 --massif-out-file="$OUT/massif-$1.out"
+	stop_wrapped
+	add "heap-$1-$2" "$(/usr/bin/python3 bench/massif.py \
+	    "$OUT/massif-$1.out")"
+	rm -f "$OUT/massif-$1.out"
+}
+
+for b in $BACKENDS; do
+	case " ${BENCH_REFILL:-0} " in
+	" 1 " | *" $b "*) rm -rf "$TOP/$BUILD/bench-keys-$b-"* ;;
+	esac
+	prev=
+	big_setup "$b" "${STEPS%% *}" ""
+	# The heap profile at the last step; a db start is so slow (every
+	# first read of an object is a SQLite transaction) that under
+	# valgrind it is profiled at the first.
+	heap_step=$last_step
+	[ "$b" = db ] && heap_step=${STEPS%% *}
+	# Exits 1 when the property does not hold, and still reports.
+	vis=$("$BUILD/kmsfill" --module "$BIGMOD" --token kms \
+	    --pin-file "$BIG/pin" --visibility) || true
+	add "visibility-$b" "${vis:-{\"holds\": null\}}"
+	for n in $STEPS; do
+		big_setup "$b" "$n" "$prev"
+		prev=$n
+		fill=$("$BUILD/kmsfill" --module "$BIGMOD" --token kms \
+		    --pin-file "$BIG/pin" --count "$n" --procs "$FILL_PROCS") ||
+		    { echo "bench: kmsfill failed: $fill" >&2; exit 1; }
+		# Each fill is logged with the token; a step this run found
+		# filled already reports the fill that made it.
+		printf '%s %s\n' "$(date -u +%FT%TZ)" "$fill" >>"$BIG/fill.log"
+		case $fill in
+		*'"made":0,'*)
+			made=$(grep "\"keys\":$n,.*\"complete\":true" \
+			    "$BIG/fill.log" | grep -v '"made":0,' | tail -1)
+			[ -n "$made" ] && fill="{\"earlier\": \"${made%% *}\", \"fill\": ${made#* }}"
+			;;
+		esac
+		add "fill-$b-$n" "$fill"
+		# kmsd loads them all; GetKey and Sign work on a sample.
+		big_start "$BIGCONF" "$OUT/kmsd-check-$b.log"
+		if [ "$nkeys" -lt "$n" ]; then
+			echo "bench: kmsd loaded $nkeys keys of $n" >&2
+			exit 1
+		fi
+		for i in 0 $((n / 2)) $((n - 1)); do
+			k=$(printf 'bulk/k-%06d' "$i")
+			big_ctl officer key get "$k" >/dev/null
+			big_ctl ci sign "$k" --digest "$(printf '%064d' "$i")" \
+			    --format hex >/dev/null
+		done
+		add "check-$b-$n" "{\"loaded\": $nkeys, \"get_and_sign_ok\": [\"bulk/k-000000\", \"$(printf 'bulk/k-%06d' $((n / 2)))\", \"$(printf 'bulk/k-%06d' $((n - 1)))\"]}"
+		if [ "$n" = "${STEPS%% *}" ]; then
+			# A key made by CreateKey against one made by kmsfill.
+			big_ctl officer key get bench/ref >/dev/null 2>&1 ||
+			    big_ctl officer key create bench/ref \
+			    --algorithm EC_P256_SHA256 >/dev/null
+			same=true
+			"$BUILD/kmsfill" --module "$BIGMOD" --token kms \
+			    --pin-file "$BIG/pin" --compare bench/ref \
+			    --with bulk/k-000000 >"$OUT/compare-$b.txt" || same=false
+			add "compare-$b" "{\"same\": $same}"
+		fi
+		add "kms-ecdsa-16-$b-$n" "$(PKI=$BIG/pki load \
+		    --key-name bulk/k-000000 --inflight 16 --threads 2)"
+		stop_wrapped
+		measure_starts "startup-$b-$n" "$BIGCONF"
+		[ "$n" = "$heap_step" ] && heap_profile "$b" "$n"
+		if [ "$b" = db ] && [ "$n" = "${STEPS%% *}" ]; then
+			db_index off
+			START_RUNS=1 START_TIMEOUT=600 measure_starts \
+			    "startup-db-noindex-$n" \
+			    "$BIGCONF"
+			db_index on
+		fi
+	done
+	# Where start-up time and memory go, at the last step.
+	if command -v perf >/dev/null; then
+		big_start "$BIGCONF" "$OUT/kmsd-perf-$b.log" perf record -q \
+		    -F 499 --call-graph dwarf -o "$OUT/perf-start.data" --
+		stop_wrapped
+		{
+			echo "# perf record -F 499 --call-graph dwarf of kmsd from exec to its first" \
+			    "Health answer (and its stop), $nkeys keys, $b back-end"
+			echo "# self time per DSO:"
+			perf report -i "$OUT/perf-start.data" --no-children \
+			    --sort dso --stdio 2>/dev/null | grep -E '^ +[0-9.]+%' |
+			    head -12
+			echo "# time inside (children included):"
+			perf report -i "$OUT/perf-start.data" --children \
+			    --sort sym -g none --stdio 2>/dev/null |
+			    grep -E '\] (main|hsm_open|C_Initialize|C_Login|keystore_open|hsm_list|load_one|hsm_data_get|meta_decode|json_loadb|C_FindObjectsInit|C_FindObjects|C_GetAttributeValue|audit_key_open|audit_open|hsm_find|rpc_server_start|insert_locked)$' |
+			    head -30
+		} >"$OUT/profile-start-$b.txt" || true
+		rm -f "$OUT/perf-start.data" "$OUT/perf-start.data.old"
+	fi
+	# The built module on the file token: the same start-up as Debian's?
+	if [ "$b" = file ] && [ -n "$DBMOD" ]; then
+		sed -e "s|^module *=.*|module = $DBMOD|" "$BIGCONF" \
+		    >"$BIG/bench-built.conf"
+		measure_starts "startup-file-built-$last_step" \
+		    "$BIG/bench-built.conf"
+	fi
+done
+export SOFTHSM2_CONF=$HOME_DIR/softhsm2.conf
 
 machine="$(nproc) cores, $(awk '/model name/ {sub(/.*: /, ""); print; exit}' /proc/cpuinfo), $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)"
 /usr/bin/python3 bench/report.py "$RESULTS" "$OUT" "$machine" "$WORKERS" \
@@ -260,3 +511,7 @@ machine="$(nproc) cores, $(awk '/model name/ {sub(/.*: /, ""); print; exit}' /pr
 # Capgo-compatible bundles: kmsctl against Capgo's own CLI, its own kmsd
 # (bench/capgo.sh writes bench/results/capgo.json).
 BUILD=$BUILD bash bench/capgo.sh
+
+# kms OTA bundles: sealing against its own kmsd, the verifier's throughput
+# and peak memory (bench/ota.sh writes bench/results/ota.json).
+BUILD=$BUILD bash bench/ota.sh

@@ -31,10 +31,21 @@ PACKAGES=(
 	python3-grpc-tools
 	python3-protobuf
 	python3-pytest
-	# Benchmarks: bench/ota.sh reads peak RSS from /usr/bin/time.
-	time
-	hyperfine		# bench/capgo.sh
 )
+
+# `deps.sh bench` (make bench) adds what the benchmarks need.
+if [ "${1:-}" = bench ]; then
+	PACKAGES+=(
+		time		# bench/ota.sh reads peak RSS from /usr/bin/time
+		hyperfine	# bench/capgo.sh
+		gnuplot-nox	# the plot
+		# The db-backed SoftHSM2 build, its indexes, profiles.
+		libsqlite3-dev
+		sqlite3
+		valgrind
+		linux-perf
+	)
+fi
 
 # The Capgo interoperability tests and bench/capgo.sh run Capgo's CLI from
 # npm: Debian's nodejs and npm, unless a node that brings its own npm (as

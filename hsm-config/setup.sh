@@ -18,7 +18,8 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 TOP=$(dirname "$HERE")
 KMS_HOME=${KMS_HOME:-$TOP/var}
 KMS_ADDR=${KMS_ADDR:-127.0.0.1:7443}
-MODULE=/usr/lib/softhsm/libsofthsm2.so
+# KMS_PKCS11_MODULE: another SoftHSM2 build (the benchmark's db back-end).
+MODULE=${KMS_PKCS11_MODULE:-/usr/lib/softhsm/libsofthsm2.so}
 LABEL=kms
 
 die() {

@@ -76,12 +76,18 @@ make_key bench/ota-ed25519 ED25519
 # whose copied pages would count as the command's.
 measure() {
 	/usr/bin/python3 - "$RUNS" "$WORK/rss" "$@" <<'EOF'
-import json, subprocess, sys, time
+import json, os, subprocess, sys, time
 runs, rssf, cmd = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
 best, rss = None, 0
 for _ in range(runs):
+    # kmsd signs each manifest sequence number once: {SEQ} is the next.
+    argv = cmd
+    if "{SEQ}" in cmd:
+        seq = int(open(os.environ["SEQ_FILE"]).read()) + 1
+        open(os.environ["SEQ_FILE"], "w").write("%d\n" % seq)
+        argv = [str(seq) if a == "{SEQ}" else a for a in cmd]
     t = time.perf_counter()
-    r = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", rssf] + cmd,
+    r = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", rssf] + argv,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     dt = time.perf_counter() - t
     if r.returncode != 0:
@@ -92,15 +98,22 @@ print(json.dumps({"seconds": round(best, 4), "peak_rss_kib": rss}))
 EOF
 }
 
+# kmsd signs a manifest only with a sequence number above the last one it
+# signed for the app and channel: a channel of this run's own, counted in
+# SEQ_FILE (measure replaces {SEQ} with the next number).
+CHANNEL=bench-$(date +%s)
+export SEQ_FILE=$WORK/seq
+echo 0 >"$SEQ_FILE"
+
 # seal_cmd NAME SEQ: the kmsctl command that seals $WORK/NAME.in.
 seal_cmd() {
 	SEAL=("${KMSCTL[@]}" --as ci ota seal --key bench/ota-ed25519
-	    --app com.example.bench --channel bench --version "$1" --seq "$2"
-	    --recipient "$WORK/dev.pub" --statement "$WORK/statement"
+	    --app com.example.bench --channel "$CHANNEL" --version "$1"
+	    --seq "$2" --recipient "$WORK/dev.pub" --statement "$WORK/statement"
 	    -o "$WORK/$1.kmsb" "$WORK/$1.in")
 }
 
-DEVICE=(--root "$WORK/root.pem" --app com.example.bench --channel bench
+DEVICE=(--root "$WORK/root.pem" --app com.example.bench --channel "$CHANNEL"
 	--recipient-key "$WORK/dev.key")
 VERIFY=(taskset -c 0 "$KMSB" verify "${DEVICE[@]}")
 OPEN=(taskset -c 0 "$KMSB" open "${DEVICE[@]}")
@@ -109,6 +122,7 @@ RESULTS=$WORK/parts.jsonl
 
 : >"$WORK/empty.in"
 seal_cmd empty 1
+echo 1 >"$SEQ_FILE"
 "${SEAL[@]}" 2>/dev/null
 base=$(measure "${VERIFY[@]}" "$WORK/empty.kmsb")
 help=$(measure "$KMSB" --help)
@@ -117,11 +131,11 @@ printf '{"name": "baseline-help", "result": %s}\n' "$help" >>"$RESULTS"
 
 for mb in 5 100; do
 	head -c $((mb * 1000 * 1000)) /dev/urandom >"$WORK/p$mb.in"
-	seal_cmd "p$mb" "$mb"
+	seal_cmd "p$mb" "{SEQ}"
 	s=$(measure "${SEAL[@]}")
 	v=$(measure "${VERIFY[@]}" "$WORK/p$mb.kmsb")
 	k=$(taskset -c 0 "$BUILD/kmsbspeed" "$WORK/root.pem" "$WORK/dev.key" \
-	    com.example.bench bench "$WORK/p$mb.kmsb" $((mb > 10 ? 7 : 31)))
+	    com.example.bench "$CHANNEL" "$WORK/p$mb.kmsb" $((mb > 10 ? 7 : 31)))
 	o=$(measure "${OPEN[@]}" -o "$WORK/p$mb.out" "$WORK/p$mb.kmsb")
 	cmp "$WORK/p$mb.in" "$WORK/p$mb.out"
 	printf '{"name": "seal-%dMB", "bytes": %d, "result": %s}\n' "$mb" \

@@ -383,7 +383,7 @@ config_load(const char *path, struct config *cfg, struct kms_status *st)
 	struct parse_ctx c;
 	const char *slash;
 	char *text = NULL, tmp[CONFIG_PATH_MAX];
-	char *paths[6];
+	char *paths[7];
 	size_t i;
 	int r, line;
 
@@ -410,6 +410,7 @@ config_load(const char *path, struct config *cfg, struct kms_status *st)
 	paths[3] = cfg->hsm_pin_file;
 	paths[4] = cfg->policy_file;
 	paths[5] = cfg->audit_dir;
+	paths[6] = cfg->keys_lock_file;
 	for (i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
 		if (join_path(tmp, c.dir, paths[i]) != 0)
 			return kms_status_set(st, KMS_ERR_CONFIG,

@@ -152,6 +152,8 @@ test_empty_file_keeps_defaults(void **state)
 	assert_string_equal(fx->cfg.policy_file, want);
 	snprintf(want, sizeof(want), "%s/audit", fx->dir);
 	assert_string_equal(fx->cfg.audit_dir, want);
+	snprintf(want, sizeof(want), "%s/keys.lock", fx->dir);
+	assert_string_equal(fx->cfg.keys_lock_file, want);
 }
 
 static void

@@ -239,6 +239,15 @@ pb_key_clear(Kms__V1__Key *m)
 	m->n_versions = 0;
 }
 
+/* The reply of a call that changed or made key k: its primary version. */
+static void
+key_reply(struct call *c, const struct ks_key *k, Kms__V1__Key *resp)
+{
+	c->version = k->primary;
+	if (pb_key_fill(k, resp) != 0)
+		kms_status_set(&c->st, KMS_ERR_NOMEM, "out of memory");
+}
+
 static void
 h_create_key(struct service *svc, struct hsm_session *hs,
     const struct rpc_peer *who, const uint8_t *body, size_t len,
@@ -271,9 +280,7 @@ h_create_key(struct service *svc, struct hsm_session *hs,
 	if (keystore_create(svc->ks, hs, req->name, alg,
 	    req->rotation_period_seconds, &k, &c.st) != 0)
 		goto out;
-	c.version = k->primary;
-	if (pb_key_fill(k, &resp) != 0)
-		kms_status_set(&c.st, KMS_ERR_NOMEM, "out of memory");
+	key_reply(&c, k, &resp);
  out:
 	finish(&c, &resp.base, &resp.audit_seq, out);
 	pb_key_clear(&resp);
@@ -1165,9 +1172,7 @@ h_rotate_key(struct service *svc, struct hsm_session *hs,
 	    authorize(&c, KMS_OP_ROTATE_KEY, req->name) != 0 ||
 	    keystore_rotate(svc->ks, hs, req->name, &k, &c.st) != 0)
 		goto out;
-	c.version = k->primary;
-	if (pb_key_fill(k, &resp) != 0)
-		kms_status_set(&c.st, KMS_ERR_NOMEM, "out of memory");
+	key_reply(&c, k, &resp);
  out:
 	finish(&c, &resp.base, &resp.audit_seq, out);
 	pb_key_clear(&resp);
@@ -1237,9 +1242,7 @@ h_update_key(struct service *svc, struct hsm_session *hs,
 	if (keystore_set_rotation_period(svc->ks, hs, req->name,
 	    req->rotation_period_seconds, &k, &c.st) != 0)
 		goto out;
-	c.version = k->primary;
-	if (pb_key_fill(k, &resp) != 0)
-		kms_status_set(&c.st, KMS_ERR_NOMEM, "out of memory");
+	key_reply(&c, k, &resp);
  out:
 	finish(&c, &resp.base, &resp.audit_seq, out);
 	pb_key_clear(&resp);

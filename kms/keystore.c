@@ -497,19 +497,25 @@ keystore_refresh(struct keystore *ks, struct hsm_session *s, size_t *changed)
 	return r;
 }
 
+static void
+pause_ms(unsigned int ms)
+{
+	struct timespec ts;
+
+	ts.tv_sec = ms / 1000;
+	ts.tv_nsec = (long)(ms % 1000) * 1000000L;
+	nanosleep(&ts, NULL);
+}
+
 /* A pause of 1..max_ms milliseconds, random so that contenders part. */
 static void
 pause_random(unsigned int max_ms)
 {
-	struct timespec ts;
 	uint32_t rnd = 0;
 
 	if (RAND_bytes((unsigned char *)&rnd, sizeof(rnd)) != 1)
 		rnd = (uint32_t)clock();
-	rnd = 1 + rnd % max_ms;
-	ts.tv_sec = rnd / 1000;
-	ts.tv_nsec = (long)(rnd % 1000) * 1000000L;
-	nanosleep(&ts, NULL);
+	pause_ms(1 + rnd % max_ms);
 }
 
 static int64_t
@@ -718,8 +724,7 @@ token_read_fresh(struct keystore *ks, struct hsm_session *s,
 		if (tries + 1 >= (known ? READ_TRIES_KNOWN : creating ?
 		    READ_TRIES_NEW : 1))
 			break;
-		nanosleep(&(struct timespec){ 0, READ_PAUSE_MS * 1000000L },
-		    NULL);
+		pause_ms(READ_PAUSE_MS);
 	}
 	if (!known)
 		return r;
@@ -1441,8 +1446,7 @@ version_handle(struct keystore *ks, struct hsm_session *s, const char *name,
 	/* A version made a moment ago by another instance may hide briefly. */
 	for (tries = 0; (r = hsm_find(s, cls, label, &h)) ==
 	    KMS_ERR_NOT_FOUND && tries < READ_TRIES_NEW; tries++)
-		nanosleep(&(struct timespec){ 0, READ_PAUSE_MS * 1000000L },
-		    NULL);
+		pause_ms(READ_PAUSE_MS);
 	if (r == KMS_ERR_NOT_FOUND && token_read(s, name, 0, &e, st) == 0) {
 		/* Destroyed by another instance?  Its document says so. */
 		install(ks, e);

@@ -28,6 +28,7 @@
 
 #define SEG_NAME_DIGITS 20
 #define SEG_SUFFIX ".jsonl"
+#define TAIL_WINDOW (64 * 1024)	/* first read of a segment's end */
 
 /*
  * Group commit: a record is formatted and chained under the lock and put
@@ -131,20 +132,41 @@ open_segment(struct audit *a, uint64_t first_seq)
 	return fsync_dir(a->dir);
 }
 
+/* Reads len bytes at off into buf; 0 or -1. */
+static int
+read_at(int fd, char *buf, size_t len, off_t off)
+{
+	size_t got = 0;
+	ssize_t n;
+
+	while (got < len) {
+		n = pread(fd, buf + got, len - got, off + (off_t)got);
+		if (n <= 0) {
+			if (n == -1 && errno == EINTR)
+				continue;
+			return -1;
+		}
+		got += (size_t)n;
+	}
+	return 0;
+}
+
 /*
- * Reads the last segment, cuts off a torn last line and learns the next
- * seq and the hash of the last record.  Returns the number of bytes cut.
+ * Reads the end of the last segment, cuts off a torn last line and learns
+ * the next seq and the hash of the last record.  Only a window at the end
+ * is read, doubled until it holds the last whole line, so that start-up
+ * memory does not grow with the segment.  Sets *cut to the bytes cut.
  */
 static int
 load_tail(struct audit *a, const char *path, size_t *cut, int *found,
     struct kms_status *st)
 {
-	char *buf = NULL, *start, *end;
+	char *buf = NULL, *start, *end, *nb;
 	json_t *rec = NULL;
 	json_error_t jerr;
 	struct stat sb;
-	size_t len = 0, keep;
-	ssize_t n;
+	size_t size, win, keep, i;
+	off_t off;
 	int fd = -1, r = KMS_ERR_AUDIT;
 
 	*cut = 0;
@@ -154,32 +176,41 @@ load_tail(struct audit *a, const char *path, size_t *cut, int *found,
 		kms_status_set(st, r, "%s: %s", path, strerror(errno));
 		goto out;
 	}
-	if ((buf = malloc((size_t)sb.st_size + 1)) == NULL) {
-		r = kms_status_set(st, KMS_ERR_NOMEM, "out of memory");
-		goto out;
-	}
-	while (len < (size_t)sb.st_size) {
-		n = read(fd, buf + len, (size_t)sb.st_size - len);
-		if (n <= 0) {
-			if (n == -1 && errno == EINTR)
-				continue;
+	size = (size_t)sb.st_size;
+	for (win = TAIL_WINDOW;; win *= 2) {
+		if (win > size)
+			win = size;
+		off = (off_t)(size - win);
+		if ((nb = realloc(buf, win + 1)) == NULL) {
+			r = kms_status_set(st, KMS_ERR_NOMEM, "out of memory");
+			goto out;
+		}
+		buf = nb;
+		if (read_at(fd, buf, win, off) == -1) {
 			kms_status_set(st, r, "%s: read failed", path);
 			goto out;
 		}
-		len += (size_t)n;
+		buf[win] = '\0';
+		/* keep: bytes of buf up to and with the last newline. */
+		for (keep = win; keep > 0 && buf[keep - 1] != '\n'; keep--)
+			;
+		if (keep == 0 && off > 0)
+			continue;
+		/* The line before the last newline starts after another. */
+		for (i = keep > 0 ? keep - 1 : 0; i > 0 && buf[i - 1] != '\n';
+		    i--)
+			;
+		if (i > 0 || off == 0)
+			break;
 	}
-	buf[len] = '\0';
 	/* Everything after the last newline is a torn write. */
-	keep = len;
-	while (keep > 0 && buf[keep - 1] != '\n')
-		keep--;
-	if (keep != len) {
-		if (ftruncate(fd, (off_t)keep) == -1 || fsync(fd) == -1) {
+	if ((size_t)off + keep != size) {
+		if (ftruncate(fd, off + (off_t)keep) == -1 || fsync(fd) == -1) {
 			kms_status_set(st, r, "%s: cannot cut torn tail: %s",
 			    path, strerror(errno));
 			goto out;
 		}
-		*cut = len - keep;
+		*cut = size - ((size_t)off + keep);
 	}
 	if (keep == 0) {
 		r = 0;
@@ -187,8 +218,7 @@ load_tail(struct audit *a, const char *path, size_t *cut, int *found,
 	}
 	end = buf + keep - 1;		/* the last newline */
 	*end = '\0';
-	start = strrchr(buf, '\n');
-	start = start == NULL ? buf : start + 1;
+	start = buf + i;
 	if ((rec = json_loads(start, 0, &jerr)) == NULL ||
 	    !json_is_integer(json_object_get(rec, "seq"))) {
 		kms_status_set(st, r, "%s: last record is corrupt (%s); "

@@ -5,6 +5,7 @@
  */
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 
 #include <errno.h>
 #include <ftw.h>
@@ -212,6 +213,64 @@ static void
 first_segment(struct fixture *fx, char *path, size_t len)
 {
 	snprintf(path, len, "%s/%020d.jsonl", fx->chain_dir, 1);
+}
+
+/*
+ * The chain continues after a crash from a segment far larger than the
+ * tail window read at start, whose last record is near the line limit
+ * and is followed by a torn write, so that the window has to grow.
+ */
+static void
+test_tail_of_a_long_segment(void **state)
+{
+	struct fixture *fx = *state;
+	struct audit_verify_result res;
+	struct audit_event ev;
+	struct audit *a;
+	char path[256], *detail;
+	uint64_t seq = 0, last = 0;
+	size_t blob = AUDIT_LINE_MAX - 1024;
+	pid_t pid;
+	FILE *f;
+	int i, wst;
+
+	detail = malloc(blob + 32);
+	assert_non_null(detail);
+	memcpy(detail, "{\"blob\":\"", 9);
+	memset(detail + 9, 'x', blob);
+	strcpy(detail + 9 + blob, "\"}");
+	if ((pid = fork()) == 0) {
+		/* A kmsd that dies without closing its chain. */
+		a = open_chain(fx, 64 * 1024 * 1024);
+		for (i = 0; i < 2000; i++)
+			append(a, "Sign", "ci");
+		memset(&ev, 0, sizeof(ev));
+		ev.identity = "ci";
+		ev.rpc = "Sign";
+		ev.result = "ok";
+		ev.status = "OK";
+		ev.detail_json = detail;
+		_exit(audit_append(a, &ev, &seq) == 0 ? 0 : 1);
+	}
+	assert_true(pid > 0);
+	assert_int_equal(waitpid(pid, &wst, 0), pid);
+	assert_true(WIFEXITED(wst) && WEXITSTATUS(wst) == 0);
+	first_segment(fx, path, sizeof(path));
+	f = fopen(path, "a");
+	assert_non_null(f);
+	fputs("{\"seq\":99999,\"torn", f);
+	for (i = 0; i < 10 * 1024; i++)
+		fputc('y', f);
+	fclose(f);
+	a = open_chain(fx, 64 * 1024 * 1024);
+	last = append(a, "Sign", "ci");
+	audit_close(a);
+	free(detail);
+	/* 2001 records and the opening checkpoints come before it. */
+	assert_true(last > 2001);
+	assert_int_equal(verify_path(fx->root, &res), 0);
+	assert_true(res.ok);
+	assert_int_equal(res.records, last + 1);
 }
 
 static void
@@ -512,6 +571,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_chain_is_locked, setup,
 		    teardown),
 		cmocka_unit_test(test_parse_time),
+		cmocka_unit_test_setup_teardown(test_tail_of_a_long_segment,
+		    setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

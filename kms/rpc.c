@@ -1,12 +1,16 @@
 /*
  * rpc.c: the gRPC C-core server, its method table and its worker pool.
  *
- * The completion-queue thread only dispatches: it hands each incoming call
- * (with its request payload, thanks to registered methods) to the worker
- * queue and re-posts the request slot.  A worker decodes, authenticates,
- * authorizes, runs the HSM operation, audits and sends the reply itself;
- * the completion of that reply comes back to the completion-queue thread,
- * which frees the call.
+ * The workers share one completion queue and each serves the call it
+ * takes from it: it re-posts the request slot, then decodes,
+ * authenticates, authorizes, runs the HSM operation on its own session,
+ * audits and sends the reply (or leaves the reply to the audit writer,
+ * which sends it once the record is durable).  Whichever worker takes the
+ * completion of a reply frees the call.  No thread hands a call to
+ * another: a call costs no wake-up between its arrival and its HSM
+ * operation, and a worker busy with a slow operation (an RSA key
+ * generation) holds no other call back, as the others keep taking events
+ * from the queue.
  */
 #include <sys/stat.h>
 
@@ -75,7 +79,6 @@ struct slot {
 /* One call being served, from dispatch to the completion of its reply. */
 struct job {
 	struct tag tag;			/* TAG_REPLY */
-	struct job *next;
 	struct rpc_server *srv;
 	struct audit_waiter waiter;	/* the reply waits for its record */
 	struct rpc_reply rep;
@@ -109,13 +112,9 @@ struct rpc_server {
 	void **handles;			/* registered method handles */
 	struct slot *slots;
 	size_t nslots;
-	pthread_t cq_thread;
-	int cq_started;
 
 	pthread_mutex_t lock;		/* guards everything below */
-	pthread_cond_t cond;		/* work queued, or state changed */
-	struct job *qhead, *qtail;
-	int qclosed;
+	pthread_cond_t cond;		/* state changed */
 	int stopping;
 	int shutdown_done;
 	long inflight;			/* jobs not yet freed */
@@ -226,92 +225,6 @@ post_slot(struct rpc_server *srv, struct slot *s)
 		return -1;
 	}
 	return 0;
-}
-
-/* A slot fired: move its call into a job for the workers, re-post it. */
-static void
-dispatch(struct rpc_server *srv, struct slot *s, int success)
-{
-	struct job *j;
-	int stopping;
-
-	if (!success) {
-		/* The server is shutting down: the slot will not be re-posted. */
-		grpc_metadata_array_destroy(&s->md);
-		if (s->tag.kind == TAG_GENERIC)
-			grpc_call_details_destroy(&s->details);
-		return;
-	}
-	if ((j = job_new()) == NULL) {
-		log_error("rpc: out of memory: call dropped");
-		grpc_call_cancel_with_status(s->call, GRPC_STATUS_RESOURCE_EXHAUSTED,
-		    "out of memory", NULL);
-		grpc_call_unref(s->call);
-		if (s->payload != NULL)
-			grpc_byte_buffer_destroy(s->payload);
-		grpc_metadata_array_destroy(&s->md);
-		if (s->tag.kind == TAG_GENERIC)
-			grpc_call_details_destroy(&s->details);
-	} else {
-		j->call = s->call;
-		j->payload = s->payload;
-		j->md = s->md;
-		j->method = s->method;
-		if (s->tag.kind == TAG_GENERIC) {
-			j->generic = 1;
-			j->method_name = grpc_slice_to_c_string(
-			    s->details.method);
-			grpc_call_details_destroy(&s->details);
-		}
-	}
-	pthread_mutex_lock(&srv->lock);
-	stopping = srv->stopping;
-	if (j != NULL) {
-		srv->inflight++;
-		if (srv->qtail != NULL)
-			srv->qtail->next = j;
-		else
-			srv->qhead = j;
-		srv->qtail = j;
-		pthread_cond_signal(&srv->cond);
-	}
-	pthread_mutex_unlock(&srv->lock);
-	if (!stopping)
-		post_slot(srv, s);
-}
-
-static void *
-cq_main(void *arg)
-{
-	struct rpc_server *srv = arg;
-	grpc_event ev;
-	struct tag *t;
-
-	for (;;) {
-		ev = grpc_completion_queue_next(srv->cq,
-		    gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
-		if (ev.type == GRPC_QUEUE_SHUTDOWN)
-			break;
-		if (ev.type != GRPC_OP_COMPLETE)
-			continue;
-		t = ev.tag;
-		switch (t->kind) {
-		case TAG_REGISTERED:
-		case TAG_GENERIC:
-			dispatch(srv, (struct slot *)t, ev.success);
-			break;
-		case TAG_REPLY:
-			job_done(srv, (struct job *)t);
-			break;
-		case TAG_SHUTDOWN:
-			pthread_mutex_lock(&srv->lock);
-			srv->shutdown_done = 1;
-			pthread_cond_broadcast(&srv->cond);
-			pthread_mutex_unlock(&srv->lock);
-			break;
-		}
-	}
-	return NULL;
 }
 
 /* Copies the first value of auth property name, or NULL. */
@@ -539,27 +452,86 @@ serve(struct worker *w, struct job *j)
 	free(identity);
 }
 
+/* A slot fired: re-post it and serve its call. */
+static void
+dispatch(struct worker *w, struct slot *s, int success)
+{
+	struct rpc_server *srv = w->srv;
+	struct job *j;
+	int stopping;
+
+	if (!success) {
+		/* The server is shutting down: the slot will not be re-posted. */
+		grpc_metadata_array_destroy(&s->md);
+		if (s->tag.kind == TAG_GENERIC)
+			grpc_call_details_destroy(&s->details);
+		return;
+	}
+	if ((j = job_new()) == NULL) {
+		log_error("rpc: out of memory: call dropped");
+		grpc_call_cancel_with_status(s->call, GRPC_STATUS_RESOURCE_EXHAUSTED,
+		    "out of memory", NULL);
+		grpc_call_unref(s->call);
+		if (s->payload != NULL)
+			grpc_byte_buffer_destroy(s->payload);
+		grpc_metadata_array_destroy(&s->md);
+		if (s->tag.kind == TAG_GENERIC)
+			grpc_call_details_destroy(&s->details);
+	} else {
+		j->call = s->call;
+		j->payload = s->payload;
+		j->md = s->md;
+		j->method = s->method;
+		if (s->tag.kind == TAG_GENERIC) {
+			j->generic = 1;
+			j->method_name = grpc_slice_to_c_string(
+			    s->details.method);
+			grpc_call_details_destroy(&s->details);
+		}
+	}
+	pthread_mutex_lock(&srv->lock);
+	stopping = srv->stopping;
+	if (j != NULL)
+		srv->inflight++;
+	pthread_mutex_unlock(&srv->lock);
+	/* The slot goes back first, so that other calls keep coming in. */
+	if (!stopping)
+		post_slot(srv, s);
+	if (j != NULL)
+		serve(w, j);
+}
+
 static void *
 worker_main(void *arg)
 {
 	struct worker *w = arg;
 	struct rpc_server *srv = w->srv;
-	struct job *j;
+	grpc_event ev;
+	struct tag *t;
 
 	for (;;) {
-		pthread_mutex_lock(&srv->lock);
-		while (srv->qhead == NULL && !srv->qclosed)
-			pthread_cond_wait(&srv->cond, &srv->lock);
-		if ((j = srv->qhead) == NULL) {
+		ev = grpc_completion_queue_next(srv->cq,
+		    gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+		if (ev.type == GRPC_QUEUE_SHUTDOWN)
+			break;
+		if (ev.type != GRPC_OP_COMPLETE)
+			continue;
+		t = ev.tag;
+		switch (t->kind) {
+		case TAG_REGISTERED:
+		case TAG_GENERIC:
+			dispatch(w, (struct slot *)t, ev.success);
+			break;
+		case TAG_REPLY:
+			job_done(srv, (struct job *)t);
+			break;
+		case TAG_SHUTDOWN:
+			pthread_mutex_lock(&srv->lock);
+			srv->shutdown_done = 1;
+			pthread_cond_broadcast(&srv->cond);
 			pthread_mutex_unlock(&srv->lock);
 			break;
 		}
-		srv->qhead = j->next;
-		if (srv->qhead == NULL)
-			srv->qtail = NULL;
-		j->next = NULL;
-		pthread_mutex_unlock(&srv->lock);
-		serve(w, j);
 	}
 	return NULL;
 }
@@ -674,12 +646,6 @@ rpc_server_start(struct service *svc, const char *listen,
 		}
 		srv->workers_started++;
 	}
-	if (pthread_create(&srv->cq_thread, NULL, cq_main, srv) != 0) {
-		r = kms_status_set(st, KMS_ERR_INTERNAL,
-		    "cannot start the dispatch thread");
-		goto fail_started;
-	}
-	srv->cq_started = 1;
 	for (i = 0, k = 0; i < srv->nmethods; i++) {
 		for (w = 0; w < SLOTS_PER_METHOD; w++, k++) {
 			srv->slots[k].tag.kind = TAG_REGISTERED;
@@ -752,25 +718,20 @@ rpc_server_stop(struct rpc_server *srv, int grace_seconds)
 	pthread_mutex_unlock(&srv->lock);
 	grpc_server_shutdown_and_notify(srv->server, srv->cq,
 	    &srv->shutdown_tag);
-	if (srv->cq_started && wait_drained(srv, grace_seconds) != 0) {
+	if (srv->workers_started > 0 &&
+	    wait_drained(srv, grace_seconds) != 0) {
 		log_warn("rpc: calls still in flight after %d s: cancelling "
 		    "them", grace_seconds);
 		grpc_server_cancel_all_calls(srv->server);
 		if (wait_drained(srv, 5) != 0)
 			log_error("rpc: calls still in flight after cancel");
 	}
-	/* The workers finish what is queued, then see the queue closed. */
-	pthread_mutex_lock(&srv->lock);
-	srv->qclosed = 1;
-	pthread_cond_broadcast(&srv->cond);
-	pthread_mutex_unlock(&srv->lock);
+	grpc_server_destroy(srv->server);
+	/* The workers take what is left, then see the queue shut down. */
+	grpc_completion_queue_shutdown(srv->cq);
 	for (w = 0; w < srv->workers_started; w++)
 		pthread_join(srv->workers[w].thread, NULL);
-	grpc_server_destroy(srv->server);
-	grpc_completion_queue_shutdown(srv->cq);
-	if (srv->cq_started)
-		pthread_join(srv->cq_thread, NULL);
-	else
+	if (srv->workers_started == 0)
 		while (grpc_completion_queue_next(srv->cq,
 		    gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
 		    GRPC_QUEUE_SHUTDOWN)

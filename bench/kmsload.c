@@ -19,8 +19,11 @@
  * T threads each keep N/T calls in flight on their own channel and
  * completion queue for S seconds, and the latency of every call is kept
  * (bounded: at most MAX_SAMPLES per thread) for percentiles.  Prints one
- * JSON object: ops, ops_per_s, errors, p50_ms, p99_ms, p999_ms.
+ * JSON object: ops, ops_per_s, errors, p50_ms, p99_ms, p999_ms, and
+ * cpu_us_per_op, this process's own CPU time (user + system) per call.
  */
+#include <sys/resource.h>
+
 #include <errno.h>
 #include <getopt.h>
 #include <pthread.h>
@@ -73,6 +76,17 @@ struct worker {
 	int first_error;
 	pthread_t th;
 };
+
+/* This process's CPU time so far (user + system), in microseconds. */
+static double
+cpu_us(void)
+{
+	struct rusage ru;
+
+	getrusage(RUSAGE_SELF, &ru);
+	return (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e6 +
+	    ru.ru_utime.tv_usec + ru.ru_stime.tv_usec;
+}
 
 static double
 now_ms(void)
@@ -388,7 +402,7 @@ main(int argc, char **argv)
 	const ProtobufCMessage *msg;
 	uint8_t *buf, *payload;
 	char *ca, *cert, *key, path[256];
-	double *all, t0, elapsed;
+	double *all, t0, elapsed, cpu0;
 	size_t nall = 0, plen;
 	uint64_t ops = 0, errors = 0;
 	int ch, i;
@@ -494,6 +508,7 @@ main(int argc, char **argv)
 		grpc_shutdown();
 		return i;
 	}
+	cpu0 = cpu_us();
 	t0 = now_ms();
 	for (i = 0; i < o.threads; i++)
 		pthread_create(&w[i].th, NULL, worker_main, &w[i]);
@@ -518,9 +533,10 @@ main(int argc, char **argv)
 	printf("{\"rpc\":\"%s\",\"inflight\":%d,\"threads\":%d,"
 	    "\"seconds\":%.3f,\"ops\":%llu,\"errors\":%llu,"
 	    "\"ops_per_s\":%.1f,\"p50_ms\":%.3f,\"p99_ms\":%.3f,"
-	    "\"p999_ms\":%.3f}\n", o.rpc, o.inflight, o.threads, elapsed,
-	    (unsigned long long)ops, (unsigned long long)errors,
-	    ops / elapsed, PCT(0.50), PCT(0.99), PCT(0.999));
+	    "\"p999_ms\":%.3f,\"cpu_us_per_op\":%.1f}\n", o.rpc, o.inflight,
+	    o.threads, elapsed, (unsigned long long)ops,
+	    (unsigned long long)errors, ops / elapsed, PCT(0.50), PCT(0.99),
+	    PCT(0.999), ops == 0 ? 0.0 : (cpu_us() - cpu0) / (double)ops);
 	free(all);
 	free(w);
 	free(buf);

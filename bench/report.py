@@ -3,6 +3,7 @@ a printed table with the targets, and bench/results/summary.md (the README's
 performance section is made from it)."""
 
 import json
+import os
 import re
 import sys
 
@@ -43,15 +44,26 @@ def cell(x, key, fmt):
     return fmt % x[key] if key in x else "-"
 
 
-table = ["| setup | ops/s | p50 ms | p99 ms | p99.9 ms | CPU µs/op |",
-         "|---|---|---|---|---|---|"]
+table = ["| setup | ops/s | p50 ms | p99 ms | p99.9 ms | CPU µs/op "
+         "| load generator CPU µs/op | cores busy |",
+         "|---|---|---|---|---|---|---|---|"]
 for label, k in rows:
     x = r[k]
-    cpu = x.get("kmsd_cpu_us_per_op", x.get("cpu_us_per_op"))
-    table.append("| %s | %.0f | %s | %s | %s | %s |" % (
+    # kms rows: kmsd's CPU, and the load generator's (kmsload) beside it;
+    # the other rows measure their own process.
+    if k.startswith("kms-"):
+        cpu, gen = x.get("kmsd_cpu_us_per_op"), x.get("cpu_us_per_op")
+    else:
+        cpu, gen = x.get("cpu_us_per_op"), None
+    busy = None
+    if cpu is not None:
+        busy = (cpu + (gen or 0)) * x["ops_per_s"] / 1e6
+    table.append("| %s | %.0f | %s | %s | %s | %s | %s | %s |" % (
         label, x["ops_per_s"], cell(x, "p50_ms", "%.2f"),
         cell(x, "p99_ms", "%.2f"), cell(x, "p999_ms", "%.2f"),
-        "-" if cpu is None else "%.0f" % cpu))
+        "-" if cpu is None else "%.0f" % cpu,
+        "-" if gen is None else "%.0f" % gen,
+        "-" if busy is None else "%.2f" % busy))
 
 raw1 = r["raw-ecdsa-1"]
 k16 = r["kms-ecdsa-16"]
@@ -181,11 +193,26 @@ json.dump(res, open(out + "/results.json", "w"), indent=2)
 md = ["Measured by `make bench` on %s; kmsd with %s HSM workers on SoftHSM2, "
       "load from `bench/kmsload.c` (mTLS gRPC, 2 client threads, closed "
       "loop), %s s per run. CPU µs/op is kmsd's CPU time per operation "
-      "(from /proc) for kms rows and the process's own for the others. "
-      "kmsd peak RSS: %d KiB. Group commit: %s." % (
-          machine, workers, seconds, res["kmsd_peak_rss_kib"], batching),
+      "(from /proc) for kms rows and the process's own for the others; "
+      "the load generator's is kmsload's own (getrusage); cores busy is "
+      "both CPU times per operation times ops/s, out of the machine's "
+      "%d. kmsd peak RSS: %d KiB. Group commit: %s." % (
+          machine, workers, seconds, os.cpu_count(),
+          res["kmsd_peak_rss_kib"], batching),
       "", *table, "", "| target | measured | verdict |", "|---|---|---|",
       *tlines, ""]
+# What the machine allows: the CPU both processes need per Sign at the
+# rate the first target asks, against what this run used.
+if "cpu_us_per_op" in k16:
+    goal_rate = 0.9 * raw1["ops_per_s"]
+    used = k16["kmsd_cpu_us_per_op"] + k16["cpu_us_per_op"]
+    md += ["CPU budget: at %.0f Sign/s (0.9x raw) the %d cores allow %.0f "
+           "µs of CPU per call for kmsd and the load generator together; "
+           "at 16 in flight this run used %.0f (kmsd %.0f, load generator "
+           "%.0f), so that rate needs %.2f cores." % (
+               goal_rate, os.cpu_count(), os.cpu_count() * 1e6 / goal_rate,
+               used, k16["kmsd_cpu_us_per_op"], k16["cpu_us_per_op"],
+               used * goal_rate / 1e6), ""]
 if len(many) > 2:
     nruns = max(len(x.get("runs", [])) for k, x in r.items()
                 if k.startswith("startup-"))

@@ -600,22 +600,16 @@ p11_class(enum hsm_obj_class cls)
 	}
 }
 
+/* The objects matching tpl: at most max handles in out, their number in *n. */
 static int
-hsm_find_all_unlocked(struct hsm_session *s, enum hsm_obj_class cls, const char *label,
+find_tpl_unlocked(struct hsm_session *s, CK_ATTRIBUTE *tpl, CK_ULONG nt,
     hsm_handle_t *out, size_t max, size_t *n)
 {
-	CK_OBJECT_CLASS c = p11_class(cls);
 	CK_OBJECT_HANDLE batch[16];
-	CK_ATTRIBUTE tpl[3];
-	CK_ULONG nt = 0, got = 0, i;
+	CK_ULONG got = 0, i;
 	CK_RV rv;
 
 	*n = 0;
-	ADD(tpl, nt, CKA_CLASS, &c, sizeof(c));
-	ADD(tpl, nt, CKA_LABEL, label, strlen(label));
-	if (cls == HSM_OBJ_DATA)
-		ADD(tpl, nt, CKA_APPLICATION, HSM_DATA_APPLICATION,
-		    strlen(HSM_DATA_APPLICATION));
 	P11_CALL(s, "C_FindObjectsInit", rv = s->hsm->f->C_FindObjectsInit(
 	    s->h, tpl, nt));
 	if (rv != CKR_OK)
@@ -639,6 +633,37 @@ hsm_find_all_unlocked(struct hsm_session *s, enum hsm_obj_class cls, const char 
 	if (*n > max)
 		*n = max;
 	return 0;
+}
+
+static int
+hsm_find_all_unlocked(struct hsm_session *s, enum hsm_obj_class cls,
+    const char *label, hsm_handle_t *out, size_t max, size_t *n)
+{
+	CK_OBJECT_CLASS c = p11_class(cls);
+	CK_ATTRIBUTE tpl[3];
+	CK_ULONG nt = 0;
+
+	ADD(tpl, nt, CKA_CLASS, &c, sizeof(c));
+	ADD(tpl, nt, CKA_LABEL, label, strlen(label));
+	if (cls == HSM_OBJ_DATA)
+		ADD(tpl, nt, CKA_APPLICATION, HSM_DATA_APPLICATION,
+		    strlen(HSM_DATA_APPLICATION));
+	return find_tpl_unlocked(s, tpl, nt, out, max, n);
+}
+
+static int
+hsm_find_data_value_unlocked(struct hsm_session *s, const uint8_t *value,
+    size_t len, hsm_handle_t *out, size_t max, size_t *n)
+{
+	CK_OBJECT_CLASS c = CKO_DATA;
+	CK_ATTRIBUTE tpl[3];
+	CK_ULONG nt = 0;
+
+	ADD(tpl, nt, CKA_CLASS, &c, sizeof(c));
+	ADD(tpl, nt, CKA_APPLICATION, HSM_DATA_APPLICATION,
+	    strlen(HSM_DATA_APPLICATION));
+	ADD(tpl, nt, CKA_VALUE, value, len);
+	return find_tpl_unlocked(s, tpl, nt, out, max, n);
 }
 
 int
@@ -1032,6 +1057,36 @@ hsm_data_get_unlocked(struct hsm_session *s, hsm_handle_t h, uint8_t **data,
 }
 
 static int
+hsm_label_get_unlocked(struct hsm_session *s, hsm_handle_t h, char *label,
+    size_t size)
+{
+	uint8_t *buf;
+	size_t len;
+	int r;
+
+	if ((r = get_attr(s, h, CKA_LABEL, &buf, &len)) != 0)
+		return r;
+	if (len >= size || strlen((char *)buf) != len)
+		r = KMS_ERR_HSM;
+	else
+		memcpy(label, buf, len + 1);
+	free(buf);
+	return r;
+}
+
+static int
+hsm_label_set_unlocked(struct hsm_session *s, hsm_handle_t h,
+    const char *label)
+{
+	CK_ATTRIBUTE a = { CKA_LABEL, (void *)label, strlen(label) };
+	CK_RV rv;
+
+	P11_CALL(s, "C_SetAttributeValue", rv = s->hsm->f->C_SetAttributeValue(
+	    s->h, h, &a, 1));
+	return map_rv("C_SetAttributeValue", rv);
+}
+
+static int
 hsm_destroy_unlocked(struct hsm_session *s, hsm_handle_t h)
 {
 	CK_RV rv;
@@ -1229,6 +1284,18 @@ hsm_find_all(struct hsm_session *s, enum hsm_obj_class cls,
 }
 
 int
+hsm_find_data_value(struct hsm_session *s, const uint8_t *value, size_t len,
+    hsm_handle_t *out, size_t max, size_t *n)
+{
+	int r;
+
+	pthread_mutex_lock(&s->hsm->store_lock);
+	r = hsm_find_data_value_unlocked(s, value, len, out, max, n);
+	pthread_mutex_unlock(&s->hsm->store_lock);
+	return r;
+}
+
+int
 hsm_list(struct hsm_session *s, enum hsm_obj_class cls,
     int (*cb)(const char *label, hsm_handle_t h, void *arg), void *arg)
 {
@@ -1273,6 +1340,29 @@ hsm_data_get(struct hsm_session *s, hsm_handle_t h, uint8_t **value,
 
 	pthread_mutex_lock(&s->hsm->store_lock);
 	r = hsm_data_get_unlocked(s, h, value, len);
+	pthread_mutex_unlock(&s->hsm->store_lock);
+	return r;
+}
+
+int
+hsm_label_get(struct hsm_session *s, hsm_handle_t h, char *label,
+    size_t size)
+{
+	int r;
+
+	pthread_mutex_lock(&s->hsm->store_lock);
+	r = hsm_label_get_unlocked(s, h, label, size);
+	pthread_mutex_unlock(&s->hsm->store_lock);
+	return r;
+}
+
+int
+hsm_label_set(struct hsm_session *s, hsm_handle_t h, const char *label)
+{
+	int r;
+
+	pthread_mutex_lock(&s->hsm->store_lock);
+	r = hsm_label_set_unlocked(s, h, label);
 	pthread_mutex_unlock(&s->hsm->store_lock);
 	return r;
 }

@@ -90,6 +90,13 @@ int hsm_find_all(struct hsm_session *s, enum hsm_obj_class cls,
     const char *label, hsm_handle_t *out, size_t max, size_t *n);
 
 /*
+ * Finds the data objects (CKA_APPLICATION = HSM_DATA_APPLICATION) whose
+ * CKA_VALUE is value, for an object whose label changes: as hsm_find_all.
+ */
+int hsm_find_data_value(struct hsm_session *s, const uint8_t *value,
+    size_t len, hsm_handle_t *out, size_t max, size_t *n);
+
+/*
  * Calls cb for every object of class cls (for HSM_OBJ_DATA: only objects
  * with CKA_APPLICATION = HSM_DATA_APPLICATION) with its label and handle.
  * Labels longer than HSM_LABEL_MAX - 1 are skipped.  A non-zero return
@@ -131,6 +138,20 @@ int hsm_data_set(struct hsm_session *s, const char *label, hsm_handle_t *h,
 /* Reads its CKA_VALUE into a malloc'd buffer (NUL-terminated, not counted in *len). */
 int hsm_data_get(struct hsm_session *s, hsm_handle_t h,
     uint8_t **value, size_t *len);
+
+/*
+ * Reads the CKA_LABEL of object h into label (size bytes, NUL-terminated);
+ * a label that does not fit, or that holds a NUL, is KMS_ERR_HSM.
+ */
+int hsm_label_get(struct hsm_session *s, hsm_handle_t h, char *label,
+    size_t size);
+/*
+ * Changes the CKA_LABEL of object h in place (C_SetAttributeValue).  On
+ * SoftHSM2 another process sees the new label at its next read of the
+ * object, on both object stores; CKA_VALUE, by contrast, it refuses to
+ * change (CKR_ATTRIBUTE_READ_ONLY).
+ */
+int hsm_label_set(struct hsm_session *s, hsm_handle_t h, const char *label);
 
 /* C_DestroyObject. */
 int hsm_destroy(struct hsm_session *s, hsm_handle_t h);

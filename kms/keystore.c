@@ -2,7 +2,8 @@
  * keystore.c: key metadata on the token, cached in a hash table.
  *
  * Several kmsd processes may share one token.  The token is the only
- * truth, and nothing on it is ever changed in place:
+ * truth, and nothing on it is changed in place but the change counter's
+ * label (the last point):
  *  - a key's metadata document is replaced by creating a new CKO_DATA
  *    object with a higher "seq" and then destroying the old one, so that
  *    a reader sees the old or the new document (the highest seq wins when
@@ -30,7 +31,35 @@
  *    whoever made that;
  *  - every instance reads the documents that changed every sync period
  *    (keystore_refresh), comparing object handles, so that it sees what
- *    the others did within about that period.
+ *    the others did within about that period;
+ *  - so that an idle token is not listed every period (on a big token the
+ *    listing, a full-token search and a label read per document, costs
+ *    signing throughput), the token holds a change counter: a CKO_DATA
+ *    object found by its value CHANGES_VALUE, whose label
+ *    "kms!changes N RANDOM" every writer sets anew after each change of
+ *    key metadata or key objects, still under the host lock and the
+ *    key's token lock (changes_bump).  keystore_refresh reads that one
+ *    label and lists the documents only when it differs from the label
+ *    read before the last listing, when the process knows no counter (a
+ *    token made before it existed gets one at its next change), and at
+ *    least every FULL_REFRESH_MS.  The label is changed in place because
+ *    SoftHSM2 refuses C_SetAttributeValue on a data object's CKA_VALUE
+ *    (CKR_ATTRIBUTE_READ_ONLY, both object stores) and because a label
+ *    change is seen by another process's next read of the object on both
+ *    stores: the file store re-reads an object whose own generation moved
+ *    whatever the token's generation says, so the visibility quirk above
+ *    does not hide it, and the db store reads a label from SQLite every
+ *    time (it caches a CKA_VALUE once read, so a replaced value in an
+ *    object of the same handle would not be seen).  A replaced counter
+ *    would also leave the other processes a destroyed handle to read, a
+ *    CKR_GENERAL_ERROR on the db store.  The random part makes every label
+ *    new, even where two hosts move the counter at once and one write is
+ *    lost.  The counter is read before the listing, so a change made while
+ *    an instance lists moves it again and is listed next time.  A writer
+ *    that dies between its change and the counter leaves that change to
+ *    the others' next full listing.  The bundle sequence counters
+ *    (keystore_counter_advance) are read from the token under the locks
+ *    at each use and cached nowhere, so they do not move it.
  */
 #include <sys/file.h>
 
@@ -62,6 +91,10 @@
 #define READ_TRIES_KNOWN 40		/* x READ_PAUSE_MS: a key known to exist */
 #define READ_TRIES_NEW 2		/* a key not seen yet, before creating it */
 #define READ_PAUSE_MS 25
+/* The token's change counter (see the top of this file). */
+#define CHANGES_VALUE "kms change counter 1"	/* what finds it */
+#define CHANGES_PREFIX "kms!changes "		/* its label: + N RANDOM */
+#define FULL_REFRESH_MS 60000		/* a full listing at least this often */
 
 struct ks_ventry {
 	uint32_t version;
@@ -94,6 +127,10 @@ struct keystore {
 	size_t nbuckets;
 	struct ks_entry **buckets;
 	size_t count;
+	/* The change counter, under lock too: */
+	hsm_handle_t chg;		/* its object; 0 = not known */
+	char chg_seen[HSM_LABEL_MAX];	/* its label before the last listing */
+	int64_t full_ms;		/* when that listing began */
 };
 
 
@@ -403,6 +440,7 @@ struct load_ctx {
 	struct keystore *ks;
 	struct hsm_session *s;
 	size_t loaded, skipped;
+	hsm_handle_t chg;		/* the change counter, when listed */
 };
 
 static int
@@ -441,6 +479,19 @@ load_one(const char *label, hsm_handle_t h, void *arg)
 	return 0;
 }
 
+/* load_one, noting the change counter as it passes. */
+static int
+refresh_one(const char *label, hsm_handle_t h, void *arg)
+{
+	struct load_ctx *lc = arg;
+
+	if (strncmp(label, CHANGES_PREFIX, strlen(CHANGES_PREFIX)) == 0) {
+		lc->chg = h;
+		return 0;
+	}
+	return load_one(label, h, arg);
+}
+
 int
 keystore_open(struct hsm_session *s, const char *lock_file,
     struct keystore **out, struct kms_status *st)
@@ -471,30 +522,16 @@ keystore_open(struct hsm_session *s, const char *lock_file,
 	memset(&lc, 0, sizeof(lc));
 	lc.ks = ks;
 	lc.s = s;
-	if ((r = hsm_list(s, HSM_OBJ_DATA, load_one, &lc)) != 0) {
+	if ((r = hsm_list(s, HSM_OBJ_DATA, refresh_one, &lc)) != 0) {
 		keystore_free(ks);
 		return kms_status_set(st, r, "cannot load key metadata from "
 		    "the token: %s", kms_strerror(r));
 	}
+	ks->chg = lc.chg;
 	log_info("keystore: %zu keys loaded, %zu objects skipped",
 	    ks->count, lc.skipped);
 	*out = ks;
 	return 0;
-}
-
-int
-keystore_refresh(struct keystore *ks, struct hsm_session *s, size_t *changed)
-{
-	struct load_ctx lc;
-	int r;
-
-	memset(&lc, 0, sizeof(lc));
-	lc.ks = ks;
-	lc.s = s;
-	r = hsm_list(s, HSM_OBJ_DATA, load_one, &lc);
-	if (changed != NULL)
-		*changed = lc.loaded;
-	return r;
 }
 
 static void
@@ -555,6 +592,154 @@ host_unlock(int fd)
 {
 	if (fd != -1)
 		close(fd);	/* releases the flock */
+}
+
+/* Fills out (size > 2 * LABEL_RANDOM_BYTES) with random hex digits. */
+static int
+random_hex(char *out, size_t size)
+{
+	uint8_t rnd[LABEL_RANDOM_BYTES];
+	size_t j;
+
+	if (RAND_bytes(rnd, sizeof(rnd)) != 1)
+		return KMS_ERR_INTERNAL;
+	for (j = 0; j < sizeof(rnd) && 2 * j + 3 <= size; j++)
+		snprintf(out + 2 * j, 3, "%02x", rnd[j]);
+	return 0;
+}
+
+/*
+ * The change counter's label into label, "" when this process does not
+ * know the counter's object yet or cannot read it (the caller then lists
+ * everything, and finds the object in that listing).
+ */
+static void
+changes_read(struct keystore *ks, struct hsm_session *s, char *label,
+    size_t size)
+{
+	hsm_handle_t h;
+
+	label[0] = '\0';
+	pthread_rwlock_rdlock(&ks->lock);
+	h = ks->chg;
+	pthread_rwlock_unlock(&ks->lock);
+	if (h == 0 || (hsm_label_get(s, h, label, size) == 0 &&
+	    strncmp(label, CHANGES_PREFIX, strlen(CHANGES_PREFIX)) == 0))
+		return;
+	/* Removed as a duplicate by a writer: found again by the listing. */
+	label[0] = '\0';
+	pthread_rwlock_wrlock(&ks->lock);
+	if (ks->chg == h)
+		ks->chg = 0;
+	pthread_rwlock_unlock(&ks->lock);
+}
+
+int
+keystore_refresh(struct keystore *ks, struct hsm_session *s, size_t *changed)
+{
+	char label[HSM_LABEL_MAX];
+	struct load_ctx lc;
+	int64_t now = now_ms();
+	int same, r;
+
+	if (changed != NULL)
+		*changed = 0;
+	/*
+	 * The counter is read before the listing: a change made after this
+	 * read moves it again, so that the next refresh lists once more.
+	 */
+	changes_read(ks, s, label, sizeof(label));
+	pthread_rwlock_rdlock(&ks->lock);
+	same = label[0] != '\0' && strcmp(label, ks->chg_seen) == 0 &&
+	    now - ks->full_ms < FULL_REFRESH_MS;
+	pthread_rwlock_unlock(&ks->lock);
+	if (same)
+		return 0;
+	memset(&lc, 0, sizeof(lc));
+	lc.ks = ks;
+	lc.s = s;
+	r = hsm_list(s, HSM_OBJ_DATA, refresh_one, &lc);
+	if (changed != NULL)
+		*changed = lc.loaded;
+	if (r != 0)
+		return r;
+	pthread_rwlock_wrlock(&ks->lock);
+	if (ks->chg == 0)
+		ks->chg = lc.chg;
+	strcpy(ks->chg_seen, label);
+	ks->full_ms = now;
+	pthread_rwlock_unlock(&ks->lock);
+	return 0;
+}
+
+/*
+ * Moves the token's change counter on after a change of key metadata or
+ * key objects, under the host lock and the key's token lock: its label is
+ * set in place to the next number and fresh random digits, so that no two
+ * changes give the same label even where writers on two hosts move it at
+ * once.  Made by the first change on a token that has none.  A failure is
+ * logged, not returned: the change itself is made, and the other
+ * instances see it at their next full listing, within FULL_REFRESH_MS.
+ */
+static void
+changes_bump(struct keystore *ks, struct hsm_session *s)
+{
+	hsm_handle_t found[META_MAX_DOCS], h;
+	char label[HSM_LABEL_MAX], rnd[2 * LABEL_RANDOM_BYTES + 1];
+	unsigned long long n;
+	size_t i, nf;
+	int r, tries;
+
+	pthread_rwlock_rdlock(&ks->lock);
+	h = ks->chg;
+	pthread_rwlock_unlock(&ks->lock);
+	for (tries = 0; tries < 2; tries++) {
+		if (h == 0 || hsm_label_get(s, h, label, sizeof(label)) != 0) {
+			h = 0;
+			label[0] = '\0';
+			if ((r = hsm_find_data_value(s,
+			    (const uint8_t *)CHANGES_VALUE,
+			    strlen(CHANGES_VALUE), found, META_MAX_DOCS,
+			    &nf)) != 0)
+				goto fail;
+			/*
+			 * Several only where hosts that share no host
+			 * lock made one each: one stays.
+			 */
+			for (i = 0; i < nf; i++) {
+				if (h == 0 && hsm_label_get(s, found[i], label,
+				    sizeof(label)) == 0)
+					h = found[i];
+				else
+					hsm_destroy(s, found[i]);
+			}
+		}
+		if (sscanf(label, CHANGES_PREFIX "%llu", &n) != 1)
+			n = 0;
+		if ((r = random_hex(rnd, sizeof(rnd))) != 0)
+			goto fail;
+		snprintf(label, sizeof(label), CHANGES_PREFIX "%llu %s", n + 1,
+		    rnd);
+		if (h == 0)
+			r = hsm_data_create(s, label,
+			    (const uint8_t *)CHANGES_VALUE,
+			    strlen(CHANGES_VALUE), &h);
+		else
+			r = hsm_label_set(s, h, label);
+		if (r == 0)
+			break;
+		h = 0;		/* removed meanwhile: look for it again */
+	}
+	if (r != 0)
+		goto fail;
+	pthread_rwlock_wrlock(&ks->lock);
+	ks->chg = h;
+	pthread_rwlock_unlock(&ks->lock);
+	return;
+ fail:
+	log_warn("keystore: could not move the token's change counter on "
+	    "(%s): other instances see this change within %d s",
+	    kms_strerror(r), FULL_REFRESH_MS / 1000);
 }
 
 /*
@@ -772,14 +957,11 @@ static int
 version_label(const char *name, uint32_t version, char *label, size_t len,
     struct kms_status *st)
 {
-	uint8_t rnd[LABEL_RANDOM_BYTES];
-	size_t i, j;
+	size_t i;
 
-	if (RAND_bytes(rnd, sizeof(rnd)) != 1)
-		return kms_status_set(st, KMS_ERR_INTERNAL, "no randomness");
 	i = (size_t)snprintf(label, len, "%s#%u#", name, version);
-	for (j = 0; j < sizeof(rnd) && i + 3 <= len; j++, i += 2)
-		snprintf(label + i, 3, "%02x", rnd[j]);
+	if (i >= len || random_hex(label + i, len - i) != 0)
+		return kms_status_set(st, KMS_ERR_INTERNAL, "no randomness");
 	return 0;
 }
 
@@ -915,6 +1097,7 @@ keystore_create(struct keystore *ks, struct hsm_session *s,
 		version_undo(s, &v1);	/* nothing half-made stays */
 		goto out;
 	}
+	changes_bump(ks, s);
 	r = keystore_get(ks, name, out, st);
  out:
 	token_unlock(s, lock);
@@ -964,6 +1147,8 @@ keystore_change(struct keystore *ks, struct hsm_session *s, const char *name,
 	e = NULL;
 	if (r != 0 && made != NULL)
 		version_undo(s, &undo);
+	/* Even when the write failed: fn may have destroyed objects. */
+	changes_bump(ks, s);
  out:
 	entry_free(e);
 	token_unlock(s, lock);

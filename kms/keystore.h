@@ -76,6 +76,8 @@ size_t keystore_count(struct keystore *ks);
 /*
  * Reads again the documents that changed on the token since they were
  * last read (made by other processes); *changed (may be NULL) counts them.
+ * Lists the token only when its change counter moved (see keystore.c),
+ * and at least once a minute; otherwise reads the counter alone.
  */
 int keystore_refresh(struct keystore *ks, struct hsm_session *s,
     size_t *changed);

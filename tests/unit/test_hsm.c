@@ -316,8 +316,9 @@ test_find_list_and_data(void **state)
 	const struct kms_alg_info *alg = kms_alg_lookup(KMS_ALG_ED25519);
 	struct seen sn = { "list-key", 0, 0, 0 };
 	uint8_t *v = NULL, r1[32], r2[32];
-	size_t len;
-	hsm_handle_t d1, d2, h, priv, pub, old;
+	size_t len, nfound;
+	hsm_handle_t d1, d2, h, priv, pub, old, found[2];
+	char label[HSM_LABEL_MAX];
 	int n = 0;
 
 	(void)state;
@@ -354,6 +355,19 @@ test_find_list_and_data(void **state)
 	assert_string_equal((char *)v, "three");
 	free(v);
 	v = NULL;
+	/* A label changed in place; found by value whatever its label. */
+	assert_int_equal(hsm_label_set(s, d2, "list-b2"), 0);
+	assert_int_equal(hsm_label_get(s, d2, label, sizeof(label)), 0);
+	assert_string_equal(label, "list-b2");
+	assert_int_equal(hsm_label_get(s, d2, label, 4), KMS_ERR_HSM);
+	assert_int_equal(hsm_find_data_value(s, (const uint8_t *)"three", 5,
+	    found, 2, &nfound), 0);
+	assert_int_equal(nfound, 1);
+	assert_int_equal(found[0], d2);
+	assert_int_equal(hsm_find_data_value(s, (const uint8_t *)"thre", 4,
+	    found, 2, &nfound), 0);
+	assert_int_equal(nfound, 0);
+	assert_int_equal(hsm_label_set(s, d2, "list-b"), 0);
 	assert_int_equal(count(HSM_OBJ_DATA, "list-a"), 1);
 	assert_int_equal(count(HSM_OBJ_DATA, NULL), 2);
 	/* Keys are not data, data objects are not keys. */

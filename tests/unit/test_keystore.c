@@ -33,6 +33,7 @@ static struct hsm *hsm;
 static struct hsm_session *s, *s2;
 static void (*fault_set)(const char *, unsigned long, unsigned long);
 static void (*fault_clear)(void);
+static unsigned long (*fault_calls)(const char *);
 
 static void
 write_file(const char *path, const char *text, mode_t mode)
@@ -85,8 +86,10 @@ setup(void **state)
 	fault_set = (void (*)(const char *, unsigned long,
 	    unsigned long))dlsym(dl, "p11fault_set");
 	fault_clear = (void (*)(void))dlsym(dl, "p11fault_clear");
+	fault_calls = (unsigned long (*)(const char *))dlsym(dl,
+	    "p11fault_calls");
 	dlclose(dl);
-	if (fault_set == NULL || fault_clear == NULL)
+	if (fault_set == NULL || fault_clear == NULL || fault_calls == NULL)
 		return -1;
 	if (hsm_session_open(hsm, &s) != 0)
 		return -1;
@@ -378,6 +381,98 @@ test_maintain_on_two_instances(void **state)
 	keystore_free(b);
 }
 
+/* Refreshes ks; returns the searches it made (full listings, look-ups). */
+static unsigned long
+refresh_searches(struct keystore *ks, struct hsm_session *session,
+    size_t *changed)
+{
+	unsigned long before = fault_calls("C_FindObjectsInit");
+
+	assert_int_equal(keystore_refresh(ks, session, changed), 0);
+	return fault_calls("C_FindObjectsInit") - before;
+}
+
+static uint32_t
+primary_of(struct keystore *ks, const char *name)
+{
+	struct ks_key *k = get(ks, name);
+	uint32_t p = k->primary;
+
+	ks_key_free(k);
+	return p;
+}
+
+/*
+ * Two instances: a change made through one is seen by the other's next
+ * refresh, and a refresh of an unchanged token reads the change counter
+ * alone (no search, one label read) instead of listing the token.
+ */
+static void
+test_refresh_follows_the_change_counter(void **state)
+{
+	static const char value[] = "kms change counter 1";
+	struct keystore *a = open_ks(s), *b = open_ks(s2);
+	struct kms_status st;
+	struct ks_version v;
+	struct ks_key *k;
+	hsm_handle_t found[4];
+	unsigned long reads;
+	size_t changed, n;
+
+	(void)state;
+	create(a, "chg/ec", "EC_P256_SHA256", 0);
+	assert_true(refresh_searches(b, s2, &changed) >= 1);
+	assert_int_equal(changed, 1);
+	assert_int_equal(primary_of(b, "chg/ec"), 1);
+	/* Unchanged: the counter's label only. */
+	reads = fault_calls("C_GetAttributeValue");
+	assert_int_equal(refresh_searches(b, s2, &changed), 0);
+	assert_int_equal(changed, 0);
+	assert_true(fault_calls("C_GetAttributeValue") - reads <= 2);
+
+	assert_int_equal(rotate(a, s, "chg/ec", &st), 0);
+	assert_true(refresh_searches(b, s2, &changed) >= 1);
+	assert_int_equal(changed, 1);
+	assert_int_equal(primary_of(b, "chg/ec"), 2);
+	assert_int_equal(refresh_searches(b, s2, &changed), 0);
+	/* a's own change is listed once by a, then a is idle too. */
+	assert_true(refresh_searches(a, s, &changed) >= 1);
+	assert_int_equal(refresh_searches(a, s, &changed), 0);
+	assert_int_equal(changed, 0);
+
+	/*
+	 * A token made before the counter existed: every refresh lists, and
+	 * the next change makes the counter again, once.
+	 */
+	assert_int_equal(hsm_find_data_value(s, (const uint8_t *)value,
+	    strlen(value), found, 4, &n), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(hsm_destroy(s, found[0]), 0);
+	assert_true(refresh_searches(b, s2, &changed) >= 1);
+	assert_true(refresh_searches(b, s2, &changed) >= 1);
+	assert_int_equal(rotate(a, s, "chg/ec", &st), 0);
+	assert_int_equal(hsm_find_data_value(s, (const uint8_t *)value,
+	    strlen(value), found, 4, &n), 0);
+	assert_int_equal(n, 1);
+	/* b finds the new counter in its listing, and then its label. */
+	assert_true(refresh_searches(b, s2, &changed) >= 1);
+	assert_int_equal(changed, 1);
+	assert_int_equal(primary_of(b, "chg/ec"), 3);
+	assert_true(refresh_searches(b, s2, &changed) >= 1);
+	assert_int_equal(refresh_searches(b, s2, &changed), 0);
+	/* A state change is a change too. */
+	kms_status_clear(&st);
+	assert_int_equal(keystore_set_state(a, s, "chg/ec", 1,
+	    KS_STATE_DISABLED, 0, &v, &st), 0);
+	assert_int_equal(refresh_searches(b, s2, &changed), 1);
+	assert_int_equal(changed, 1);
+	k = get(b, "chg/ec");
+	assert_int_equal(k->versions[0].state, KS_STATE_DISABLED);
+	ks_key_free(k);
+	keystore_free(a);
+	keystore_free(b);
+}
+
 /* A lock left by a crashed instance is removed once it is old enough. */
 static void
 test_abandoned_lock_is_reaped(void **state)
@@ -404,6 +499,7 @@ main(void)
 		cmocka_unit_test(test_rotation_failures_change_nothing),
 		cmocka_unit_test(test_state_rules),
 		cmocka_unit_test(test_maintain_on_two_instances),
+		cmocka_unit_test(test_refresh_follows_the_change_counter),
 		cmocka_unit_test(test_abandoned_lock_is_reaped),
 	};
 

@@ -696,9 +696,12 @@ hsm_find_key_pair_unlocked(struct hsm_session *s,
 		return r;
 	/*
 	 * The key type before the label: SoftHSM2 tests the template in
-	 * order and decrypts the label of every private object it tests,
-	 * so data objects (most of a key store's token) fail on the cheap
-	 * test.
+	 * order.  Its file store decrypts the label of every private object
+	 * it tests, and data objects (a third of a key store's token) fail
+	 * on the key type already; its db store looks both up in SQLite, and
+	 * only keys get that far.  (Measured at 10,000 keys, the label first
+	 * cost both stores more: 0.2 s on the file store, 0.3 s of CPU on
+	 * the db store.)
 	 */
 	ADD(tpl, nt, CKA_KEY_TYPE, &kt, sizeof(kt));
 	ADD(tpl, nt, CKA_LABEL, label, strlen(label));

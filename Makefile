@@ -40,6 +40,7 @@ PROTO_H = $(PROTO_C:.c=.h)
 LIB_SRCS = kms/kmserr.c kms/algo.c kms/log.c kms/secret.c kms/config.c \
 	kms/inifile.c \
 	kms/policy.c kms/names.c kms/hsm.c kms/keystore.c kms/audit.c \
+	kms/auditkey.c \
 	kms/auditread.c \
 	kms/pubkey.c
 KMSD_SRCS = kms/rpc.c kms/handlers.c kms/main.c

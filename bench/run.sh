@@ -489,7 +489,7 @@ for b in $BACKENDS; do
 			echo "# time inside (children included):"
 			perf report -i "$OUT/perf-start.data" --children \
 			    --sort sym -g none --stdio 2>/dev/null |
-			    grep -E '\] (main|hsm_open|C_Initialize|C_Login|keystore_open|hsm_list|load_one|hsm_data_get|meta_decode|json_loadb|C_FindObjectsInit|C_FindObjects|C_GetAttributeValue|audit_key_open|audit_open|hsm_find|rpc_server_start|insert_locked)$' |
+			    grep -E '\] (main|hsm_open|C_Initialize|C_Login|keystore_open|hsm_list|load_one|hsm_data_get|meta_decode|json_loadb|C_FindObjectsInit|C_FindObjects|C_GetAttributeValue|audit_key_open|audit_open|hsm_find|hsm_find_key_pair|hsm_list_data|rpc_server_start|insert_locked)$' |
 			    head -30
 		} >"$OUT/profile-start-$b.txt" || true
 		rm -f "$OUT/perf-start.data" "$OUT/perf-start.data.old"

@@ -97,13 +97,46 @@ int hsm_find_data_value(struct hsm_session *s, const uint8_t *value,
     size_t len, hsm_handle_t *out, size_t max, size_t *n);
 
 /*
+ * Finds the private and the public key of key type alg labelled label in
+ * one search of the token, where two hsm_find calls would make two: on
+ * SoftHSM2's file store every search visits every object on the token.
+ * Returns KMS_ERR_NOT_FOUND when either half is missing; when there are
+ * several of a kind, the first one found.
+ */
+int hsm_find_key_pair(struct hsm_session *s, const struct kms_alg_info *alg,
+    const char *label, hsm_handle_t *priv, hsm_handle_t *pub);
+
+/*
  * Calls cb for every object of class cls (for HSM_OBJ_DATA: only objects
  * with CKA_APPLICATION = HSM_DATA_APPLICATION) with its label and handle.
- * Labels longer than HSM_LABEL_MAX - 1 are skipped.  A non-zero return
- * from cb stops the walk and is returned.
+ * Labels longer than HSM_LABEL_MAX - 1 are skipped, and so are objects
+ * destroyed by another process between the search and the read of their
+ * label.  A non-zero return from cb stops the walk and is returned.
  */
 int hsm_list(struct hsm_session *s, enum hsm_obj_class cls,
     int (*cb)(const char *label, hsm_handle_t h, void *arg), void *arg);
+
+/*
+ * One data object of hsm_list_data: its label and its CKA_VALUE, both
+ * NUL-terminated (the NUL not counted in value_len), valid during the
+ * callback only.
+ */
+struct hsm_object {
+	hsm_handle_t h;
+	const char *label;
+	const uint8_t *value;
+	size_t value_len;
+};
+
+/*
+ * As hsm_list for HSM_OBJ_DATA, with each object's label and value read
+ * in one C_GetAttributeValue call (into buffers that fit the usual
+ * object; a larger one costs a size query and a second read).  Loading
+ * the key store reads every data object on the token this way, and every
+ * call costs file operations on SoftHSM2's file store.
+ */
+int hsm_list_data(struct hsm_session *s,
+    int (*cb)(const struct hsm_object *o, void *arg), void *arg);
 
 /*
  * Signs in with the private key priv of algorithm alg.  in is the digest

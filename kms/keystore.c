@@ -341,12 +341,32 @@ is_key_label(const char *label)
 	return strchr(label, '!') == NULL;
 }
 
+/* Decodes the record h holding val; its name must match its label. */
+static int
+record_decode(const char *label, hsm_handle_t h, const uint8_t *val,
+    size_t len, struct ks_entry **out, struct kms_status *st)
+{
+	struct ks_entry *e = NULL;
+	int r;
+
+	*out = NULL;
+	if ((r = meta_decode((const char *)val, len, &e, st)) != 0)
+		return r;
+	if (strcmp(e->name, label) != 0) {
+		entry_free(e);
+		return kms_status_set(st, KMS_ERR_CONFIG,
+		    "name does not match label");
+	}
+	e->meta = h;
+	*out = e;
+	return 0;
+}
+
 /* Reads and decodes the record h; its name must match its label. */
 static int
 record_read(struct hsm_session *s, const char *label, hsm_handle_t h,
     struct ks_entry **out, struct kms_status *st)
 {
-	struct ks_entry *e = NULL;
 	uint8_t *val = NULL;
 	size_t len;
 	int r;
@@ -355,18 +375,9 @@ record_read(struct hsm_session *s, const char *label, hsm_handle_t h,
 	if ((r = hsm_data_get(s, h, &val, &len)) != 0)
 		return kms_status_set(st, r, "cannot read key metadata: %s",
 		    kms_strerror(r));
-	r = meta_decode((const char *)val, len, &e, st);
+	r = record_decode(label, h, val, len, out, st);
 	free(val);
-	if (r == 0 && strcmp(e->name, label) != 0) {
-		entry_free(e);
-		return kms_status_set(st, KMS_ERR_CONFIG,
-		    "name does not match label");
-	}
-	if (r != 0)
-		return r;
-	e->meta = h;
-	*out = e;
-	return 0;
+	return r;
 }
 
 /*
@@ -438,13 +449,17 @@ install(struct keystore *ks, struct ks_entry *e)
 
 struct load_ctx {
 	struct keystore *ks;
-	struct hsm_session *s;
 	size_t loaded, skipped;
 	hsm_handle_t chg;		/* the change counter, when listed */
 };
 
+/*
+ * One data object of the token, read with its value by hsm_list_data
+ * (a document destroyed meanwhile by the writer that replaced it is not
+ * listed).
+ */
 static int
-load_one(const char *label, hsm_handle_t h, void *arg)
+load_one(const struct hsm_object *o, void *arg)
 {
 	struct load_ctx *lc = arg;
 	struct ks_entry *e, *cur;
@@ -452,24 +467,22 @@ load_one(const char *label, hsm_handle_t h, void *arg)
 	char esc[160];
 	int r;
 
-	if (!is_key_label(label))
+	if (!is_key_label(o->label))
 		return 0;
 	pthread_rwlock_rdlock(&lc->ks->lock);
-	cur = find_locked(lc->ks, label);
-	r = cur != NULL && cur->meta == h;
+	cur = find_locked(lc->ks, o->label);
+	r = cur != NULL && cur->meta == o->h;
 	pthread_rwlock_unlock(&lc->ks->lock);
 	if (r)
 		return 0;	/* the document this process already has */
 	kms_status_clear(&st);
-	if ((r = record_read(lc->s, label, h, &e, &st)) != 0) {
-		/* Destroyed meanwhile by the writer that replaced it. */
-		if (r == KMS_ERR_STALE_HANDLE)
-			return 0;
-		if (r == KMS_ERR_NOMEM || r == KMS_ERR_UNAVAILABLE)
+	if ((r = record_decode(o->label, o->h, o->value, o->value_len, &e,
+	    &st)) != 0) {
+		if (r == KMS_ERR_NOMEM)
 			return r;
 		/* A foreign or damaged object must not stop the service. */
 		log_warn("keystore: skipping data object \"%s\": %s",
-		    log_escape(label, esc, sizeof(esc)), st.msg);
+		    log_escape(o->label, esc, sizeof(esc)), st.msg);
 		lc->skipped++;
 		return 0;
 	}
@@ -481,15 +494,15 @@ load_one(const char *label, hsm_handle_t h, void *arg)
 
 /* load_one, noting the change counter as it passes. */
 static int
-refresh_one(const char *label, hsm_handle_t h, void *arg)
+refresh_one(const struct hsm_object *o, void *arg)
 {
 	struct load_ctx *lc = arg;
 
-	if (strncmp(label, CHANGES_PREFIX, strlen(CHANGES_PREFIX)) == 0) {
-		lc->chg = h;
+	if (strncmp(o->label, CHANGES_PREFIX, strlen(CHANGES_PREFIX)) == 0) {
+		lc->chg = o->h;
 		return 0;
 	}
-	return load_one(label, h, arg);
+	return load_one(o, arg);
 }
 
 int
@@ -521,8 +534,7 @@ keystore_open(struct hsm_session *s, const char *lock_file,
 	pthread_rwlock_init(&ks->lock, NULL);
 	memset(&lc, 0, sizeof(lc));
 	lc.ks = ks;
-	lc.s = s;
-	if ((r = hsm_list(s, HSM_OBJ_DATA, refresh_one, &lc)) != 0) {
+	if ((r = hsm_list_data(s, refresh_one, &lc)) != 0) {
 		keystore_free(ks);
 		return kms_status_set(st, r, "cannot load key metadata from "
 		    "the token: %s", kms_strerror(r));
@@ -657,8 +669,7 @@ keystore_refresh(struct keystore *ks, struct hsm_session *s, size_t *changed)
 		return 0;
 	memset(&lc, 0, sizeof(lc));
 	lc.ks = ks;
-	lc.s = s;
-	r = hsm_list(s, HSM_OBJ_DATA, refresh_one, &lc);
+	r = hsm_list_data(s, refresh_one, &lc);
 	if (changed != NULL)
 		*changed = lc.loaded;
 	if (r != 0)

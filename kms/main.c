@@ -24,6 +24,7 @@
 #include <time.h>
 
 #include "audit.h"
+#include "auditkey.h"
 #include "config.h"
 #include "handlers.h"
 #include "hsm.h"
@@ -34,79 +35,7 @@
 #include "rpc.h"
 
 #define STOP_GRACE_SECONDS 30
-#define AUDIT_KEY_LABEL "kms-audit#"
 #define CHAIN_TRIES 16
-
-/*
- * The audit key: an ECDSA P-256 key pair in the token, one per chain,
- * labelled "kms-audit#CHAIN" (not a key of the key store: no client can
- * name it).  Checkpoints are signed with it on a session of its own.
- */
-struct audit_key {
-	struct hsm_session *s;
-	const struct kms_alg_info *alg;
-	char label[HSM_LABEL_MAX + 16];
-	hsm_handle_t priv;
-	uint8_t *spki;
-	size_t spki_len;
-};
-
-static int
-audit_key_sign(void *arg, const uint8_t *md, size_t mdlen, uint8_t *sig,
-    size_t *siglen)
-{
-	struct audit_key *k = arg;
-	size_t cap = *siglen;
-	int r;
-
-	r = hsm_sign(k->s, k->alg, k->priv, md, mdlen, sig, siglen);
-	if (r == KMS_ERR_STALE_HANDLE &&
-	    hsm_find(k->s, HSM_OBJ_PRIVATE_KEY, k->label, &k->priv) == 0) {
-		*siglen = cap;
-		r = hsm_sign(k->s, k->alg, k->priv, md, mdlen, sig, siglen);
-	}
-	return r;
-}
-
-/* Finds or makes the audit key of chain. */
-static int
-audit_key_open(struct hsm *hsm, const char *chain, struct audit_key *k,
-    struct kms_status *st)
-{
-	hsm_handle_t pub;
-	int r;
-
-	k->alg = kms_alg_lookup(KMS_ALG_EC_P256_SHA256);
-	snprintf(k->label, sizeof(k->label), AUDIT_KEY_LABEL "%s", chain);
-	if ((r = hsm_session_open(hsm, &k->s)) != 0)
-		return kms_status_set(st, r, "cannot open an HSM session for "
-		    "the audit key");
-	r = hsm_find(k->s, HSM_OBJ_PRIVATE_KEY, k->label, &k->priv);
-	if (r == 0)
-		r = hsm_find(k->s, HSM_OBJ_PUBLIC_KEY, k->label, &pub);
-	if (r == KMS_ERR_NOT_FOUND) {
-		log_info("audit: generating audit key %s in the HSM", k->label);
-		r = hsm_generate_key_pair(k->s, k->alg, k->label,
-		    (const uint8_t *)k->label, strlen(k->label), &k->priv,
-		    &pub);
-	}
-	if (r != 0)
-		return kms_status_set(st, r, "cannot find or make the audit "
-		    "key %s: %s", k->label, kms_strerror(r));
-	if ((r = hsm_public_key_der(k->s, k->alg, pub, &k->spki,
-	    &k->spki_len)) != 0)
-		return kms_status_set(st, r, "cannot read the audit key: %s",
-		    kms_strerror(r));
-	return 0;
-}
-
-static void
-audit_key_close(struct audit_key *k)
-{
-	hsm_session_close(k->s);
-	free(k->spki);
-	memset(k, 0, sizeof(*k));
-}
 
 /*
  * The maintenance thread: every [keys] sync_ms it reads what other

@@ -29,6 +29,7 @@
 #include <openssl/x509.h>
 
 #include "algo.h"
+#include "auditkey.h"
 #include "hsm.h"
 #include "kmserr.h"
 #include "secret.h"
@@ -38,6 +39,7 @@
 #define CKR_DEVICE_ERROR		0x30UL
 #define CKR_KEY_HANDLE_INVALID		0x60UL
 #define CKR_OBJECT_HANDLE_INVALID	0x82UL
+#define CKR_BUFFER_TOO_SMALL		0x150UL
 #define CKR_SESSION_HANDLE_INVALID	0xB3UL
 #define CKR_USER_NOT_LOGGED_IN		0x101UL
 
@@ -654,6 +656,232 @@ test_faults_are_recovered_or_reported(void **state)
 	fault_clear();
 }
 
+/* What hsm_list_data showed of the objects labelled "ld-*". */
+struct listed {
+	hsm_handle_t destroy;		/* destroyed at the first callback */
+	int all, ours, small, big, stop;
+	int first_big;			/* ld-big was the first one listed */
+	size_t big_len;
+};
+
+static int
+listed_cb(const struct hsm_object *o, void *arg)
+{
+	struct listed *l = arg;
+	size_t i;
+
+	l->all++;
+	if (l->destroy != 0) {
+		assert_int_equal(hsm_destroy(s, l->destroy), 0);
+		l->destroy = 0;
+		l->first_big = strcmp(o->label, "ld-big") == 0;
+	}
+	if (strncmp(o->label, "ld-", 3) != 0)
+		return 0;
+	l->ours++;
+	/* Both NUL-terminated, the NUL not counted. */
+	assert_int_equal(o->value[o->value_len], '\0');
+	if (strcmp(o->label, "ld-small") == 0) {
+		assert_int_equal(o->value_len, 5);
+		assert_memory_equal(o->value, "small", 5);
+		l->small++;
+	} else if (strcmp(o->label, "ld-big") == 0) {
+		l->big_len = o->value_len;
+		for (i = 0; i < o->value_len; i++)
+			if (o->value[i] != (uint8_t)('a' + i % 26))
+				fail_msg("ld-big: byte %zu differs", i);
+		l->big++;
+	}
+	return l->stop;
+}
+
+static void
+list_data(struct listed *l, int want)
+{
+	assert_int_equal(hsm_list_data(s, listed_cb, l), want);
+}
+
+static void
+test_list_data(void **state)
+{
+	struct listed l;
+	uint8_t *big;
+	size_t i, n = 10000;
+	unsigned long calls;
+	hsm_handle_t hs, hb, priv, pub;
+
+	(void)state;
+	assert_non_null(big = malloc(n));
+	for (i = 0; i < n; i++)
+		big[i] = (uint8_t)('a' + i % 26);
+	assert_int_equal(hsm_data_create(s, "ld-small",
+	    (const uint8_t *)"small", 5, &hs), 0);
+	/* Larger than the listing's first value buffer. */
+	assert_int_equal(hsm_data_create(s, "ld-big", big, n, &hb), 0);
+	/* A key is not a data object. */
+	gen(kms_alg_lookup(KMS_ALG_EC_P256_SHA256), "ld-key", &priv, &pub);
+
+	/*
+	 * One call per object in the usual case; the big value is too
+	 * large for the buffer (CKR_BUFFER_TOO_SMALL), so it costs a size
+	 * query and a read with the exact sizes more.
+	 */
+	memset(&l, 0, sizeof(l));
+	calls = fault_calls("C_GetAttributeValue");
+	list_data(&l, 0);
+	assert_int_equal(l.ours, 2);
+	assert_int_equal(l.small, 1);
+	assert_int_equal(l.big, 1);
+	assert_int_equal(l.big_len, n);
+	assert_int_equal(fault_calls("C_GetAttributeValue") - calls,
+	    (unsigned long)l.all + 2);
+
+	/* CKR_BUFFER_TOO_SMALL from the module: the exact sizes, again. */
+	fault_set("C_GetAttributeValue", 1, CKR_BUFFER_TOO_SMALL);
+	memset(&l, 0, sizeof(l));
+	list_data(&l, 0);
+	assert_int_equal(l.small + l.big, 2);
+
+	/* A non-zero return stops the walk and is returned. */
+	memset(&l, 0, sizeof(l));
+	l.stop = 7;
+	list_data(&l, 7);
+	assert_int_equal(l.all, 1);
+
+	/*
+	 * An object destroyed between the search and its read (by another
+	 * process, here by the callback) is skipped, not an error.
+	 */
+	fault_set("C_GetAttributeValue", 1, CKR_OBJECT_HANDLE_INVALID);
+	memset(&l, 0, sizeof(l));
+	list_data(&l, 0);
+	assert_int_equal(l.ours, 1);
+	memset(&l, 0, sizeof(l));
+	l.destroy = hb;
+	list_data(&l, 0);
+	assert_int_equal(l.small, 1);
+	assert_int_equal(l.big, l.first_big);
+	memset(&l, 0, sizeof(l));
+	list_data(&l, 0);
+	assert_int_equal(l.ours, 1);
+	assert_int_equal(l.small, 1);
+
+	/* Any other failure stops the listing. */
+	fault_set("C_GetAttributeValue", 1, CKR_DEVICE_ERROR);
+	memset(&l, 0, sizeof(l));
+	list_data(&l, KMS_ERR_UNAVAILABLE);
+	fault_set("C_FindObjectsInit", 1, CKR_DEVICE_ERROR);
+	list_data(&l, KMS_ERR_UNAVAILABLE);
+	fault_clear();
+
+	assert_int_equal(hsm_destroy(s, hs), 0);
+	assert_int_equal(hsm_destroy(s, priv), 0);
+	assert_int_equal(hsm_destroy(s, pub), 0);
+	free(big);
+}
+
+static void
+test_find_key_pair(void **state)
+{
+	const struct kms_alg_info *ec = kms_alg_lookup(KMS_ALG_EC_P256_SHA256);
+	const struct kms_alg_info *ed = kms_alg_lookup(KMS_ALG_ED25519);
+	hsm_handle_t priv, pub, p, q, d;
+	unsigned long finds;
+
+	(void)state;
+	assert_int_equal(hsm_find_key_pair(s, ec, "kp", &p, &q),
+	    KMS_ERR_NOT_FOUND);
+	assert_int_equal(p, 0);
+	assert_int_equal(q, 0);
+	gen(ec, "kp", &priv, &pub);
+	/* A data object of the same label is not half of the pair. */
+	assert_int_equal(hsm_data_create(s, "kp", (const uint8_t *)"x", 1,
+	    &d), 0);
+	finds = fault_calls("C_FindObjectsInit");
+	assert_int_equal(hsm_find_key_pair(s, ec, "kp", &p, &q), 0);
+	assert_int_equal(fault_calls("C_FindObjectsInit") - finds, 1);
+	assert_int_equal(p, priv);
+	assert_int_equal(q, pub);
+	/* A pair of another key type is not this one. */
+	assert_int_equal(hsm_find_key_pair(s, ed, "kp", &p, &q),
+	    KMS_ERR_NOT_FOUND);
+	/* Secret keys come in no pairs. */
+	assert_int_equal(hsm_find_key_pair(s,
+	    kms_alg_lookup(KMS_ALG_AES_256_KWP), "kp", &p, &q),
+	    KMS_ERR_INVALID_ARGUMENT);
+	/* Half of it destroyed meanwhile: not found, and no error. */
+	fault_set("C_GetAttributeValue", 1, CKR_OBJECT_HANDLE_INVALID);
+	assert_int_equal(hsm_find_key_pair(s, ec, "kp", &p, &q),
+	    KMS_ERR_NOT_FOUND);
+	fault_set("C_GetAttributeValue", 1, CKR_DEVICE_ERROR);
+	assert_int_equal(hsm_find_key_pair(s, ec, "kp", &p, &q),
+	    KMS_ERR_UNAVAILABLE);
+	assert_int_equal(hsm_destroy(s, pub), 0);
+	assert_int_equal(hsm_find_key_pair(s, ec, "kp", &p, &q),
+	    KMS_ERR_NOT_FOUND);
+	fault_clear();
+	assert_int_equal(hsm_destroy(s, priv), 0);
+	assert_int_equal(hsm_destroy(s, d), 0);
+}
+
+/* Signs a digest with the audit key and checks it against its spki. */
+static void
+audit_sign_and_verify(struct audit_key *k)
+{
+	uint8_t md[32], sig[HSM_SIG_MAX];
+	size_t siglen = sizeof(sig);
+
+	memset(md, 0x5a, sizeof(md));
+	assert_int_equal(audit_key_sign(k, md, sizeof(md), sig, &siglen), 0);
+	assert_true(openssl_verify(k->alg, k->spki, k->spki_len, md,
+	    sizeof(md), sig, siglen));
+}
+
+static void
+test_audit_key(void **state)
+{
+	struct audit_key k, k2;
+	struct kms_status st;
+	hsm_handle_t found[4];
+	unsigned long finds, gens;
+	size_t n;
+
+	(void)state;
+	kms_status_clear(&st);
+	/* Missing: made, and usable at once. */
+	gens = fault_calls("C_GenerateKeyPair");
+	assert_int_equal(audit_key_open(hsm, "ut", &k, &st), 0);
+	assert_int_equal(fault_calls("C_GenerateKeyPair") - gens, 1);
+	assert_string_equal(k.label, "kms-audit#ut");
+	assert_non_null(k.spki);
+	audit_sign_and_verify(&k);
+
+	/* Present: found in one search, nothing made. */
+	finds = fault_calls("C_FindObjectsInit");
+	assert_int_equal(audit_key_open(hsm, "ut", &k2, &st), 0);
+	assert_int_equal(fault_calls("C_FindObjectsInit") - finds, 1);
+	assert_int_equal(fault_calls("C_GenerateKeyPair") - gens, 1);
+	assert_int_equal(k2.priv, k.priv);
+	assert_int_equal(k2.spki_len, k.spki_len);
+	assert_memory_equal(k2.spki, k.spki, k.spki_len);
+	assert_int_equal(hsm_find_all(s, HSM_OBJ_PRIVATE_KEY, "kms-audit#ut",
+	    found, 4, &n), 0);
+	assert_int_equal(n, 1);
+	audit_key_close(&k2);
+
+	/* A handle gone stale is looked up again. */
+	fault_set("C_SignInit", 1, CKR_KEY_HANDLE_INVALID);
+	audit_sign_and_verify(&k);
+	/* Another failure is the caller's. */
+	fault_set("C_FindObjectsInit", 1, CKR_DEVICE_ERROR);
+	assert_int_equal(audit_key_open(hsm, "ut", &k2, &st),
+	    KMS_ERR_UNAVAILABLE);
+	audit_key_close(&k2);
+	fault_clear();
+	audit_key_close(&k);
+	audit_key_close(&k);	/* a closed key closes again */
+}
+
 /*
  * The child half of test_fault_from_environment: a fresh process whose
  * P11FAULT makes its second C_GenerateRandom fail.
@@ -704,6 +932,9 @@ main(int argc, char **argv)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_every_signing_algorithm),
 		cmocka_unit_test(test_find_list_and_data),
+		cmocka_unit_test(test_list_data),
+		cmocka_unit_test(test_find_key_pair),
+		cmocka_unit_test(test_audit_key),
 		cmocka_unit_test(test_wrap_unwrap),
 		cmocka_unit_test(test_open_errors),
 		cmocka_unit_test(test_faults_are_recovered_or_reported),

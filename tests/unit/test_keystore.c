@@ -27,6 +27,7 @@
 #include "kmserr.h"
 
 #define CKR_DEVICE_ERROR	0x30UL
+#define CKR_OBJECT_HANDLE_INVALID	0x82UL
 
 static char dir[64], pin[128], module[PATH_MAX], lockfile[128];
 static struct hsm *hsm;
@@ -492,6 +493,53 @@ test_abandoned_lock_is_reaped(void **state)
 	keystore_free(ks);
 }
 
+/*
+ * Another instance loads every document, one larger than the first read
+ * buffer of the listing too, and skips one destroyed between the search
+ * and its read, which the next refresh then finds again.
+ */
+static void
+test_open_reads_every_document(void **state)
+{
+	struct keystore *ks = open_ks(s), *ks2;
+	struct kms_status st;
+	struct ks_key *k;
+	hsm_handle_t h;
+	uint8_t *doc;
+	size_t changed = 0, len;
+	int i;
+
+	(void)state;
+	/* About 110 bytes of document per version. */
+	create(ks, "big/ec", "EC_P256_SHA256", 0);
+	for (i = 0; i < 45; i++)
+		assert_int_equal(rotate(ks, s, "big/ec", &st), 0);
+	assert_int_equal(hsm_find(s, HSM_OBJ_DATA, "big/ec", &h), 0);
+	assert_int_equal(hsm_data_get(s, h, &doc, &len), 0);
+	free(doc);
+	assert_true(len > 4096);
+	ks2 = open_ks(s2);
+	assert_int_equal(keystore_count(ks2), keystore_count(ks));
+	k = get(ks2, "big/ec");
+	assert_int_equal(k->nversions, 46);
+	assert_int_equal(k->primary, 46);
+	ks_key_free(k);
+	keystore_free(ks2);
+
+	fault_set("C_GetAttributeValue", 1, CKR_OBJECT_HANDLE_INVALID);
+	ks2 = open_ks(s2);
+	fault_clear();
+	assert_int_equal(keystore_count(ks2), keystore_count(ks) - 1);
+	assert_int_equal(keystore_refresh(ks2, s2, &changed), 0);
+	assert_int_equal(changed, 1);
+	assert_int_equal(keystore_count(ks2), keystore_count(ks));
+	/* Nothing changed since: nothing read again. */
+	assert_int_equal(keystore_refresh(ks2, s2, &changed), 0);
+	assert_int_equal(changed, 0);
+	keystore_free(ks2);
+	keystore_free(ks);
+}
+
 int
 main(void)
 {
@@ -501,6 +549,7 @@ main(void)
 		cmocka_unit_test(test_maintain_on_two_instances),
 		cmocka_unit_test(test_refresh_follows_the_change_counter),
 		cmocka_unit_test(test_abandoned_lock_is_reaped),
+		cmocka_unit_test(test_open_reads_every_document),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);

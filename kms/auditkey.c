@@ -1,0 +1,70 @@
+/*
+ * auditkey.c: the audit key of a chain (see auditkey.h).
+ *
+ * It is looked up at every start, when the key store has just listed the
+ * token: on SoftHSM2's file store every search visits every object of the
+ * token, so both halves of the pair are found in one search
+ * (hsm_find_key_pair), not one search each.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "auditkey.h"
+#include "kmserr.h"
+#include "log.h"
+
+int
+audit_key_sign(void *arg, const uint8_t *md, size_t mdlen, uint8_t *sig,
+    size_t *siglen)
+{
+	struct audit_key *k = arg;
+	size_t cap = *siglen;
+	int r;
+
+	r = hsm_sign(k->s, k->alg, k->priv, md, mdlen, sig, siglen);
+	if (r == KMS_ERR_STALE_HANDLE &&
+	    hsm_find(k->s, HSM_OBJ_PRIVATE_KEY, k->label, &k->priv) == 0) {
+		*siglen = cap;
+		r = hsm_sign(k->s, k->alg, k->priv, md, mdlen, sig, siglen);
+	}
+	return r;
+}
+
+int
+audit_key_open(struct hsm *hsm, const char *chain, struct audit_key *k,
+    struct kms_status *st)
+{
+	hsm_handle_t pub;
+	int r;
+
+	memset(k, 0, sizeof(*k));
+	k->alg = kms_alg_lookup(KMS_ALG_EC_P256_SHA256);
+	snprintf(k->label, sizeof(k->label), AUDIT_KEY_LABEL "%s", chain);
+	if ((r = hsm_session_open(hsm, &k->s)) != 0)
+		return kms_status_set(st, r, "cannot open an HSM session for "
+		    "the audit key");
+	r = hsm_find_key_pair(k->s, k->alg, k->label, &k->priv, &pub);
+	if (r == KMS_ERR_NOT_FOUND) {
+		log_info("audit: generating audit key %s in the HSM", k->label);
+		r = hsm_generate_key_pair(k->s, k->alg, k->label,
+		    (const uint8_t *)k->label, strlen(k->label), &k->priv,
+		    &pub);
+	}
+	if (r != 0)
+		return kms_status_set(st, r, "cannot find or make the audit "
+		    "key %s: %s", k->label, kms_strerror(r));
+	if ((r = hsm_public_key_der(k->s, k->alg, pub, &k->spki,
+	    &k->spki_len)) != 0)
+		return kms_status_set(st, r, "cannot read the audit key: %s",
+		    kms_strerror(r));
+	return 0;
+}
+
+void
+audit_key_close(struct audit_key *k)
+{
+	hsm_session_close(k->s);
+	free(k->spki);
+	memset(k, 0, sizeof(*k));
+}

@@ -204,11 +204,18 @@ static int
 outfile_open(struct outfile *o, const char *path)
 {
 	char dir[PATH_MAX];
+	struct stat sb;
 	mode_t mask;
 
 	memset(o, 0, sizeof(*o));
 	o->path = path;
 	o->fd = -1;
+	/* Renaming the finished file over a device or pipe would replace it. */
+	if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode)) {
+		fprintf(stderr, "kmsctl: %s exists and is not a regular file: "
+		    "the output must be a file\n", path);
+		return KMSCTL_EXIT_IO;
+	}
 	if ((size_t)snprintf(dir, sizeof(dir), "%s", path) >= sizeof(dir) ||
 	    (size_t)snprintf(o->tmp, sizeof(o->tmp), "%s.XXXXXX", path) >=
 	    sizeof(o->tmp)) {

@@ -173,13 +173,33 @@ call_stream(struct ctx *x, const char *method, const ProtobufCMessage *req,
 /*
  * Writes buf to path, or to stdout when path is NULL or "-".  A file is
  * written to a temporary file beside it and renamed over it, so that a
- * failure never leaves a partial file.  Secrets are written mode 0600,
+ * failure never leaves a partial file; an existing device or pipe is
+ * written directly.  Secrets are written mode 0600,
  * anything else 0666 less the umask, like any other new file.
  */
+static int
+write_all(int fd, const void *buf, size_t len)
+{
+	const uint8_t *p = buf;
+	ssize_t n;
+
+	while (len > 0) {
+		if ((n = write(fd, p, len)) == -1) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
 int
 write_out(const char *path, const void *buf, size_t len, int secret)
 {
 	char tmp[PATH_MAX];
+	struct stat sb;
 	mode_t mask;
 	FILE *f = NULL;
 	int fd = -1, r = KMSCTL_EXIT_IO;
@@ -191,6 +211,29 @@ write_out(const char *path, const void *buf, size_t len, int secret)
 			return KMSCTL_EXIT_IO;
 		}
 		return 0;
+	}
+	/*
+	 * An existing device or pipe (/dev/null, /dev/stdout, a FIFO) is
+	 * written as it is: renaming a file over it would replace it.
+	 */
+	if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode)) {
+		if (S_ISDIR(sb.st_mode)) {
+			fprintf(stderr, "kmsctl: %s is a directory\n", path);
+			return KMSCTL_EXIT_IO;
+		}
+		if ((fd = open(path, O_WRONLY | O_CLOEXEC)) == -1 ||
+		    write_all(fd, buf, len) != 0) {
+			fprintf(stderr, "kmsctl: cannot write %s: %s\n", path,
+			    strerror(errno));
+			r = KMSCTL_EXIT_IO;
+		} else
+			r = 0;
+		if (fd != -1 && close(fd) != 0 && r == 0) {
+			fprintf(stderr, "kmsctl: cannot write %s: %s\n", path,
+			    strerror(errno));
+			r = KMSCTL_EXIT_IO;
+		}
+		return r;
 	}
 	if ((size_t)snprintf(tmp, sizeof(tmp), "%s.XXXXXX", path) >=
 	    sizeof(tmp)) {

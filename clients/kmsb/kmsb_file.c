@@ -13,10 +13,16 @@
 int
 kmsb_out_open(struct kmsb_out *o, const char *path, int secret)
 {
+	struct stat sb;
 	mode_t mask;
 	int fd, e;
 
 	memset(o, 0, sizeof(*o));
+	/* Renaming the finished file over a device or pipe would replace it. */
+	if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode)) {
+		errno = ENOTSUP;
+		return -1;
+	}
 	if ((size_t)snprintf(o->path, sizeof(o->path), "%s", path) >=
 	    sizeof(o->path) ||
 	    (size_t)snprintf(o->tmp, sizeof(o->tmp), "%s.XXXXXX", path) >=

@@ -21,7 +21,9 @@ struct kmsb_out {
 
 /*
  * Starts writing path (through a temporary file; mode 0600 when secret,
- * else 0666 less the umask).  Returns 0, or -1 with errno set.
+ * else 0666 less the umask).  Returns 0, or -1 with errno set; ENOTSUP
+ * when path exists and is not a regular file (a device or pipe, which the
+ * rename into place would replace).
  */
 int kmsb_out_open(struct kmsb_out *o, const char *path, int secret);
 /* Flushes, syncs and renames into place; on failure removes it. -1/errno. */

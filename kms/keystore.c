@@ -646,6 +646,62 @@ changes_read(struct keystore *ks, struct hsm_session *s, char *label,
 	pthread_rwlock_unlock(&ks->lock);
 }
 
+struct warm_ctx {
+	struct keystore *ks;
+	size_t found;
+};
+
+/*
+ * hsm_list's callback: a key object labelled NAME#VERSION#RANDOM (see
+ * version_label) gives its handle to that version, when the version's
+ * label is exactly this one and its handle is not known yet.
+ */
+static int
+warm_one(const char *label, hsm_handle_t h, void *arg)
+{
+	struct warm_ctx *wc = arg;
+	char name[KMS_KEY_NAME_MAX + 1], *end;
+	struct ks_entry *e;
+	struct ks_ventry *v;
+	const char *p;
+	unsigned long version;
+	size_t n;
+
+	if ((p = strchr(label, '#')) == NULL ||
+	    (n = (size_t)(p - label)) > KMS_KEY_NAME_MAX || p[1] < '1' ||
+	    p[1] > '9')
+		return 0;
+	memcpy(name, label, n);
+	name[n] = '\0';
+	errno = 0;
+	version = strtoul(p + 1, &end, 10);
+	if (errno != 0 || *end != '#' || version > UINT32_MAX)
+		return 0;
+	pthread_rwlock_wrlock(&wc->ks->lock);
+	if ((e = find_locked(wc->ks, name)) != NULL &&
+	    (v = version_locked(e, (uint32_t)version)) != NULL &&
+	    v->priv == 0 && strcmp(v->label, label) == 0) {
+		v->priv = h;
+		wc->found++;
+	}
+	pthread_rwlock_unlock(&wc->ks->lock);
+	return 0;
+}
+
+int
+keystore_warm(struct keystore *ks, struct hsm_session *s, size_t *found)
+{
+	struct warm_ctx wc;
+	int r;
+
+	memset(&wc, 0, sizeof(wc));
+	wc.ks = ks;
+	if ((r = hsm_list(s, HSM_OBJ_PRIVATE_KEY, warm_one, &wc)) == 0)
+		r = hsm_list(s, HSM_OBJ_SECRET_KEY, warm_one, &wc);
+	*found = wc.found;
+	return r;
+}
+
 int
 keystore_refresh(struct keystore *ks, struct hsm_session *s, size_t *changed)
 {

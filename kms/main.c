@@ -38,7 +38,8 @@
 #define CHAIN_TRIES 16
 
 /*
- * The maintenance thread: every [keys] sync_ms it reads what other
+ * The maintenance thread: first it learns the handles of all key objects
+ * (keystore_warm), then every [keys] sync_ms it reads what other
  * instances changed on the token and runs due rotations and destructions
  * (service_maintain), on an HSM session of its own.
  */
@@ -58,7 +59,15 @@ maint_main(void *arg)
 {
 	struct maint *m = arg;
 	struct timespec ts;
+	size_t n = 0;
+	int r;
 
+	/* Calls served meanwhile look their key up themselves. */
+	if ((r = keystore_warm(m->svc->ks, m->hs, &n)) != 0)
+		log_warn("keystore: cannot list the key objects: %s",
+		    kms_strerror(r));
+	else
+		log_info("keystore: %zu key object handles learnt", n);
 	pthread_mutex_lock(&m->mu);
 	while (!m->stop) {
 		clock_gettime(CLOCK_MONOTONIC, &ts);

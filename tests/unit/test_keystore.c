@@ -20,6 +20,8 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <openssl/evp.h>
+#include <openssl/x509.h>
 
 #include "algo.h"
 #include "hsm.h"
@@ -474,6 +476,62 @@ test_refresh_follows_the_change_counter(void **state)
 	keystore_free(b);
 }
 
+/*
+ * keystore_warm gives every version of another instance's keys its handle
+ * (and no foreign object with a look-alike label), after which a first
+ * Sign searches nothing.
+ */
+static void
+test_warm_learns_every_handle(void **state)
+{
+	struct keystore *a = open_ks(s), *b;
+	struct kms_status st;
+	hsm_handle_t priv, pub;
+	uint8_t md[32], sig[128], *der = NULL;
+	const uint8_t *p;
+	EVP_PKEY *pk;
+	EVP_PKEY_CTX *ctx;
+	unsigned long before;
+	size_t n = 0, siglen = sizeof(sig), derlen = 0;
+
+	(void)state;
+	create(a, "warm/ec", "EC_P256_SHA256", 0);
+	create(a, "warm/kek", "AES_256_KWP", 0);
+	assert_int_equal(rotate(a, s, "warm/ec", &st), 0);
+	assert_int_equal(hsm_generate_key_pair(s,
+	    kms_alg_by_name("EC_P256_SHA256"), "warm/ec#1#0000000000000000",
+	    (const uint8_t *)"x", 1, &priv, &pub), 0);
+	b = open_ks(s2);
+	/* These three versions, and those of the earlier tests' keys. */
+	assert_int_equal(keystore_warm(b, s2, &n), 0);
+	assert_true(n >= 3);
+	assert_int_equal(keystore_warm(b, s2, &n), 0);
+	assert_int_equal(n, 0);
+	memset(md, 7, sizeof(md));
+	before = fault_calls("C_FindObjectsInit");
+	kms_status_clear(&st);
+	assert_int_equal(keystore_sign(b, s2, "warm/ec", 2, md, sizeof(md),
+	    sig, &siglen, &st), 0);
+	siglen = sizeof(sig);
+	assert_int_equal(keystore_sign(b, s2, "warm/ec", 1, md, sizeof(md),
+	    sig, &siglen, &st), 0);
+	assert_int_equal(fault_calls("C_FindObjectsInit") - before, 0);
+	/* Signed by version 1's own key, not the look-alike's. */
+	kms_status_clear(&st);
+	assert_int_equal(keystore_public_key(b, s2, "warm/ec", 1, &der,
+	    &derlen, &st), 0);
+	p = der;
+	assert_non_null(pk = d2i_PUBKEY(NULL, &p, (long)derlen));
+	assert_non_null(ctx = EVP_PKEY_CTX_new(pk, NULL));
+	assert_int_equal(EVP_PKEY_verify_init(ctx), 1);
+	assert_int_equal(EVP_PKEY_verify(ctx, sig, siglen, md, sizeof(md)), 1);
+	EVP_PKEY_CTX_free(ctx);
+	EVP_PKEY_free(pk);
+	free(der);
+	keystore_free(a);
+	keystore_free(b);
+}
+
 /* A lock left by a crashed instance is removed once it is old enough. */
 static void
 test_abandoned_lock_is_reaped(void **state)
@@ -548,6 +606,7 @@ main(void)
 		cmocka_unit_test(test_state_rules),
 		cmocka_unit_test(test_maintain_on_two_instances),
 		cmocka_unit_test(test_refresh_follows_the_change_counter),
+		cmocka_unit_test(test_warm_learns_every_handle),
 		cmocka_unit_test(test_abandoned_lock_is_reaped),
 		cmocka_unit_test(test_open_reads_every_document),
 	};

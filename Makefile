@@ -143,7 +143,7 @@ $(BUILD)/p11fault.so: tests/mock-p11/p11fault.c
 	$(CC) $(CPPFLAGS) $(CFLAGS) -shared -o $@ $< -ldl
 
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libkms.a $(BUILD)/libkmsb.a \
-	$(PROTO_H) $(wildcard clients/kmsb/*.h)
+	$(PROTO_H) $(wildcard clients/kmsb/*.h) tests/unit/p11token.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libkms.a \
 		$(BUILD)/libkmsb.a -lcmocka $(LDLIBS_COMMON)

@@ -32,6 +32,7 @@
 #include "auditkey.h"
 #include "hsm.h"
 #include "kmserr.h"
+#include "p11token.h"
 #include "secret.h"
 
 /* PKCS#11 return values used here (hsm.h keeps pkcs11.h to hsm.c). */
@@ -43,82 +44,25 @@
 #define CKR_SESSION_HANDLE_INVALID	0xB3UL
 #define CKR_USER_NOT_LOGGED_IN		0x101UL
 
-static char dir[64], pin[128], module[PATH_MAX];
 static struct hsm *hsm;
 static struct hsm_session *s;
-static void (*fault_set)(const char *, unsigned long, unsigned long);
-static void (*fault_clear)(void);
-static unsigned long (*fault_calls)(const char *);
-
-static void
-write_file(const char *path, const char *text, mode_t mode)
-{
-	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, mode);
-
-	assert_true(fd >= 0);
-	assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
-	close(fd);
-	assert_int_equal(chmod(path, mode), 0);
-}
-
-static void
-find_module(void)
-{
-	const char *so = getenv("P11FAULT_SO"), *build = getenv("BUILD");
-	char rel[PATH_MAX];
-
-	if (so == NULL) {
-		snprintf(rel, sizeof(rel), "%s/p11fault.so",
-		    build != NULL ? build : "build");
-		so = rel;
-	}
-	/* Absolute, so that RTLD_NOLOAD and a child process find it too. */
-	if (realpath(so, module) == NULL)
-		snprintf(module, sizeof(module), "%s", so);
-}
 
 static int
 setup(void **state)
 {
-	char conf[128], text[256], cmd[512];
+	/* t for the tests, t2 for login failures (logins are per token). */
+	static const char *const labels[] = { "t", "t2", NULL };
 	struct kms_status st;
-	void *dl;
 
 	(void)state;
-	find_module();
-	strcpy(dir, "/tmp/kms-test-hsm.XXXXXX");
-	if (mkdtemp(dir) == NULL)
+	if (p11token_make("/tmp/kms-test-hsm.XXXXXX", labels) != 0)
 		return -1;
-	snprintf(conf, sizeof(conf), "%s/softhsm2.conf", dir);
-	snprintf(text, sizeof(text), "directories.tokendir = %s\n"
-	    "objectstore.backend = file\nlog.level = ERROR\n", dir);
-	write_file(conf, text, 0600);
-	setenv("SOFTHSM2_CONF", conf, 1);
-	/* t for the tests, t2 for login failures (logins are per token). */
-	snprintf(cmd, sizeof(cmd), "softhsm2-util --init-token --free "
-	    "--label t --so-pin 1234 --pin 1234 >/dev/null && "
-	    "softhsm2-util --init-token --free --label t2 --so-pin 1234 "
-	    "--pin 1234 >/dev/null");
-	if (system(cmd) != 0)
-		return -1;
-	snprintf(pin, sizeof(pin), "%s/pin", dir);
-	write_file(pin, "1234\n", 0600);
 	kms_status_clear(&st);
 	if (hsm_open(module, "t", pin, &hsm, &st) != 0) {
 		fprintf(stderr, "hsm_open %s: %s\n", module, st.msg);
 		return -1;
 	}
-	/* The module is loaded already: find its fault switch. */
-	if ((dl = dlopen(module, RTLD_NOW | RTLD_NOLOAD)) == NULL)
-		return -1;
-	fault_set = (void (*)(const char *, unsigned long,
-	    unsigned long))dlsym(dl, "p11fault_set");
-	fault_clear = (void (*)(void))dlsym(dl, "p11fault_clear");
-	fault_calls = (unsigned long (*)(const char *))dlsym(dl,
-	    "p11fault_calls");
-	/* Drops only the reference taken just now. */
-	dlclose(dl);
-	if (fault_set == NULL || fault_clear == NULL || fault_calls == NULL)
+	if (p11token_faults() != 0)
 		return -1;
 	return hsm_session_open(hsm, &s);
 }

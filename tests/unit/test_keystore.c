@@ -27,74 +27,31 @@
 #include "hsm.h"
 #include "keystore.h"
 #include "kmserr.h"
+#include "p11token.h"
 
 #define CKR_DEVICE_ERROR	0x30UL
 #define CKR_OBJECT_HANDLE_INVALID	0x82UL
 
-static char dir[64], pin[128], module[PATH_MAX], lockfile[128];
+static char lockfile[128];
 static struct hsm *hsm;
 static struct hsm_session *s, *s2;
-static void (*fault_set)(const char *, unsigned long, unsigned long);
-static void (*fault_clear)(void);
-static unsigned long (*fault_calls)(const char *);
-
-static void
-write_file(const char *path, const char *text, mode_t mode)
-{
-	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, mode);
-
-	assert_true(fd >= 0);
-	assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
-	close(fd);
-	assert_int_equal(chmod(path, mode), 0);
-}
 
 static int
 setup(void **state)
 {
-	const char *so = getenv("P11FAULT_SO"), *build = getenv("BUILD");
-	char conf[128], text[256], rel[PATH_MAX];
+	static const char *const labels[] = { "ks", NULL };
 	struct kms_status st;
-	void *dl;
 
 	(void)state;
-	if (so == NULL) {
-		snprintf(rel, sizeof(rel), "%s/p11fault.so",
-		    build != NULL ? build : "build");
-		so = rel;
-	}
-	if (realpath(so, module) == NULL)
-		snprintf(module, sizeof(module), "%s", so);
-	strcpy(dir, "/tmp/kms-test-ks.XXXXXX");
-	if (mkdtemp(dir) == NULL)
+	if (p11token_make("/tmp/kms-test-ks.XXXXXX", labels) != 0)
 		return -1;
-	snprintf(conf, sizeof(conf), "%s/softhsm2.conf", dir);
-	snprintf(text, sizeof(text), "directories.tokendir = %s\n"
-	    "objectstore.backend = file\nlog.level = ERROR\n", dir);
-	write_file(conf, text, 0600);
-	setenv("SOFTHSM2_CONF", conf, 1);
-	if (system("softhsm2-util --init-token --free --label ks --so-pin 1234 "
-	    "--pin 1234 >/dev/null") != 0)
-		return -1;
-	snprintf(pin, sizeof(pin), "%s/pin", dir);
-	write_file(pin, "1234\n", 0600);
 	snprintf(lockfile, sizeof(lockfile), "%s/keys.lock", dir);
 	kms_status_clear(&st);
 	if (hsm_open(module, "ks", pin, &hsm, &st) != 0) {
 		fprintf(stderr, "hsm_open %s: %s\n", module, st.msg);
 		return -1;
 	}
-	if ((dl = dlopen(module, RTLD_NOW | RTLD_NOLOAD)) == NULL)
-		return -1;
-	fault_set = (void (*)(const char *, unsigned long,
-	    unsigned long))dlsym(dl, "p11fault_set");
-	fault_clear = (void (*)(void))dlsym(dl, "p11fault_clear");
-	fault_calls = (unsigned long (*)(const char *))dlsym(dl,
-	    "p11fault_calls");
-	dlclose(dl);
-	if (fault_set == NULL || fault_clear == NULL || fault_calls == NULL)
-		return -1;
-	if (hsm_session_open(hsm, &s) != 0)
+	if (p11token_faults() != 0 || hsm_session_open(hsm, &s) != 0)
 		return -1;
 	return hsm_session_open(hsm, &s2);
 }

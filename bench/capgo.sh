@@ -53,12 +53,9 @@ fi
 CLI=$NPM_CACHE/node_modules/@capgo/cli/dist/index.js
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/kms-capgo-bench.XXXXXX")
-pid=
+. bench/kmsd.sh
 cleanup() {
-	if [ -n "$pid" ]; then
-		kill -TERM "$pid" 2>/dev/null || true
-		wait "$pid" 2>/dev/null || true
-	fi
+	stop_kmsd
 	rm -rf "$work"
 }
 trap cleanup EXIT
@@ -79,15 +76,7 @@ KMS_HOME=$HOME_DIR KMS_ADDR=$ADDR bash hsm-config/setup.sh >/dev/null
 export KMS_HOME=$HOME_DIR
 export SOFTHSM2_CONF=$HOME_DIR/softhsm2.conf
 KMSCTL=("$TOP/$BUILD/kmsctl" --addr "$ADDR")
-"$BUILD/kmsd" --config "$HOME_DIR/kmsd.conf" --listen "$ADDR" \
-    --log-level info 2>"$OUT/kmsd-capgo.log" &
-pid=$!
-for _ in $(seq 100); do
-	"${KMSCTL[@]}" --as ci whoami >/dev/null 2>&1 && break
-	kill -0 "$pid" 2>/dev/null || { cat "$OUT/kmsd-capgo.log" >&2; exit 1; }
-	sleep 0.1
-done
-"${KMSCTL[@]}" --as ci whoami >/dev/null
+start_kmsd "$HOME_DIR/kmsd.conf" "$OUT/kmsd-capgo.log"
 "${KMSCTL[@]}" --as ci key get "$KEY" >/dev/null 2>&1 ||
     "${KMSCTL[@]}" --as officer key create "$KEY" \
     --algorithm RSA_RAW_PKCS1_2048 >/dev/null

@@ -36,25 +36,9 @@ export KMS_HOME=$HOME_DIR
 export SOFTHSM2_CONF=$HOME_DIR/softhsm2.conf
 KMSCTL=("$BUILD/kmsctl" --addr "$ADDR")
 KMSB=$BUILD/kmsb
-pid=
-
-stop_kmsd() {
-	if [ -n "$pid" ]; then
-		kill -TERM "$pid" 2>/dev/null || true
-		wait "$pid" 2>/dev/null || true
-		pid=
-	fi
-}
+. bench/kmsd.sh
 trap stop_kmsd EXIT
-
-"$BUILD/kmsd" --config "$HOME_DIR/kmsd.conf" --listen "$ADDR" \
-    --log-level info 2>"$WORK/kmsd.log" &
-pid=$!
-for _ in $(seq 100); do
-	"${KMSCTL[@]}" --as ci whoami >/dev/null 2>&1 && break
-	sleep 0.1
-done
-"${KMSCTL[@]}" --as ci whoami >/dev/null
+start_kmsd "$HOME_DIR/kmsd.conf" "$WORK/kmsd.log"
 
 make_key() {
 	"${KMSCTL[@]}" --as officer key get "$1" >/dev/null 2>&1 ||

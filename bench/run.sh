@@ -44,32 +44,8 @@ export KMS_HOME=$HOME_DIR
 export SOFTHSM2_CONF=$HOME_DIR/softhsm2.conf
 PKI=$HOME_DIR/pki
 KMSCTL=("$BUILD/kmsctl" --addr "$ADDR")
-pid=
-
-stop_kmsd() {
-	if [ -n "$pid" ]; then
-		kill -TERM "$pid" 2>/dev/null || true
-		wait "$pid" 2>/dev/null || true
-		pid=
-	fi
-}
+. bench/kmsd.sh
 trap stop_kmsd EXIT
-
-# start_kmsd CONFIG: starts kmsd and waits until it listens.
-start_kmsd() {
-	"$BUILD/kmsd" --config "$1" --listen "$ADDR" --log-level info \
-	    2>"$OUT/kmsd-$2.log" &
-	pid=$!
-	for _ in $(seq 100); do
-		if "${KMSCTL[@]}" --as ci whoami >/dev/null 2>&1; then
-			return 0
-		fi
-		sleep 0.1
-	done
-	echo "bench: kmsd did not start:" >&2
-	cat "$OUT/kmsd-$2.log" >&2
-	exit 1
-}
 
 # kmsd's CPU time so far, in microseconds (utime + stime from /proc).
 cpu_us() {
@@ -132,7 +108,7 @@ add raw-eddsa-1 "$(raw "$MODULE" eddsa 1)"
 add raw-rsa-1 "$(raw "$MODULE" rsa 1)"
 
 # 2. kms, audit durable.
-start_kmsd "$HOME_DIR/bench-durable.conf" durable
+start_kmsd "$HOME_DIR/bench-durable.conf" "$OUT/kmsd-durable.log"
 make_key bench/p256 EC_P256_SHA256
 make_key bench/ed25519 ED25519
 make_key bench/rsa2048 RSA_PKCS1_2048_SHA256
@@ -178,7 +154,7 @@ batching=$(grep -o 'audit: [0-9]* records in [0-9]* writes ([^)]*)' \
     "$OUT/kmsd-durable.log" | tail -1)
 
 # 3. kms, audit written but not synced.
-start_kmsd "$HOME_DIR/bench-nosync.conf" nosync
+start_kmsd "$HOME_DIR/bench-nosync.conf" "$OUT/kmsd-nosync.log"
 add kms-ecdsa-16-nosync "$(load --key-name bench/p256 --inflight 16 \
     --threads 2)"
 stop_kmsd

@@ -170,6 +170,18 @@ call_stream(struct ctx *x, const char *method, const ProtobufCMessage *req,
 	return call_failed(method, &res, &st);
 }
 
+/* Writes buf to the stream f already open (stdout, a device, a pipe). */
+static int
+write_stream(FILE *f, const char *name, const void *buf, size_t len)
+{
+	if (fwrite(buf, 1, len, f) != len || fflush(f) != 0) {
+		fprintf(stderr, "kmsctl: cannot write to %s: %s\n", name,
+		    strerror(errno));
+		return KMSCTL_EXIT_IO;
+	}
+	return 0;
+}
+
 /*
  * Writes buf to path, or to stdout when path is NULL or "-".  A file is
  * written to a temporary file beside it and renamed over it, so that a
@@ -177,24 +189,6 @@ call_stream(struct ctx *x, const char *method, const ProtobufCMessage *req,
  * written directly.  Secrets are written mode 0600,
  * anything else 0666 less the umask, like any other new file.
  */
-static int
-write_all(int fd, const void *buf, size_t len)
-{
-	const uint8_t *p = buf;
-	ssize_t n;
-
-	while (len > 0) {
-		if ((n = write(fd, p, len)) == -1) {
-			if (errno == EINTR)
-				continue;
-			return -1;
-		}
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 int
 write_out(const char *path, const void *buf, size_t len, int secret)
 {
@@ -204,14 +198,8 @@ write_out(const char *path, const void *buf, size_t len, int secret)
 	FILE *f = NULL;
 	int fd = -1, r = KMSCTL_EXIT_IO;
 
-	if (path == NULL || strcmp(path, "-") == 0) {
-		if (fwrite(buf, 1, len, stdout) != len || fflush(stdout) != 0) {
-			fprintf(stderr, "kmsctl: cannot write to stdout: %s\n",
-			    strerror(errno));
-			return KMSCTL_EXIT_IO;
-		}
-		return 0;
-	}
+	if (path == NULL || strcmp(path, "-") == 0)
+		return write_stream(stdout, "stdout", buf, len);
 	/*
 	 * An existing device or pipe (/dev/null, /dev/stdout, a FIFO) is
 	 * written as it is: renaming a file over it would replace it.
@@ -222,13 +210,15 @@ write_out(const char *path, const void *buf, size_t len, int secret)
 			return KMSCTL_EXIT_IO;
 		}
 		if ((fd = open(path, O_WRONLY | O_CLOEXEC)) == -1 ||
-		    write_all(fd, buf, len) != 0) {
+		    (f = fdopen(fd, "wb")) == NULL) {
 			fprintf(stderr, "kmsctl: cannot write %s: %s\n", path,
 			    strerror(errno));
-			r = KMSCTL_EXIT_IO;
-		} else
-			r = 0;
-		if (fd != -1 && close(fd) != 0 && r == 0) {
+			if (fd != -1)
+				close(fd);
+			return KMSCTL_EXIT_IO;
+		}
+		r = write_stream(f, path, buf, len);
+		if (fclose(f) != 0 && r == 0) {
 			fprintf(stderr, "kmsctl: cannot write %s: %s\n", path,
 			    strerror(errno));
 			r = KMSCTL_EXIT_IO;

@@ -17,8 +17,18 @@ export KMS_HOME KMS_ADDR
 
 WARN = -Wall -Wextra -Wshadow -Wformat=2 -Wstrict-prototypes \
 	-Wmissing-prototypes -Wpointer-arith -Wno-unused-parameter -Werror
-CPPFLAGS += -D_GNU_SOURCE -I. -Ikms -Iclients -I$(BUILD)/gen \
-	$(shell pkg-config --cflags p11-kit-1 2>/dev/null)
+# Each directory sees only the headers it may use (docs/design.md): the
+# device library its own, common/ its own, the daemon and the CLI common/
+# and themselves, never each other.  -MMD tracks header dependencies.
+P11_CFLAGS := $(shell pkg-config --cflags p11-kit-1 2>/dev/null)
+CPPFLAGS += -D_GNU_SOURCE -MMD -MP
+INC_KMSB = -Ikmsb
+INC_COMMON = -Icommon
+INC_KMS = -I. -Icommon -Ikms -I$(BUILD)/gen $(P11_CFLAGS)
+INC_KMSCTL = -I. -Icommon -Ikmsctl -I$(BUILD)/gen
+INC_TESTS = -I. -Icommon -Ikms -Ikmsctl -Itests/unit -I$(BUILD)/gen \
+	$(P11_CFLAGS)
+INC_BENCH = -I. -Ibench -I$(BUILD)/gen $(P11_CFLAGS)
 CFLAGS ?= -O2 -g
 CFLAGS += -std=c11 -fno-strict-aliasing -fstack-protector-strong -fPIC $(WARN)
 LDLIBS_COMMON = -lprotobuf-c -lssl -lcrypto -ljansson -linih -lpthread -ldl
@@ -36,24 +46,23 @@ GEN = $(BUILD)/gen
 PROTO_C = $(GEN)/kms/v1/kms.pb-c.c $(GEN)/grpc/health/v1/health.pb-c.c
 PROTO_H = $(PROTO_C:.c=.h)
 
+# What the daemon and the clients share.
+COMMON_SRCS = common/kmserr.c common/algo.c common/log.c common/secret.c \
+	common/inifile.c common/names.c common/auditread.c common/pubkey.c
 # The daemon's modules, one per concern; the RPC layer alone sees gRPC.
-LIB_SRCS = kms/kmserr.c kms/algo.c kms/log.c kms/secret.c kms/config.c \
-	kms/inifile.c \
-	kms/policy.c kms/names.c kms/hsm.c kms/keystore.c kms/audit.c \
-	kms/auditkey.c \
-	kms/auditread.c \
-	kms/pubkey.c
+KMS_LIB_SRCS = kms/config.c kms/policy.c kms/hsm.c kms/keystore.c \
+	kms/audit.c kms/auditkey.c
+LIB_SRCS = $(COMMON_SRCS) $(KMS_LIB_SRCS)
 KMSD_SRCS = kms/rpc.c kms/handlers.c kms/main.c
-CLIENT_SRCS = clients/kmsclient.c clients/auditcmd.c clients/kmsbcmd.c
-CLIENT_SRCS += clients/capgo.c clients/bundlecmd.c
-KMSCTL_SRCS = clients/kmsctl.c
+CLIENT_SRCS = kmsctl/kmsclient.c kmsctl/auditcmd.c kmsctl/otacmd.c \
+	kmsctl/capgo.c kmsctl/capgocmd.c
+KMSCTL_SRCS = kmsctl/kmsctl.c
 # kms OTA bundles (docs/bundle-format.md): the device verifier, which needs
 # neither kms nor gRPC (only kmsb_crypto_openssl.c sees OpenSSL), and the
 # producer that kmsctl ota links.
-KMSB_SRCS = clients/kmsb/kmsb_manifest.c clients/kmsb/kmsb_verify.c \
-	clients/kmsb/kmsb_hpke.c clients/kmsb/kmsb_keys.c \
-	clients/kmsb/kmsb_file.c clients/kmsb/kmsb_crypto_openssl.c
-KMSB_SEAL_SRCS = clients/kmsb/kmsb_seal.c
+KMSB_SRCS = kmsb/kmsb_manifest.c kmsb/kmsb_verify.c kmsb/kmsb_hpke.c \
+	kmsb/kmsb_keys.c kmsb/kmsb_file.c kmsb/kmsb_crypto_openssl.c
+KMSB_SEAL_SRCS = kmsb/kmsb_seal.c
 
 LIB_OBJS = $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
 KMSD_OBJS = $(KMSD_SRCS:%.c=$(BUILD)/obj/%.o)
@@ -87,32 +96,40 @@ $(GEN)/%.pb-c.c $(GEN)/%.pb-c.h: proto/%.proto
 
 $(BUILD)/obj/gen/%.o: $(GEN)/%.c $(PROTO_H)
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(CFLAGS) -Wno-missing-prototypes -c -o $@ $<
+	$(CC) $(CPPFLAGS) -I$(GEN) $(CFLAGS) -Wno-missing-prototypes -c -o $@ $<
 
-$(BUILD)/obj/%.o: %.c $(PROTO_H) $(wildcard kms/*.h clients/*.h)
+$(BUILD)/obj/kmsb/%.o: kmsb/%.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
+	$(CC) $(CPPFLAGS) $(INC_KMSB) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/obj/common/%.o: common/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(INC_COMMON) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/obj/kms/%.o: kms/%.c $(PROTO_H)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(INC_KMS) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/obj/kmsctl/%.o: kmsctl/%.c $(PROTO_H)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(INC_KMSCTL) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/obj/bench/%.o: bench/%.c $(PROTO_H)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(INC_BENCH) $(CFLAGS) -c -o $@ $<
 
 $(BUILD)/libkms.a: $(LIB_OBJS)
 	$(AR) rcs $@ $^
 
-# The bundle code depends on its own headers only (no generated protobuf).
-$(BUILD)/obj/clients/kmsb/%.o: clients/kmsb/%.c $(wildcard clients/kmsb/*.h)
-	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
-
-# kmsctl ota is built on the bundle library's headers too.
-$(BUILD)/obj/clients/kmsbcmd.o: $(wildcard clients/kmsb/*.h)
-
 $(BUILD)/libkmsb.a: $(KMSB_OBJS) $(KMSB_SEAL_OBJS)
 	$(AR) rcs $@ $^
 
-$(BUILD)/kmsb: $(BUILD)/obj/clients/kmsb/kmsb_main.o $(KMSB_OBJS)
+$(BUILD)/kmsb: $(BUILD)/obj/kmsb/kmsb_main.o $(KMSB_OBJS)
 	$(CC) $(LDFLAGS) -o $@ $^ -lcrypto
 
 # kmsd reads OTA manifests with the device library's parser (no crypto).
 $(BUILD)/kmsd: $(KMSD_OBJS) $(PROTO_OBJS) \
-	$(BUILD)/obj/clients/kmsb/kmsb_manifest.o $(BUILD)/libkms.a
+	$(BUILD)/obj/kmsb/kmsb_manifest.o $(BUILD)/libkms.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS_GRPC) $(LDLIBS_COMMON)
 
 $(BUILD)/kmsctl: $(KMSCTL_OBJS) $(CLIENT_OBJS) $(PROTO_OBJS) $(BUILD)/libkms.a \
@@ -130,9 +147,6 @@ $(BUILD)/kmsbspeed: $(BUILD)/obj/bench/kmsbspeed.o $(KMSB_OBJS)
 $(BUILD)/p11raw: $(BUILD)/obj/bench/p11raw.o $(BUILD)/obj/bench/p11util.o
 	$(CC) $(LDFLAGS) -o $@ $^ -lpthread -ldl
 
-$(BUILD)/obj/bench/p11raw.o $(BUILD)/obj/bench/kmsfill.o \
-    $(BUILD)/obj/bench/p11util.o: bench/p11util.h
-
 # Fills a token with keys as kmsd's keystore makes them (bench/kmsfill.c).
 $(BUILD)/kmsfill: $(BUILD)/obj/bench/kmsfill.o $(BUILD)/obj/bench/p11util.o
 	$(CC) $(LDFLAGS) -o $@ $^ -ljansson -lcrypto -ldl
@@ -140,20 +154,20 @@ $(BUILD)/kmsfill: $(BUILD)/obj/bench/kmsfill.o $(BUILD)/obj/bench/p11util.o
 # The fault-injecting PKCS#11 module used by the unit tests.
 $(BUILD)/p11fault.so: tests/mock-p11/p11fault.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(CFLAGS) -shared -o $@ $< -ldl
+	$(CC) $(CPPFLAGS) $(P11_CFLAGS) $(CFLAGS) -shared -o $@ $< -ldl
 
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libkms.a $(BUILD)/libkmsb.a \
-	$(PROTO_H) $(wildcard clients/kmsb/*.h) tests/unit/p11token.h
+	$(PROTO_H)
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libkms.a \
+	$(CC) $(CPPFLAGS) $(INC_TESTS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libkms.a \
 		$(BUILD)/libkmsb.a -lcmocka $(LDLIBS_COMMON)
 
 # The bundle format lives with the client; its test links it.
-$(BUILD)/tests/test_capgo: tests/unit/test_capgo.c tests/unit/capgo_kat.h \
-    $(BUILD)/obj/clients/capgo.o $(BUILD)/libkms.a
+$(BUILD)/tests/test_capgo: tests/unit/test_capgo.c \
+    $(BUILD)/obj/kmsctl/capgo.o $(BUILD)/libkms.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< \
-		$(BUILD)/obj/clients/capgo.o $(BUILD)/libkms.a \
+	$(CC) $(CPPFLAGS) $(INC_TESTS) $(CFLAGS) $(LDFLAGS) -o $@ $< \
+		$(BUILD)/obj/kmsctl/capgo.o $(BUILD)/libkms.a \
 		-lcmocka $(LDLIBS_COMMON)
 
 unit: $(UNIT_BINS) $(BUILD)/p11fault.so
@@ -164,39 +178,38 @@ unit: $(UNIT_BINS) $(BUILD)/p11fault.so
 # libFuzzer targets (clang), run for FUZZ_SECONDS each.
 FUZZ_SECONDS ?= 30
 FUZZ_DIR = build/fuzz
-FUZZ_AUDIT_SRCS = tests/fuzz/fuzz_audit_verify.c kms/auditread.c \
-	kms/kmserr.c kms/algo.c kms/pubkey.c kms/log.c
+FUZZ_AUDIT_SRCS = tests/fuzz/fuzz_audit_verify.c common/auditread.c \
+	common/kmserr.c common/algo.c common/pubkey.c common/log.c
 
-$(FUZZ_DIR)/fuzz_audit_verify: $(FUZZ_AUDIT_SRCS) kms/auditread.h
+$(FUZZ_DIR)/fuzz_audit_verify: $(FUZZ_AUDIT_SRCS) common/auditread.h
 	@mkdir -p $(dir $@)
 	clang -g -O1 -fsanitize=fuzzer,address,undefined \
-		-DFUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION -D_GNU_SOURCE -Ikms \
+		-DFUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION -D_GNU_SOURCE -Icommon \
 		-o $@ $(FUZZ_AUDIT_SRCS) -ljansson -lcrypto
 
-FUZZ_POLICY_SRCS = tests/fuzz/fuzz_policy.c kms/policy.c kms/names.c \
-	kms/inifile.c \
-	kms/kmserr.c kms/algo.c kms/log.c
+FUZZ_POLICY_SRCS = tests/fuzz/fuzz_policy.c kms/policy.c common/names.c \
+	common/inifile.c common/kmserr.c common/algo.c common/log.c
 
-$(FUZZ_DIR)/fuzz_policy: $(FUZZ_POLICY_SRCS) kms/policy.h kms/names.h
+$(FUZZ_DIR)/fuzz_policy: $(FUZZ_POLICY_SRCS) kms/policy.h common/names.h
 	@mkdir -p $(dir $@)
-	clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Ikms \
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Ikms -Icommon \
 		-o $@ $(FUZZ_POLICY_SRCS) -linih
 
-FUZZ_CAPGO_SRCS = tests/fuzz/fuzz_capgo.c clients/capgo.c kms/kmserr.c
+FUZZ_CAPGO_SRCS = tests/fuzz/fuzz_capgo.c kmsctl/capgo.c common/kmserr.c
 
-$(FUZZ_DIR)/fuzz_capgo: $(FUZZ_CAPGO_SRCS) clients/capgo.h tests/unit/capgo_kat.h
+$(FUZZ_DIR)/fuzz_capgo: $(FUZZ_CAPGO_SRCS) kmsctl/capgo.h tests/unit/capgo_kat.h
 	@mkdir -p $(dir $@)
-	clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Ikms \
-		-Iclients -Itests/unit -o $@ $(FUZZ_CAPGO_SRCS) -lcrypto
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Icommon \
+		-Ikmsctl -Itests/unit -o $@ $(FUZZ_CAPGO_SRCS) -lcrypto
 
 # The bundle manifest and statement parsers, and the streaming verifier
 # on arbitrary input.
 FUZZ_KMSB_SRCS = tests/fuzz/fuzz_kmsb_manifest.c $(KMSB_SRCS)
 
-$(FUZZ_DIR)/fuzz_kmsb_manifest: $(FUZZ_KMSB_SRCS) $(wildcard clients/kmsb/*.h)
+$(FUZZ_DIR)/fuzz_kmsb_manifest: $(FUZZ_KMSB_SRCS) $(wildcard kmsb/*.h)
 	@mkdir -p $(dir $@)
 	clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE \
-		-Iclients/kmsb -o $@ $(FUZZ_KMSB_SRCS) -lcrypto
+		-Ikmsb -o $@ $(FUZZ_KMSB_SRCS) -lcrypto
 
 fuzz: $(FUZZ_DIR)/fuzz_audit_verify $(FUZZ_DIR)/fuzz_policy \
 	$(FUZZ_DIR)/fuzz_kmsb_manifest $(FUZZ_DIR)/fuzz_capgo
@@ -241,3 +254,5 @@ bench: deps-bench all $(BUILD)/kmsload $(BUILD)/p11raw $(BUILD)/kmsfill
 
 clean:
 	rm -rf build
+
+-include $(shell find $(BUILD)/obj $(BUILD)/tests -name '*.d' 2>/dev/null)

@@ -52,7 +52,7 @@
 #define META_FORMAT 1
 
 struct alg {
-	const char *name;		/* as in kms/algo.c */
+	const char *name;		/* as in common/algo.c */
 	CK_MECHANISM_TYPE gen;
 	const CK_BYTE *params;		/* CKA_EC_PARAMS; NULL: AES */
 	CK_ULONG params_len;

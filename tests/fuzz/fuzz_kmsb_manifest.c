@@ -112,9 +112,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 #else
 /*
  * The seed corpus:
- *   cc -DKMSB_MKSEED -D_GNU_SOURCE -Iclients/kmsb -o /tmp/mkseed \
+ *   cc -DKMSB_MKSEED -D_GNU_SOURCE -Ikmsb -o /tmp/mkseed \
  *       tests/fuzz/fuzz_kmsb_manifest.c \
- *       $(ls clients/kmsb/kmsb_*.c | grep -v main) -lcrypto
+ *       $(ls kmsb/kmsb_*.c | grep -v main) -lcrypto
  *   /tmp/mkseed tests/fuzz/corpus-kmsb
  */
 #include "kmsb_seal.h"

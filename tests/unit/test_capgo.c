@@ -1,5 +1,5 @@
 /*
- * test_capgo.c: the Capgo bundle format (clients/capgo.c): round trips
+ * test_capgo.c: the Capgo bundle format (kmsctl/capgo.c): round trips
  * through a local RSA key standing in for kms, a bundle made by Capgo's
  * own CLI (@capgo/cli 8.68.1, V3 checksum) as a known answer, and every
  * way a bundle, its strings or its public key can be wrong.

@@ -1,9 +1,9 @@
 /*
- * bundlecmd.h: `kmsctl bundle encrypt|decrypt|verify`, encrypted app
+ * capgocmd.h: `kmsctl bundle encrypt|decrypt|verify`, encrypted app
  * bundles (the Capgo format, see capgo.h).
  */
-#ifndef KMS_BUNDLECMD_H
-#define KMS_BUNDLECMD_H
+#ifndef KMS_CAPGOCMD_H
+#define KMS_CAPGOCMD_H
 
 struct ctx;
 
@@ -16,4 +16,4 @@ int bundle_cmd_offline(int argc, char **argv);
 /* `kmsctl bundle SUBCOMMAND ...`; argv[0] is "bundle".  Returns the exit code. */
 int bundle_cmd(struct ctx *x, int argc, char **argv);
 
-#endif /* KMS_BUNDLECMD_H */
+#endif /* KMS_CAPGOCMD_H */

@@ -1,9 +1,9 @@
 /*
- * kmsbcmd.h: `kmsctl ota`, the producer side of kms OTA bundles
+ * otacmd.h: `kmsctl ota`, the producer side of kms OTA bundles
  * (docs/bundle-format.md): seal, statement, keygen.
  */
-#ifndef KMS_KMSBCMD_H
-#define KMS_KMSBCMD_H
+#ifndef KMS_OTACMD_H
+#define KMS_OTACMD_H
 
 struct ctx;
 
@@ -13,4 +13,4 @@ int kmsb_cmd(struct ctx *x, int argc, char **argv);
 /* `kmsctl ota keygen`, offline; argv[0] is "keygen". */
 int kmsb_cmd_keygen(int argc, char **argv);
 
-#endif /* KMS_KMSBCMD_H */
+#endif /* KMS_OTACMD_H */

@@ -1,5 +1,5 @@
 /*
- * bundlecmd.c: `kmsctl bundle encrypt|decrypt|verify --format capgo`.
+ * capgocmd.c: `kmsctl bundle encrypt|decrypt|verify --format capgo`.
  *
  * encrypt does the bulk work here, in constant memory, and sends kms only
  * the 16-byte session key and the 32-byte checksum to be signed with an
@@ -29,7 +29,7 @@
 
 #include "algo.h"
 #include "auditcmd.h"
-#include "bundlecmd.h"
+#include "capgocmd.h"
 #include "capgo.h"
 #include "kmsctl.h"
 #include "kmserr.h"

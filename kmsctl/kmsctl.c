@@ -30,8 +30,8 @@
 
 #include "algo.h"
 #include "auditcmd.h"
-#include "kmsbcmd.h"
-#include "bundlecmd.h"
+#include "otacmd.h"
+#include "capgocmd.h"
 #include "kmsclient.h"
 #include "kmsctl.h"
 #include "kmserr.h"
@@ -1563,7 +1563,7 @@ main(int argc, char **argv)
 	if (strcmp(cmd, "audit") == 0 && argc > 2 &&
 	    strcmp(argv[2], "verify") == 0)
 		return audit_cmd_verify(argc - 2, argv + 2, x.json);
-	/* kms OTA bundles (clients/kmsbcmd.c); keygen works offline. */
+	/* kms OTA bundles (kmsctl/otacmd.c); keygen works offline. */
 	if (strcmp(cmd, "ota") == 0) {
 		if (argc > 2 && strcmp(argv[2], "keygen") == 0)
 			return kmsb_cmd_keygen(argc - 2, argv + 2);

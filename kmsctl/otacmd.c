@@ -1,5 +1,5 @@
 /*
- * kmsbcmd.c: `kmsctl ota`: kms OTA bundles made on the CI machine with
+ * otacmd.c: `kmsctl ota`: kms OTA bundles made on the CI machine with
  * keys that stay in kmsd's HSM.
  *
  *   ota seal --key NAME[:VER] --app A --channel C --version V --seq N
@@ -30,7 +30,7 @@
 #include <openssl/pem.h>
 
 #include "auditcmd.h"
-#include "kmsbcmd.h"
+#include "otacmd.h"
 #include "kmsctl.h"
 #include "kmsb/kmsb.h"
 #include "kmsb/kmsb_file.h"

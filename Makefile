@@ -53,7 +53,8 @@ COMMON_SRCS = common/kmserr.c common/algo.c common/log.c common/secret.c \
 KMS_LIB_SRCS = kms/config.c kms/policy.c kms/hsm.c kms/keystore.c \
 	kms/audit.c kms/auditkey.c
 LIB_SRCS = $(COMMON_SRCS) $(KMS_LIB_SRCS)
-KMSD_SRCS = kms/rpc.c kms/handlers.c kms/main.c
+KMSD_SRCS = kms/rpc.c kms/gate.c kms/handlers.c kms/h_keys.c kms/h_crypto.c \
+	kms/h_bundle.c kms/h_service.c kms/main.c
 CLIENT_SRCS = kmsctl/kmsclient.c kmsctl/auditcmd.c kmsctl/otacmd.c \
 	kmsctl/capgo.c kmsctl/capgocmd.c
 KMSCTL_SRCS = kmsctl/kmsctl.c

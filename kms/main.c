@@ -26,7 +26,7 @@
 #include "audit.h"
 #include "auditkey.h"
 #include "config.h"
-#include "handlers.h"
+#include "gate.h"
 #include "hsm.h"
 #include "keystore.h"
 #include "kmserr.h"

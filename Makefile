@@ -49,7 +49,7 @@ PROTO_H = $(PROTO_C:.c=.h)
 # What the daemon and the clients share.
 COMMON_SRCS = common/kmserr.c common/algo.c common/log.c common/secret.c \
 	common/inifile.c common/names.c common/auditread.c common/pubkey.c \
-	common/merkle.c
+	common/merkle.c common/note.c
 # The daemon's modules, one per concern; the RPC layer alone sees gRPC.
 KMS_LIB_SRCS = kms/config.c kms/policy.c kms/hsm.c kms/keystore.c \
 	kms/audit.c kms/auditkey.c
@@ -74,7 +74,7 @@ KMSB_OBJS = $(KMSB_SRCS:%.c=$(BUILD)/obj/%.o)
 KMSB_SEAL_OBJS = $(KMSB_SEAL_SRCS:%.c=$(BUILD)/obj/%.o)
 
 UNIT_TESTS = test_kmserr test_names test_config test_policy test_secret test_audit \
-	test_merkle \
+	test_merkle test_note \
 	test_hsm test_keystore test_kmsb
 UNIT_TESTS += test_capgo
 UNIT_BINS = $(UNIT_TESTS:%=$(BUILD)/tests/%)

@@ -3,6 +3,7 @@
 #   make            build build/kmsd, build/kmsctl and build/kmsb
 #   make run        install what is missing, build, set up $KMS_HOME, run kmsd
 #   make test       install what is missing, build, run every test
+#                   (OFFLINE=1: skip the tests that need the npm registry)
 #   make bench      benchmarks (see bench/)
 #
 # SAN=1 builds with AddressSanitizer and UndefinedBehaviorSanitizer into
@@ -258,8 +259,12 @@ fuzz: $(FUZZ_DIR)/fuzz_audit_verify $(FUZZ_DIR)/fuzz_policy \
 asan:
 	$(MAKE) BUILD=build/asan SAN=1 all
 
+# OFFLINE=1 skips the tests that need the npm registry (Capgo's CLI).
+OFFLINE ?= 0
 integration: all
-	@BUILD=$(BUILD) bash tests/run-integration.sh
+	@if [ "$(OFFLINE)" != 0 ]; then echo "integration: OFFLINE=1, the" \
+	    "Capgo interoperability tests (npm) are skipped"; fi
+	@BUILD=$(BUILD) KMS_TEST_OFFLINE=$(OFFLINE) bash tests/run-integration.sh
 
 # Every test: unit tests and the integration suite on the normal build,
 # then the integration suite again on the ASan+UBSan build.

@@ -1,9 +1,12 @@
 """Operating kmsd: --version, --help, JSON logs."""
 
 import json
+import os
 import re
+import socket
+import time
 
-from conftest import KMSD, Kmsd, pb, run
+from conftest import KMSD, TOP, Kmsd, pb, run
 
 
 def test_kmsd_version_and_help():
@@ -44,3 +47,44 @@ def test_json_log_one_object_per_line(kmsd, workdir):
     grpc_lines = [o for o in objs if o.get("source") == "grpc"]
     assert grpc_lines, "no gRPC message in the log"
     assert all(isinstance(o["line"], int) and o["file"] for o in grpc_lines)
+
+
+def _capgo_without_registry(tmp_path, registry, offline="0"):
+    """Runs one Capgo CLI test in a pytest of its own, with an empty npm
+    cache and the registry at registry; returns (process, seconds)."""
+    env = dict(os.environ, KMS_TEST_NPM_CACHE=str(tmp_path / "npm"),
+               npm_config_registry=registry, npm_config_cache=str(
+                   tmp_path / "npm-home"), KMS_TEST_OFFLINE=offline)
+    t0 = time.monotonic()
+    p = run(["/usr/bin/python3", "-m", "pytest", "-p", "no:cacheprovider",
+             "-p", "no:random_order", "-q", "-rfEs",
+             str(TOP / "tests" / "integration" / "test_capgo.py"), "-k",
+             "test_our_verify_accepts_capgo_cli_bundle"],
+            check=False, env=env, cwd=str(TOP), timeout=120)
+    return p, time.monotonic() - t0
+
+
+def test_capgo_tests_fail_fast_without_npm(tmp_path):
+    """A registry that accepts connections and never answers (what a
+    firewall that drops packets looks like): the Capgo test fails within
+    30 s and says what to do."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    try:
+        p, took = _capgo_without_registry(
+            tmp_path, "http://127.0.0.1:%d/" % silent.getsockname()[1])
+    finally:
+        silent.close()
+    out = p.stdout.decode(errors="replace")
+    assert p.returncode == 1, out
+    assert "npm registry cannot be reached" in out, out
+    assert "OFFLINE=1" in out, out
+    assert took < 30 + 10, "took %.1f s" % took   # + pytest's own start
+
+
+def test_capgo_tests_skipped_offline(tmp_path):
+    p, took = _capgo_without_registry(tmp_path, "http://127.0.0.1:9/", "1")
+    out = p.stdout.decode(errors="replace")
+    assert p.returncode == 0 and "1 skipped" in out, out
+    assert "OFFLINE=1" in out, out

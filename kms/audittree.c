@@ -138,24 +138,6 @@ audit_tree_add_lines(struct audit_tree *t, const char *buf, size_t len)
 	return 0;
 }
 
-static int
-pwrite_all(int fd, const uint8_t *p, size_t len, off_t off)
-{
-	ssize_t n;
-
-	while (len > 0) {
-		n = pwrite(fd, p, len, off);
-		if (n == -1 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return -1;
-		p += n;
-		len -= (size_t)n;
-		off += n;
-	}
-	return 0;
-}
-
 int
 audit_tree_flush(struct audit_tree *t)
 {
@@ -176,8 +158,9 @@ audit_tree_flush(struct audit_tree *t)
 				return KMS_ERR_AUDIT;
 			}
 		}
-		if (pwrite_all(t->fd[l], b->buf, b->len,
-		    (off_t)(b->first * MERKLE_HASH_LEN)) == -1) {
+		/* A regular file takes the whole write or fails (ENOSPC). */
+		if (pwrite(t->fd[l], b->buf, b->len,
+		    (off_t)(b->first * MERKLE_HASH_LEN)) != (ssize_t)b->len) {
 			log_error("audit: cannot write the tree level %u in "
 			    "%s: %s", l, t->dir, strerror(errno));
 			return KMS_ERR_AUDIT;

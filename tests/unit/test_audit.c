@@ -171,8 +171,11 @@ test_chain_verifies_across_segments_and_restarts(void **state)
 	assert_int_equal(res.chains, 1);
 	/* 120 records, checkpoints every 5 and at each open and close. */
 	assert_true(res.checkpoints >= 120 / 5);
-	/* The last record is the closing checkpoint. */
-	assert_int_equal(res.records, last + 1);
+	/*
+	 * After the last record come the closing checkpoint and, when the
+	 * writer was signing one as the chain closed, that one too.
+	 */
+	assert_true(res.records >= last + 1 && res.records <= last + 2);
 	/* A clean close leaves nothing outside a checkpoint. */
 	assert_int_equal(res.unsigned_tail, 0);
 }

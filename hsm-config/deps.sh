@@ -31,6 +31,7 @@ PACKAGES=(
 	python3-grpc-tools
 	python3-protobuf
 	python3-pytest
+	python3-pytest-random-order	# the suite runs in a random order
 )
 
 # `deps.sh bench` (make bench) adds what the benchmarks need.

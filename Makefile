@@ -55,8 +55,10 @@ KMS_LIB_SRCS = kms/config.c kms/policy.c kms/hsm.c kms/keystore.c \
 	kms/audit.c kms/auditkey.c
 LIB_SRCS = $(COMMON_SRCS) $(KMS_LIB_SRCS)
 KMSD_SRCS = kms/rpc.c kms/handlers.c kms/main.c
-CLIENT_SRCS = kmsctl/kmsclient.c kmsctl/auditcmd.c kmsctl/otacmd.c \
-	kmsctl/capgo.c kmsctl/capgocmd.c
+CLIENT_SRCS = kmsctl/kmsclient.c kmsctl/conn.c kmsctl/output.c \
+	kmsctl/cmdtab.c kmsctl/keycmd.c kmsctl/signcmd.c kmsctl/wrapcmd.c \
+	kmsctl/whoamicmd.c kmsctl/auditlist.c kmsctl/auditcmd.c \
+	kmsctl/otacmd.c kmsctl/capgo.c kmsctl/capgocmd.c
 KMSCTL_SRCS = kmsctl/kmsctl.c
 # kms OTA bundles (docs/bundle-format.md): the device verifier, which needs
 # neither kms nor gRPC (only kmsb_crypto_openssl.c sees OpenSSL), and the

@@ -51,7 +51,8 @@ COMMON_SRCS = common/kmserr.c common/algo.c common/log.c common/secret.c \
 	common/inifile.c common/names.c common/auditread.c common/pubkey.c \
 	common/clock.c
 # The daemon's modules, one per concern; the RPC layer alone sees gRPC.
-KMS_LIB_SRCS = kms/config.c kms/policy.c kms/hsm.c kms/keymeta.c \
+KMS_LIB_SRCS = kms/config.c kms/policy.c kms/hsm.c kms/hsm_obj.c \
+	kms/hsm_rv.c kms/keymeta.c \
 	kms/store_token.c kms/keystore.c kms/keystore_life.c kms/keystore_ops.c \
 	kms/audit.c kms/auditkey.c
 LIB_SRCS = $(COMMON_SRCS) $(KMS_LIB_SRCS)

@@ -147,6 +147,9 @@ generate(struct p11 *p, const struct alg *a, const char *label,
 	ADD(pubt, np, CKA_EC_PARAMS, a->params, a->params_len);
 	add_protected_key(privt, &nv, label);
 	ADD(privt, nv, CKA_SIGN, &t, sizeof(t));
+	ADD(privt, nv, CKA_DECRYPT, &f, sizeof(f));
+	ADD(privt, nv, CKA_UNWRAP, &f, sizeof(f));
+	ADD(privt, nv, CKA_DERIVE, &f, sizeof(f));
 	return p->f->C_GenerateKeyPair(p->s, &mech, pubt, np, privt, nv, pub,
 	    priv);
 }

@@ -13,6 +13,7 @@
 #include "keystore_int.h"
 #include "kmserr.h"
 #include "log.h"
+#include "pubkey.h"
 #include "secret.h"
 
 #define FIND_TRIES 2			/* x FIND_PAUSE_MS: a version made */
@@ -108,8 +109,9 @@ keystore_sign(struct keystore *ks, struct hsm_session *s,
     uint8_t *sig, size_t *siglen, struct kms_status *st)
 {
 	const struct kms_alg_info *alg;
+	uint8_t raw[HSM_SIG_MAX];
 	hsm_handle_t h;
-	size_t cap = *siglen;
+	size_t rawlen = 0;
 	int r, attempt;
 
 	for (attempt = 0; attempt < 2; attempt++) {
@@ -120,11 +122,13 @@ keystore_sign(struct keystore *ks, struct hsm_session *s,
 			return kms_status_set(st, KMS_ERR_FAILED_PRECONDITION,
 			    "key \"%s\" is an %s key and cannot sign", name,
 			    alg->name);
-		*siglen = cap;
-		r = hsm_sign(s, alg, h, in, inlen, sig, siglen);
+		rawlen = sizeof(raw);
+		r = hsm_sign(s, alg, h, in, inlen, raw, &rawlen);
 		if (r != KMS_ERR_STALE_HANDLE)
 			break;
 	}
+	if (r == 0)
+		r = pubkey_sig_encode(alg, raw, rawlen, sig, siglen);
 	if (r != 0)
 		return kms_status_set(st, r, "the HSM could not sign: %s",
 		    kms_strerror(r));
@@ -137,6 +141,7 @@ keystore_public_key(struct keystore *ks, struct hsm_session *s,
     struct kms_status *st)
 {
 	const struct kms_alg_info *alg;
+	struct hsm_pubkey pk;
 	struct ks_vcache *c;
 	struct ks_entry *e;
 	uint8_t *buf = NULL;
@@ -166,7 +171,11 @@ keystore_public_key(struct keystore *ks, struct hsm_session *s,
 		if ((r = version_handle(ks, s, name, version, 1,
 		    attempt > 0, &alg, &h, st)) != 0)
 			return r;
-		r = hsm_public_key_der(s, alg, h, &buf, &len);
+		if ((r = hsm_public_key(s, alg, h, &pk)) == 0) {
+			r = pubkey_spki(alg, pk.a, pk.alen, pk.b, pk.blen,
+			    &buf, &len);
+			hsm_pubkey_clear(&pk);
+		}
 		if (r != KMS_ERR_STALE_HANDLE)
 			break;
 	}

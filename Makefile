@@ -3,6 +3,7 @@
 #   make            build build/kmsd, build/kmsctl and build/kmsb
 #   make run        install what is missing, build, set up $KMS_HOME, run kmsd
 #   make test       install what is missing, build, run every test
+#                   (OFFLINE=1: skip the tests that need the npm registry)
 #   make bench      benchmarks (see bench/)
 #
 # SAN=1 builds with AddressSanitizer and UndefinedBehaviorSanitizer into
@@ -54,9 +55,9 @@ COMMON_SRCS = common/kmserr.c common/algo.c common/log.c common/secret.c \
 KMS_LIB_SRCS = kms/config.c kms/policy.c kms/hsm.c kms/hsm_obj.c \
 	kms/hsm_rv.c kms/keymeta.c \
 	kms/store_token.c kms/keystore.c kms/keystore_life.c kms/keystore_ops.c \
-	kms/audit.c kms/auditkey.c
+	kms/audit.c kms/audittree.c kms/auditkey.c
 LIB_SRCS = $(COMMON_SRCS) $(KMS_LIB_SRCS)
-KMSD_SRCS = kms/rpc.c kms/handlers.c kms/main.c
+KMSD_SRCS = kms/rpc.c kms/rpclog.c kms/handlers.c kms/main.c
 CLIENT_SRCS = kmsctl/kmsclient.c kmsctl/conn.c kmsctl/output.c \
 	kmsctl/cmdtab.c kmsctl/keycmd.c kmsctl/signcmd.c kmsctl/wrapcmd.c \
 	kmsctl/whoamicmd.c kmsctl/auditlist.c kmsctl/auditcmd.c \
@@ -188,7 +189,8 @@ unit: $(UNIT_BINS) $(BUILD)/p11fault.so
 FUZZ_SECONDS ?= 30
 FUZZ_DIR = build/fuzz
 FUZZ_AUDIT_SRCS = tests/fuzz/fuzz_audit_verify.c common/auditread.c \
-	common/kmserr.c common/algo.c common/pubkey.c common/log.c
+	common/kmserr.c common/algo.c common/pubkey.c common/log.c \
+	common/merkle.c common/note.c
 
 $(FUZZ_DIR)/fuzz_audit_verify: $(FUZZ_AUDIT_SRCS) common/auditread.h
 	@mkdir -p $(dir $@)
@@ -263,8 +265,12 @@ fuzz: $(FUZZ_DIR)/fuzz_audit_verify $(FUZZ_DIR)/fuzz_policy \
 asan:
 	$(MAKE) BUILD=build/asan SAN=1 all
 
+# OFFLINE=1 skips the tests that need the npm registry (Capgo's CLI).
+OFFLINE ?= 0
 integration: all
-	@BUILD=$(BUILD) bash tests/run-integration.sh
+	@if [ "$(OFFLINE)" != 0 ]; then echo "integration: OFFLINE=1, the" \
+	    "Capgo interoperability tests (npm) are skipped"; fi
+	@BUILD=$(BUILD) KMS_TEST_OFFLINE=$(OFFLINE) bash tests/run-integration.sh
 
 # Every test: unit tests and the integration suite on the normal build,
 # then the integration suite again on the ASan+UBSan build.

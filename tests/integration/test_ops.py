@@ -38,11 +38,16 @@ def test_json_log_one_object_per_line(kmsd, workdir):
             c.close()
         rc = k.stop()
     assert rc == 0 and not k.sanitizer_reports, k.log()
-    lines = k.log().splitlines()
+    # LeakSanitizer's list of the suppressions it used (ASan build) is not
+    # kmsd's; nothing after it is.
+    lines = k.log().split("-" * 20)[0].splitlines()
     assert len(lines) > 3
     objs = []
     for line in lines:
-        o = json.loads(line)
+        try:
+            o = json.loads(line)
+        except ValueError:
+            raise AssertionError("not JSON: %r" % line)
         assert set(o) >= {"time", "level", "msg"}, o
         assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$",
                         o["time"]), o
@@ -225,7 +230,7 @@ def test_watchdog_fed_only_while_healthy(kmsd, workdir):
         k.start()
         got = n.messages(3)
         assert any("READY=1" in m for m in got), got
-        assert sum("WATCHDOG=1" in m for m in got) >= 3, got
+        assert sum("WATCHDOG=1" in m for m in got) >= 2, got
         # The HSM is pulled out: the watchdog starves.
         down.write_text("")
         n.messages(2)

@@ -152,6 +152,14 @@ $(BUILD)/kmsbspeed: $(BUILD)/obj/bench/kmsbspeed.o $(KMSB_OBJS)
 $(BUILD)/p11raw: $(BUILD)/obj/bench/p11raw.o $(BUILD)/obj/bench/p11util.o
 	$(CC) $(LDFLAGS) -o $@ $^ -lpthread -ldl
 
+# The floor: a bare gRPC + PKCS#11 Sign server on kmsd's configuration
+# (bench/floor.c), the reference kmsd is measured against.  It reads that
+# configuration with kms/config.c.
+$(BUILD)/obj/bench/floor.o: INC_BENCH += -Icommon -Ikms
+$(BUILD)/floor: $(BUILD)/obj/bench/floor.o $(BUILD)/obj/bench/p11util.o \
+    $(PROTO_OBJS) $(BUILD)/libkms.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS_GRPC) $(LDLIBS_COMMON)
+
 # Fills a token with keys as kmsd's keystore makes them (bench/kmsfill.c).
 $(BUILD)/kmsfill: $(BUILD)/obj/bench/kmsfill.o $(BUILD)/obj/bench/p11util.o
 	$(CC) $(LDFLAGS) -o $@ $^ -ljansson -lcrypto -ldl
@@ -281,7 +289,8 @@ setup: deps all
 run: deps all
 	@bash hsm-config/run.sh
 
-bench: deps-bench all $(BUILD)/kmsload $(BUILD)/p11raw $(BUILD)/kmsfill
+bench: deps-bench all $(BUILD)/kmsload $(BUILD)/p11raw $(BUILD)/kmsfill \
+    $(BUILD)/floor
 	@bash bench/run.sh
 
 clean:

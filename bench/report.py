@@ -94,9 +94,10 @@ def floor_comparison():
     med = {}
     for key, byround in runs.items():
         xs = list(byround.values())
-        med[key] = {f: median([x[f] for x in xs]) for f in (
-            "ops_per_s", "p50_ms", "p99_ms", "server_cpu_us_per_op",
-            "cpu_us_per_op")}
+        med[key] = {f: median([x.get(f, float("nan")) for x in xs])
+                    for f in ("ops_per_s", "p50_ms", "p99_ms",
+                              "server_cpu_us_per_op", "cpu_us_per_op",
+                              "server_vcs_per_op", "server_ivcs_per_op")}
         med[key]["min_ops_per_s"] = min(x["ops_per_s"] for x in xs)
         med[key]["max_ops_per_s"] = max(x["ops_per_s"] for x in xs)
         med[key]["errors"] = sum(x.get("errors", 0) for x in xs)
@@ -118,17 +119,19 @@ def floor_comparison():
          per_round(16, "server_cpu_us_per_op"), 1.15, "<="),
     ]
     table = ["| server | in flight | calls/s (rounds' range) | p50 ms | "
-             "p99 ms | server CPU µs/call | load generator CPU µs/call |",
-             "|---|---|---|---|---|---|---|"]
+             "p99 ms | server CPU µs/call | load generator CPU µs/call | "
+             "server context switches/call |",
+             "|---|---|---|---|---|---|---|---|"]
     for n in (16, 64):
         for who in ("floor", "kmsd"):
             x = med[(who, n)]
             table.append("| %s | %d | %.0f (%.0f–%.0f) | %.2f | %.2f | "
-                         "%.0f | %.0f |" % (
+                         "%.0f | %.0f | %.2f + %.2f |" % (
                              who, n, x["ops_per_s"], x["min_ops_per_s"],
                              x["max_ops_per_s"], x["p50_ms"], x["p99_ms"],
                              x["server_cpu_us_per_op"],
-                             x["cpu_us_per_op"]))
+                             x["cpu_us_per_op"], x["server_vcs_per_op"],
+                             x["server_ivcs_per_op"]))
     tl = ["| target | kmsd / floor | per round | verdict |",
           "|---|---|---|---|"]
     for name, val, pr, goal, op in targets:
@@ -148,7 +151,8 @@ def floor_comparison():
           "is not counted. Each figure is the median of the rounds; a "
           "ratio is kmsd's median over the floor's, and its range the "
           "rounds' own ratios. Server CPU is the process's CPU time (every "
-          "thread, from /proc) per call. %s" % (
+          "thread, from /proc) per call; its context switches are every "
+          "thread's, voluntary (it waited) + involuntary. %s" % (
               "BENCH_ONLY=floor " if quick else "", machine, workers,
               len(rounds), seconds, os.environ.get("BENCH_WARMUP", "1"),
               "Failed calls: %d." % errors if errors else

@@ -63,25 +63,42 @@ cpu_us() {
 	    "/proc/$1/stat"
 }
 
+# cs PID: the context switches of every thread of the process so far,
+# voluntary (it waited) and not ("VOL INVOL").
+cs() {
+	cat /proc/"$1"/task/*/status 2>/dev/null | awk '
+	    /^voluntary_ctxt_switches/ { v += $2 }
+	    /^nonvoluntary_ctxt_switches/ { n += $2 }
+	    END { printf "%d %d", v, n }'
+}
+
 # load_on PREFIX PID ADDR ARGS...: one kmsload run against the server PID
-# listening on ADDR; its JSON gains the server's CPU time per operation
-# and peak RSS as PREFIX_cpu_us_per_op and PREFIX_peak_rss_kib.
+# listening on ADDR; its JSON gains the server's CPU time per operation,
+# peak RSS and context switches per operation as PREFIX_cpu_us_per_op,
+# PREFIX_peak_rss_kib, PREFIX_vcs_per_op and PREFIX_ivcs_per_op.
 load_on() {
-	local prefix=$1 spid=$2 saddr=$3 before after res
+	local prefix=$1 spid=$2 saddr=$3 before after csb csa res
 	shift 3
 	before=$(cpu_us "$spid")
+	csb=$(cs "$spid")
 	res=$("$BUILD/kmsload" --addr "$saddr" --ca "$PKI/ca.pem" \
 	    --cert "$PKI/clients/ci.pem" --key "$PKI/clients/ci.key" \
 	    --seconds "$SECONDS_EACH" "$@")
 	after=$(cpu_us "$spid")
+	csa=$(cs "$spid")
 	/usr/bin/python3 -c 'import json, sys
 r = json.loads(sys.argv[1])
 p = sys.argv[5]
-r[p + "_cpu_us_per_op"] = round((int(sys.argv[2]) - int(sys.argv[3])) /
-                                max(r["ops"], 1), 1)
+n = max(r["ops"], 1)
+r[p + "_cpu_us_per_op"] = round((int(sys.argv[2]) - int(sys.argv[3])) / n,
+                                1)
 r[p + "_peak_rss_kib"] = int(sys.argv[4])
+b, a = sys.argv[6].split(), sys.argv[7].split()
+r[p + "_vcs_per_op"] = round((int(a[0]) - int(b[0])) / n, 2)
+r[p + "_ivcs_per_op"] = round((int(a[1]) - int(b[1])) / n, 2)
 print(json.dumps(r))' "$res" "$after" "$before" \
-	    "$(awk '/^VmHWM/ {print $2}' "/proc/$spid/status")" "$prefix"
+	    "$(awk '/^VmHWM/ {print $2}' "/proc/$spid/status")" "$prefix" \
+	    "$csb" "$csa"
 }
 
 # load ARGS...: one kmsload run against the benchmark's kmsd.

@@ -22,6 +22,11 @@
  * no peer identity, policy, key metadata or audit record.  Any other
  * method is answered UNIMPLEMENTED.  SIGINT or SIGTERM stops it.
  *
+ * The server's skeleton (slots, worker loop, reply batch, shutdown) is
+ * written after kms/rpc.c's rather than linked from it, on purpose: the
+ * floor stays fixed while kmsd's RPC layer changes, and a change there
+ * shows as a change against the floor.
+ *
  * When it serves it prints "floor: serving on port PORT ..." on stderr,
  * the port bound (--listen 127.0.0.1:0 takes a free one).
  */

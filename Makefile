@@ -53,7 +53,7 @@ COMMON_SRCS = common/kmserr.c common/algo.c common/log.c common/secret.c \
 	common/merkle.c common/note.c
 # The daemon's modules, one per concern; the RPC layer alone sees gRPC.
 KMS_LIB_SRCS = kms/config.c kms/policy.c kms/hsm.c kms/keystore.c \
-	kms/audit.c kms/auditkey.c
+	kms/audit.c kms/audittree.c kms/auditkey.c
 LIB_SRCS = $(COMMON_SRCS) $(KMS_LIB_SRCS)
 KMSD_SRCS = kms/rpc.c kms/rpclog.c kms/handlers.c kms/main.c
 CLIENT_SRCS = kmsctl/kmsclient.c kmsctl/conn.c kmsctl/output.c \
@@ -192,7 +192,8 @@ unit: $(UNIT_BINS) $(BUILD)/p11fault.so
 FUZZ_SECONDS ?= 30
 FUZZ_DIR = build/fuzz
 FUZZ_AUDIT_SRCS = tests/fuzz/fuzz_audit_verify.c common/auditread.c \
-	common/kmserr.c common/algo.c common/pubkey.c common/log.c
+	common/kmserr.c common/algo.c common/pubkey.c common/log.c \
+	common/merkle.c common/note.c
 
 $(FUZZ_DIR)/fuzz_audit_verify: $(FUZZ_AUDIT_SRCS) common/auditread.h
 	@mkdir -p $(dir $@)

@@ -51,9 +51,9 @@ COMMON_SRCS = common/kmserr.c common/algo.c common/log.c common/secret.c \
 	common/inifile.c common/names.c common/auditread.c common/pubkey.c
 # The daemon's modules, one per concern; the RPC layer alone sees gRPC.
 KMS_LIB_SRCS = kms/config.c kms/policy.c kms/hsm.c kms/keystore.c \
-	kms/audit.c kms/auditkey.c
+	kms/audit.c kms/auditkey.c kms/identity.c kms/tlsctx.c
 LIB_SRCS = $(COMMON_SRCS) $(KMS_LIB_SRCS)
-KMSD_SRCS = kms/rpc.c kms/handlers.c kms/main.c
+KMSD_SRCS = kms/rpc.c kms/tlsfront.c kms/reload.c kms/handlers.c kms/main.c
 CLIENT_SRCS = kmsctl/kmsclient.c kmsctl/auditcmd.c kmsctl/otacmd.c \
 	kmsctl/capgo.c kmsctl/capgocmd.c
 KMSCTL_SRCS = kmsctl/kmsctl.c

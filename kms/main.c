@@ -9,7 +9,10 @@
  * serve; a maintenance thread follows changes made by other instances on
  * the same token and runs scheduled rotations and destructions.  SIGHUP
  * reloads the policy (a broken file is refused and the old policy stays
- * in force); SIGTERM and SIGINT stop accepting calls, let the calls in
+ * in force) together with the TLS certificates, CA and CRL (reload.h);
+ * every SELFCHECK_SECONDS the listener is tried, and a listener that no
+ * longer accepts makes kmsd exit EXIT_DEAF for its supervisor to restart
+ * it; SIGTERM and SIGINT stop accepting calls, let the calls in
  * flight finish, close the HSM sessions and exit 0.
  */
 #include <sys/prctl.h>
@@ -32,10 +35,16 @@
 #include "kmserr.h"
 #include "log.h"
 #include "policy.h"
+#include "reload.h"
 #include "rpc.h"
+#include "tlsfront.h"
 
 #define STOP_GRACE_SECONDS 30
 #define CHAIN_TRIES 16
+#define SELFCHECK_SECONDS 10	/* how often the listener is tried */
+#define SELFCHECK_TIMEOUT_MS 5000
+#define SELFCHECK_MISSES 2	/* deaf this many times in a row: exit */
+#define EXIT_DEAF 3
 
 /*
  * The maintenance thread: first it learns the handles of all key objects
@@ -170,7 +179,10 @@ main(int argc, char **argv)
 	const char *config_path = NULL, *listen = NULL, *level = NULL;
 	static struct audit_key akey;
 	static struct maint maint;
+	static struct reload_state rs;
 	struct audit_signer signer;
+	struct timespec tick;
+	int misses = 0;
 	char base[200], chain[256];
 	sigset_t sigs;
 	enum log_level lvl;
@@ -233,6 +245,12 @@ main(int argc, char **argv)
 		log_set_level(lvl);
 	}
 	svc.cfg = &cfg;
+	/* Before the HSM opens its files: the descriptors are planned. */
+	if (tlsfront_size_limits(cfg.max_connections, &cfg.max_connections,
+	    &st) != 0) {
+		log_error("connections: %s", st.msg);
+		goto out;
+	}
 	if (hsm_open(cfg.hsm_module, cfg.hsm_token, cfg.hsm_pin_file,
 	    &svc.hsm, &st) != 0) {
 		log_error("hsm: %s", st.msg);
@@ -299,20 +317,32 @@ main(int argc, char **argv)
 		    kms_strerror(r));
 		goto out;
 	}
+	reload_init(&rs, &svc);
 	log_info("listening on %s (port %d), %u workers, %zu keys, audit "
 	    "chain %s", cfg.listen, port, cfg.workers, keystore_count(svc.ks),
 	    audit_chain_dir(svc.audit));
 
+	rc = 0;
 	for (;;) {
-		if (sigwait(&sigs, &sig) != 0)
+		tick.tv_sec = SELFCHECK_SECONDS;
+		tick.tv_nsec = 0;
+		if ((sig = sigtimedwait(&sigs, NULL, &tick)) == -1) {
+			if (rpc_server_selfcheck(srv, SELFCHECK_TIMEOUT_MS) == 0)
+				misses = 0;
+			else if (++misses >= SELFCHECK_MISSES) {
+				log_error("connections: the listener has "
+				    "stopped accepting connections: exiting "
+				    "%d for a restart", EXIT_DEAF);
+				rc = EXIT_DEAF;
+				break;
+			} else
+				log_warn("connections: the listener did not "
+				    "accept a connection within %d ms",
+				    SELFCHECK_TIMEOUT_MS);
 			continue;
+		}
 		if (sig == SIGHUP) {
-			if (service_reload_policy(&svc, &st) != 0)
-				log_error("policy reload refused, the previous "
-				    "policy stays in force: %s", st.msg);
-			else
-				log_info("policy reloaded from %s",
-				    cfg.policy_file);
+			reload_run(&rs, &svc, srv);
 			continue;
 		}
 		log_info("signal %d: stopping", sig);
@@ -321,7 +351,6 @@ main(int argc, char **argv)
 	maint_stop(&maint);
 	rpc_server_stop(srv, STOP_GRACE_SECONDS);
 	srv = NULL;
-	rc = 0;
  out:
 	maint_stop(&maint);
 	rpc_server_stop(srv, 0);
@@ -334,5 +363,7 @@ main(int argc, char **argv)
 	pthread_rwlock_destroy(&svc.policy_lock);
 	if (rc == 0)
 		log_info("stopped");
+	else if (rc == EXIT_DEAF)
+		log_error("stopped: the listener was deaf");
 	return rc;
 }

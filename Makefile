@@ -3,6 +3,7 @@
 #   make            build build/kmsd, build/kmsctl and build/kmsb
 #   make run        install what is missing, build, set up $KMS_HOME, run kmsd
 #   make test       install what is missing, build, run every test
+#                   (OFFLINE=1: skip the tests that need the npm registry)
 #   make bench      benchmarks (see bench/)
 #
 # SAN=1 builds with AddressSanitizer and UndefinedBehaviorSanitizer into
@@ -54,7 +55,11 @@ COMMON_SRCS = common/kmserr.c common/algo.c common/log.c common/secret.c \
 KMS_LIB_SRCS = kms/config.c kms/policy.c kms/hsm.c kms/keystore.c \
 	kms/audit.c kms/auditkey.c kms/identity.c kms/tlsctx.c
 LIB_SRCS = $(COMMON_SRCS) $(KMS_LIB_SRCS)
+<<<<<<< HEAD
 KMSD_SRCS = kms/rpc.c kms/tlsfront.c kms/reload.c kms/handlers.c kms/main.c
+=======
+KMSD_SRCS = kms/rpc.c kms/rpclog.c kms/handlers.c kms/main.c
+>>>>>>> main
 CLIENT_SRCS = kmsctl/kmsclient.c kmsctl/conn.c kmsctl/output.c \
 	kmsctl/cmdtab.c kmsctl/keycmd.c kmsctl/signcmd.c kmsctl/wrapcmd.c \
 	kmsctl/whoamicmd.c kmsctl/auditlist.c kmsctl/auditcmd.c \
@@ -271,8 +276,12 @@ fuzz: $(FUZZ_DIR)/fuzz_audit_verify $(FUZZ_DIR)/fuzz_policy \
 asan:
 	$(MAKE) BUILD=build/asan SAN=1 all
 
+# OFFLINE=1 skips the tests that need the npm registry (Capgo's CLI).
+OFFLINE ?= 0
 integration: all
-	@BUILD=$(BUILD) bash tests/run-integration.sh
+	@if [ "$(OFFLINE)" != 0 ]; then echo "integration: OFFLINE=1, the" \
+	    "Capgo interoperability tests (npm) are skipped"; fi
+	@BUILD=$(BUILD) KMS_TEST_OFFLINE=$(OFFLINE) bash tests/run-integration.sh
 
 # Every test: unit tests and the integration suite on the normal build,
 # then the integration suite again on the ASan+UBSan build.

@@ -117,6 +117,7 @@ class Kmsd:
         self.starts = 0
         self.clients = {}
         self.sanitizer_reports = []
+        self.args = []              # more kmsd options (--log-format json)
 
     @property
     def ca(self):
@@ -149,7 +150,7 @@ class Kmsd:
         try:
             self.proc = subprocess.Popen(
                 [str(KMSD), "--config", str(self.home / "kmsd.conf"),
-                 "--listen", self.addr, "--log-level", os.environ.get("KMS_TEST_LOG_LEVEL", "info")],
+                 "--listen", self.addr, "--log-level", os.environ.get("KMS_TEST_LOG_LEVEL", "info")] + self.args,
                 stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
                 env=self.env(), cwd=str(self.workdir))
         finally:

@@ -55,11 +55,8 @@ COMMON_SRCS = common/kmserr.c common/algo.c common/log.c common/secret.c \
 KMS_LIB_SRCS = kms/config.c kms/policy.c kms/hsm.c kms/keystore.c \
 	kms/audit.c kms/auditkey.c kms/identity.c kms/tlsctx.c
 LIB_SRCS = $(COMMON_SRCS) $(KMS_LIB_SRCS)
-<<<<<<< HEAD
-KMSD_SRCS = kms/rpc.c kms/tlsfront.c kms/reload.c kms/handlers.c kms/main.c
-=======
-KMSD_SRCS = kms/rpc.c kms/rpclog.c kms/handlers.c kms/main.c
->>>>>>> main
+KMSD_SRCS = kms/rpc.c kms/rpclog.c kms/tlsfront.c kms/reload.c \
+	kms/handlers.c kms/main.c
 CLIENT_SRCS = kmsctl/kmsclient.c kmsctl/conn.c kmsctl/output.c \
 	kmsctl/cmdtab.c kmsctl/keycmd.c kmsctl/signcmd.c kmsctl/wrapcmd.c \
 	kmsctl/whoamicmd.c kmsctl/auditlist.c kmsctl/auditcmd.c \

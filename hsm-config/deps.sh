@@ -34,6 +34,7 @@ PACKAGES=(
 	python3-grpc-tools
 	python3-protobuf
 	python3-pytest
+	python3-pytest-random-order	# the suite runs in a random order
 	python3-prometheus-client	# parses the metrics
 	man-db			# man -l on the pages
 	systemd			# systemd-analyze security on the unit

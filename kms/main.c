@@ -18,6 +18,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 
+#include <errno.h>
 #include <getopt.h>
 #include <pthread.h>
 #include <signal.h>
@@ -30,6 +31,7 @@
 #include "auditkey.h"
 #include "config.h"
 #include "handlers.h"
+#include "health.h"
 #include "hsm.h"
 #include "keystore.h"
 #include "kmserr.h"
@@ -158,6 +160,28 @@ usage(int ok)
 	exit(ok ? 0 : 2);
 }
 
+/*
+ * The once-a-second probe: logs a change of health, feeds the watchdog
+ * only while healthy.
+ */
+static void
+health_tick(struct service *svc, struct watchdog *wd, int *healthy)
+{
+	struct kms_status st;
+	int ok;
+
+	kms_status_clear(&st);
+	ok = health_probe(svc->hsm, svc->audit, &st) == 0;
+	if (ok != *healthy) {
+		if (ok)
+			log_info("health: serving again");
+		else
+			log_error("health: not serving: %s", st.msg);
+		*healthy = ok;
+	}
+	watchdog_tick(wd, ok);
+}
+
 /* A chain name from the listen address: one audit chain per instance. */
 static void
 chain_name(const char *listen, char *out, size_t len)
@@ -193,11 +217,15 @@ main(int argc, char **argv)
 	struct rlimit rl;
 	const char *config_path = NULL, *listen = NULL, *level = NULL;
 	enum log_format fmt;
+	struct timespec tick = { 1, 0 };
+	struct watchdog *wd = NULL;
+	char status[300];
+	int healthy = 1;
 	static struct audit_key akey;
 	static struct maint maint;
 	static struct reload_state rs;
 	struct audit_signer signer;
-	struct timespec tick;
+	unsigned int ticks = 0;
 	int misses = 0;
 	char base[200], chain[256];
 	sigset_t sigs;
@@ -353,23 +381,29 @@ main(int argc, char **argv)
 	    "chain %s", cfg.listen, port, cfg.workers, keystore_count(svc.ks),
 	    audit_chain_dir(svc.audit));
 
+	if ((r = watchdog_open(cfg.listen, port, &wd)) != 0) {
+		log_error("watchdog: %s", kms_strerror(r));
+		goto out;
+	}
+	snprintf(status, sizeof(status), "listening on %s", cfg.listen);
+	watchdog_ready(status);
+
 	rc = 0;
 	for (;;) {
-		tick.tv_sec = SELFCHECK_SECONDS;
-		tick.tv_nsec = 0;
+		/*
+		 * Once a second: is kmsd healthy?  That feeds the watchdog
+		 * and the health port.  Every SELFCHECK_SECONDS: does the
+		 * listener still accept?
+		 */
 		if ((sig = sigtimedwait(&sigs, NULL, &tick)) == -1) {
-			if (rpc_server_selfcheck(srv, SELFCHECK_TIMEOUT_MS) == 0)
-				misses = 0;
-			else if (++misses >= SELFCHECK_MISSES) {
-				log_error("connections: the listener has "
-				    "stopped accepting connections: exiting "
-				    "%d for a restart", EXIT_DEAF);
+			if (errno != EAGAIN)
+				continue;
+			health_tick(&svc, wd, &healthy);
+			if (++ticks % SELFCHECK_SECONDS == 0 &&
+			    listener_deaf(srv, &misses)) {
 				rc = EXIT_DEAF;
 				break;
-			} else
-				log_warn("connections: the listener did not "
-				    "accept a connection within %d ms",
-				    SELFCHECK_TIMEOUT_MS);
+			}
 			continue;
 		}
 		if (sig == SIGHUP) {
@@ -379,10 +413,12 @@ main(int argc, char **argv)
 		log_info("signal %d: stopping", sig);
 		break;
 	}
+	watchdog_stopping();
 	maint_stop(&maint);
 	rpc_server_stop(srv, STOP_GRACE_SECONDS);
 	srv = NULL;
  out:
+	watchdog_free(wd);
 	maint_stop(&maint);
 	rpc_server_stop(srv, 0);
 	hsm_session_close(hs);

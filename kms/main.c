@@ -197,6 +197,27 @@ chain_name(const char *listen, char *out, size_t len)
 	out[i] = '\0';
 }
 
+/*
+ * The listener self-check: 1 when the listener has not accepted a
+ * connection SELFCHECK_MISSES times in a row.
+ */
+static int
+listener_deaf(struct rpc_server *srv, int *misses)
+{
+	if (rpc_server_selfcheck(srv, SELFCHECK_TIMEOUT_MS) == 0) {
+		*misses = 0;
+		return 0;
+	}
+	if (++*misses < SELFCHECK_MISSES) {
+		log_warn("connections: the listener did not accept a "
+		    "connection within %d ms", SELFCHECK_TIMEOUT_MS);
+		return 0;
+	}
+	log_error("connections: the listener has stopped accepting "
+	    "connections: exiting %d for a restart", EXIT_DEAF);
+	return 1;
+}
+
 int
 main(int argc, char **argv)
 {

@@ -168,10 +168,12 @@ def floor_comparison():
                    "back." if shared else "The machine was otherwise "
                    "idle."), ""]
     md += [*table, "", *tl, ""]
-    if os.path.exists(out + "/profile-kmsd-16.txt"):
-        md += ["Profiles of both at 16 in flight, in runs of their own: "
-               "`bench/results/profile-floor-16.txt`, "
-               "`bench/results/profile-kmsd-16.txt`.", ""]
+    if os.path.exists(out + "/profile-16.md"):
+        md += ["Where the CPU per call goes, both profiled at 16 in flight "
+               "in runs of their own (`bench/profdiff.py`; raw profiles in "
+               "`bench/results/profile-floor-16.txt` and "
+               "`profile-kmsd-16.txt`):", "",
+               *open(out + "/profile-16.md").read().splitlines(), ""]
     res = {"machine": machine, "rounds": len(rounds),
            "seconds_per_run": int(seconds), "load_before": before,
            "load_after": after,

@@ -224,6 +224,9 @@ for round in $(seq "$ROUNDS"); do
 	done
 done
 add cmp-load-after "$(loadavg)"
+# What one durable append costs on the audit log's file system (the
+# group commit waits for one per batch): bench/synclat.py.
+add cmp-synclat "$(/usr/bin/python3 bench/synclat.py "$HOME_DIR/audit")"
 # Where each spends its CPU at 16 in flight: perf, in runs of their own
 # (not counted above): a profile with call graphs, then the system calls
 # (perf trace -s); bench/profdiff.py sets them side by side, per call, in

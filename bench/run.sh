@@ -231,24 +231,26 @@ add cmp-synclat "$(/usr/bin/python3 bench/synclat.py "$HOME_DIR/audit")"
 # (not counted above): a profile with call graphs, then the system calls
 # (perf trace -s); bench/profdiff.py sets them side by side, per call, in
 # profile-16.md.
+# beside PID ADDR JSON TOOL...: TOOL -- sleep (a run's length but 1 s)
+# while a run at 16 in flight loads the server PID on ADDR, its result in
+# JSON.
+beside() {
+	local spid=$1 saddr=$2 json=$3 tpid
+	shift 3
+	"$@" -- sleep $((SECONDS_EACH > 2 ? SECONDS_EACH - 1 : 1)) \
+	    >/dev/null 2>&1 &
+	tpid=$!
+	load_on server "$spid" "$saddr" --key-name bench/p256 \
+	    --inflight 16 --threads 2 >"$json"
+	wait "$tpid" || true
+}
 # profile WHO PID ADDR
 profile() {
-	local who=$1 spid=$2 saddr=$3 tpid
-	perf record -q -F 999 --call-graph dwarf -p "$spid" \
-	    -o "$OUT/perf-$who.data" -- \
-	    sleep $((SECONDS_EACH > 2 ? SECONDS_EACH - 1 : 1)) \
-	    >/dev/null 2>&1 &
-	tpid=$!
-	load_on server "$spid" "$saddr" --key-name bench/p256 \
-	    --inflight 16 --threads 2 >"$OUT/profile-$who-16.json"
-	wait "$tpid" || true
-	perf trace -s -p "$spid" -o "$OUT/trace-$who.txt" -- \
-	    sleep $((SECONDS_EACH > 2 ? SECONDS_EACH - 1 : 1)) \
-	    >/dev/null 2>&1 &
-	tpid=$!
-	load_on server "$spid" "$saddr" --key-name bench/p256 \
-	    --inflight 16 --threads 2 >"$OUT/trace-$who.json"
-	wait "$tpid" || true
+	local who=$1 spid=$2 saddr=$3
+	beside "$spid" "$saddr" "$OUT/profile-$who-16.json" perf record -q \
+	    -F 999 --call-graph dwarf -p "$spid" -o "$OUT/perf-$who.data"
+	beside "$spid" "$saddr" "$OUT/trace-$who.json" perf trace -s \
+	    -p "$spid" -o "$OUT/trace-$who.txt"
 	{
 		echo "# perf record -F 999 --call-graph dwarf -p PID of the" \
 		    "$who at 16 in flight: $(cat "$OUT/profile-$who-16.json")"

@@ -276,7 +276,7 @@ if [ "${BENCH_PROFILE:-1}" != 0 ] && command -v perf >/dev/null; then
 		[ "${BENCH_KEEP_PERF:-0}" = 1 ] && break
 		rm -f "$OUT/perf-$who.data" "$OUT/perf-$who.data.old" \
 		    "$OUT/profile-$who-16.json" "$OUT/trace-$who.json" \
-		    "$OUT/trace-$who.txt"
+		    "$OUT/trace-$who.txt" "$OUT/trace-$who.txt.old"
 	done
 fi
 stop_floor

@@ -49,8 +49,8 @@ PROTO_H = $(PROTO_C:.c=.h)
 
 # What the daemon and the clients share.
 COMMON_SRCS = common/kmserr.c common/algo.c common/log.c common/secret.c \
-	common/inifile.c common/names.c common/auditread.c common/pubkey.c \
-	common/merkle.c common/note.c common/clock.c
+	common/inifile.c common/fileio.c common/names.c common/auditread.c \
+	common/pubkey.c common/merkle.c common/note.c common/clock.c
 # The daemon's modules, one per concern; the RPC layer alone sees gRPC.
 KMS_LIB_SRCS = kms/config.c kms/policy.c kms/hsm.c kms/hsm_obj.c \
 	kms/hsm_rv.c kms/keymeta.c \
@@ -210,12 +210,13 @@ $(FUZZ_DIR)/fuzz_audit_verify: $(FUZZ_AUDIT_SRCS) common/auditread.h
 		-o $@ $(FUZZ_AUDIT_SRCS) -ljansson -lcrypto
 
 FUZZ_POLICY_SRCS = tests/fuzz/fuzz_policy.c kms/policy.c common/names.c \
-	common/inifile.c common/kmserr.c common/algo.c common/log.c
+	common/inifile.c common/fileio.c common/secret.c common/kmserr.c \
+	common/algo.c common/log.c
 
 $(FUZZ_DIR)/fuzz_policy: $(FUZZ_POLICY_SRCS) kms/policy.h common/names.h
 	@mkdir -p $(dir $@)
 	clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Ikms -Icommon \
-		-o $@ $(FUZZ_POLICY_SRCS) -linih
+		-o $@ $(FUZZ_POLICY_SRCS) -linih -lcrypto
 
 FUZZ_CAPGO_SRCS = tests/fuzz/fuzz_capgo.c kmsctl/capgo.c common/kmserr.c
 

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fileio.h"
 #include "inifile.h"
 #include "kmserr.h"
 
@@ -15,41 +16,19 @@ inifile_read(const char *path, char **out, struct kms_status *st)
 {
 	char *buf = NULL;
 	size_t len;
-	FILE *f;
 	int r;
 
 	*out = NULL;
-	if ((f = fopen(path, "r")) == NULL)
-		return kms_status_set(st, KMS_ERR_CONFIG, "%s: %s", path,
-		    strerror(errno));
-	if ((buf = malloc(INIFILE_MAX + 1)) == NULL) {
-		r = kms_status_set(st, KMS_ERR_NOMEM, "out of memory");
-		goto out;
-	}
-	len = fread(buf, 1, INIFILE_MAX + 1, f);
-	if (ferror(f)) {
-		r = kms_status_set(st, KMS_ERR_CONFIG, "%s: read error", path);
-		goto out;
-	}
-	if (len > INIFILE_MAX) {
-		r = kms_status_set(st, KMS_ERR_CONFIG, "%s: larger than %d "
-		    "bytes", path, INIFILE_MAX);
-		goto out;
-	}
+	if ((r = fileio_read(path, INIFILE_MAX, &buf, &len, st)) != 0)
+		return r;
 	/* A NUL byte would silently end the text early. */
 	if (memchr(buf, '\0', len) != NULL) {
-		r = kms_status_set(st, KMS_ERR_CONFIG, "%s: holds a NUL byte",
-		    path);
-		goto out;
+		free(buf);
+		return kms_status_set(st, KMS_ERR_CONFIG, "%s: holds a NUL "
+		    "byte", path);
 	}
-	buf[len] = '\0';
 	*out = buf;
-	buf = NULL;
-	r = 0;
- out:
-	free(buf);
-	fclose(f);
-	return r;
+	return 0;
 }
 
 enum inifile_take

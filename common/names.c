@@ -1,5 +1,6 @@
 /*
- * names.c: the key-name grammar and signing-input checks (see names.h).
+ * names.c: the key-name and chain-name grammars and signing-input checks
+ * (see names.h).
  */
 #include <stddef.h>
 #include <string.h>
@@ -58,6 +59,51 @@ names_check_key(const char *name, struct kms_status *st)
 			    "segment");
 	}
 	return 0;
+}
+
+static int
+is_plain(char c)
+{
+	return is_alnum(c) || c == '.' || c == '_' || c == '-';
+}
+
+int
+names_is_plain(const char *p, size_t len)
+{
+	size_t i;
+
+	for (i = 0; i < len; i++)
+		if (!is_plain(p[i]))
+			return 0;
+	return 1;
+}
+
+int
+names_check_chain(const char *chain, struct kms_status *st)
+{
+	size_t len = chain == NULL ? 0 : strlen(chain);
+
+	if (len == 0 || len > KMS_CHAIN_NAME_MAX || chain[0] == '.' ||
+	    !names_is_plain(chain, len))
+		return kms_status_set(st, KMS_ERR_INVALID_ARGUMENT,
+		    "bad chain name: use the name of a directory under the "
+		    "audit directory, e.g. 127.0.0.1_7443");
+	return 0;
+}
+
+void
+names_chain_from(const char *s, char *out, size_t len)
+{
+	size_t i;
+
+	if (len == 0)
+		return;
+	if (len > KMS_CHAIN_NAME_MAX + 1)
+		len = KMS_CHAIN_NAME_MAX + 1;
+	for (i = 0; s[i] != '\0' && i + 1 < len; i++)
+		out[i] = is_plain(s[i]) && !(i == 0 && s[i] == '.') ? s[i] :
+		    '_';
+	out[i] = '\0';
 }
 
 int

@@ -28,6 +28,7 @@
 #include "pubkey.h"
 #include "kmserr.h"
 #include "log.h"
+#include "names.h"
 
 #define SEG_NAME_DIGITS 20
 #define SEG_SUFFIX ".jsonl"
@@ -798,10 +799,17 @@ audit_open(const char *dir, const char *chain, size_t segment_max,
 	a->segment_max = segment_max < 4096 ? 4096 : segment_max;
 	a->next_seq = 1;
 	memset(a->prev, '0', SHA256_DIGEST_LENGTH * 2);
+	/* The caller made the name by the grammar (names_chain_from). */
+	if (names_check_chain(chain, NULL) != 0 ||
+	    strlen(chain) >= sizeof(a->chain)) {
+		r = kms_status_set(st, KMS_ERR_INTERNAL, "bad audit chain "
+		    "name \"%s\"", chain);
+		goto out;
+	}
 	if ((size_t)snprintf(a->dir, sizeof(a->dir), "%s/%s", dir, chain) >=
-	    sizeof(a->dir) || strlen(chain) >= sizeof(a->chain) ||
-	    *chain == '\0' || *chain == '.' || strchr(chain, '/') != NULL) {
-		kms_status_set(st, r, "bad audit chain name \"%s\"", chain);
+	    sizeof(a->dir)) {
+		kms_status_set(st, r, "audit directory path too long: %s/%s",
+		    dir, chain);
 		goto out;
 	}
 	strcpy(a->chain, chain);

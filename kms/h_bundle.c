@@ -19,6 +19,7 @@
 #include "hsm.h"
 #include "keystore.h"
 #include "kmserr.h"
+#include "names.h"
 #include "policy.h"
 
 #include "kmsb/kmsb.h"
@@ -43,17 +44,11 @@ static int
 bundle_name(struct call *c, const char *what, const char *p, size_t len,
     char *out, size_t cap)
 {
-	size_t i;
-
-	for (i = 0; i < len; i++)
-		if (!((p[i] >= 'a' && p[i] <= 'z') ||
-		    (p[i] >= 'A' && p[i] <= 'Z') ||
-		    (p[i] >= '0' && p[i] <= '9') || p[i] == '.' ||
-		    p[i] == '_' || p[i] == '-'))
-			return kms_status_set(&c->st, KMS_ERR_INVALID_ARGUMENT,
-			    "the manifest's %s may hold only letters, digits, "
-			    "'.', '_' and '-' (kms grants apps and channels by "
-			    "name)", what);
+	if (!names_is_plain(p, len))
+		return kms_status_set(&c->st, KMS_ERR_INVALID_ARGUMENT,
+		    "the manifest's %s may hold only letters, digits, '.', "
+		    "'_' and '-' (kms grants apps and channels by name)",
+		    what);
 	if (len == 0 || len >= cap)
 		return kms_status_set(&c->st, KMS_ERR_INVALID_ARGUMENT,
 		    "the manifest's %s is empty or too long", what);

@@ -12,6 +12,7 @@
 #include "config.h"
 #include "handlers.h"
 #include "kmserr.h"
+#include "names.h"
 #include "policy.h"
 
 #include "grpc/health/v1/health.pb-c.h"
@@ -58,27 +59,6 @@ audit_page_add(const struct audit_record *rec, void *arg)
 	return 0;
 }
 
-/* Chain names as kmsd makes them: [A-Za-z0-9._-], not starting with '.'. */
-static int
-check_chain(struct call *c, const char *chain)
-{
-	size_t i;
-
-	for (i = 0; chain[i] != '\0'; i++) {
-		char ch = chain[i];
-
-		if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-		    (ch >= '0' && ch <= '9') || ch == '.' || ch == '_' ||
-		    ch == '-'))
-			break;
-	}
-	if (chain[i] != '\0' || i > 200 || chain[0] == '.')
-		return kms_status_set(&c->st, KMS_ERR_INVALID_ARGUMENT,
-		    "bad chain name: use the name of a directory under the "
-		    "audit directory, e.g. 127.0.0.1_7443");
-	return 0;
-}
-
 int
 h_list_audit_records(struct call *c, const void *rq, void *rs)
 {
@@ -94,7 +74,7 @@ h_list_audit_records(struct call *c, const void *rq, void *rs)
 	int r;
 
 	chain = req->chain[0] != '\0' ? req->chain : audit_chain_name(a);
-	if ((r = check_chain(c, chain)) != 0)
+	if ((r = names_check_chain(chain, &c->st)) != 0)
 		return r;
 	limit = req->limit == 0 ? AUDIT_PAGE_DEFAULT : req->limit;
 	if (limit > AUDIT_PAGE_MAX)

@@ -479,7 +479,7 @@ hsm_sign(struct hsm_session *s, const struct kms_alg_info *alg,
 	 * configured message size.
 	 */
 	if (!alg->can_sign)
-		return KMS_ERR_FAILED_PRECONDITION;
+		return KMS_ERR_INTERNAL;	/* refused by the caller already */
 	if ((alg->digest_len != 0 && inlen != alg->digest_len) ||
 	    (alg->family == KMS_FAMILY_RSA_RAW &&
 	    (inlen == 0 || inlen > alg->max_raw_len)))

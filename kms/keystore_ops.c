@@ -118,8 +118,9 @@ keystore_sign(struct keystore *ks, struct hsm_session *s,
 		if ((r = version_handle(ks, s, name, version, 0,
 		    attempt > 0, &alg, &h, st)) != 0)
 			return r;
+		/* The handlers refuse such keys (names_check_sign_input). */
 		if (!alg->can_sign)
-			return kms_status_set(st, KMS_ERR_FAILED_PRECONDITION,
+			return kms_status_set(st, KMS_ERR_INTERNAL,
 			    "key \"%s\" is an %s key and cannot sign", name,
 			    alg->name);
 		rawlen = sizeof(raw);

@@ -36,6 +36,7 @@
 #include "keystore.h"
 #include "kmserr.h"
 #include "log.h"
+#include "names.h"
 #include "policy.h"
 #include "reload.h"
 #include "rpc.h"
@@ -182,21 +183,6 @@ health_tick(struct service *svc, struct watchdog *wd, int *healthy)
 	watchdog_tick(wd, ok);
 }
 
-/* A chain name from the listen address: one audit chain per instance. */
-static void
-chain_name(const char *listen, char *out, size_t len)
-{
-	size_t i;
-
-	for (i = 0; listen[i] != '\0' && i + 1 < len; i++) {
-		char c = listen[i];
-
-		out[i] = ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-		    (c >= '0' && c <= '9') || c == '.' || c == '-') ? c : '_';
-	}
-	out[i] = '\0';
-}
-
 /*
  * The listener self-check: 1 when the listener has not accepted a
  * connection SELFCHECK_MISSES times in a row.
@@ -248,7 +234,8 @@ main(int argc, char **argv)
 	struct audit_signer signer;
 	unsigned int ticks = 0;
 	int misses = 0;
-	char base[200], chain[256];
+	/* Room for the suffix "-16" within KMS_CHAIN_NAME_MAX. */
+	char base[KMS_CHAIN_NAME_MAX - 3], chain[KMS_CHAIN_NAME_MAX + 1];
 	sigset_t sigs;
 	enum log_level lvl;
 	int ch, i, sig, port, r, rc = 1;
@@ -351,7 +338,7 @@ main(int argc, char **argv)
 	 * held by another kmsd on the same state directory (same address
 	 * with port 0, say) makes this one take the next free name.
 	 */
-	chain_name(cfg.listen, base, sizeof(base));
+	names_chain_from(cfg.listen, base, sizeof(base));
 	for (i = 1; i <= CHAIN_TRIES; i++) {
 		if (i == 1)
 			snprintf(chain, sizeof(chain), "%s", base);

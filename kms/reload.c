@@ -11,6 +11,7 @@
 
 #include "audit.h"
 #include "config.h"
+#include "fileio.h"
 #include "gate.h"
 #include "kmserr.h"
 #include "log.h"
@@ -32,9 +33,10 @@ file_digest(const char *path, uint8_t md[32])
 
 	memset(md, 0, 32);
 	if (path[0] == '\0' ||
-	    tls_read_file(path, POLICY_FILE_MAX, &text, &len, &st) != 0)
+	    fileio_read(path, POLICY_FILE_MAX, &text, &len, &st) != 0)
 		return;
-	if (EVP_Digest(text, len, md, NULL, EVP_sha256(), NULL) != 1)
+	if (len == 0 || EVP_Digest(text, len, md, NULL, EVP_sha256(),
+	    NULL) != 1)
 		memset(md, 0, 32);
 	free(text);
 }

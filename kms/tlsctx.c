@@ -7,14 +7,10 @@
  * verification, CRL check included, so a revoked certificate cannot come
  * back through a ticket issued before the revocation.
  */
-#include <sys/stat.h>
 
-#include <errno.h>
-#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
 #include <openssl/crypto.h>
 #include <openssl/err.h>
@@ -24,6 +20,7 @@
 #include <openssl/x509.h>
 #include <openssl/x509_vfy.h>
 
+#include "fileio.h"
 #include "kmserr.h"
 #include "secret.h"
 #include "tlsctx.h"
@@ -39,52 +36,6 @@ const char *
 tls_file_name(enum tls_file f)
 {
 	return (unsigned int)f < TLS_FILE_COUNT ? file_names[f] : "?";
-}
-
-int
-tls_read_file(const char *path, size_t max, char **out, size_t *outlen,
-    struct kms_status *st)
-{
-	struct stat sb;
-	char *buf = NULL;
-	size_t len = 0;
-	ssize_t n;
-	int fd;
-
-	*out = NULL;
-	*outlen = 0;
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
-		return kms_status_set(st, KMS_ERR_CONFIG, "cannot open %s: %s",
-		    path, strerror(errno));
-	if (fstat(fd, &sb) == -1 || !S_ISREG(sb.st_mode) || sb.st_size <= 0 ||
-	    (unsigned long long)sb.st_size > max) {
-		close(fd);
-		return kms_status_set(st, KMS_ERR_CONFIG,
-		    "%s: empty, not a file or larger than %zu bytes", path,
-		    max);
-	}
-	if ((buf = calloc(1, (size_t)sb.st_size + 1)) == NULL) {
-		close(fd);
-		return kms_status_set(st, KMS_ERR_NOMEM, "out of memory");
-	}
-	while (len < (size_t)sb.st_size) {
-		n = read(fd, buf + len, (size_t)sb.st_size - len);
-		if (n == -1 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;
-		len += (size_t)n;
-	}
-	close(fd);
-	if (len != (size_t)sb.st_size) {
-		secret_freezero(buf, (size_t)sb.st_size + 1);
-		return kms_status_set(st, KMS_ERR_CONFIG, "%s: short read",
-		    path);
-	}
-	buf[len] = '\0';
-	*out = buf;
-	*outlen = len;
-	return 0;
 }
 
 /* The first OpenSSL error as text, for messages. */
@@ -108,8 +59,10 @@ read_member(struct tls_set *ts, enum tls_file f, const char *path,
 {
 	int r;
 
-	if ((r = tls_read_file(path, PEM_FILE_MAX, text, len, st)) != 0)
+	if ((r = fileio_read(path, PEM_FILE_MAX, text, len, st)) != 0)
 		return r;
+	if (*len == 0)
+		return kms_status_set(st, KMS_ERR_CONFIG, "%s: empty", path);
 	if (EVP_Digest(*text, *len, ts->digest[f], NULL, EVP_sha256(),
 	    NULL) != 1)
 		return kms_status_set(st, KMS_ERR_INTERNAL, "cannot hash %s",

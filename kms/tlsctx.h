@@ -45,11 +45,4 @@ int tls_set_load(const char *cert, const char *key, const char *ca,
     const char *crl, struct tls_set **out, struct kms_status *st);
 void tls_set_free(struct tls_set *ts);
 
-/*
- * Reads a whole file of at most max bytes into a NUL-terminated buffer
- * (*len excludes the NUL).  Used for PEM files and the policy.
- */
-int tls_read_file(const char *path, size_t max, char **out, size_t *len,
-    struct kms_status *st);
-
 #endif /* KMS_TLSCTX_H */

@@ -16,6 +16,8 @@
 #include <cmocka.h>
 
 #include "config.h"
+#include "fileio.h"
+#include "inifile.h"
 #include "kmserr.h"
 #include "log.h"
 
@@ -454,6 +456,48 @@ test_file_errors(void **state)
 	/* A NULL status is allowed. */
 	config_defaults(&fx->cfg);
 	assert_int_equal(config_load(path, &fx->cfg, NULL), KMS_ERR_CONFIG);
+
+	/* A directory is not read, nor is a file over the bound. */
+	config_defaults(&fx->cfg);
+	assert_int_equal(config_load(fx->dir, &fx->cfg, &fx->st),
+	    KMS_ERR_CONFIG);
+	assert_non_null(strstr(fx->st.msg, "not a regular file"));
+	assert_non_null(f = fopen(fx->path, "w"));
+	assert_int_equal(ftruncate(fileno(f), INIFILE_MAX + 1), 0);
+	assert_int_equal(fclose(f), 0);
+	config_defaults(&fx->cfg);
+	assert_int_equal(config_load(fx->path, &fx->cfg, &fx->st),
+	    KMS_ERR_CONFIG);
+	assert_non_null(strstr(fx->st.msg, "larger than"));
+}
+
+/* The one bounded reader: exact contents, NUL-terminated, within max. */
+static void
+test_fileio(void **state)
+{
+	struct fixture *fx = *state;
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f;
+
+	assert_non_null(f = fopen(fx->path, "w"));
+	assert_int_equal(fwrite("abc\n", 1, 4, f), 4);
+	assert_int_equal(fclose(f), 0);
+	assert_int_equal(fileio_read(fx->path, 4, &text, &len, &fx->st), 0);
+	assert_int_equal(len, 4);
+	assert_string_equal(text, "abc\n");
+	free(text);
+	assert_int_equal(fileio_read(fx->path, 3, &text, &len, &fx->st),
+	    KMS_ERR_CONFIG);
+	assert_null(text);
+	assert_int_equal(len, 0);
+	assert_non_null(strstr(fx->st.msg, "larger than 3 bytes"));
+	assert_non_null(f = fopen(fx->path, "w"));
+	assert_int_equal(fclose(f), 0);
+	assert_int_equal(fileio_read(fx->path, 4, &text, &len, &fx->st), 0);
+	assert_int_equal(len, 0);
+	assert_string_equal(text, "");
+	free(text);
 }
 
 static void
@@ -502,6 +546,7 @@ main(void)
 		T(test_syntax),
 		T(test_file_errors),
 		T(test_keys_section),
+		T(test_fileio),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -308,6 +308,49 @@ test_every_algorithm_covered(void **state)
 	assert_int_equal(covered, 11);
 }
 
+static void
+test_chain_names(void **state)
+{
+	struct kms_status st;
+	char long_name[KMS_CHAIN_NAME_MAX + 2], out[KMS_CHAIN_NAME_MAX + 1];
+
+	(void)state;
+	assert_int_equal(names_check_chain("127.0.0.1_7443", &st), 0);
+	assert_int_equal(names_check_chain("a-2", &st), 0);
+	memset(long_name, 'a', sizeof(long_name));
+	long_name[KMS_CHAIN_NAME_MAX] = '\0';
+	assert_int_equal(names_check_chain(long_name, &st), 0);
+	long_name[KMS_CHAIN_NAME_MAX] = 'a';
+	long_name[KMS_CHAIN_NAME_MAX + 1] = '\0';
+	assert_int_equal(names_check_chain(long_name, &st),
+	    KMS_ERR_INVALID_ARGUMENT);
+	assert_int_equal(names_check_chain("", &st), KMS_ERR_INVALID_ARGUMENT);
+	assert_int_equal(names_check_chain(".hidden", &st),
+	    KMS_ERR_INVALID_ARGUMENT);
+	assert_int_equal(names_check_chain("..", &st),
+	    KMS_ERR_INVALID_ARGUMENT);
+	assert_int_equal(names_check_chain("a/b", &st),
+	    KMS_ERR_INVALID_ARGUMENT);
+	assert_msg(&st, "bad chain name");
+	assert_int_equal(names_check_chain("a b", NULL),
+	    KMS_ERR_INVALID_ARGUMENT);
+
+	/* What kmsd makes of its listen address always passes the check. */
+	names_chain_from("[::1]:7443", out, sizeof(out));
+	assert_string_equal(out, "___1__7443");
+	assert_int_equal(names_check_chain(out, &st), 0);
+	names_chain_from(".x/../y", out, sizeof(out));
+	assert_string_equal(out, "_x_.._y");
+	assert_int_equal(names_check_chain(out, &st), 0);
+	names_chain_from("abcdef", out, 4);
+	assert_string_equal(out, "abc");
+
+	assert_true(names_is_plain("app.v-1_x", 9));
+	assert_true(names_is_plain("", 0));
+	assert_false(names_is_plain("a/b", 3));
+	assert_false(names_is_plain("a\0b", 3));
+}
+
 int
 main(void)
 {
@@ -320,6 +363,7 @@ main(void)
 		cmocka_unit_test(test_sign_input_rsa_raw),
 		cmocka_unit_test(test_sign_input_aes),
 		cmocka_unit_test(test_every_algorithm_covered),
+		cmocka_unit_test(test_chain_names),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,5 +1,5 @@
 /*
- * rpc.c: the gRPC C-core server, its method table and its worker pool.
+ * rpc.c: the gRPC C-core server and its worker pool.
  *
  * The workers share one completion queue and each serves the call it
  * takes from it: it re-posts the request slot, then hands the request
@@ -10,7 +10,8 @@
  * another: a call costs no wake-up between its arrival and its HSM
  * operation, and a worker busy with a slow operation (an RSA key
  * generation) holds no other call back, as the others keep taking events
- * from the queue.
+ * from the queue.  The whole path of a call, and the order of the locks
+ * it takes, are in docs/design.md.
  */
 #include <pthread.h>
 #include <stddef.h>

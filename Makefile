@@ -60,7 +60,8 @@ LIB_SRCS = $(COMMON_SRCS) $(KMS_LIB_SRCS)
 KMSD_SRCS = kms/rpc.c kms/rpclog.c kms/handlers.c kms/health.c kms/main.c
 CLIENT_SRCS = kmsctl/kmsclient.c kmsctl/conn.c kmsctl/output.c \
 	kmsctl/cmdtab.c kmsctl/keycmd.c kmsctl/signcmd.c kmsctl/wrapcmd.c \
-	kmsctl/whoamicmd.c kmsctl/auditlist.c kmsctl/auditcmd.c \
+	kmsctl/whoamicmd.c kmsctl/auditlist.c kmsctl/reportcmd.c \
+	kmsctl/auditcmd.c \
 	kmsctl/otacmd.c kmsctl/capgo.c kmsctl/capgocmd.c
 KMSCTL_SRCS = kmsctl/kmsctl.c
 # kms OTA bundles (docs/bundle-format.md): the device verifier, which needs

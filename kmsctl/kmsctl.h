@@ -117,5 +117,6 @@ int verify_cmd(struct ctx *x, int argc, char **argv);
 int wrapping_cmd(struct ctx *x, int argc, char **argv);
 int whoami_cmd(struct ctx *x, int argc, char **argv);
 int audit_list_cmd(struct ctx *x, int argc, char **argv);
+int audit_report_cmd(struct ctx *x, int argc, char **argv);
 
 #endif /* KMS_KMSCTL_H */

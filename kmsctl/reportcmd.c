@@ -856,7 +856,7 @@ audit_report_cmd(struct ctx *x, int argc, char **argv)
 	};
 	struct report rp;
 	struct kms_status st;
-	const char *out = NULL, *pubkey = NULL, *home, *path;
+	const char *out = NULL, *pubkey = NULL, *path;
 	char defpath[4096];
 	char *buf = NULL;
 	size_t len = 0, i;
@@ -897,9 +897,7 @@ audit_report_cmd(struct ctx *x, int argc, char **argv)
 	if (optind < argc)
 		path = argv[optind];
 	else {
-		home = getenv("KMS_HOME");
-		snprintf(defpath, sizeof(defpath), "%s/audit",
-		    home != NULL && *home != '\0' ? home : "var");
+		kmsctl_audit_dir(defpath, sizeof(defpath));
 		path = defpath;
 	}
 	if ((rp.chains = calloc(REPORT_CHAINS, sizeof(*rp.chains))) == NULL) {

@@ -234,8 +234,11 @@ main(int argc, char **argv)
 	struct audit_signer signer;
 	unsigned int ticks = 0;
 	int misses = 0;
-	/* Room for the suffix "-16" within KMS_CHAIN_NAME_MAX. */
-	char base[KMS_CHAIN_NAME_MAX - 3], chain[KMS_CHAIN_NAME_MAX + 1];
+	/*
+	 * The base leaves room for the suffix "-16" within
+	 * KMS_CHAIN_NAME_MAX; chain has room for any int the compiler sees.
+	 */
+	char base[KMS_CHAIN_NAME_MAX - 3], chain[KMS_CHAIN_NAME_MAX + 16];
 	sigset_t sigs;
 	enum log_level lvl;
 	int ch, i, sig, port, r, rc = 1;

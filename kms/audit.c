@@ -1405,28 +1405,48 @@ highest_seq(const char *dir, const char *chain)
 	return h.seq;
 }
 
-/* "CHAIN~N": the chain after chain (base name, or base~M). */
+/*
+ * "CHAIN-chainN": the chain after chain (CHAIN, or CHAIN-chainM), in the
+ * characters chain names may hold.
+ */
+#define NEXT_CHAIN "-chain"
+
+static const char *
+generation_suffix(const char *chain)
+{
+	const char *t = strstr(chain, NEXT_CHAIN), *n;
+
+	for (n = t; n != NULL; n = strstr(n + 1, NEXT_CHAIN))
+		t = n;
+	if (t == NULL || t[strlen(NEXT_CHAIN)] < '2' ||
+	    t[strlen(NEXT_CHAIN)] > '9' ||
+	    strspn(t + strlen(NEXT_CHAIN), "0123456789") !=
+	    strlen(t + strlen(NEXT_CHAIN)))
+		return NULL;
+	return t;
+}
+
 static void
 next_chain_name(const char *chain, char *buf, size_t len)
 {
-	const char *t = strrchr(chain, '~');
-	unsigned long g = 1;
-	char *end;
+	const char *t = generation_suffix(chain);
 
-	if (t != NULL && (g = strtoul(t + 1, &end, 10)) >= 2 && *end == '\0')
-		snprintf(buf, len, "%.*s~%lu", (int)(t - chain), chain, g + 1);
+	if (t != NULL)
+		snprintf(buf, len, "%.*s" NEXT_CHAIN "%lu", (int)(t - chain),
+		    chain, strtoul(t + strlen(NEXT_CHAIN), NULL, 10) + 1);
 	else
-		snprintf(buf, len, "%s~2", chain);
+		snprintf(buf, len, "%s" NEXT_CHAIN "2", chain);
 }
 
-/* The anchor names chain or one of its successors chain~N. */
+/* The anchor names chain or one of its successors chain-chainN. */
 static int
 is_generation(const char *chain, const char *name)
 {
-	size_t n = strlen(chain);
+	const char *t = generation_suffix(name);
 
-	return strcmp(name, chain) == 0 || (strncmp(name, chain, n) == 0 &&
-	    name[n] == '~' && name[n + 1] >= '1' && name[n + 1] <= '9');
+	return strcmp(name, chain) == 0 || (t != NULL &&
+	    (size_t)(t - name) == strlen(chain) &&
+	    strncmp(name, chain, strlen(chain)) == 0);
 }
 
 /*
@@ -1488,7 +1508,8 @@ audit_open(const char *dir, const char *chain, size_t segment_max,
 		    !is_generation(chain, an.chain)))
 			r = kms_status_set(st, KMS_ERR_VERIFY_FAILED, "the HSM "
 			    "anchor of audit chain %s does not belong to it: "
-			    "swapped or damaged", chain);
+			    "swapped or damaged; inspect the chain with kmsctl "
+			    "audit verify %s/%s", chain, dir, chain);
 		else if (r != 0 && r != KMS_ERR_NOT_FOUND)
 			r = kms_status_set(st, r, "cannot read the HSM anchor "
 			    "of audit chain %s: %s", chain, kms_strerror(r));

@@ -75,10 +75,10 @@ struct audit_signer {
  * continues it: the last segment's last complete record gives the next
  * seq and prev hash; a torn last line is cut off and the repair recorded.
  * With an anchor (see docs/audit.md) the chain is the one the anchor
- * names (chain, or chain~N after a new chain was started), and it must
+ * names (chain, or chain-chainN after a new chain was started), and it must
  * extend the anchored checkpoint exactly, every record after it sealed;
  * else the open fails with KMS_ERR_VERIFY_FAILED and what was found, or,
- * with new_chain_on_tamper, starts the next chain (chain~N+1) whose first
+ * with new_chain_on_tamper, starts the next chain (chain-chainN+1) whose first
  * seq is above everything the old one held.
  * The chain is locked (flock) for this process: a chain held by another
  * kmsd is KMS_ERR_ALREADY_EXISTS.  With a signer, the audit key's public

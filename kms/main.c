@@ -15,6 +15,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 
+#include <errno.h>
 #include <getopt.h>
 #include <pthread.h>
 #include <signal.h>
@@ -27,6 +28,7 @@
 #include "auditkey.h"
 #include "config.h"
 #include "handlers.h"
+#include "health.h"
 #include "hsm.h"
 #include "keystore.h"
 #include "kmserr.h"
@@ -153,6 +155,28 @@ usage(int ok)
 	exit(ok ? 0 : 2);
 }
 
+/*
+ * The once-a-second probe: logs a change of health, feeds the watchdog
+ * only while healthy.
+ */
+static void
+health_tick(struct service *svc, struct watchdog *wd, int *healthy)
+{
+	struct kms_status st;
+	int ok;
+
+	kms_status_clear(&st);
+	ok = health_probe(svc->hsm, svc->audit, &st) == 0;
+	if (ok != *healthy) {
+		if (ok)
+			log_info("health: serving again");
+		else
+			log_error("health: not serving: %s", st.msg);
+		*healthy = ok;
+	}
+	watchdog_tick(wd, ok);
+}
+
 /* A chain name from the listen address: one audit chain per instance. */
 static void
 chain_name(const char *listen, char *out, size_t len)
@@ -190,6 +214,10 @@ main(int argc, char **argv)
 	const char *config_path = NULL, *listen = NULL, *level = NULL;
 	const char *new_chain = NULL;
 	enum log_format fmt;
+	struct timespec tick = { 1, 0 };
+	struct watchdog *wd = NULL;
+	char status[300];
+	int healthy = 1;
 	static struct audit_key akey;
 	static struct maint maint;
 	struct audit_signer signer;
@@ -353,9 +381,23 @@ main(int argc, char **argv)
 	    "chain %s", cfg.listen, port, cfg.workers, keystore_count(svc.ks),
 	    audit_chain_dir(svc.audit));
 
+	if ((r = watchdog_open(cfg.listen, port, &wd)) != 0) {
+		log_error("watchdog: %s", kms_strerror(r));
+		goto out;
+	}
+	snprintf(status, sizeof(status), "listening on %s", cfg.listen);
+	watchdog_ready(status);
+
 	for (;;) {
-		if (sigwait(&sigs, &sig) != 0)
+		/*
+		 * Once a second: is kmsd healthy?  That feeds the watchdog
+		 * and the health port.
+		 */
+		if ((sig = sigtimedwait(&sigs, NULL, &tick)) == -1) {
+			if (errno == EAGAIN)
+				health_tick(&svc, wd, &healthy);
 			continue;
+		}
 		if (sig == SIGHUP) {
 			if (service_reload_policy(&svc, &st) != 0)
 				log_error("policy reload refused, the previous "
@@ -368,11 +410,13 @@ main(int argc, char **argv)
 		log_info("signal %d: stopping", sig);
 		break;
 	}
+	watchdog_stopping();
 	maint_stop(&maint);
 	rpc_server_stop(srv, STOP_GRACE_SECONDS);
 	srv = NULL;
 	rc = 0;
  out:
+	watchdog_free(wd);
 	maint_stop(&maint);
 	rpc_server_stop(srv, 0);
 	hsm_session_close(hs);

@@ -1524,11 +1524,15 @@ audit_open(const char *dir, const char *chain, size_t segment_max,
 	}
 	r = open_chain(dir, cur, 1, segment_max, signer, &an, NULL, &a, st);
 	if (r == KMS_ERR_VERIFY_FAILED) {
-		if (signer == NULL || !signer->new_chain_on_tamper)
+		/* Configured, or the operator's decision after a refusal. */
+		if (signer == NULL || (!signer->new_chain_on_tamper &&
+		    signer->new_chain_reason == NULL))
 			return r;
 		log_error("audit: %s", st->msg);
 		/* Above anything the old chain or the anchor ever held. */
-		snprintf(why, sizeof(why), "%s", st->msg);
+		snprintf(why, sizeof(why), "%s%s%s", signer->new_chain_reason ?
+		    signer->new_chain_reason : "", signer->new_chain_reason ?
+		    ": " : "", st->msg);
 		base = an.present ? an.base + an.size + 1 : 1;
 		if ((seq = highest_seq(dir, cur)) >= base)
 			base = seq + 1;

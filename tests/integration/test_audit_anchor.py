@@ -204,3 +204,33 @@ def test_swapped_anchor_object(stopped, tmp_path):
     pkcs11(stopped, "--write-object", str(val), "--type", "data",
            "--label", label, "--application-label", "kms", "--private")
     refused(stopped, "does not belong to it")
+
+
+def test_operator_starts_a_new_chain(stopped):
+    """kmsd --audit-new-chain REASON: said in the old chain and the new."""
+    stopped.args = ["--audit-new-chain", "key ceremony 7"]
+    stopped.start()
+    seqs = signs(stopped, 3, "after")
+    resp = stopped.client("auditor").kms.ListAuditRecords(
+        pb.ListAuditRecordsRequest(limit=1), timeout=30)
+    assert resp.chain == stopped.chain + "-chain2", resp.chain
+    old = [json.loads(l) for _, l in lines_of(stopped.chain_dir)]
+    ends = [r for r in old if r["rpc"] == "AuditChainEnd"]
+    assert ends and ends[0]["reason"] == "key ceremony 7", old[-3:]
+    assert old[-1]["rpc"] == "Checkpoint"
+    new = json.loads(lines_of(stopped.home / "audit" / resp.chain)[0][1])
+    assert new["rpc"] == "AuditChainStart" and \
+        new["reason"] == "key ceremony 7", new
+    assert new["seq"] > old[-1]["seq"] and min(seqs) > old[-1]["seq"]
+    stopped.args = []
+    stopped.stop_clean()
+    for chain in (stopped.chain, resp.chain):
+        p = run([KMSCTL, "audit", "verify", stopped.home / "audit" / chain],
+                check=False)
+        assert p.returncode == 0, p.stdout.decode() + p.stderr.decode()
+    # The next start continues the new chain (the anchor names it).
+    stopped.start()
+    resp2 = stopped.client("auditor").kms.ListAuditRecords(
+        pb.ListAuditRecordsRequest(limit=1), timeout=30)
+    assert resp2.chain == resp.chain
+    stopped.stop_clean()

@@ -55,12 +55,15 @@ COMMON_SRCS = common/kmserr.c common/algo.c common/log.c common/secret.c \
 KMS_LIB_SRCS = kms/config.c kms/policy.c kms/hsm.c kms/hsm_obj.c \
 	kms/hsm_rv.c kms/keymeta.c \
 	kms/store_token.c kms/keystore.c kms/keystore_life.c kms/keystore_ops.c \
-	kms/audit.c kms/audittree.c kms/auditkey.c
+	kms/audit.c kms/audittree.c kms/auditkey.c kms/identity.c kms/tlsctx.c
 LIB_SRCS = $(COMMON_SRCS) $(KMS_LIB_SRCS)
-KMSD_SRCS = kms/rpc.c kms/rpclog.c kms/handlers.c kms/health.c kms/main.c
+KMSD_SRCS = kms/rpc.c kms/rpclog.c kms/tlsfront.c kms/reload.c kms/gate.c \
+	kms/handlers.c kms/h_keys.c kms/h_crypto.c kms/h_bundle.c kms/h_service.c \
+	kms/health.c kms/main.c
 CLIENT_SRCS = kmsctl/kmsclient.c kmsctl/conn.c kmsctl/output.c \
 	kmsctl/cmdtab.c kmsctl/keycmd.c kmsctl/signcmd.c kmsctl/wrapcmd.c \
-	kmsctl/whoamicmd.c kmsctl/auditlist.c kmsctl/auditcmd.c \
+	kmsctl/whoamicmd.c kmsctl/auditlist.c kmsctl/reportcmd.c \
+	kmsctl/auditcmd.c \
 	kmsctl/otacmd.c kmsctl/capgo.c kmsctl/capgocmd.c
 KMSCTL_SRCS = kmsctl/kmsctl.c
 # kms OTA bundles (docs/bundle-format.md): the device verifier, which needs
@@ -246,12 +249,22 @@ $(FUZZ_DIR)/fuzz_proof: $(FUZZ_PROOF_SRCS) common/merkle.h
 	clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Icommon \
 		-o $@ $(FUZZ_PROOF_SRCS) -lcrypto
 
+# The identity rules on DER certificates.
+FUZZ_IDENTITY_SRCS = tests/fuzz/fuzz_identity.c kms/identity.c \
+	common/kmserr.c
+
+$(FUZZ_DIR)/fuzz_identity: $(FUZZ_IDENTITY_SRCS) kms/identity.h
+	@mkdir -p $(dir $@)
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Ikms \
+		-Icommon -o $@ $(FUZZ_IDENTITY_SRCS) -lcrypto
+
 fuzz: $(FUZZ_DIR)/fuzz_audit_verify $(FUZZ_DIR)/fuzz_policy \
 	$(FUZZ_DIR)/fuzz_kmsb_manifest $(FUZZ_DIR)/fuzz_capgo \
-	$(FUZZ_DIR)/fuzz_note $(FUZZ_DIR)/fuzz_proof
+	$(FUZZ_DIR)/fuzz_note $(FUZZ_DIR)/fuzz_proof $(FUZZ_DIR)/fuzz_identity
 	@mkdir -p $(FUZZ_DIR)/corpus-audit $(FUZZ_DIR)/corpus-policy \
 		$(FUZZ_DIR)/corpus-kmsb $(FUZZ_DIR)/corpus-capgo \
-		$(FUZZ_DIR)/corpus-note $(FUZZ_DIR)/corpus-proof
+		$(FUZZ_DIR)/corpus-note $(FUZZ_DIR)/corpus-proof \
+		$(FUZZ_DIR)/corpus-identity
 	$(FUZZ_DIR)/fuzz_audit_verify -max_total_time=$(FUZZ_SECONDS) \
 		-max_len=4096 -print_final_stats=1 $(FUZZ_DIR)/corpus-audit \
 		tests/fuzz/corpus-audit
@@ -270,6 +283,9 @@ fuzz: $(FUZZ_DIR)/fuzz_audit_verify $(FUZZ_DIR)/fuzz_policy \
 	$(FUZZ_DIR)/fuzz_proof -max_total_time=$(FUZZ_SECONDS) \
 		-max_len=4096 -print_final_stats=1 $(FUZZ_DIR)/corpus-proof \
 		tests/fuzz/corpus-proof
+	$(FUZZ_DIR)/fuzz_identity -max_total_time=$(FUZZ_SECONDS) \
+		-max_len=8192 -print_final_stats=1 $(FUZZ_DIR)/corpus-identity \
+		tests/fuzz/corpus-identity
 
 asan:
 	$(MAKE) BUILD=build/asan SAN=1 all

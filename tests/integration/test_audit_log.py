@@ -21,6 +21,7 @@ import time
 import grpc
 import pytest
 
+import tlog
 from conftest import KMSCTL, Kmsd, expect_error, make_home, pb, run
 
 # Small segments and frequent checkpoints, so that a few records make many.
@@ -390,45 +391,44 @@ def test_tampering_is_detected(ak, tmp_path, kind):
 
 
 def test_checkpoint_by_a_foreign_key_needs_the_pinned_key(ak, tmp_path):
-    """A forger who re-signs checkpoints with a key of their own and puts its
-    PEM beside the log is caught by pinning the real audit key."""
+    """A forger who changes a record, rebuilds the tree, re-signs every
+    later checkpoint with a key of their own and puts its PEM beside the
+    log is caught by pinning the real audit key."""
     sign(ak, 20, "pin")
     chain_dir, resp = my_chain(ak)
     real = tmp_path / "real.pem"
     real.write_text(resp.audit_key_pem)
+    tlog.load_pem_public(resp.audit_key_pem)
     copy = tmp_path / "audit"
     shutil.copytree(ak.home / "audit", copy)
     cdir = copy / chain_dir.name
-    evil = tmp_path / "evil.key"
-    run(["openssl", "ecparam", "-name", "prime256v1", "-genkey", "-noout",
-         "-out", evil])
-    der = run(["openssl", "pkey", "-in", evil, "-pubout", "-outform",
-               "DER"]).stdout
-    fpr = hashlib.sha256(der).hexdigest()
+    evil = tlog.new_key()
+    fpr = hashlib.sha256(tlog.public_der(evil)).hexdigest()
     (cdir / ("audit-key-%s.pem" % fpr[:16])).write_bytes(
-        run(["openssl", "pkey", "-in", evil, "-pubout"]).stdout)
+        tlog.public_pem(evil))
     segs = load_chain(cdir)
     lines = flat(segs)
     r = json.loads(lines[3])
     r["identity"] = "someone-else"
     lines[3] = json.dumps(r, separators=(",", ":")).encode()
+    leaves = [tlog.leaf_hash(l) for l in lines[:4]]
+    resigned = 0
     for i in range(4, len(lines)):
         r = json.loads(lines[i])
         r["prev"] = hashlib.sha256(lines[i - 1]).hexdigest()
         if r["rpc"] == "Checkpoint":
-            msg = ("kms-audit-checkpoint-v1\nchain=%s\nseq=%d\nprev=%s\n"
-                   "every=%d\n" % (r["chain"], r["seq"], r["prev"],
-                                   r["checkpoint"]["every"])).encode()
-            m = tmp_path / "msg"
-            m.write_bytes(msg)
-            sig = run(["openssl", "dgst", "-sha256", "-sign", evil,
-                       m]).stdout
-            r["checkpoint"]["key"] = fpr
-            r["checkpoint"]["sig"] = base64.b64encode(sig).decode()
+            text, sigs = tlog.split_note(r["checkpoint"]["note"])
+            origin, size, _ = tlog.parse_checkpoint(text)
+            r["checkpoint"]["note"] = tlog.sign_note(
+                tlog.checkpoint_text(origin, size, tlog.mth(leaves[:size])),
+                origin, evil)
+            resigned += 1
         lines[i] = json.dumps(r, separators=(",", ":")).encode()
+        leaves.append(tlog.leaf_hash(lines[i]))
+    assert resigned > 0
     save_chain(resplit(segs, lines))
     p = verify(copy)
-    assert p.returncode == 0
+    assert p.returncode == 0, out_text(p)
     assert "more than one audit key" in out_text(p)
     p = verify(copy, "--pubkey", real)
     assert p.returncode == 1, out_text(p)

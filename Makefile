@@ -62,7 +62,8 @@ KMSD_SRCS = kms/rpc.c kms/rpclog.c kms/tlsfront.c kms/reload.c kms/gate.c \
 	kms/health.c kms/main.c
 CLIENT_SRCS = kmsctl/kmsclient.c kmsctl/conn.c kmsctl/output.c \
 	kmsctl/cmdtab.c kmsctl/keycmd.c kmsctl/signcmd.c kmsctl/wrapcmd.c \
-	kmsctl/whoamicmd.c kmsctl/auditlist.c kmsctl/auditcmd.c \
+	kmsctl/whoamicmd.c kmsctl/auditlist.c kmsctl/reportcmd.c \
+	kmsctl/auditcmd.c \
 	kmsctl/otacmd.c kmsctl/capgo.c kmsctl/capgocmd.c
 KMSCTL_SRCS = kmsctl/kmsctl.c
 # kms OTA bundles (docs/bundle-format.md): the device verifier, which needs

@@ -161,7 +161,6 @@ $(BUILD)/p11raw: $(BUILD)/obj/bench/p11raw.o $(BUILD)/obj/bench/p11util.o
 # The floor: a bare gRPC + PKCS#11 Sign server on kmsd's configuration
 # (bench/floor.c), the reference kmsd is measured against.  It reads that
 # configuration with kms/config.c.
-$(BUILD)/obj/bench/floor.o: INC_BENCH += -Icommon -Ikms
 $(BUILD)/floor: $(BUILD)/obj/bench/floor.o $(BUILD)/obj/bench/p11util.o \
     $(PROTO_OBJS) $(BUILD)/libkms.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS_GRPC) $(LDLIBS_COMMON)

@@ -31,6 +31,15 @@ PACKAGES=(
 	python3-grpc-tools
 	python3-protobuf
 	python3-pytest
+	# The PKCS#11 module's tests: the signing tools themselves.
+	libengine-pkcs11-openssl	# OpenSSL's pkcs11 engine (libp11)
+	gnutls-bin		# p11tool
+	openssh-client		# ssh-keygen, ssh-agent, ssh-add
+	openjdk-17-jdk-headless	# jarsigner, SunPKCS11
+	apksigner
+	aapt			# a binary AndroidManifest.xml for apksigner
+	osslsigncode
+	gcab			# a CAB file for osslsigncode
 )
 
 # `deps.sh bench` (make bench) adds what the benchmarks need.

@@ -4,6 +4,7 @@
 #                   build/libkms-pkcs11.so
 #   make run        install what is missing, build, set up $KMS_HOME, run kmsd
 #   make test       install what is missing, build, run every test
+#                   (OFFLINE=1: skip the tests that need the npm registry)
 #   make bench      benchmarks (see bench/)
 #
 # SAN=1 builds with AddressSanitizer and UndefinedBehaviorSanitizer into
@@ -50,14 +51,17 @@ PROTO_H = $(PROTO_C:.c=.h)
 
 # What the daemon and the clients share.
 COMMON_SRCS = common/kmserr.c common/algo.c common/log.c common/secret.c \
-	common/inifile.c common/names.c common/auditread.c common/pubkey.c
+	common/inifile.c common/names.c common/auditread.c common/pubkey.c \
+	common/merkle.c common/note.c
 # The daemon's modules, one per concern; the RPC layer alone sees gRPC.
 KMS_LIB_SRCS = kms/config.c kms/policy.c kms/hsm.c kms/keystore.c \
-	kms/audit.c kms/auditkey.c
+	kms/audit.c kms/audittree.c kms/auditkey.c
 LIB_SRCS = $(COMMON_SRCS) $(KMS_LIB_SRCS)
-KMSD_SRCS = kms/rpc.c kms/handlers.c kms/main.c
-CLIENT_SRCS = common/kmsclient.c kmsctl/auditcmd.c kmsctl/otacmd.c \
-	kmsctl/capgo.c kmsctl/capgocmd.c
+KMSD_SRCS = kms/rpc.c kms/rpclog.c kms/handlers.c kms/main.c
+CLIENT_SRCS = common/kmsclient.c kmsctl/conn.c kmsctl/output.c \
+	kmsctl/cmdtab.c kmsctl/keycmd.c kmsctl/signcmd.c kmsctl/wrapcmd.c \
+	kmsctl/whoamicmd.c kmsctl/auditlist.c kmsctl/auditcmd.c \
+	kmsctl/otacmd.c kmsctl/capgo.c kmsctl/capgocmd.c
 KMSCTL_SRCS = kmsctl/kmsctl.c
 # The PKCS#11 module (docs/pkcs11.md): its own files, the gRPC client and
 # the parts of common/ it needs.  The parts that do not call kmsd are
@@ -85,6 +89,7 @@ PKCS11_OBJS = $(PKCS11_SRCS:%.c=$(BUILD)/obj/%.o)
 P11_UNIT_OBJS = $(P11_UNIT_SRCS:%.c=$(BUILD)/obj/%.o)
 
 UNIT_TESTS = test_kmserr test_names test_config test_policy test_secret test_audit \
+	test_merkle test_note \
 	test_hsm test_keystore test_kmsb
 UNIT_TESTS += test_capgo test_p11
 UNIT_BINS = $(UNIT_TESTS:%=$(BUILD)/tests/%)
@@ -218,7 +223,8 @@ unit: $(UNIT_BINS) $(BUILD)/p11fault.so
 FUZZ_SECONDS ?= 30
 FUZZ_DIR = build/fuzz
 FUZZ_AUDIT_SRCS = tests/fuzz/fuzz_audit_verify.c common/auditread.c \
-	common/kmserr.c common/algo.c common/pubkey.c common/log.c
+	common/kmserr.c common/algo.c common/pubkey.c common/log.c \
+	common/merkle.c common/note.c
 
 $(FUZZ_DIR)/fuzz_audit_verify: $(FUZZ_AUDIT_SRCS) common/auditread.h
 	@mkdir -p $(dir $@)
@@ -250,10 +256,27 @@ $(FUZZ_DIR)/fuzz_kmsb_manifest: $(FUZZ_KMSB_SRCS) $(wildcard kmsb/*.h)
 	clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE \
 		-Ikmsb -o $@ $(FUZZ_KMSB_SRCS) -lcrypto
 
+# The signed-note and checkpoint parsers, and the Merkle proof verifiers.
+FUZZ_NOTE_SRCS = tests/fuzz/fuzz_note.c common/note.c common/merkle.c \
+	common/kmserr.c
+FUZZ_PROOF_SRCS = tests/fuzz/fuzz_proof.c common/merkle.c common/kmserr.c
+
+$(FUZZ_DIR)/fuzz_note: $(FUZZ_NOTE_SRCS) common/note.h common/merkle.h
+	@mkdir -p $(dir $@)
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Icommon \
+		-o $@ $(FUZZ_NOTE_SRCS) -lcrypto
+
+$(FUZZ_DIR)/fuzz_proof: $(FUZZ_PROOF_SRCS) common/merkle.h
+	@mkdir -p $(dir $@)
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Icommon \
+		-o $@ $(FUZZ_PROOF_SRCS) -lcrypto
+
 fuzz: $(FUZZ_DIR)/fuzz_audit_verify $(FUZZ_DIR)/fuzz_policy \
-	$(FUZZ_DIR)/fuzz_kmsb_manifest $(FUZZ_DIR)/fuzz_capgo
+	$(FUZZ_DIR)/fuzz_kmsb_manifest $(FUZZ_DIR)/fuzz_capgo \
+	$(FUZZ_DIR)/fuzz_note $(FUZZ_DIR)/fuzz_proof
 	@mkdir -p $(FUZZ_DIR)/corpus-audit $(FUZZ_DIR)/corpus-policy \
-		$(FUZZ_DIR)/corpus-kmsb $(FUZZ_DIR)/corpus-capgo
+		$(FUZZ_DIR)/corpus-kmsb $(FUZZ_DIR)/corpus-capgo \
+		$(FUZZ_DIR)/corpus-note $(FUZZ_DIR)/corpus-proof
 	$(FUZZ_DIR)/fuzz_audit_verify -max_total_time=$(FUZZ_SECONDS) \
 		-max_len=4096 -print_final_stats=1 $(FUZZ_DIR)/corpus-audit \
 		tests/fuzz/corpus-audit
@@ -266,12 +289,22 @@ fuzz: $(FUZZ_DIR)/fuzz_audit_verify $(FUZZ_DIR)/fuzz_policy \
 	$(FUZZ_DIR)/fuzz_capgo -max_total_time=$(FUZZ_SECONDS) \
 		-max_len=4096 -print_final_stats=1 $(FUZZ_DIR)/corpus-capgo \
 		tests/fuzz/corpus-capgo
+	$(FUZZ_DIR)/fuzz_note -max_total_time=$(FUZZ_SECONDS) \
+		-max_len=8192 -print_final_stats=1 $(FUZZ_DIR)/corpus-note \
+		tests/fuzz/corpus-note
+	$(FUZZ_DIR)/fuzz_proof -max_total_time=$(FUZZ_SECONDS) \
+		-max_len=4096 -print_final_stats=1 $(FUZZ_DIR)/corpus-proof \
+		tests/fuzz/corpus-proof
 
 asan:
 	$(MAKE) BUILD=build/asan SAN=1 all
 
+# OFFLINE=1 skips the tests that need the npm registry (Capgo's CLI).
+OFFLINE ?= 0
 integration: all
-	@BUILD=$(BUILD) bash tests/run-integration.sh
+	@if [ "$(OFFLINE)" != 0 ]; then echo "integration: OFFLINE=1, the" \
+	    "Capgo interoperability tests (npm) are skipped"; fi
+	@BUILD=$(BUILD) KMS_TEST_OFFLINE=$(OFFLINE) bash tests/run-integration.sh
 
 # Every test: unit tests and the integration suite on the normal build,
 # then the integration suite again on the ASan+UBSan build.

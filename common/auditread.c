@@ -26,11 +26,15 @@
 #include "algo.h"
 #include "auditread.h"
 #include "kmserr.h"
+#include "merkle.h"
+#include "note.h"
 #include "pubkey.h"
 
 #define SEG_DIGITS 20
 #define SEG_SUFFIX ".jsonl"
 #define MAX_KEYS 64
+/* Records a checkpoint may leave behind it that the verifier keeps. */
+#define MAX_LAG ((size_t)1 << 22)
 
 struct audit_key {
 	char fpr[AUDIT_HASH_HEX + 1];
@@ -172,6 +176,150 @@ auditv_chain_init(struct auditv_chain *c, const char *chain,
 	c->next_seq = 1;
 	memset(c->prev, '0', AUDIT_HASH_HEX);
 	c->prev[AUDIT_HASH_HEX] = '\0';
+	merkle_edge_init(&c->edge);
+	merkle_edge_init(&c->cp_edge);
+}
+
+void
+auditv_chain_free(struct auditv_chain *c)
+{
+	free(c->lag);
+	c->lag = NULL;
+	c->nlag = c->caplag = 0;
+}
+
+static void
+note_key_used(struct auditv_chain *c, const char *fpr)
+{
+	unsigned int i;
+
+	/* Remember which keys signed (the first 4 distinct ones). */
+	for (i = 0; i < c->nkeys_used; i++)
+		if (strncmp(c->keys_used[i], fpr, 16) == 0)
+			return;
+	if (c->nkeys_used < 4) {
+		snprintf(c->keys_used[c->nkeys_used], 17, "%.16s", fpr);
+		c->nkeys_used++;
+	}
+}
+
+int
+audit_check_note(const struct audit_keyset *ks, const char *chain,
+    const char *text, size_t len, struct checkpoint *cp, char *fpr,
+    char *why, size_t whylen)
+{
+	struct note n;
+	uint8_t pub[NOTE_ED25519_LEN];
+	char origin[NOTE_NAME_MAX + 1];
+	size_t i;
+	int v, bad = 0;
+
+	if (note_parse(text, len, &n) != 0 ||
+	    checkpoint_parse(n.text, n.text_len, cp) != 0) {
+		snprintf(why, whylen, "checkpoint note is malformed");
+		return -1;
+	}
+	snprintf(origin, sizeof(origin), "kms/%s", chain);
+	if (strcmp(cp->origin, origin) != 0) {
+		snprintf(why, whylen, "checkpoint of origin \"%.64s\" where "
+		    "\"%.64s\" is due", cp->origin, origin);
+		return -1;
+	}
+	for (i = 0; ks != NULL && i < ks->n; i++) {
+		if (note_ed25519_from_spki(ks->keys[i].der, ks->keys[i].len,
+		    pub) != 0)
+			continue;
+		if ((v = note_verify(&n, origin, pub)) == 0) {
+			memcpy(fpr, ks->keys[i].fpr, AUDIT_HASH_HEX + 1);
+			return 0;
+		}
+		if (v == -2)
+			bad = 1;
+	}
+	snprintf(why, whylen, bad ? "checkpoint signature does not verify" :
+	    "checkpoint signed by unknown audit key (no trusted Ed25519 key "
+	    "named %.64s signed it)", origin);
+	return -1;
+}
+
+/* A signed-note checkpoint: the signature, then the tree it names. */
+static int
+check_note_record(struct auditv_chain *c, json_t *rec, uint64_t seq,
+    char *why, size_t whylen)
+{
+	struct checkpoint cp;
+	struct merkle_edge e;
+	uint8_t root[MERKLE_HASH_LEN];
+	char fpr[AUDIT_HASH_HEX + 1], hex[MERKLE_HASH_LEN * 2 + 1];
+	json_t *note = json_object_get(json_object_get(rec, "checkpoint"),
+	    "note");
+	size_t i, k;
+
+	if (!json_is_string(note)) {
+		snprintf(why, whylen, "checkpoint record without a note");
+		return -1;
+	}
+	if (audit_check_note(c->keys, c->chain, json_string_value(note),
+	    json_string_length(note), &cp, fpr, why, whylen) != 0)
+		return -1;
+	if (cp.size < c->cp_edge.size || cp.size > seq - 1) {
+		snprintf(why, whylen, "checkpoint of tree size %" PRIu64
+		    " where %" PRIu64 "..%" PRIu64 " is due", cp.size,
+		    c->cp_edge.size, seq - 1);
+		return -1;
+	}
+	e = c->cp_edge;
+	k = (size_t)(cp.size - c->cp_edge.size);
+	for (i = 0; i < k; i++)
+		(void)merkle_edge_append(&e, c->lag[i], NULL, NULL);
+	merkle_edge_root(&e, root);
+	if (memcmp(root, cp.root, MERKLE_HASH_LEN) != 0) {
+		audit_hex(root, sizeof(root), hex);
+		snprintf(why, whylen, "checkpoint root of tree size %" PRIu64
+		    " does not match the records (they hash to %.16s...): "
+		    "records were changed, removed or inserted", cp.size, hex);
+		return -1;
+	}
+	c->cp_edge = e;
+	if (k > 0) {
+		memmove(c->lag, c->lag + k, (c->nlag - k) * MERKLE_HASH_LEN);
+		c->nlag -= k;
+	}
+	c->notes = 1;
+	c->cp_every = 0;
+	/* Records after the tree it names and before it are not covered. */
+	c->since_cp = seq - 1 - cp.size;
+	note_key_used(c, fpr);
+	return 0;
+}
+
+/* Adds an accepted line to the tree. */
+static int
+add_leaf(struct auditv_chain *c, const char *line, size_t len, char *why,
+    size_t whylen)
+{
+	uint8_t (*n)[MERKLE_HASH_LEN];
+	size_t ncap;
+
+	if (c->nlag == c->caplag) {
+		ncap = c->caplag == 0 ? 1024 : c->caplag * 2;
+		if (ncap > MAX_LAG || (n = realloc(c->lag,
+		    ncap * MERKLE_HASH_LEN)) == NULL) {
+			snprintf(why, whylen, "more than %zu records after the "
+			    "last checkpoint's tree: too many to check",
+			    c->caplag);
+			return -1;
+		}
+		c->lag = n;
+		c->caplag = ncap;
+	}
+	merkle_leaf_hash(line, len, c->lag[c->nlag]);
+	if (merkle_edge_append(&c->edge, c->lag[c->nlag], NULL, NULL) != 0) {
+		snprintf(why, whylen, "tree full");
+		return -1;
+	}
+	c->nlag++;
+	return 0;
 }
 
 static const char *
@@ -214,7 +362,6 @@ check_checkpoint(struct auditv_chain *c, json_t *rec, uint64_t seq,
 	uint8_t sig[512], md[SHA256_DIGEST_LENGTH];
 	char msg[512];
 	size_t siglen;
-	unsigned int i;
 	int n, valid = 0;
 
 	cp = json_object_get(rec, "checkpoint");
@@ -257,14 +404,7 @@ check_checkpoint(struct auditv_chain *c, json_t *rec, uint64_t seq,
 		return -1;
 	}
 	c->cp_every = (unsigned int)json_integer_value(every);
-	/* Remember which keys signed (the first 4 distinct ones). */
-	for (i = 0; i < c->nkeys_used; i++)
-		if (strncmp(c->keys_used[i], fpr, 16) == 0)
-			break;
-	if (i == c->nkeys_used && c->nkeys_used < 4) {
-		snprintf(c->keys_used[c->nkeys_used], 17, "%.16s", fpr);
-		c->nkeys_used++;
-	}
+	note_key_used(c, fpr);
 	return 0;
 }
 
@@ -337,10 +477,23 @@ auditv_chain_line(struct auditv_chain *c, const char *line, size_t len,
 	ident = get_str(rec, "identity");
 	if (strcmp(rpc, AUDIT_CHECKPOINT_RPC) == 0 && ident != NULL &&
 	    strcmp(ident, AUDIT_SERVICE_IDENTITY) == 0) {
-		if (check_checkpoint(c, rec, seq, prev, why, whylen) != 0)
-			goto out;
+		if (json_object_get(json_object_get(rec, "checkpoint"),
+		    "note") != NULL) {
+			if (check_note_record(c, rec, seq, why, whylen) != 0)
+				goto out;
+		} else {
+			/* The first kind of checkpoint ends with the second. */
+			if (c->notes) {
+				snprintf(why, whylen, "a checkpoint of the "
+				    "first kind after signed-note checkpoints");
+				goto out;
+			}
+			if (check_checkpoint(c, rec, seq, prev, why,
+			    whylen) != 0)
+				goto out;
+			c->since_cp = 0;
+		}
 		c->last_cp_seq = seq;
-		c->since_cp = 0;
 		c->checkpoints++;
 	} else {
 		c->since_cp++;
@@ -349,7 +502,8 @@ auditv_chain_line(struct auditv_chain *c, const char *line, size_t len,
 		 * records; before the first one only the start-up records
 		 * may stand (kmsd signs a checkpoint as it starts).
 		 */
-		if ((c->last_cp_seq != 0 && c->since_cp > c->cp_every) ||
+		if ((c->last_cp_seq != 0 && !c->notes &&
+		    c->since_cp > c->cp_every) ||
 		    (c->last_cp_seq == 0 && c->since_cp > 1)) {
 			snprintf(why, whylen, "a checkpoint is missing: %"
 			    PRIu64 " records follow %s", c->since_cp,
@@ -359,6 +513,8 @@ auditv_chain_line(struct auditv_chain *c, const char *line, size_t len,
 			goto out;
 		}
 	}
+	if (add_leaf(c, line, len, why, whylen) != 0)
+		goto out;
 	SHA256((const unsigned char *)line, len, md);
 	audit_hex(md, sizeof(md), c->prev);
 	c->next_seq = seq + 1;
@@ -512,6 +668,7 @@ verify_chain(const char *dir, const char *chain, const char *pubkey_pem,
 	struct audit_keyset *ks = NULL;
 	struct auditv_chain c;
 	struct lreader *lr = NULL;
+	uint8_t rootbin[MERKLE_HASH_LEN];
 	char path[8192], why[512];
 	unsigned long lineno;
 	uint64_t first;
@@ -519,6 +676,7 @@ verify_chain(const char *dir, const char *chain, const char *pubkey_pem,
 	char *line;
 	int nseg = -1, nall = -1, nkeys = -1, i, rv, torn, r = -1;
 
+	auditv_chain_init(&c, chain, NULL);
 	if ((ks = audit_keyset_new()) == NULL ||
 	    (lr = malloc(sizeof(*lr))) == NULL) {
 		kms_status_set(st, KMS_ERR_NOMEM, "out of memory");
@@ -618,10 +776,14 @@ verify_chain(const char *dir, const char *chain, const char *pubkey_pem,
 	res->records += c.records;
 	res->checkpoints += c.checkpoints;
 	res->unsigned_tail += c.since_cp;
-	notef(note, arg, "chain %s: %" PRIu64 " records, %" PRIu64
-	    " checkpoints, last checkpoint at seq %" PRIu64 ", %" PRIu64
-	    " record(s) after it; checkpoints signed by %u audit key(s)%s%s%s"
-	    "%s%s%s%s%s", chain, c.records, c.checkpoints, c.last_cp_seq,
+	res->tree_size = c.edge.size;
+	merkle_edge_root(&c.edge, rootbin);
+	audit_hex(rootbin, sizeof(rootbin), res->root);
+	notef(note, arg, "chain %s: %" PRIu64 " records, Merkle tree root %s; "
+	    "%" PRIu64 " checkpoints, the last at seq %" PRIu64 ", %" PRIu64
+	    " record(s) not covered by one; checkpoints signed by %u audit "
+	    "key(s)%s%s%s%s%s%s%s%s", chain, c.records, res->root,
+	    c.checkpoints, c.last_cp_seq,
 	    c.since_cp, c.nkeys_used, c.nkeys_used > 0 ? ": " : "",
 	    c.nkeys_used > 0 ? c.keys_used[0] : "",
 	    c.nkeys_used > 1 ? ", " : "", c.nkeys_used > 1 ? c.keys_used[1] : "",
@@ -638,6 +800,7 @@ verify_chain(const char *dir, const char *chain, const char *pubkey_pem,
 		free_names(all, nall);
 	if (keys != NULL)
 		free_names(keys, nkeys);
+	auditv_chain_free(&c);
 	audit_keyset_free(ks);
 	free(lr);
 	return r;
@@ -743,6 +906,47 @@ audit_parse_time(const char *s, int64_t *usec)
 		return -1;
 	*usec = (int64_t)t * 1000000 + frac;
 	return 0;
+}
+
+int
+audit_scan(const char *dir,
+    int (*cb)(const char *line, size_t len, void *arg), void *arg,
+    struct kms_status *st)
+{
+	struct dirent **segs = NULL;
+	struct lreader *lr = NULL;
+	char path[8192], *line;
+	size_t len;
+	int nseg, i, rv, torn, r = 0;
+
+	if ((nseg = scandir(dir, &segs, audit_segment_filter, alphasort)) < 0)
+		return kms_status_set(st, KMS_ERR_AUDIT, "cannot read %s: %s",
+		    dir, strerror(errno));
+	if ((lr = malloc(sizeof(*lr))) == NULL) {
+		r = kms_status_set(st, KMS_ERR_NOMEM, "out of memory");
+		goto out;
+	}
+	for (i = 0; i < nseg && r == 0; i++) {
+		snprintf(path, sizeof(path), "%s/%s", dir, segs[i]->d_name);
+		memset(lr, 0, offsetof(struct lreader, buf));
+		if ((lr->fd = open(path, O_RDONLY | O_CLOEXEC)) == -1) {
+			r = kms_status_set(st, KMS_ERR_AUDIT, "cannot read %s: "
+			    "%s", path, strerror(errno));
+			goto out;
+		}
+		while ((rv = lreader_next(lr, &line, &len, &torn)) == 1 &&
+		    (r = cb(line, len, arg)) == 0)
+			;
+		close(lr->fd);
+		if (r == 0 && rv < 0)
+			r = kms_status_set(st, KMS_ERR_AUDIT, "%s: %s", path,
+			    rv == -2 ? "a line longer than the limit" :
+			    "read error");
+	}
+ out:
+	free(lr);
+	free_names(segs, nseg);
+	return r;
 }
 
 static int

@@ -14,13 +14,18 @@
  *    for the first), across segment boundaries;
  *  - segment names equal the seq of their first record, the first
  *    segment starts at 1, and only the last segment may be empty;
- *  - every checkpoint record (rpc "Checkpoint" by "kmsd") carries a valid
- *    signature, by a known audit key, over the chain name, its own seq
- *    and prev and the checkpoint interval it promises;
- *  - no more records follow a checkpoint than the interval it promised
- *    before the next checkpoint (so checkpoints cannot be dropped quietly).
- * What it cannot see is said in the README: records cut off after the
- * last checkpoint, and a whole chain directory removed.
+ *  - the RFC 9162 Merkle tree over every record (merkle.h) is rebuilt,
+ *    and every checkpoint record (rpc "Checkpoint" by "kmsd") of today's
+ *    kind holds a C2SP signed note (note.h) with origin "kms/CHAIN", a
+ *    tree size between the last checkpoint's and its own seq, the root of
+ *    the records up to that size, and a valid Ed25519 signature by a
+ *    known audit key under the key name "kms/CHAIN";
+ *  - checkpoints of the first kind (ECDSA P-256 over the chain name, seq,
+ *    prev and promised interval) still verify, and no more records follow
+ *    one than the interval it promised.
+ * What it cannot see alone is said in docs/audit.md: records cut off
+ * after the last checkpoint, and a whole chain directory removed (the HSM
+ * anchor and witnesses see those).
  */
 #ifndef KMS_AUDITREAD_H
 #define KMS_AUDITREAD_H
@@ -28,6 +33,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "merkle.h"
+
+struct checkpoint;
 struct dirent;
 struct kms_status;
 
@@ -69,10 +77,26 @@ struct auditv_chain {
 	uint64_t line_seq;		/* seq of the line last looked at */
 	char keys_used[4][17];		/* audit keys seen (first 16 hex digits) */
 	unsigned int nkeys_used;
+	/* The tree: of every record, and of the last signed checkpoint. */
+	struct merkle_edge edge, cp_edge;
+	uint8_t (*lag)[MERKLE_HASH_LEN];	/* leaves after cp_edge */
+	size_t nlag, caplag;
+	int notes;			/* a signed-note checkpoint was seen */
 };
 
 void auditv_chain_init(struct auditv_chain *c, const char *chain,
     const struct audit_keyset *keys);
+/* Frees what the chain's check holds; c may be reused after init. */
+void auditv_chain_free(struct auditv_chain *c);
+
+/*
+ * Checks a signed checkpoint note against the keys: origin "kms/" chain,
+ * key name = origin, a valid Ed25519 signature by one of them.  *fpr
+ * (65 bytes) receives the signing key's SPKI SHA-256.  0 or -1 with why.
+ */
+int audit_check_note(const struct audit_keyset *ks, const char *chain,
+    const char *note, size_t len, struct checkpoint *cp, char *fpr,
+    char *why, size_t whylen);
 /*
  * Checks one line (without its newline).  Returns 0, or -1 with the
  * reason in why.
@@ -85,6 +109,8 @@ struct audit_verify_result {
 	uint64_t records;		/* every record, checkpoints included */
 	uint64_t checkpoints;
 	uint64_t unsigned_tail;		/* records after each chain's last checkpoint */
+	uint64_t tree_size;		/* of the last chain */
+	char root[MERKLE_HASH_LEN * 2 + 1];	/* its root, hex */
 	unsigned int warnings;		/* e.g. a torn last line kmsd will cut */
 	int ok;				/* 1 intact */
 	/* The first problem found, when !ok. */
@@ -135,6 +161,16 @@ int audit_list(const char *dir, uint64_t after_seq, size_t limit,
     size_t scan_max, const struct audit_filter *f,
     int (*cb)(const struct audit_record *rec, void *arg), void *arg,
     uint64_t *next_after, struct kms_status *st);
+
+/*
+ * Calls cb with every complete line (without its newline) of the chain
+ * directory dir, segment by segment in seq order, with bounded memory; a
+ * torn last line is left out.  Stops at the first non-zero cb return and
+ * returns it.  Over-long lines and read errors are KMS_ERR_AUDIT.
+ */
+int audit_scan(const char *dir,
+    int (*cb)(const char *line, size_t len, void *arg), void *arg,
+    struct kms_status *st);
 
 /* Lower-case hex of in into out (2 * len + 1 bytes). */
 void audit_hex(const uint8_t *in, size_t len, char *out);

@@ -17,6 +17,9 @@ PACKAGES=(
 	libjansson-dev
 	libp11-kit-dev
 	libcmocka-dev
+	libmicrohttpd-dev	# kmsd's metrics endpoint
+	libsystemd-dev		# sd_notify: Type=notify and the watchdog
+	scdoc			# the man pages
 	clang			# libFuzzer targets
 	libclang-rt-14-dev
 	# Run: the default HSM and the dev PKI.
@@ -31,6 +34,11 @@ PACKAGES=(
 	python3-grpc-tools
 	python3-protobuf
 	python3-pytest
+	python3-pytest-random-order	# the suite runs in a random order
+	python3-prometheus-client	# parses the metrics
+	man-db			# man -l on the pages
+	systemd			# systemd-analyze security on the unit
+	chromium		# renders the audit report
 	# The PKCS#11 module's tests: the signing tools themselves.
 	libengine-pkcs11-openssl	# OpenSSL's pkcs11 engine (libp11)
 	gnutls-bin		# p11tool

@@ -22,6 +22,9 @@
 
 #include "audit.h"
 #include "auditread.h"
+#include "audittree.h"
+#include "merkle.h"
+#include "note.h"
 #include "pubkey.h"
 #include "kmserr.h"
 #include "log.h"
@@ -70,10 +73,25 @@ struct audit {
 	struct audit_signer signer;	/* sign == NULL: none */
 	char key_fpr[SHA256_DIGEST_LENGTH * 2 + 1];
 	char *key_pem;
-	uint64_t since_cp;		/* records chained since the last one */
+	char origin[256 + 8];		/* "kms/CHAIN", also the key's name */
+	uint32_t key_id;		/* its signed-note key ID */
+	uint64_t since_cp;		/* records no checkpoint covers yet */
+	uint64_t cp_req, cp_tried, cp_done;	/* checkpoints asked for, tried, made */
+	uint64_t cp_fails;		/* failed attempts */
+	uint64_t cp_seq;		/* the record of the last one */
+	char *cp_note;			/* the last signed checkpoint */
+	uint64_t cp_size;		/* its tree size */
 	pthread_t timer;
 	int timer_running, stopping;
 	pthread_cond_t timer_cond;
+
+	/*
+	 * The Merkle tree over the records (audittree.h): the writer thread
+	 * hashes each batch once it is durable and alone touches the tree;
+	 * tree_size (under the lock) is what it has published.
+	 */
+	struct audit_tree *tree;
+	uint64_t tree_size;
 };
 
 static void
@@ -420,44 +438,67 @@ queue_record(struct audit *a, const struct audit_event *ev, json_t *cp,
 }
 
 /*
- * Signs and queues a checkpoint at the current end of the chain.  Lock
- * held; the HSM call is made under it, which orders checkpoints with the
- * records they cover (one signature per `every` records costs little).
+ * Signs a checkpoint of the tree as the writer has built it and queues
+ * it as a record.  Called by the writer thread with the lock held; the
+ * lock is let go while the HSM signs, so that records keep coming.  The
+ * checkpoint is a C2SP signed note (note.h) of the tree of every record
+ * hashed so far; its record comes later in the chain and is covered by
+ * the next one.
  */
-static int
-queue_checkpoint(struct audit *a, uint64_t *my)
+static void
+writer_checkpoint(struct audit *a)
 {
 	struct audit_event ev;
-	uint8_t md[SHA256_DIGEST_LENGTH], sig[512];
-	char msg[512], sig64[1024];
+	uint8_t root[MERKLE_HASH_LEN], sig[512];
+	char text[NOTE_NAME_MAX + 128], line[NOTE_NAME_MAX + 128], *note = NULL;
 	json_t *cp = NULL;
+	uint64_t req = a->cp_req, size, seq;
 	size_t siglen = sizeof(sig);
-	int n, r;
+	int n, l = -1, r;
 
-	n = audit_checkpoint_message(a->chain, a->next_seq, a->prev,
-	    a->signer.every, msg, sizeof(msg));
-	if (n < 0)
-		return KMS_ERR_INTERNAL;
-	SHA256((const unsigned char *)msg, (size_t)n, md);
-	if ((r = a->signer.sign(a->signer.arg, md, sizeof(md), sig,
-	    &siglen)) != 0) {
+	a->cp_tried = req;
+	size = audit_tree_size(a->tree);
+	audit_tree_root(a->tree, root);
+	pthread_mutex_unlock(&a->lock);
+	r = KMS_ERR_INTERNAL;
+	if ((n = checkpoint_text(a->origin, size, root, text,
+	    sizeof(text))) > 0 &&
+	    (r = a->signer.sign(a->signer.arg, (const uint8_t *)text,
+	    (size_t)n, sig, &siglen)) == 0 &&
+	    ((l = note_sig_line(a->origin, a->key_id, sig, siglen, line,
+	    sizeof(line))) < 0 || asprintf(&note, "%s\n%s", text,
+	    line) == -1)) {
+		note = NULL;
+		r = KMS_ERR_NOMEM;
+	}
+	pthread_mutex_lock(&a->lock);
+	if (r == 0 && (cp = json_pack("{s:s}", "note", note)) == NULL)
+		r = KMS_ERR_NOMEM;
+	if (r == 0) {
+		memset(&ev, 0, sizeof(ev));
+		ev.identity = AUDIT_SERVICE_IDENTITY;
+		ev.rpc = AUDIT_CHECKPOINT_RPC;
+		ev.result = "ok";
+		ev.status = "OK";
+		r = queue_record(a, &ev, cp, &seq);
+	}
+	json_decref(cp);
+	if (r != 0) {
 		log_error("audit: the HSM could not sign a checkpoint: %s",
 		    kms_strerror(r));
-		return KMS_ERR_AUDIT;
+		free(note);
+		a->cp_fails++;
+		pthread_cond_broadcast(&a->cond);
+		return;
 	}
-	EVP_EncodeBlock((unsigned char *)sig64, sig, (int)siglen);
-	if ((cp = json_pack("{s:s, s:s, s:i, s:s}", "key", a->key_fpr,
-	    "alg", "EC_P256_SHA256", "every", (json_int_t)a->signer.every,
-	    "sig", sig64)) == NULL)
-		return KMS_ERR_NOMEM;
-	memset(&ev, 0, sizeof(ev));
-	ev.identity = AUDIT_SERVICE_IDENTITY;
-	ev.rpc = AUDIT_CHECKPOINT_RPC;
-	ev.result = "ok";
-	ev.status = "OK";
-	r = queue_record(a, &ev, cp, my);
-	json_decref(cp);
-	return r;
+	/* Records queued while the HSM signed are not covered by it. */
+	a->since_cp = seq - 1 - size;
+	a->cp_seq = seq;
+	a->cp_done = req;
+	free(a->cp_note);
+	a->cp_note = note;
+	a->cp_size = size;
+	pthread_cond_broadcast(&a->cond);
 }
 
 /*
@@ -480,8 +521,13 @@ writer_main(void *arg)
 
 	pthread_mutex_lock(&a->lock);
 	for (;;) {
-		while (a->pend_len == 0 && !a->wstop)
+		while (a->pend_len == 0 && !a->wstop &&
+		    a->cp_req == a->cp_tried)
 			pthread_cond_wait(&a->wcond, &a->lock);
+		if (a->pend_len == 0 && a->cp_req != a->cp_tried) {
+			writer_checkpoint(a);
+			continue;
+		}
 		if (a->pend_len == 0)
 			break;
 		buf = a->pend;
@@ -494,10 +540,20 @@ writer_main(void *arg)
 		a->pend_len = a->pend_cap = 0;
 		pthread_mutex_unlock(&a->lock);
 		r = flush_batch(a, buf, len, first);
+		/*
+		 * The leaves are hashed here, off the requests' path; a tree
+		 * that cannot be written fails nothing already durable but
+		 * leaves proofs unavailable until the next start.
+		 */
+		if (r == 0 && (audit_tree_add_lines(a->tree, buf, len) != 0 ||
+		    audit_tree_flush(a->tree) != 0))
+			log_error("audit: the Merkle tree of %s is incomplete "
+			    "until kmsd restarts", a->dir);
 		free(buf);
 		pthread_mutex_lock(&a->lock);
 		if (r == 0) {
 			a->durable_seq = last;
+			a->tree_size = audit_tree_size(a->tree);
 			a->nbatches++;
 			a->nflushed += last - first + 1;
 		} else {
@@ -528,6 +584,10 @@ writer_main(void *arg)
 			w->done(w, w->err);
 		}
 		pthread_mutex_lock(&a->lock);
+		if (r == 0 && (a->cp_req != a->cp_tried ||
+		    (a->signer.sign != NULL &&
+		    a->since_cp >= a->signer.every)))
+			writer_checkpoint(a);
 	}
 	pthread_mutex_unlock(&a->lock);
 	return NULL;
@@ -543,16 +603,35 @@ wait_durable(struct audit *a, uint64_t my, uint64_t gen)
 	return a->gen == gen ? 0 : KMS_ERR_AUDIT;
 }
 
-/* Queues a checkpoint and waits for it to be durable.  Lock held. */
+/*
+ * Asks the writer for a checkpoint of everything durable and waits until
+ * its record is durable too.  Lock held.
+ */
 static int
 checkpoint_now(struct audit *a)
 {
-	uint64_t my, gen = a->gen;
-	int r;
+	uint64_t req, fails = a->cp_fails, gen = a->gen;
 
-	if ((r = queue_checkpoint(a, &my)) != 0)
-		return r;
-	return wait_durable(a, my, gen);
+	req = ++a->cp_req;
+	pthread_cond_signal(&a->wcond);
+	while (a->cp_done < req && a->cp_fails == fails)
+		pthread_cond_wait(&a->cond, &a->lock);
+	if (a->cp_done < req)
+		return KMS_ERR_AUDIT;
+	return wait_durable(a, a->cp_seq, gen);
+}
+
+/*
+ * The writer may lag one interval behind; two intervals without a
+ * checkpoint mean that the HSM cannot sign: wait for one, or add nothing.
+ */
+static int
+keep_checkpoint_promise(struct audit *a)
+{
+	if (a->signer.sign == NULL ||
+	    a->since_cp < 2 * (uint64_t)a->signer.every)
+		return 0;
+	return checkpoint_now(a);
 }
 
 static void *
@@ -608,6 +687,65 @@ write_key_pem(struct audit *a, struct kms_status *st)
 }
 
 static int
+tree_add_line(const char *line, size_t len, void *arg)
+{
+	return audit_tree_add(arg, line, len);
+}
+
+/*
+ * Hashes every record of the chain into a fresh tree.  The node files of
+ * an earlier run are not trusted: the records are what the checkpoints
+ * signed.
+ */
+static int
+rebuild_tree(struct audit *a, struct kms_status *st)
+{
+	int r;
+
+	if ((r = audit_tree_open(a->dir, &a->tree, st)) != 0)
+		return r;
+	if ((r = audit_scan(a->dir, tree_add_line, a->tree, st)) != 0) {
+		if (st->err == 0)
+			kms_status_set(st, r, "cannot hash the records of %s",
+			    a->dir);
+		return r;
+	}
+	if ((r = audit_tree_flush(a->tree)) != 0)
+		return kms_status_set(st, r, "cannot write the Merkle tree of "
+		    "%s", a->dir);
+	a->tree_size = audit_tree_size(a->tree);
+	if (a->tree_size != a->next_seq - 1)
+		return kms_status_set(st, KMS_ERR_AUDIT, "%s holds %" PRIu64
+		    " records but its last says seq %" PRIu64 "; inspect it "
+		    "with kmsctl audit verify %s", a->dir, a->tree_size,
+		    a->next_seq - 1, a->dir);
+	return 0;
+}
+
+/* The checkpoint key: Ed25519, named after the origin "kms/CHAIN". */
+static int
+setup_signer(struct audit *a, const struct audit_signer *signer,
+    struct kms_status *st)
+{
+	uint8_t md[SHA256_DIGEST_LENGTH], pub[NOTE_ED25519_LEN];
+
+	if (note_ed25519_from_spki(signer->spki, signer->spki_len, pub) != 0)
+		return kms_status_set(st, KMS_ERR_CONFIG, "the audit "
+		    "checkpoint key is not an Ed25519 key");
+	if ((size_t)snprintf(a->origin, sizeof(a->origin), "kms/%s",
+	    a->chain) > NOTE_NAME_MAX)
+		return kms_status_set(st, KMS_ERR_CONFIG, "audit chain name "
+		    "too long for a checkpoint origin");
+	a->key_id = note_key_id(a->origin, pub);
+	a->signer = *signer;
+	if (a->signer.every == 0)
+		a->signer.every = 1;
+	SHA256(signer->spki, signer->spki_len, md);
+	audit_hex(md, sizeof(md), a->key_fpr);
+	return write_key_pem(a, st);
+}
+
+static int
 lock_chain(struct audit *a, struct kms_status *st)
 {
 	char path[4400];
@@ -636,7 +774,6 @@ audit_open(const char *dir, const char *chain, size_t segment_max,
 	struct audit *a = NULL;
 	struct audit_event ev;
 	char path[4400], segname[64] = "", cutname[64] = "", reason[512];
-	uint8_t md[SHA256_DIGEST_LENGTH];
 	uint64_t seq, gen;
 	size_t cut = 0, c;
 	int found = 0;
@@ -703,6 +840,9 @@ audit_open(const char *dir, const char *chain, size_t segment_max,
 	/* An empty last segment starts where its name says. */
 	if (a->next_seq < seq)
 		a->next_seq = seq;
+	if ((r = rebuild_tree(a, st)) != 0)
+		goto out;
+	r = KMS_ERR_AUDIT;
 	if (n > 0 && open_segment(a, seq) == -1) {
 		kms_status_set(st, r, "cannot open audit segment in %s: %s",
 		    a->dir, strerror(errno));
@@ -715,12 +855,7 @@ audit_open(const char *dir, const char *chain, size_t segment_max,
 	a->writer_running = 1;
 	pthread_mutex_lock(&a->lock);
 	if (signer != NULL && signer->sign != NULL) {
-		a->signer = *signer;
-		if (a->signer.every == 0)
-			a->signer.every = 1;
-		SHA256(signer->spki, signer->spki_len, md);
-		audit_hex(md, sizeof(md), a->key_fpr);
-		if ((r = write_key_pem(a, st)) != 0 ||
+		if ((r = setup_signer(a, signer, st)) != 0 ||
 		    (r = checkpoint_now(a)) != 0) {
 			pthread_mutex_unlock(&a->lock);
 			if (st->err == 0)
@@ -801,6 +936,8 @@ audit_close(struct audit *a)
 		close(a->fd);
 	if (a->lock_fd != -1)
 		close(a->lock_fd);
+	audit_tree_close(a->tree);
+	free(a->cp_note);
 	pthread_mutex_destroy(&a->lock);
 	pthread_cond_destroy(&a->cond);
 	pthread_cond_destroy(&a->wcond);
@@ -851,14 +988,11 @@ int
 audit_submit(struct audit *a, const struct audit_event *ev, uint64_t *seq,
     struct audit_waiter *w)
 {
-	uint64_t cpseq;
 	int r;
 
 	*seq = 0;
 	pthread_mutex_lock(&a->lock);
-	/* As in audit_append: keep the checkpoint promise first. */
-	if (a->signer.sign != NULL && a->since_cp >= a->signer.every &&
-	    (r = queue_checkpoint(a, &cpseq)) != 0)
+	if ((r = keep_checkpoint_promise(a)) != 0)
 		goto out;
 	if ((r = queue_record(a, ev, NULL, seq)) != 0)
 		goto out;
@@ -880,18 +1014,13 @@ audit_submit(struct audit *a, const struct audit_event *ev, uint64_t *seq,
 int
 audit_append(struct audit *a, const struct audit_event *ev, uint64_t *seq)
 {
-	uint64_t my, cpseq, gen;
+	uint64_t my, gen;
 	int r;
 
 	*seq = 0;
 	pthread_mutex_lock(&a->lock);
 	gen = a->gen;
-	/*
-	 * The last checkpoint promised the next within `every` records: keep
-	 * the promise before adding one more, or add nothing.
-	 */
-	if (a->signer.sign != NULL && a->since_cp >= a->signer.every &&
-	    (r = queue_checkpoint(a, &cpseq)) != 0)
+	if ((r = keep_checkpoint_promise(a)) != 0)
 		goto out;
 	if ((r = queue_record(a, ev, NULL, &my)) != 0)
 		goto out;

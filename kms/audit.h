@@ -38,19 +38,21 @@ struct audit_event {
 
 /*
  * Checkpoints: every `every` records and every `seconds` seconds (when
- * records were added), and when the chain is opened and closed, a
- * checkpoint record is chained whose signature, made in the HSM with a
- * non-extractable audit key, covers the chain name, its own seq and prev
- * (the hash of everything before it) and the interval it promises.  See
- * auditread.h for the exact bytes.  sign() gets the SHA-256 of those bytes
- * and returns a DER ECDSA P-256 signature; it is called with the log's
- * lock held, so it needs no locking of its own.
+ * records were added), and when the chain is opened and closed, the
+ * writer thread signs a C2SP tlog-checkpoint (origin "kms/CHAIN", tree
+ * size, base64 RFC 9162 root of every record so far; see note.h) as a
+ * signed note with the chain's Ed25519 key in the HSM, and chains it as a
+ * checkpoint record {"checkpoint":{"note":...}}.  sign() gets the note's
+ * text (the message, not a digest) and returns the 64-byte signature; it
+ * is called by the writer thread without the log's lock.  A writer two
+ * intervals behind makes new records wait for a checkpoint, and fail
+ * when none can be signed.
  */
 struct audit_signer {
 	int (*sign)(void *arg, const uint8_t *md, size_t mdlen,
 	    uint8_t *sig, size_t *siglen);
 	void *arg;
-	const uint8_t *spki;		/* the audit key's public half, DER */
+	const uint8_t *spki;		/* the Ed25519 key's public half, DER */
 	size_t spki_len;
 	unsigned int every;		/* records between checkpoints, >= 1 */
 	unsigned int seconds;		/* 0: no timed checkpoints */

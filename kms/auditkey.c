@@ -39,7 +39,7 @@ audit_key_open(struct hsm *hsm, const char *chain, struct audit_key *k,
 	int r;
 
 	memset(k, 0, sizeof(*k));
-	k->alg = kms_alg_lookup(KMS_ALG_EC_P256_SHA256);
+	k->alg = kms_alg_lookup(KMS_ALG_ED25519);
 	snprintf(k->label, sizeof(k->label), AUDIT_KEY_LABEL "%s", chain);
 	if ((r = hsm_session_open(hsm, &k->s)) != 0)
 		return kms_status_set(st, r, "cannot open an HSM session for "

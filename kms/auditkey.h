@@ -1,8 +1,11 @@
 /*
- * auditkey.h: the audit key, an ECDSA P-256 key pair in the token, one per
- * audit chain, labelled "kms-audit#CHAIN" (not a key of the key store: no
- * client can name it).  Checkpoints are signed with it on an HSM session
- * of its own.
+ * auditkey.h: the audit checkpoint key, an Ed25519 key pair born in the
+ * token, one per audit chain, labelled "kms-audit-ed25519#CHAIN" (not a
+ * key of the key store: no client can name it).  Checkpoints (C2SP signed
+ * notes, see note.h) are signed with it on an HSM session of its own.
+ * Chains begun before it have their older checkpoints signed by an ECDSA
+ * P-256 key labelled "kms-audit#CHAIN"; its public half stays beside the
+ * log, so that they still verify.
  */
 #ifndef KMS_AUDITKEY_H
 #define KMS_AUDITKEY_H
@@ -13,7 +16,7 @@
 #include "algo.h"
 #include "hsm.h"
 
-#define AUDIT_KEY_LABEL "kms-audit#"
+#define AUDIT_KEY_LABEL "kms-audit-ed25519#"
 
 struct kms_status;
 
@@ -34,7 +37,8 @@ struct audit_key {
 int audit_key_open(struct hsm *hsm, const char *chain, struct audit_key *k,
     struct kms_status *st);
 /*
- * The signer of struct audit_signer: signs the digest md.  A handle gone
+ * The signer of struct audit_signer: signs the message md (PureEdDSA
+ * signs the message itself, not a digest of it).  A handle gone
  * stale (the key's objects were rewritten by another process) is looked
  * up again once.
  */

@@ -33,6 +33,8 @@
 #include "log.h"
 #include "policy.h"
 #include "rpc.h"
+#include "rpclog.h"
+#include "version.h"
 
 #define STOP_GRACE_SECONDS 30
 #define CHAIN_TRIES 16
@@ -129,11 +131,22 @@ maint_stop(struct maint *m)
 }
 
 static void
-usage(void)
+usage(int ok)
 {
-	fprintf(stderr, "usage: kmsd --config FILE [--listen HOST:PORT] "
-	    "[--log-level error|warn|info|debug]\n");
-	exit(2);
+	fprintf(ok ? stdout : stderr,
+	    "usage: kmsd --config FILE [--listen HOST:PORT]\n"
+	    "            [--log-level error|warn|info|debug] "
+	    "[--log-format text|json]\n"
+	    "       kmsd --version | --help\n"
+	    "\n"
+	    "  --config FILE      kmsd.conf (see kmsd.conf(5))\n"
+	    "  --listen ADDR      overrides [server] listen\n"
+	    "  --log-level L      overrides [server] log_level\n"
+	    "  --log-format F     text (default) or json: one object per line,\n"
+	    "                     gRPC's own messages included\n"
+	    "\n"
+	    "SIGHUP reloads the policy; SIGTERM stops.  See kmsd(8).\n");
+	exit(ok ? 0 : 2);
 }
 
 /* A chain name from the listen address: one audit chain per instance. */
@@ -158,7 +171,9 @@ main(int argc, char **argv)
 		{ "config", required_argument, NULL, 'c' },
 		{ "listen", required_argument, NULL, 'l' },
 		{ "log-level", required_argument, NULL, 'v' },
+		{ "log-format", required_argument, NULL, 'f' },
 		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 }
 	};
 	static struct config cfg;
@@ -168,6 +183,7 @@ main(int argc, char **argv)
 	struct kms_status st;
 	struct rlimit rl;
 	const char *config_path = NULL, *listen = NULL, *level = NULL;
+	enum log_format fmt;
 	static struct audit_key akey;
 	static struct maint maint;
 	struct audit_signer signer;
@@ -187,12 +203,27 @@ main(int argc, char **argv)
 		case 'v':
 			level = optarg;
 			break;
+		case 'f':
+			if (log_format_parse(optarg, &fmt) != 0) {
+				fprintf(stderr, "kmsd: --log-format: text or "
+				    "json\n");
+				usage(0);
+			}
+			log_set_format(fmt);
+			break;
+		case 'V':
+			printf("kmsd %s\n", KMS_VERSION);
+			return 0;
+		case 'h':
+			usage(1);
+			break;
 		default:
-			usage();
+			usage(0);
 		}
 	}
 	if (config_path == NULL || optind != argc)
-		usage();
+		usage(0);
+	rpc_log_init();
 
 	/* Key material passes through this process: never dump it. */
 	rl.rlim_cur = rl.rlim_max = 0;

@@ -87,11 +87,14 @@ audit_cmd_verify(int argc, char **argv, int json)
 		return KMSCTL_EXIT_IO;
 	}
 	if (json) {
-		o = json_pack("{s:b, s:i, s:I, s:I, s:I, s:i}", "ok", res.ok,
-		    "chains", (int)res.chains, "records", (json_int_t)res.records,
+		o = json_pack("{s:b, s:i, s:I, s:I, s:I, s:i, s:I, s:s}", "ok",
+		    res.ok, "chains", (int)res.chains,
+		    "records", (json_int_t)res.records,
 		    "checkpoints", (json_int_t)res.checkpoints,
 		    "unsigned_tail", (json_int_t)res.unsigned_tail,
-		    "warnings", (int)res.warnings);
+		    "warnings", (int)res.warnings,
+		    "tree_size", (json_int_t)res.tree_size,
+		    "root", res.root);
 		if (o != NULL && !res.ok)
 			json_object_set_new(o, "first_bad", json_pack(
 			    "{s:s, s:I, s:I, s:s}", "file", res.file,
@@ -104,10 +107,11 @@ audit_cmd_verify(int argc, char **argv, int json)
 		}
 	} else if (res.ok) {
 		printf("audit log intact: %u chain(s), %" PRIu64 " records, %"
-		    PRIu64 " checkpoints; %" PRIu64 " record(s) after the last "
-		    "checkpoint are protected by the hash chain only (keep a "
-		    "copy elsewhere)\n", res.chains, res.records,
-		    res.checkpoints, res.unsigned_tail);
+		    PRIu64 " checkpoints whose Merkle roots match the records; %"
+		    PRIu64 " record(s) after the last checkpoint are protected "
+		    "by the hash chain only (keep a copy elsewhere)\n",
+		    res.chains, res.records, res.checkpoints,
+		    res.unsigned_tail);
 	} else {
 		printf("audit log FAILED verification: %s", res.file);
 		if (res.line != 0)

@@ -4,13 +4,7 @@
 #ifndef KMS_AUDITCMD_H
 #define KMS_AUDITCMD_H
 
-/* kmsctl's exit codes (documented in `kmsctl --help` and the README). */
-#define KMSCTL_EXIT_OK		0
-#define KMSCTL_EXIT_VERIFY	1	/* a signature or the audit log did not verify */
-#define KMSCTL_EXIT_USAGE	2
-#define KMSCTL_EXIT_TRANSPORT	3	/* no connection, TLS failure, deadline */
-#define KMSCTL_EXIT_REFUSED	4	/* the server answered with an error */
-#define KMSCTL_EXIT_IO		5	/* local file error */
+#include "kmsctl.h"		/* the exit codes */
 
 /*
  * `kmsctl audit verify [--pubkey PEM] [--json] [PATH]`; argv[0] is

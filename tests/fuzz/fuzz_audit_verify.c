@@ -38,6 +38,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			break;
 		p = nl + 1;
 	}
+	auditv_chain_free(&c);
 	audit_keyset_free(ks);
 	return 0;
 }

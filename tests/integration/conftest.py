@@ -63,6 +63,44 @@ def free_port():
         return s.getsockname()[1]
 
 
+def set_conf(text, section, values):
+    """kmsd.conf text with each key of values set in [section]: an existing
+    line is replaced, a missing one added at the top of the section."""
+    lines = text.splitlines()
+    current, head, done = None, None, set()
+    for i, line in enumerate(lines):
+        m = re.match(r"\[(\w+)\]\s*$", line)
+        if m:
+            current = m.group(1)
+            if current == section:
+                head = i
+            continue
+        m = re.match(r"(\w+)\s*=", line)
+        if current == section and m and m.group(1) in values:
+            lines[i] = "%s = %s" % (m.group(1), values[m.group(1)])
+            done.add(m.group(1))
+    assert head is not None, "kmsd.conf has no [%s]" % section
+    lines[head + 1:head + 1] = ["%s = %s" % (k, v) for k, v in values.items()
+                                if k not in done]
+    return "\n".join(lines) + "\n"
+
+
+def make_home(root, name, conf=None):
+    """A fresh state directory root/name made by hsm-config/setup.sh (a
+    token, a PIN, a dev PKI, the default policy and kmsd.conf); conf maps
+    sections to the kmsd.conf values to set in them."""
+    home = pathlib.Path(root) / name
+    p = run(["bash", TOP / "hsm-config" / "setup.sh"], check=False,
+            env=dict(os.environ, KMS_HOME=str(home), KMS_ADDR="127.0.0.1:0"))
+    if p.returncode != 0:
+        pytest.fail("hsm-config/setup.sh exited %d:\n%s" % (
+            p.returncode, p.stderr.decode(errors="replace")), pytrace=False)
+    path = home / "kmsd.conf"
+    for section, values in (conf or {}).items():
+        path.write_text(set_conf(path.read_text(), section, values))
+    return home
+
+
 def run(argv, check=True, **kw):
     """Runs argv and returns the CompletedProcess (bytes)."""
     kw.setdefault("stdout", subprocess.PIPE)
@@ -110,6 +148,7 @@ class Kmsd:
     def __init__(self, home, workdir):
         self.home = pathlib.Path(home)
         self.workdir = pathlib.Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.addr = "127.0.0.1:%d" % self.port
         self.proc = None
@@ -117,6 +156,7 @@ class Kmsd:
         self.starts = 0
         self.clients = {}
         self.sanitizer_reports = []
+        self.args = []              # more kmsd options (--log-format json)
 
     @property
     def ca(self):
@@ -149,7 +189,7 @@ class Kmsd:
         try:
             self.proc = subprocess.Popen(
                 [str(KMSD), "--config", str(self.home / "kmsd.conf"),
-                 "--listen", self.addr, "--log-level", os.environ.get("KMS_TEST_LOG_LEVEL", "info")],
+                 "--listen", self.addr, "--log-level", os.environ.get("KMS_TEST_LOG_LEVEL", "info")] + self.args,
                 stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
                 env=self.env(), cwd=str(self.workdir))
         finally:
@@ -186,6 +226,32 @@ class Kmsd:
             self.sanitizer_reports.append(text)
         return rc
 
+    def close_clients(self):
+        for c in self.clients.values():
+            c.close()
+        self.clients = {}
+
+    def stop_clean(self):
+        """Stops kmsd; fails unless it exited 0 and no sanitizer spoke."""
+        self.close_clients()
+        rc = self.stop()
+        assert not self.sanitizer_reports, (
+            "sanitizer report in kmsd's stderr:\n" +
+            "\n----\n".join(self.sanitizer_reports))
+        assert rc == 0, "kmsd exited with %r on SIGTERM; stderr:\n%s" % (
+            rc, self.log())
+
+    @staticmethod
+    def stop_all(kmsds):
+        """stop_clean for each, all stopped even when one fails."""
+        errors = []
+        for k in kmsds:
+            try:
+                k.stop_clean()
+            except AssertionError as e:
+                errors.append(str(e))
+        assert not errors, "\n====\n".join(errors)
+
     def hup(self):
         self.proc.send_signal(signal.SIGHUP)
 
@@ -220,24 +286,33 @@ def tmp_root():
 
 @pytest.fixture(scope="session")
 def kmsd(tmp_root):
-    """The kmsd of the whole session, on a fresh state directory."""
-    home = tmp_root / "home"
-    p = run(["bash", TOP / "hsm-config" / "setup.sh"], check=False,
-            env=dict(os.environ, KMS_HOME=str(home), KMS_ADDR="127.0.0.1:0"))
-    if p.returncode != 0:
-        pytest.fail("hsm-config/setup.sh exited %d:\n%s" % (
-            p.returncode, p.stderr.decode(errors="replace")), pytrace=False)
-    k = Kmsd(home, tmp_root)
+    """The kmsd of the whole session, on a fresh state directory.  Tests
+    share it and must not stop it: a test that restarts kmsd or changes
+    its configuration takes one of its own (own_kmsd)."""
+    k = Kmsd(make_home(tmp_root, "home"), tmp_root)
     k.start()
     yield k
-    for c in k.clients.values():
-        c.close()
-    rc = k.stop()
-    if k.sanitizer_reports:
-        pytest.fail("sanitizer report in kmsd's stderr:\n" +
-                    "\n----\n".join(k.sanitizer_reports), pytrace=False)
-    assert rc == 0, "kmsd exited with %r on SIGTERM; stderr:\n%s" % (
-        rc, k.log())
+    k.stop_clean()
+
+
+@pytest.fixture()
+def own_kmsd(tmp_path):
+    """Starts kmsd processes of the test's own: own_kmsd(conf=None,
+    home=None) starts one on a fresh state directory (conf as for
+    make_home), or on home, another instance on that token.  Each is
+    stopped cleanly after the test."""
+    made = []
+
+    def start(conf=None, home=None):
+        if home is None:
+            home = make_home(tmp_path, "home-%d" % len(made), conf)
+        k = Kmsd(home, tmp_path / ("work-%d" % len(made)))
+        made.append(k)
+        k.start()
+        return k
+
+    yield start
+    Kmsd.stop_all(made)
 
 
 class Keys:
@@ -287,6 +362,25 @@ def expect_error(code, fn, *args, **kw):
     assert got == code, "expected %s, got %s: %s" % (
         code, got, ei.value.details())
     return ei.value.details() or ""
+
+
+def openssl_verifies(pub, sig, msg, workdir=None):
+    """Whether `openssl dgst -sha256 -verify` accepts signature sig over msg
+    with the public key pub: each a path, or text or bytes that are written
+    into workdir first."""
+    paths = []
+    for name, v in (("pub.pem", pub), ("sig", sig), ("msg", msg)):
+        if isinstance(v, (bytes, str)):
+            path = workdir / name
+            if isinstance(v, str):
+                path.write_text(v)
+            else:
+                path.write_bytes(v)
+            v = path
+        paths.append(v)
+    p = run(["openssl", "dgst", "-sha256", "-verify", paths[0],
+             "-signature", paths[1], paths[2]], check=False)
+    return p.returncode == 0 and b"Verified OK" in p.stdout
 
 
 def openssl_pubkey_text(pem_path):

@@ -21,49 +21,26 @@ import time
 import grpc
 import pytest
 
-from conftest import KMSCTL, TOP, Kmsd, expect_error, pb, run
+import tlog
+from conftest import KMSCTL, Kmsd, expect_error, make_home, pb, run
 
-AUDIT_CONF = ("segment_bytes = 8192\ncheckpoint_every = 8\n"
-              "checkpoint_seconds = 1\n")
-
-
-def make_home(root, name):
-    """A fresh state directory whose kmsd.conf uses AUDIT_CONF."""
-    home = root / name
-    p = run(["bash", TOP / "hsm-config" / "setup.sh"], check=False,
-            env=dict(os.environ, KMS_HOME=str(home),
-                     KMS_ADDR="127.0.0.1:0"))
-    assert p.returncode == 0, p.stderr.decode(errors="replace")
-    conf = home / "kmsd.conf"
-    text = re.sub(r"(?m)^(segment_bytes|checkpoint_every|checkpoint_seconds)"
-                  r"\s*=.*\n", "", conf.read_text())
-    text = text.replace("[audit]\n", "[audit]\n" + AUDIT_CONF)
-    conf.write_text(text)
-    return home
-
-
-def stop_clean(k):
-    for c in k.clients.values():
-        c.close()
-    k.clients = {}
-    rc = k.stop()
-    assert not k.sanitizer_reports, "\n----\n".join(k.sanitizer_reports)
-    assert rc == 0, "kmsd exited with %r; stderr:\n%s" % (rc, k.log())
+# Small segments and frequent checkpoints, so that a few records make many.
+AUDIT_CONF = {"audit": {"segment_bytes": 8192, "checkpoint_every": 8,
+                        "checkpoint_seconds": 1}}
 
 
 @pytest.fixture(scope="module")
 def ak(tmp_root):
     """kmsd on its own state directory, with one P-256 key."""
-    work = tmp_root / "audit-work"
-    work.mkdir()
-    k = Kmsd(make_home(tmp_root, "audit-home"), work)
+    k = Kmsd(make_home(tmp_root, "audit-home", AUDIT_CONF),
+             tmp_root / "audit-work")
     k.start()
     k.key = "release/audit/p256"
     k.client("officer").kms.CreateKey(
         pb.CreateKeyRequest(name=k.key, algorithm=pb.EC_P256_SHA256),
         timeout=60)
     yield k
-    stop_clean(k)
+    k.stop_clean()
 
 
 def sign(k, n, tag, identity="ci"):
@@ -223,10 +200,18 @@ def test_list_pages_and_filters(ak):
 
 
 def test_kmsctl_audit_list(ak):
-    p = ak.kmsctl("--json", "audit", "list", "--rpc", "Sign", "--limit",
-                  "3", identity="auditor")
+    # Its own three Signs, whatever ran before: the listing starts just
+    # before the first of them and skips the records between them.
+    signed = sign(ak, 3, "kmsctl-list")
+    seqs = [r.audit_seq for _, r in signed]
+    p = ak.kmsctl("--json", "audit", "list", "--rpc", "Sign", "--after",
+                  str(min(seqs) - 1), "--limit", "3", identity="auditor")
     recs = [json.loads(l) for l in p.stdout.decode().splitlines() if l]
-    assert len(recs) == 3 and all(r["rpc"] == "Sign" for r in recs)
+    assert [r["seq"] for r in recs] == sorted(seqs), recs
+    for d, resp in signed:
+        r = recs[sorted(seqs).index(resp.audit_seq)]
+        assert (r["rpc"], r["identity"], r["key"]) == ("Sign", "ci", ak.key)
+        assert r["request_sha256"] == hashlib.sha256(d).hexdigest(), r
     p = ak.kmsctl("audit", "list", identity="ci", check=False)
     assert p.returncode == 4 and b"PERMISSION_DENIED" in p.stderr
 
@@ -237,9 +222,13 @@ def test_log_verifies_with_segments_and_checkpoints(ak):
     assert len(list(chain_dir.glob("*.jsonl"))) >= 3
     pem = ak.home / "audit-key.pem"
     pem.write_text(resp.audit_key_pem)
-    p = verify(ak.home / "audit", "--pubkey", pem)
+    # This instance's chain with its key pinned (another test may have
+    # added the chain of another instance, with a key of its own).
+    p = verify(chain_dir, "--pubkey", pem)
     assert p.returncode == 0, out_text(p)
     assert re.search(r"\b[1-9]\d* checkpoints\b", out_text(p)), out_text(p)
+    p = verify(ak.home / "audit")
+    assert p.returncode == 0, out_text(p)
     cps = [r for r in records_on_disk(chain_dir).values()
            if r["rpc"] == "Checkpoint"]
     assert cps and all(r["identity"] == "kmsd" for r in cps)
@@ -402,45 +391,44 @@ def test_tampering_is_detected(ak, tmp_path, kind):
 
 
 def test_checkpoint_by_a_foreign_key_needs_the_pinned_key(ak, tmp_path):
-    """A forger who re-signs checkpoints with a key of their own and puts its
-    PEM beside the log is caught by pinning the real audit key."""
+    """A forger who changes a record, rebuilds the tree, re-signs every
+    later checkpoint with a key of their own and puts its PEM beside the
+    log is caught by pinning the real audit key."""
     sign(ak, 20, "pin")
     chain_dir, resp = my_chain(ak)
     real = tmp_path / "real.pem"
     real.write_text(resp.audit_key_pem)
+    tlog.load_pem_public(resp.audit_key_pem)
     copy = tmp_path / "audit"
     shutil.copytree(ak.home / "audit", copy)
     cdir = copy / chain_dir.name
-    evil = tmp_path / "evil.key"
-    run(["openssl", "ecparam", "-name", "prime256v1", "-genkey", "-noout",
-         "-out", evil])
-    der = run(["openssl", "pkey", "-in", evil, "-pubout", "-outform",
-               "DER"]).stdout
-    fpr = hashlib.sha256(der).hexdigest()
+    evil = tlog.new_key()
+    fpr = hashlib.sha256(tlog.public_der(evil)).hexdigest()
     (cdir / ("audit-key-%s.pem" % fpr[:16])).write_bytes(
-        run(["openssl", "pkey", "-in", evil, "-pubout"]).stdout)
+        tlog.public_pem(evil))
     segs = load_chain(cdir)
     lines = flat(segs)
     r = json.loads(lines[3])
     r["identity"] = "someone-else"
     lines[3] = json.dumps(r, separators=(",", ":")).encode()
+    leaves = [tlog.leaf_hash(l) for l in lines[:4]]
+    resigned = 0
     for i in range(4, len(lines)):
         r = json.loads(lines[i])
         r["prev"] = hashlib.sha256(lines[i - 1]).hexdigest()
         if r["rpc"] == "Checkpoint":
-            msg = ("kms-audit-checkpoint-v1\nchain=%s\nseq=%d\nprev=%s\n"
-                   "every=%d\n" % (r["chain"], r["seq"], r["prev"],
-                                   r["checkpoint"]["every"])).encode()
-            m = tmp_path / "msg"
-            m.write_bytes(msg)
-            sig = run(["openssl", "dgst", "-sha256", "-sign", evil,
-                       m]).stdout
-            r["checkpoint"]["key"] = fpr
-            r["checkpoint"]["sig"] = base64.b64encode(sig).decode()
+            text, sigs = tlog.split_note(r["checkpoint"]["note"])
+            origin, size, _ = tlog.parse_checkpoint(text)
+            r["checkpoint"]["note"] = tlog.sign_note(
+                tlog.checkpoint_text(origin, size, tlog.mth(leaves[:size])),
+                origin, evil)
+            resigned += 1
         lines[i] = json.dumps(r, separators=(",", ":")).encode()
+        leaves.append(tlog.leaf_hash(lines[i]))
+    assert resigned > 0
     save_chain(resplit(segs, lines))
     p = verify(copy)
-    assert p.returncode == 0
+    assert p.returncode == 0, out_text(p)
     assert "more than one audit key" in out_text(p)
     p = verify(copy, "--pubkey", real)
     assert p.returncode == 1, out_text(p)
@@ -450,14 +438,14 @@ def test_checkpoint_by_a_foreign_key_needs_the_pinned_key(ak, tmp_path):
 # --- Instances, crashes, full disks ----------------------------------------
 
 def test_two_instances_keep_their_own_chains(ak, tmp_root):
-    other = Kmsd(ak.home, tmp_root / "audit-work")
+    other = Kmsd(ak.home, tmp_root / "audit-work-other")
     other.start()
     try:
         other.key = ak.key
         sign(other, 5, "other")
         sign(ak, 5, "one")
     finally:
-        stop_clean(other)
+        other.stop_clean()
     chains = [d for d in (ak.home / "audit").iterdir() if d.is_dir()]
     assert len(chains) >= 2
     p = verify(ak.home / "audit")
@@ -493,9 +481,7 @@ def test_kill9_under_load_loses_no_receipt(ak):
     for t in threads:
         t.join()
     ak.proc = None
-    for c in ak.clients.values():
-        c.close()
-    ak.clients = {}
+    ak.close_clients()
     assert len(receipts) > 50
     ak.start()
     chain_dir, _ = my_chain(ak)
@@ -508,7 +494,7 @@ def test_kill9_under_load_loses_no_receipt(ak):
 
 def test_torn_tail_is_cut_and_recorded(ak):
     chain_dir, _ = my_chain(ak)
-    stop_clean(ak)
+    ak.stop_clean()
     last = sorted(chain_dir.glob("*.jsonl"))[-1]
     with open(last, "ab") as f:
         f.write(b'{"seq":999999,"time":"2026-')
@@ -530,13 +516,11 @@ def mount_tmpfs(path, size):
 
 
 def test_full_disk_fails_closed_and_recovers(tmp_root):
-    home = make_home(tmp_root, "full-home")
+    home = make_home(tmp_root, "full-home", AUDIT_CONF)
     audit = home / "audit"
     if os.geteuid() != 0 or not mount_tmpfs(audit, "1m"):
         pytest.skip("needs root and tmpfs mounts to make a real full disk")
-    work = tmp_root / "full-work"
-    work.mkdir()
-    k = Kmsd(home, work)
+    k = Kmsd(home, tmp_root / "full-work")
     try:
         k.start()
         k.key = "release/full/p256"
@@ -573,7 +557,7 @@ def test_full_disk_fails_closed_and_recovers(tmp_root):
                 hashlib.sha256(d).hexdigest()
         p = verify(audit)
         assert p.returncode == 0, out_text(p)
-        stop_clean(k)
+        k.stop_clean()
     finally:
         if k.proc is not None:
             k.proc.kill()

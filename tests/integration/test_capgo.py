@@ -20,7 +20,8 @@ CAPGO_CLI = "8.68.1"
 # The updater version tells Capgo's CLI which checksum scheme the app
 # runs: 8.x devices check the V3 (RSA over the raw 32 bytes) checksum.
 CAPGO_UPDATER = "8.51.23"
-NPM_CACHE = TOP / "build" / "npm-cache" / "capgo"
+NPM_CACHE = pathlib.Path(os.environ.get("KMS_TEST_NPM_CACHE",
+                                        TOP / "build" / "npm-cache" / "capgo"))
 ASAN = "asan" in str(BUILD)
 MIB = 1024 * 1024
 
@@ -402,6 +403,28 @@ def test_rotation_keeps_old_bundles_verifying(kmsd, workdir):
 
 # Capgo's own CLI, from npm.
 
+NPM_PING_SECONDS = 25
+
+
+def npm_reachable(npm):
+    """Fails in well under 30 s, saying why, when the npm registry cannot
+    be reached (npm itself would retry for many minutes)."""
+    msg = ("the npm registry cannot be reached, so Capgo's CLI cannot be "
+           "installed for the Capgo interoperability tests; run "
+           "`make test OFFLINE=1` to skip them")
+    try:
+        p = run([npm, "ping", "--fetch-timeout=15000", "--fetch-retries=0"],
+                check=False, timeout=NPM_PING_SECONDS,
+                stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        pytest.fail("%s (npm ping gave no answer in %d s)" % (
+            msg, NPM_PING_SECONDS), pytrace=False)
+    if p.returncode != 0:
+        pytest.fail("%s (npm ping exited %d: %s)" % (
+            msg, p.returncode, p.stderr.decode(errors="replace")[-500:]),
+            pytrace=False)
+
+
 @pytest.fixture(scope="session")
 def capgo_cli():
     """The pinned @capgo/cli (and the updater whose version selects the
@@ -415,6 +438,9 @@ def capgo_cli():
         except (OSError, ValueError, KeyError):
             return None
 
+    if os.environ.get("KMS_TEST_OFFLINE", "0") not in ("", "0"):
+        pytest.skip("OFFLINE=1: the Capgo interoperability tests need "
+                    "Capgo's CLI from npm; skipped")
     if version("@capgo/cli") != CAPGO_CLI or \
             version("@capgo/capacitor-updater") != CAPGO_UPDATER:
         npm = shutil.which("npm")
@@ -422,6 +448,7 @@ def capgo_cli():
             pytest.fail("node and npm are needed for the Capgo interoperability "
                         "tests: run `make deps` (hsm-config/deps.sh installs "
                         "nodejs and npm)", pytrace=False)
+        npm_reachable(npm)
         NPM_CACHE.mkdir(parents=True, exist_ok=True)
         p = run([npm, "install", "--prefix", NPM_CACHE, "--no-audit",
                  "--no-fund", "--no-save", "@capgo/cli@" + CAPGO_CLI,

@@ -8,7 +8,6 @@ and a 200 ms sync period.
 
 import hashlib
 import json
-import os
 import re
 import threading
 import time
@@ -16,7 +15,8 @@ import time
 import grpc
 import pytest
 
-from conftest import (MODULE, TOP, Kmsd, expect_error, pb, run)
+from conftest import (MODULE, Kmsd, expect_error, make_home,
+                      openssl_verifies, pb, run)
 
 DESTROY_WAIT = 8       # room for the slow steps of the ASan build
 MIN_PERIOD = 2
@@ -30,36 +30,16 @@ OK_CODES = grpc.StatusCode
 @pytest.fixture(scope="module")
 def pair(tmp_root):
     """Two kmsd processes on one state directory (one token)."""
-    home = tmp_root / "lifecycle-home"
-    p = run(["bash", TOP / "hsm-config" / "setup.sh"], check=False,
-            env={**os.environ, "KMS_HOME": str(home),
-                 "KMS_ADDR": "127.0.0.1:0"})
-    assert p.returncode == 0, p.stderr.decode(errors="replace")
-    conf = home / "kmsd.conf"
-    text = conf.read_text()
-    text = re.sub(r"(?m)^destroy_wait = .*$", "destroy_wait = %d" %
-                  DESTROY_WAIT, text)
-    text = re.sub(r"(?m)^min_rotation_period = .*$",
-                  "min_rotation_period = %d" % MIN_PERIOD, text)
-    text = re.sub(r"(?m)^sync_ms = .*$", "sync_ms = %d" % SYNC_MS, text)
-    assert "destroy_wait = %d" % DESTROY_WAIT in text
-    conf.write_text(text)
+    home = make_home(tmp_root, "lifecycle-home", {"keys": {
+        "destroy_wait": DESTROY_WAIT, "min_rotation_period": MIN_PERIOD,
+        "sync_ms": SYNC_MS}})
     insts = []
     for tag in ("a", "b"):
-        wd = tmp_root / ("lifecycle-" + tag)
-        wd.mkdir()
-        k = Kmsd(home, wd)
+        k = Kmsd(home, tmp_root / ("lifecycle-" + tag))
         k.start()
         insts.append(k)
     yield insts
-    reports = []
-    for k in insts:
-        for c in k.clients.values():
-            c.close()
-        rc = k.stop()
-        assert rc == 0, "kmsd exited with %r; stderr:\n%s" % (rc, k.log())
-        reports += k.sanitizer_reports
-    assert not reports, "\n----\n".join(reports)
+    Kmsd.stop_all(insts)
 
 
 def officer(k):
@@ -94,15 +74,6 @@ def sign(k, name, msg, version=0, timeout=30):
 def pubkey(k, name, version, timeout=30):
     return ci(k).GetPublicKey(pb.GetPublicKeyRequest(
         name=name, version=version), timeout=timeout).pem
-
-
-def openssl_verifies(workdir, pem, msg, sig):
-    (workdir / "pub.pem").write_text(pem)
-    (workdir / "msg").write_bytes(msg)
-    (workdir / "sig").write_bytes(sig)
-    p = run(["openssl", "dgst", "-sha256", "-verify", workdir / "pub.pem",
-             "-signature", workdir / "sig", workdir / "msg"], check=False)
-    return p.returncode == 0 and b"Verified OK" in p.stdout
 
 
 def states(key):
@@ -164,9 +135,9 @@ def test_rotation_keeps_old_signatures_verifiable(pair, workdir):
     assert pubkey(a, name, 0) == pem2
     # Old signatures keep verifying with their version's public key, in
     # kms and in OpenSSL; the new key is another key.
-    assert openssl_verifies(workdir, pem1, msg1, s1.signature)
-    assert openssl_verifies(workdir, pem2, msg2, s2.signature)
-    assert not openssl_verifies(workdir, pem1, msg2, s2.signature)
+    assert openssl_verifies(pem1, s1.signature, msg1, workdir)
+    assert openssl_verifies(pem2, s2.signature, msg2, workdir)
+    assert not openssl_verifies(pem1, s2.signature, msg2, workdir)
     v = ci(a).Verify(pb.VerifyRequest(
         name=name, version=1, digest=hashlib.sha256(msg1).digest(),
         signature=s1.signature), timeout=30)

@@ -13,7 +13,7 @@ import time
 import grpc
 import pytest
 
-from conftest import BUILD, pb, run
+from conftest import BUILD, openssl_verifies, pb, run
 
 KMSB = BUILD / "kmsb"
 APP = "com.example.it"
@@ -372,13 +372,10 @@ def test_guard_checks_the_manifest(kmsd, ota, keys, workdir):
     assert (r.app_id, r.channel, r.sequence, r.previous_sequence) == \
         (APP, "staging", seq + 1, seq)
     assert r.manifest_sha256 == hashlib.sha256(bytes(m2)).digest()
-    (workdir / "msg").write_bytes(b"kms-bundle-manifest-v1\0" + bytes(m2))
-    (workdir / "sig").write_bytes(r.signature)
     kmsd.kmsctl("pubkey", SIGNERS["EC_P256_SHA256"], "-o",
                 workdir / "p256.pem")
-    v = run(["openssl", "dgst", "-sha256", "-verify", workdir / "p256.pem",
-             "-signature", workdir / "sig", workdir / "msg"], check=False)
-    assert v.returncode == 0 and b"Verified OK" in v.stdout
+    assert openssl_verifies(workdir / "p256.pem", r.signature,
+                            b"kms-bundle-manifest-v1\0" + bytes(m2), workdir)
 
 
 def test_guard_grants_apps_and_channels(kmsd, ota):

@@ -768,7 +768,7 @@ test_find_key_pair(void **state)
 	assert_int_equal(hsm_destroy(s, d), 0);
 }
 
-/* Signs a digest with the audit key and checks it against its spki. */
+/* Signs a message with the audit key and checks it against its spki. */
 static void
 audit_sign_and_verify(struct audit_key *k)
 {
@@ -796,7 +796,7 @@ test_audit_key(void **state)
 	gens = fault_calls("C_GenerateKeyPair");
 	assert_int_equal(audit_key_open(hsm, "ut", &k, &st), 0);
 	assert_int_equal(fault_calls("C_GenerateKeyPair") - gens, 1);
-	assert_string_equal(k.label, "kms-audit#ut");
+	assert_string_equal(k.label, "kms-audit-ed25519#ut");
 	assert_non_null(k.spki);
 	audit_sign_and_verify(&k);
 
@@ -808,8 +808,8 @@ test_audit_key(void **state)
 	assert_int_equal(k2.priv, k.priv);
 	assert_int_equal(k2.spki_len, k.spki_len);
 	assert_memory_equal(k2.spki, k.spki, k.spki_len);
-	assert_int_equal(hsm_find_all(s, HSM_OBJ_PRIVATE_KEY, "kms-audit#ut",
-	    found, 4, &n), 0);
+	assert_int_equal(hsm_find_all(s, HSM_OBJ_PRIVATE_KEY,
+	    "kms-audit-ed25519#ut", found, 4, &n), 0);
 	assert_int_equal(n, 1);
 	audit_key_close(&k2);
 

@@ -173,8 +173,8 @@ fork_child(void)
 			    (fd = atoi(e->d_name)) == dirfd(d))
 				continue;
 			len = sizeof(ss);
-			if (getpeername(fd, (struct sockaddr *)&ss, &len) != 0 ||
-			    !is_kmsd(&ss, &g.kmsd))
+			if (getpeername(fd, (struct sockaddr *)&ss,
+			    &len) != 0 || !is_kmsd(&ss, &g.kmsd))
 				continue;
 			if ((s = socket(ss.ss_family, SOCK_STREAM, 0)) >= 0) {
 				dup2(s, fd);

@@ -1,7 +1,6 @@
 /*
  * p11conf.c: the PKCS#11 module's configuration (see p11conf.h).
  */
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,103 +12,44 @@
 #include "p11conf.h"
 
 struct parse_ctx {
+	struct inifile_parse ip;	/* the file, its text and first error */
 	struct p11conf *conf;
-	const char *path;
 	char dir[P11CONF_PATH_MAX];	/* the file's, for relative paths */
-	struct kms_status *st;
-	struct inifile_cursor cur;
-	int err_line;
 };
-
-static int fail(struct parse_ctx *c, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-/* Records the first error, naming the file and line; returns 0 for inih. */
-static int
-fail(struct parse_ctx *c, const char *fmt, ...)
-{
-	char msg[300];
-	va_list ap;
-
-	if (c->st->err != 0)
-		return 0;
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	kms_status_set(c->st, KMS_ERR_CONFIG, "%s:%d: %s", c->path,
-	    c->cur.line, msg);
-	c->err_line = c->cur.line;
-	return 0;
-}
-
-static char *
-read_line(char *buf, int size, void *stream)
-{
-	struct parse_ctx *c = stream;
-	size_t content;
-
-	if (c->st->err != 0)
-		return NULL;
-	switch (inifile_take_line(&c->cur, buf, size, &content)) {
-	case INIFILE_LINE:
-		return buf;
-	case INIFILE_TOO_LONG:
-		fail(c, "line is longer than %d bytes", size - 2);
-		return NULL;
-	case INIFILE_INDENTED:
-		fail(c, "indented line (continuation lines are not "
-		    "supported)");
-		return NULL;
-	default:
-		return NULL;
-	}
-}
-
-/* dir/value, or value alone when it is absolute. */
-static int
-join_path(char *dst, const char *dir, const char *value)
-{
-	int n;
-
-	if (value[0] == '/' || dir[0] == '\0')
-		n = snprintf(dst, P11CONF_PATH_MAX, "%s", value);
-	else
-		n = snprintf(dst, P11CONF_PATH_MAX, "%s/%s", dir, value);
-	return n < 0 || n >= P11CONF_PATH_MAX ? -1 : 0;
-}
 
 static int
 handler(void *arg, const char *section, const char *key, const char *value)
 {
 	struct parse_ctx *c = arg;
+	struct inifile_parse *ip = &c->ip;
 	struct p11conf *conf = c->conf;
 	char *dst = NULL, *end;
 	long n;
 
-	if (c->st->err != 0)
+	if (ip->st->err != 0)
 		return 0;
 	if (strcmp(section, "client") != 0)
-		return fail(c, "unknown section [%s] (expected [client])",
-		    section);
+		return inifile_fail(ip, "unknown section [%s] (expected "
+		    "[client])", section);
 	if (*value == '\0')
-		return fail(c, "%s has no value", key);
+		return inifile_fail(ip, "%s has no value", key);
 	if (strcmp(key, "addr") == 0) {
 		if (strlen(value) >= sizeof(conf->addr))
-			return fail(c, "addr is too long");
+			return inifile_fail(ip, "addr is too long");
 		strcpy(conf->addr, value);
 		return 1;
 	}
 	if (strcmp(key, "prefix") == 0) {
 		if (strlen(value) > P11CONF_PREFIX_MAX)
-			return fail(c, "prefix is longer than %d characters",
-			    P11CONF_PREFIX_MAX);
+			return inifile_fail(ip, "prefix is longer than %d "
+			    "characters", P11CONF_PREFIX_MAX);
 		strcpy(conf->prefix, value);
 		return 1;
 	}
 	if (strcmp(key, "timeout") == 0) {
 		n = strtol(value, &end, 10);
 		if (*end != '\0' || n < 1 || n > P11CONF_TIMEOUT_MAX)
-			return fail(c, "timeout must be 1..%d seconds",
+			return inifile_fail(ip, "timeout must be 1..%d seconds",
 			    P11CONF_TIMEOUT_MAX);
 		conf->timeout = (int)n;
 		return 1;
@@ -121,10 +61,10 @@ handler(void *arg, const char *section, const char *key, const char *value)
 	else if (strcmp(key, "key") == 0)
 		dst = conf->key;
 	else
-		return fail(c, "unknown key %s (expected addr, ca, cert, key, "
-		    "prefix or timeout)", key);
-	if (join_path(dst, c->dir, value) != 0)
-		return fail(c, "%s: path too long", key);
+		return inifile_fail(ip, "unknown key %s (expected addr, ca, "
+		    "cert, key, prefix or timeout)", key);
+	if (inifile_join_path(dst, P11CONF_PATH_MAX, c->dir, value) != 0)
+		return inifile_fail(ip, "%s: path too long", key);
 	return 1;
 }
 
@@ -138,8 +78,8 @@ from_file(const char *path, struct p11conf *conf, struct kms_status *st)
 
 	memset(&c, 0, sizeof(c));
 	c.conf = conf;
-	c.path = path;
-	c.st = st;
+	c.ip.path = path;
+	c.ip.st = st;
 	if (strlen(path) >= sizeof(conf->source))
 		return kms_status_set(st, KMS_ERR_CONFIG, "%s: path too long",
 		    path);
@@ -152,18 +92,15 @@ from_file(const char *path, struct p11conf *conf, struct kms_status *st)
 	}
 	if ((r = inifile_read(path, &text, st)) != 0)
 		return r;
-	c.cur.next = text;
-	r = ini_parse_stream(read_line, &c, handler, &c);
+	c.ip.cur.next = text;
+	r = ini_parse_stream(inifile_reader, &c.ip, handler, &c);
 	free(text);
-	if (r > 0 && (st->err == 0 || r < c.err_line))
-		return kms_status_set(st, KMS_ERR_CONFIG, "%s:%d: syntax "
-		    "error (expected [section] or key = value)", path, r);
-	if (st->err != 0)
-		return st->err;
+	if ((r = inifile_finish(&c.ip, r)) != 0)
+		return r;
 	if (conf->addr[0] == '\0' || conf->ca[0] == '\0' ||
 	    conf->cert[0] == '\0' || conf->key[0] == '\0')
 		return kms_status_set(st, KMS_ERR_CONFIG, "%s:%d: [client] "
-		    "needs addr, ca, cert and key", path, c.cur.line);
+		    "needs addr, ca, cert and key", path, c.ip.cur.line);
 	return 0;
 }
 

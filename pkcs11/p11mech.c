@@ -131,7 +131,7 @@ p11_mech_check(const CK_MECHANISM *m, const struct kms_alg_info *alg)
 	}
 	if (!fits)
 		return CKR_KEY_TYPE_INCONSISTENT;
-	/* The other mechanisms take no parameter (Ed25519: pure, no context). */
+	/* The others take no parameter (Ed25519: pure, no context). */
 	if (m->pParameter != NULL && m->ulParameterLen > 0)
 		return CKR_MECHANISM_PARAM_INVALID;
 	return CKR_OK;

@@ -46,7 +46,7 @@ enum kms_hash p11_mech_hash(CK_MECHANISM_TYPE t);
 
 /* What goes to kmsd (Sign's digest or data) and to the local verifier. */
 struct p11_input {
-	const uint8_t *p;		/* into the caller's input or into buf */
+	const uint8_t *p;		/* into the caller's input, or buf */
 	size_t len;
 	int as_data;			/* SignRequest.data, else .digest */
 	uint8_t buf[P11_INPUT_MAX];

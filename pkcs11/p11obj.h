@@ -19,7 +19,8 @@
 #include "algo.h"
 #include "names.h"
 
-#define P11_ID_LEN 20		/* SHA-1 of the public key bits (RFC 5280 4.2.1.2) */
+/* CKA_ID: the SHA-1 of the public key bits (RFC 5280 4.2.1.2). */
+#define P11_ID_LEN 20
 
 enum p11_kind {
 	P11_PRIVATE = 0,

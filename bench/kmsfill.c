@@ -15,8 +15,8 @@
  * NAME#1#<16 hex digits>, CKA_ID the same bytes, private and secret keys
  * CKA_TOKEN, CKA_PRIVATE, CKA_SENSITIVE and not CKA_EXTRACTABLE, public
  * keys token objects; then the CKO_DATA object (CKA_APPLICATION "kms",
- * CKA_LABEL NAME) whose CKA_VALUE is the metadata document of format 1,
- * written with the same jansson calls.  The data object comes last, as in
+ * CKA_LABEL NAME) whose CKA_VALUE is the metadata document, written by
+ * kms/keymeta.c as kmsd writes it.  The data object comes last, as in
  * kmsd, so a key is complete when its data object exists.  What is
  * skipped is kmsd's per-key search for an existing name, which is what
  * makes CreateKey slow on a big SoftHSM2 token; the names are known to be
@@ -42,14 +42,12 @@
 #include <jansson.h>
 #include <openssl/rand.h>
 
+#include "keymeta.h"
 #include "p11util.h"
 
 #define MAX_PROCS 16
 #define MAX_COUNT 1000000
-#define NAME_MAX_LEN 128		/* KMS_KEY_NAME_MAX */
-#define LABEL_MAX 256			/* HSM_LABEL_MAX */
-#define LABEL_RANDOM_BYTES 8
-#define META_FORMAT 1
+#define NAME_MAX_LEN KMS_KEY_NAME_MAX
 
 struct alg {
 	const char *name;		/* as in common/algo.c */
@@ -149,38 +147,36 @@ generate(struct p11 *p, const struct alg *a, const char *label,
 	ADD(pubt, np, CKA_EC_PARAMS, a->params, a->params_len);
 	add_protected_key(privt, &nv, label);
 	ADD(privt, nv, CKA_SIGN, &t, sizeof(t));
+	ADD(privt, nv, CKA_DECRYPT, &f, sizeof(f));
+	ADD(privt, nv, CKA_UNWRAP, &f, sizeof(f));
+	ADD(privt, nv, CKA_DERIVE, &f, sizeof(f));
 	return p->f->C_GenerateKeyPair(p->s, &mech, pubt, np, privt, nv, pub,
 	    priv);
 }
 
-/* kms/keystore.c meta_encode for a key with its one version. */
+/* The metadata document keystore_create writes for a key's version 1. */
 static char *
 meta_encode(const char *name, const struct alg *a, const char *label,
     int64_t now)
 {
-	json_t *o = NULL, *vs = NULL, *v;
-	char *s = NULL;
+	struct km_version v;
+	struct km_key k;
 
-	if ((o = json_object()) == NULL || (vs = json_array()) == NULL)
-		goto out;
-	v = json_pack("{s:I,s:s,s:I,s:I,s:s}", "version", (json_int_t)1,
-	    "state", "ENABLED", "create_time", (json_int_t)now,
-	    "destroy_time", (json_int_t)0, "label", label);
-	if (v == NULL || json_array_append_new(vs, v) != 0)
-		goto out;
-	if (json_object_set_new(o, "format", json_integer(META_FORMAT)) ||
-	    json_object_set_new(o, "name", json_string(name)) ||
-	    json_object_set_new(o, "algorithm", json_string(a->name)) ||
-	    json_object_set_new(o, "primary", json_integer(1)) ||
-	    json_object_set_new(o, "rotation_period", json_integer(0)) ||
-	    json_object_set_new(o, "create_time", json_integer(now)) ||
-	    json_object_set(o, "versions", vs))
-		goto out;
-	s = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
- out:
-	json_decref(vs);
-	json_decref(o);
-	return s;
+	memset(&k, 0, sizeof(k));
+	memset(&v, 0, sizeof(v));
+	snprintf(k.name, sizeof(k.name), "%s", name);
+	if ((k.alg = kms_alg_by_name(a->name)) == NULL)
+		return NULL;
+	k.primary = 1;
+	k.create_time = now;
+	k.seq = 1;
+	k.nv = 1;
+	k.v = &v;
+	v.version = 1;
+	v.state = KS_STATE_ENABLED;
+	v.create_time = now;
+	snprintf(v.label, sizeof(v.label), "%s", label);
+	return km_encode(&k);
 }
 
 /* kms/hsm.c hsm_data_create. */
@@ -208,18 +204,13 @@ static int
 make_key(struct p11 *p, const struct alg *a, const char *name)
 {
 	CK_OBJECT_HANDLE priv, pub, meta;
-	uint8_t rnd[LABEL_RANDOM_BYTES];
-	char label[LABEL_MAX], *doc = NULL;
-	size_t i, j;
+	char label[KM_LABEL_MAX], *doc = NULL;
 	CK_RV rv;
 
-	if (RAND_bytes(rnd, sizeof(rnd)) != 1) {
+	if (km_version_label(name, 1, label, sizeof(label)) != 0) {
 		fprintf(stderr, "kmsfill: no randomness\n");
 		return -1;
 	}
-	i = (size_t)snprintf(label, sizeof(label), "%s#1#", name);
-	for (j = 0; j < sizeof(rnd); j++, i += 2)
-		snprintf(label + i, 3, "%02x", rnd[j]);
 	if ((rv = generate(p, a, label, &priv, &pub)) != CKR_OK) {
 		fprintf(stderr, "kmsfill: %s: generating the key failed: "
 		    "0x%lx\n", name, (unsigned long)rv);

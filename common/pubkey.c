@@ -5,8 +5,11 @@
 #include <string.h>
 
 #include <openssl/bio.h>
+#include <openssl/core_names.h>
 #include <openssl/crypto.h>
+#include <openssl/ec.h>
 #include <openssl/evp.h>
+#include <openssl/param_build.h>
 #include <openssl/pem.h>
 #include <openssl/rsa.h>
 #include <openssl/x509.h>
@@ -138,4 +141,161 @@ pubkey_verify(const struct kms_alg_info *alg, const uint8_t *der,
 	EVP_PKEY_CTX_free(ctx);
 	EVP_PKEY_free(pk);
 	return r;
+}
+
+/*
+ * CKA_EC_POINT as the standard and SoftHSM2 give it, a DER OCTET STRING
+ * around the point, or as some modules give it, the bare point.  The
+ * length of the bare point (want) tells the two apart: an uncompressed
+ * point also starts with 0x04.
+ */
+static int
+ec_point(const uint8_t **p, size_t *len, size_t want)
+{
+	if (*len == want)
+		return 0;
+	if (*len == want + 2 && want < 0x80 && (*p)[0] == 0x04 &&
+	    (*p)[1] == want) {
+		*p += 2;
+		*len -= 2;
+		return 0;
+	}
+	if (*len == want + 3 && want < 0x100 && (*p)[0] == 0x04 &&
+	    (*p)[1] == 0x81 && (*p)[2] == want) {
+		*p += 3;
+		*len -= 3;
+		return 0;
+	}
+	return KMS_ERR_HSM;
+}
+
+/* The key of an OSSL_PARAM list built by bld, of OpenSSL type name. */
+static EVP_PKEY *
+from_params(const char *name, OSSL_PARAM_BLD *bld)
+{
+	OSSL_PARAM *params = NULL;
+	EVP_PKEY_CTX *ctx = NULL;
+	EVP_PKEY *pk = NULL;
+
+	if ((params = OSSL_PARAM_BLD_to_param(bld)) == NULL ||
+	    (ctx = EVP_PKEY_CTX_new_from_name(NULL, name, NULL)) == NULL ||
+	    EVP_PKEY_fromdata_init(ctx) != 1 ||
+	    EVP_PKEY_fromdata(ctx, &pk, EVP_PKEY_PUBLIC_KEY, params) != 1)
+		pk = NULL;
+	EVP_PKEY_CTX_free(ctx);
+	OSSL_PARAM_free(params);
+	return pk;
+}
+
+int
+pubkey_spki(const struct kms_alg_info *alg, const uint8_t *a, size_t alen,
+    const uint8_t *b, size_t blen, uint8_t **der, size_t *derlen)
+{
+	OSSL_PARAM_BLD *bld = NULL;
+	EVP_PKEY *pk = NULL;
+	BIGNUM *bn_n = NULL, *bn_e = NULL;
+	uint8_t *out = NULL;
+	const uint8_t *pt = a;
+	size_t ptlen = alen;
+	int len, r = KMS_ERR_HSM;
+
+	*der = NULL;
+	*derlen = 0;
+	switch (alg->family) {
+	case KMS_FAMILY_EC:
+	case KMS_FAMILY_EDDSA:
+		/* Ed25519: 32 bytes; EC: 0x04 || X || Y, uncompressed. */
+		if ((r = ec_point(&pt, &ptlen, alg->family ==
+		    KMS_FAMILY_EDDSA ? 32 : 1 + 2 * ((alg->bits + 7) / 8))) != 0)
+			goto out;
+		r = KMS_ERR_HSM;
+		if (alg->family == KMS_FAMILY_EDDSA) {
+			pk = EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519,
+			    NULL, pt, ptlen);
+			break;
+		}
+		if ((bld = OSSL_PARAM_BLD_new()) == NULL ||
+		    !OSSL_PARAM_BLD_push_utf8_string(bld,
+		    OSSL_PKEY_PARAM_GROUP_NAME, alg->bits == 256 ?
+		    "prime256v1" : "secp384r1", 0) ||
+		    !OSSL_PARAM_BLD_push_octet_string(bld,
+		    OSSL_PKEY_PARAM_PUB_KEY, pt, ptlen))
+			goto out;
+		pk = from_params("EC", bld);
+		break;
+	case KMS_FAMILY_RSA_PKCS1:
+	case KMS_FAMILY_RSA_PSS:
+	case KMS_FAMILY_RSA_RAW:
+		if ((bn_n = BN_bin2bn(a, (int)alen, NULL)) == NULL ||
+		    (bn_e = BN_bin2bn(b, (int)blen, NULL)) == NULL ||
+		    (bld = OSSL_PARAM_BLD_new()) == NULL ||
+		    !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, bn_n) ||
+		    !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, bn_e))
+			goto out;
+		pk = from_params("RSA", bld);
+		break;
+	default:
+		r = KMS_ERR_FAILED_PRECONDITION;
+		goto out;
+	}
+	if (pk == NULL || (len = i2d_PUBKEY(pk, &out)) <= 0)
+		goto out;
+	if ((*der = malloc((size_t)len)) == NULL) {
+		r = KMS_ERR_NOMEM;
+		goto out;
+	}
+	memcpy(*der, out, (size_t)len);
+	*derlen = (size_t)len;
+	r = 0;
+ out:
+	OPENSSL_free(out);
+	EVP_PKEY_free(pk);
+	OSSL_PARAM_BLD_free(bld);
+	BN_free(bn_n);
+	BN_free(bn_e);
+	return r;
+}
+
+/* Raw r || s to a DER ECDSA-Sig-Value. */
+static int
+ecdsa_to_der(const uint8_t *raw, size_t rawlen, uint8_t *sig, size_t *siglen)
+{
+	ECDSA_SIG *es;
+	BIGNUM *r, *sv;
+	unsigned char *p = sig;
+	int len;
+
+	if (rawlen == 0 || rawlen % 2 != 0)
+		return KMS_ERR_HSM;
+	r = BN_bin2bn(raw, (int)(rawlen / 2), NULL);
+	sv = BN_bin2bn(raw + rawlen / 2, (int)(rawlen / 2), NULL);
+	if ((es = ECDSA_SIG_new()) == NULL || r == NULL || sv == NULL ||
+	    ECDSA_SIG_set0(es, r, sv) != 1) {
+		BN_free(r);
+		BN_free(sv);
+		ECDSA_SIG_free(es);
+		return KMS_ERR_NOMEM;
+	}
+	len = i2d_ECDSA_SIG(es, NULL);
+	if (len <= 0 || (size_t)len > *siglen) {
+		ECDSA_SIG_free(es);
+		return KMS_ERR_INTERNAL;
+	}
+	len = i2d_ECDSA_SIG(es, &p);
+	ECDSA_SIG_free(es);
+	*siglen = (size_t)len;
+	return 0;
+}
+
+int
+pubkey_sig_encode(const struct kms_alg_info *alg, const uint8_t *raw,
+    size_t rawlen, uint8_t *sig, size_t *siglen)
+{
+	if (alg->family == KMS_FAMILY_EC)
+		return ecdsa_to_der(raw, rawlen, sig, siglen);
+	if (rawlen > *siglen)
+		return KMS_ERR_INTERNAL;
+	memcpy(sig, raw, rawlen);
+	*siglen = rawlen;
+	return 0;
 }

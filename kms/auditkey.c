@@ -13,21 +13,25 @@
 #include "auditkey.h"
 #include "kmserr.h"
 #include "log.h"
+#include "pubkey.h"
 
 int
 audit_key_sign(void *arg, const uint8_t *md, size_t mdlen, uint8_t *sig,
     size_t *siglen)
 {
 	struct audit_key *k = arg;
-	size_t cap = *siglen;
+	uint8_t raw[HSM_SIG_MAX];
+	size_t rawlen = sizeof(raw);
 	int r;
 
-	r = hsm_sign(k->s, k->alg, k->priv, md, mdlen, sig, siglen);
+	r = hsm_sign(k->s, k->alg, k->priv, md, mdlen, raw, &rawlen);
 	if (r == KMS_ERR_STALE_HANDLE &&
 	    hsm_find(k->s, HSM_OBJ_PRIVATE_KEY, k->label, &k->priv) == 0) {
-		*siglen = cap;
-		r = hsm_sign(k->s, k->alg, k->priv, md, mdlen, sig, siglen);
+		rawlen = sizeof(raw);
+		r = hsm_sign(k->s, k->alg, k->priv, md, mdlen, raw, &rawlen);
 	}
+	if (r == 0)
+		r = pubkey_sig_encode(k->alg, raw, rawlen, sig, siglen);
 	return r;
 }
 
@@ -35,6 +39,7 @@ int
 audit_key_open(struct hsm *hsm, const char *chain, struct audit_key *k,
     struct kms_status *st)
 {
+	struct hsm_pubkey pk;
 	hsm_handle_t pub;
 	int r;
 
@@ -54,8 +59,12 @@ audit_key_open(struct hsm *hsm, const char *chain, struct audit_key *k,
 	if (r != 0)
 		return kms_status_set(st, r, "cannot find or make the audit "
 		    "key %s: %s", k->label, kms_strerror(r));
-	if ((r = hsm_public_key_der(k->s, k->alg, pub, &k->spki,
-	    &k->spki_len)) != 0)
+	if ((r = hsm_public_key(k->s, k->alg, pub, &pk)) == 0) {
+		r = pubkey_spki(k->alg, pk.a, pk.alen, pk.b, pk.blen,
+		    &k->spki, &k->spki_len);
+		hsm_pubkey_clear(&pk);
+	}
+	if (r != 0)
 		return kms_status_set(st, r, "cannot read the audit key: %s",
 		    kms_strerror(r));
 	return 0;

@@ -20,8 +20,16 @@
  * Every failure is logged once at warn level with the CKR_* name.
  *
  * Keys are generated inside the token as token objects: private and secret
- * keys with CKA_PRIVATE, CKA_SENSITIVE, CKA_EXTRACTABLE = false; public keys
- * are token objects too so that GetPublicKey needs no private-key access.
+ * keys with CKA_PRIVATE, CKA_SENSITIVE, CKA_EXTRACTABLE = false; a signing
+ * key's private half with CKA_SIGN alone (CKA_DECRYPT, CKA_UNWRAP and
+ * CKA_DERIVE false); public keys are token objects too so that
+ * GetPublicKey needs no private-key access.
+ *
+ * The layer gives what the token gives: raw attributes and raw
+ * signatures.  Encoding them (SubjectPublicKeyInfo, DER ECDSA) is
+ * pubkey.h's.  Every function is safe to call from several threads, each
+ * with its own session; the ones that touch the token's object store
+ * serialise themselves in the process (see hsm.c).
  */
 #ifndef KMS_HSM_H
 #define KMS_HSM_H
@@ -141,9 +149,10 @@ int hsm_list_data(struct hsm_session *s,
 /*
  * Signs in with the private key priv of algorithm alg.  in is the digest
  * (EC, RSA PKCS#1, RSA PSS), the message (Ed25519) or the raw bytes
- * (RSA_RAW).  The signature is written in the contract's format: ECDSA as
- * DER, Ed25519 as 64 raw bytes, RSA as the modulus-sized block.  *siglen
- * holds the capacity of sig on entry (HSM_SIG_MAX always suffices).
+ * (RSA_RAW).  The signature is the token's: ECDSA as raw r || s (see
+ * pubkey_sig_encode), Ed25519 as 64 raw bytes, RSA as the modulus-sized
+ * block.  *siglen holds the capacity of sig on entry (HSM_SIG_MAX always
+ * suffices).
  */
 #define HSM_SIG_MAX 1024
 int hsm_sign(struct hsm_session *s, const struct kms_alg_info *alg,
@@ -151,12 +160,18 @@ int hsm_sign(struct hsm_session *s, const struct kms_alg_info *alg,
     uint8_t *sig, size_t *siglen);
 
 /*
- * Exports the public key pub of algorithm alg as DER SubjectPublicKeyInfo
- * (built from CKA_EC_PARAMS/CKA_EC_POINT or CKA_MODULUS/CKA_PUBLIC_EXPONENT).
- * *der is malloc'd; the caller frees it.
+ * The public attributes of the public key pub of algorithm alg, as the
+ * token gives them: for EC and EdDSA a is CKA_EC_POINT; for RSA a is
+ * CKA_MODULUS and b CKA_PUBLIC_EXPONENT (see pubkey_spki).  Free with
+ * hsm_pubkey_clear.
  */
-int hsm_public_key_der(struct hsm_session *s, const struct kms_alg_info *alg,
-    hsm_handle_t pub, uint8_t **der, size_t *derlen);
+struct hsm_pubkey {
+	uint8_t *a, *b;
+	size_t alen, blen;
+};
+int hsm_public_key(struct hsm_session *s, const struct kms_alg_info *alg,
+    hsm_handle_t pub, struct hsm_pubkey *out);
+void hsm_pubkey_clear(struct hsm_pubkey *pk);
 
 /* Creates a token, private, modifiable CKO_DATA object. */
 int hsm_data_create(struct hsm_session *s, const char *label,

@@ -1,20 +1,21 @@
 /*
- * keystore.h: keys and their versions, kept on the token itself.
+ * keystore.h: keys and their versions.
  *
- * The token is the key store; there is no side database that could
- * disagree with it, and several kmsd processes on one token see the same
- * keys.  Per key there is one CKO_DATA object (CKA_APPLICATION "kms",
- * CKA_LABEL = the key name) whose value is a small JSON document: its
- * generation (seq), algorithm, primary version, rotation period, and per
- * version its state, creation and destroy time and the CKA_LABEL of its
- * HSM objects.  Key material objects are labelled NAME#VERSION#RANDOM, so
- * that an object left behind by an interrupted creation can never be
- * mistaken for a live version.  Changes are made under a lock kept on the
- * token (see keystore.c), so that concurrent rotations in several
- * processes never lose or duplicate a version.
+ * Key material is born and stays in the HSM; what the keys are (their
+ * versions, states and schedules) is one document per key in a store
+ * (store.h; by default the token itself, so that there is no side
+ * database that could disagree with it, and several kmsd processes on one
+ * token see the same keys).  The document is keymeta.h's.  Key material
+ * objects are labelled NAME#VERSION#RANDOM, so that an object left behind
+ * by an interrupted creation can never be mistaken for a live version.
+ * Changes are made under the store's lock of the key, so that concurrent
+ * rotations in several processes never lose or duplicate a version.
  *
- * The metadata is loaded at start and read again by keystore_refresh;
- * object handles are looked up on first use and cached, and looked up
+ * The module is three files: keystore.c, the cache of documents (loaded
+ * at start, read again by keystore_refresh); keystore_life.c, lifecycle
+ * (create, rotate, states, the scheduled rotations and destructions);
+ * keystore_ops.c, the key operations (sign, wrap and the blob format).
+ * Object handles are looked up on first use and cached, and looked up
  * again when the HSM says a handle is stale.  All functions are
  * thread-safe; no in-process lock is held across an HSM call.
  */
@@ -25,19 +26,13 @@
 #include <stdint.h>
 
 #include "algo.h"
+#include "keymeta.h"
 #include "names.h"
 
 struct hsm_session;
 struct kms_status;
 struct keystore;
-
-/* Values equal the protobuf enum kms.v1.KeyVersionState. */
-enum ks_state {
-	KS_STATE_ENABLED = 1,
-	KS_STATE_DISABLED = 2,
-	KS_STATE_DESTROY_SCHEDULED = 3,
-	KS_STATE_DESTROYED = 4
-};
+struct store;
 
 struct ks_version {
 	uint32_t version;
@@ -45,9 +40,6 @@ struct ks_version {
 	int64_t create_time;		/* seconds since the epoch */
 	int64_t destroy_time;		/* DESTROY_SCHEDULED: when; else 0 */
 };
-
-/* The most versions one key may have (rotation is refused beyond). */
-#define KS_MAX_VERSIONS 10000
 
 /* A snapshot of a key's metadata, owned by the caller (ks_key_free). */
 struct ks_key {
@@ -64,11 +56,15 @@ struct ks_key {
 void ks_key_free(struct ks_key *k);
 
 /*
- * Loads every key's metadata from the token through session s.  Changes
- * are serialised with flock(2) on lock_file (created if needed), which
- * every instance on this host that shares the token must share.
+ * Loads every key's metadata from the token through session s (the token
+ * as the store, store_token_open).  Changes are serialised with flock(2)
+ * on lock_file (created if needed), which every instance on this host
+ * that shares the token must share.
  */
 int keystore_open(struct hsm_session *s, const char *lock_file,
+    struct keystore **out, struct kms_status *st);
+/* The same with another store, which the keystore owns from now on. */
+int keystore_open_store(struct store *sto, struct hsm_session *s,
     struct keystore **out, struct kms_status *st);
 void keystore_free(struct keystore *ks);
 size_t keystore_count(struct keystore *ks);
@@ -76,8 +72,8 @@ size_t keystore_count(struct keystore *ks);
 /*
  * Reads again the documents that changed on the token since they were
  * last read (made by other processes); *changed (may be NULL) counts them.
- * Lists the token only when its change counter moved (see keystore.c),
- * and at least once a minute; otherwise reads the counter alone.
+ * Lists the store only when its change mark moved (store_mark), and at
+ * least once a minute; otherwise reads the mark alone.
  */
 int keystore_refresh(struct keystore *ks, struct hsm_session *s,
     size_t *changed);

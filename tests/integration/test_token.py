@@ -54,3 +54,26 @@ def test_secret_keys_are_sensitive(kmsd):
         access = [a.strip() for a in m.group(1).split(",")]
         assert "sensitive" in access, b
         assert "extractable" not in access, b
+
+
+def test_signing_keys_only_sign(kmsd):
+    """A new signing key's private half has CKA_SIGN and nothing else: no
+    decrypt or unwrap, which SoftHSM2 would give an RSA key by default."""
+    officer = kmsd.client("officer").kms
+    names = {}
+    for alg in ("RSA_PKCS1_2048_SHA256", "EC_P256_SHA256"):
+        name = "release/it/sign-only-" + alg.lower().replace("_", "-")
+        officer.CreateKey(pb.CreateKeyRequest(
+            name=name, algorithm=pb.Algorithm.Value(alg)), timeout=120)
+        names[name] = alg
+    blocks = pkcs11_objects(kmsd, "privkey")
+    for name in names:
+        mine = [b for b in blocks
+                if re.search(r"^\s*label:\s*%s#1#" % re.escape(name), b,
+                             re.M)]
+        assert len(mine) == 1, (name, blocks)
+        m = re.search(r"^\s*Usage:\s*(.*)$", mine[0], re.M)
+        assert m, mine[0]
+        usage = [u.strip() for u in m.group(1).split(",")]
+        assert usage == ["sign"], mine[0]
+        assert "decrypt" not in m.group(1) and "unwrap" not in m.group(1)

@@ -33,6 +33,7 @@
 #include "hsm.h"
 #include "kmserr.h"
 #include "p11token.h"
+#include "pubkey.h"
 #include "secret.h"
 
 /* PKCS#11 return values used here (hsm.h keeps pkcs11.h to hsm.c). */
@@ -166,15 +167,23 @@ static void
 sign_and_verify(const struct kms_alg_info *alg, hsm_handle_t priv,
     hsm_handle_t pub)
 {
-	uint8_t in[100], sig[HSM_SIG_MAX], *der = NULL;
-	size_t i, inlen, siglen = sizeof(sig), derlen = 0;
+	uint8_t in[100], raw[HSM_SIG_MAX], sig[HSM_SIG_MAX], *der = NULL;
+	size_t i, inlen, rawlen = sizeof(raw), siglen = sizeof(sig), derlen = 0;
+	struct hsm_pubkey pk;
 
 	for (i = 0; i < sizeof(in); i++)
 		in[i] = (uint8_t)(i * 7 + alg->alg);
 	inlen = alg->digest_len != 0 ? alg->digest_len : sizeof(in);
-	assert_int_equal(hsm_sign(s, alg, priv, in, inlen, sig, &siglen), 0);
-	assert_true(siglen > 0 && siglen <= HSM_SIG_MAX);
-	assert_int_equal(hsm_public_key_der(s, alg, pub, &der, &derlen), 0);
+	assert_int_equal(hsm_sign(s, alg, priv, in, inlen, raw, &rawlen), 0);
+	assert_true(rawlen > 0 && rawlen <= HSM_SIG_MAX);
+	/* ECDSA comes out raw, r || s, and is encoded by pubkey.c. */
+	if (alg->family == KMS_FAMILY_EC)
+		assert_int_equal(rawlen, 2 * ((alg->bits + 7) / 8));
+	assert_int_equal(pubkey_sig_encode(alg, raw, rawlen, sig, &siglen), 0);
+	assert_int_equal(hsm_public_key(s, alg, pub, &pk), 0);
+	assert_int_equal(pubkey_spki(alg, pk.a, pk.alen, pk.b, pk.blen, &der,
+	    &derlen), 0);
+	hsm_pubkey_clear(&pk);
 	if (!openssl_verify(alg, der, derlen, in, inlen, sig, siglen))
 		fail_msg("%s: signature does not verify", alg->name);
 	/* A changed input must not verify. */
@@ -219,10 +228,17 @@ test_every_signing_algorithm(void **state)
 	assert_int_equal(n, 10);
 }
 
+/*
+ * The objects of test_find_list_and_data are labelled OWN_PREFIX...: the
+ * token is shared with the other tests, whose objects it must not count.
+ */
+#define OWN_PREFIX "list-"
+
 struct seen {
 	const char *label;
 	hsm_handle_t h;
 	int found, count;
+	const char *prefix;		/* NULL: count every object */
 };
 
 static int
@@ -230,7 +246,9 @@ seen_cb(const char *label, hsm_handle_t h, void *arg)
 {
 	struct seen *sn = arg;
 
-	sn->count++;
+	if (sn->prefix == NULL ||
+	    strncmp(label, sn->prefix, strlen(sn->prefix)) == 0)
+		sn->count++;
 	if (sn->label != NULL && strcmp(label, sn->label) == 0) {
 		sn->found++;
 		sn->h = h;
@@ -238,13 +256,24 @@ seen_cb(const char *label, hsm_handle_t h, void *arg)
 	return 0;
 }
 
+/* The objects labelled label, or with label NULL all of them. */
 static int
 count(enum hsm_obj_class cls, const char *label)
 {
-	struct seen sn = { label, 0, 0, 0 };
+	struct seen sn = { label, 0, 0, 0, NULL };
 
 	assert_int_equal(hsm_list(s, cls, seen_cb, &sn), 0);
 	return label != NULL ? sn.found : sn.count;
+}
+
+/* The objects of class cls labelled OWN_PREFIX... */
+static int
+count_own(enum hsm_obj_class cls)
+{
+	struct seen sn = { NULL, 0, 0, 0, OWN_PREFIX };
+
+	assert_int_equal(hsm_list(s, cls, seen_cb, &sn), 0);
+	return sn.count;
 }
 
 static int
@@ -260,7 +289,7 @@ static void
 test_find_list_and_data(void **state)
 {
 	const struct kms_alg_info *alg = kms_alg_lookup(KMS_ALG_ED25519);
-	struct seen sn = { "list-key", 0, 0, 0 };
+	struct seen sn = { "list-key", 0, 0, 0, NULL };
 	uint8_t *v = NULL, r1[32], r2[32];
 	size_t len, nfound;
 	hsm_handle_t d1, d2, h, priv, pub, old, found[2];
@@ -315,7 +344,7 @@ test_find_list_and_data(void **state)
 	assert_int_equal(nfound, 0);
 	assert_int_equal(hsm_label_set(s, d2, "list-b"), 0);
 	assert_int_equal(count(HSM_OBJ_DATA, "list-a"), 1);
-	assert_int_equal(count(HSM_OBJ_DATA, NULL), 2);
+	assert_int_equal(count_own(HSM_OBJ_DATA), 2);
 	/* Keys are not data, data objects are not keys. */
 	assert_int_equal(count(HSM_OBJ_DATA, "list-key"), 0);
 	assert_int_equal(count(HSM_OBJ_PRIVATE_KEY, "list-a"), 0);
@@ -329,7 +358,7 @@ test_find_list_and_data(void **state)
 	assert_int_equal(hsm_data_get(s, d1, &v, &len), KMS_ERR_STALE_HANDLE);
 	assert_null(v);
 	assert_int_equal(hsm_destroy(s, d2), 0);
-	assert_int_equal(count(HSM_OBJ_DATA, NULL), 0);
+	assert_int_equal(count_own(HSM_OBJ_DATA), 0);
 	assert_int_equal(hsm_destroy(s, priv), 0);
 	assert_int_equal(hsm_destroy(s, pub), 0);
 
@@ -534,12 +563,11 @@ test_faults_are_recovered_or_reported(void **state)
 	/* A public object's handle survives a new login. */
 	fault_set("C_GetAttributeValue", 1, CKR_USER_NOT_LOGGED_IN);
 	{
-		uint8_t *der = NULL;
-		size_t derlen = 0;
+		struct hsm_pubkey pk;
 
-		assert_int_equal(hsm_public_key_der(s, alg, pub, &der,
-		    &derlen), 0);
-		free(der);
+		assert_int_equal(hsm_public_key(s, alg, pub, &pk), 0);
+		assert_non_null(pk.a);
+		hsm_pubkey_clear(&pk);
 	}
 	assert_int_equal(fault_calls("C_Login"), logins + 3);
 	assert_int_equal(sign32(alg, priv), KMS_ERR_STALE_HANDLE);

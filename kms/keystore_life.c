@@ -1,0 +1,587 @@
+/*
+ * keystore_life.c: the lifecycle of keys (see keystore.h): creation,
+ * rotation, version states, rotation periods, the scheduled rotations and
+ * destructions, and the bundle sequence counters.
+ *
+ * Every change has one shape (keystore_change): take the key's lock in
+ * the store, read its newest document there (never the cache's: another
+ * instance may have changed it), change a copy, write it as the next
+ * revision, move the store's change mark on, unlock.  Key material is
+ * generated before the document that names it is written, and destroyed
+ * again when that write fails, so that nothing half-made stays.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "hsm.h"
+#include "keystore.h"
+#include "keystore_int.h"
+#include "kmserr.h"
+#include "log.h"
+
+#define MAX_OBJECTS 16			/* key objects of one label seen at once */
+
+/* Generates the HSM objects of version i of e, labelled as it says. */
+static int
+version_generate(struct hsm_session *s, struct ks_entry *e, size_t i,
+    struct kms_status *st)
+{
+	const char *label = e->m.v[i].label;
+	int r;
+
+	if (e->m.alg->can_wrap)
+		r = hsm_generate_secret_key(s, e->m.alg, label,
+		    (const uint8_t *)label, strlen(label), &e->c[i].priv);
+	else
+		r = hsm_generate_key_pair(s, e->m.alg, label,
+		    (const uint8_t *)label, strlen(label), &e->c[i].priv,
+		    &e->c[i].pub);
+	if (r != 0)
+		return kms_status_set(st, r, "the HSM could not generate the "
+		    "key: %s", kms_strerror(r));
+	return 0;
+}
+
+/* Destroys every HSM object labelled label (a version's key material). */
+static int
+objects_destroy(struct hsm_session *s, const char *label)
+{
+	static const enum hsm_obj_class classes[] = {
+		HSM_OBJ_PRIVATE_KEY, HSM_OBJ_PUBLIC_KEY, HSM_OBJ_SECRET_KEY
+	};
+	hsm_handle_t found[MAX_OBJECTS];
+	size_t c, i, n;
+	int r;
+
+	for (c = 0; c < sizeof(classes) / sizeof(classes[0]); c++) {
+		if ((r = hsm_find_all(s, classes[c], label, found,
+		    MAX_OBJECTS, &n)) != 0)
+			return r;
+		for (i = 0; i < n; i++)
+			if ((r = hsm_destroy(s, found[i])) != 0 &&
+			    r != KMS_ERR_STALE_HANDLE)
+				return r;
+	}
+	return 0;
+}
+
+/* Removes the objects of a version whose document was never written. */
+static void
+version_undo(struct hsm_session *s, const char *label)
+{
+	if (objects_destroy(s, label) != 0)
+		log_error("keystore: could not remove the objects of a "
+		    "version that was not recorded (label %s)", label);
+}
+
+/*
+ * Appends a new ENABLED version (generated in the HSM) and makes it
+ * primary.  On error e is as it was.
+ */
+static int
+entry_add_version(struct ks_entry *e, struct hsm_session *s, int64_t now,
+    struct kms_status *st)
+{
+	struct km_version *nv, *v;
+	struct ks_vcache *nc;
+	uint32_t version = e->m.nv == 0 ? 1 : e->m.v[e->m.nv - 1].version + 1;
+	int r;
+
+	if (e->m.nv >= KS_MAX_VERSIONS)
+		return kms_status_set(st, KMS_ERR_FAILED_PRECONDITION, "key "
+		    "\"%s\" has %d versions, the most a key may have: create "
+		    "a new key", e->m.name, KS_MAX_VERSIONS);
+	if ((nv = realloc(e->m.v, (e->m.nv + 1) * sizeof(*nv))) == NULL)
+		return kms_status_set(st, KMS_ERR_NOMEM, "out of memory");
+	e->m.v = nv;
+	if ((nc = realloc(e->c, (e->m.nv + 1) * sizeof(*nc))) == NULL)
+		return kms_status_set(st, KMS_ERR_NOMEM, "out of memory");
+	e->c = nc;
+	memset(&e->c[e->m.nv], 0, sizeof(*e->c));
+	v = &e->m.v[e->m.nv];
+	memset(v, 0, sizeof(*v));
+	v->version = version;
+	v->state = KS_STATE_ENABLED;
+	v->create_time = now;
+	if (km_version_label(e->m.name, version, v->label,
+	    sizeof(v->label)) != 0)
+		return kms_status_set(st, KMS_ERR_INTERNAL, "no randomness");
+	if ((r = version_generate(s, e, e->m.nv, st)) != 0)
+		return r;
+	e->m.nv++;
+	e->m.primary = version;
+	return 0;
+}
+
+/*
+ * Writes e (the next revision of the document read under lock, or a new
+ * key's first) to the store and installs it in the cache; e is consumed.
+ */
+static int
+entry_write(struct keystore *ks, struct hsm_session *s, struct store_lock *lock,
+    struct ks_entry *e, struct kms_status *st)
+{
+	struct store_rev prev = e->at;
+	char *doc;
+	int r;
+
+	e->m.seq++;
+	if ((doc = km_encode(&e->m)) == NULL) {
+		ks_entry_free(e);
+		return kms_status_set(st, KMS_ERR_NOMEM, "out of memory");
+	}
+	r = store_put(ks->store, s, lock, e->m.name,
+	    prev.id != 0 ? &prev : NULL, (const uint8_t *)doc, strlen(doc),
+	    &e->at, st);
+	free(doc);
+	if (r != 0) {
+		ks_entry_free(e);
+		return r;
+	}
+	if ((r = ks_install(ks, e)) != 0)
+		return kms_status_set(st, r, "out of memory");
+	return 0;
+}
+
+/* The newest document of name in the store, read under its lock. */
+static int
+entry_read_locked(struct keystore *ks, struct hsm_session *s,
+    struct store_lock *lock, const char *name, struct ks_entry **out,
+    struct kms_status *st)
+{
+	struct store_doc d;
+	struct ks_entry *cur;
+	uint64_t want = 0;
+	int r;
+
+	*out = NULL;
+	pthread_rwlock_rdlock(&ks->lock);
+	if ((cur = ks_find_locked(ks, name)) != NULL)
+		want = cur->at.rev;
+	pthread_rwlock_unlock(&ks->lock);
+	if ((r = store_get(ks->store, s, name, lock, want, &d, st)) != 0)
+		return r;
+	r = ks_entry_decode(name, &d.at, d.value, d.len, out, st);
+	store_doc_clear(&d);
+	return r;
+}
+
+int
+keystore_create(struct keystore *ks, struct hsm_session *s,
+    const char *name, const struct kms_alg_info *alg,
+    int64_t rotation_period, struct ks_key **out, struct kms_status *st)
+{
+	struct ks_entry *e = NULL;
+	struct store_lock *lock = NULL;
+	char label[KM_LABEL_MAX];
+	int r, exists;
+
+	*out = NULL;
+	pthread_rwlock_rdlock(&ks->lock);
+	exists = ks_find_locked(ks, name) != NULL;
+	pthread_rwlock_unlock(&ks->lock);
+	if (exists)
+		return kms_status_set(st, KMS_ERR_ALREADY_EXISTS,
+		    "key \"%s\" already exists", name);
+	if ((r = store_lock(ks->store, s, name, &lock, st)) != 0)
+		return r;
+	/* Another instance may have made it a moment ago. */
+	if ((r = entry_read_locked(ks, s, lock, name, &e, st)) == 0) {
+		ks_install(ks, e);
+		e = NULL;
+		r = kms_status_set(st, KMS_ERR_ALREADY_EXISTS,
+		    "key \"%s\" already exists", name);
+		goto out;
+	}
+	if (r != KMS_ERR_NOT_FOUND)
+		goto out;
+	kms_status_clear(st);
+	if ((e = calloc(1, sizeof(*e))) == NULL) {
+		r = kms_status_set(st, KMS_ERR_NOMEM, "out of memory");
+		goto out;
+	}
+	strcpy(e->m.name, name);
+	e->m.alg = alg;
+	e->m.rotation_period = rotation_period;
+	e->m.create_time = (int64_t)time(NULL);
+	if ((r = entry_add_version(e, s, e->m.create_time, st)) != 0)
+		goto out;
+	strcpy(label, e->m.v[0].label);
+	r = entry_write(ks, s, lock, e, st);
+	e = NULL;
+	if (r != 0) {
+		version_undo(s, label);	/* nothing half-made stays */
+		goto out;
+	}
+	store_touch(ks->store, s);
+	r = keystore_get(ks, name, out, st);
+ out:
+	store_unlock(ks->store, s, lock);
+	ks_entry_free(e);
+	return r;
+}
+
+/*
+ * The shape of every change: lock the key in the store, read its newest
+ * document, let fn change a copy (fn may generate HSM objects: *made then
+ * names the version to undo if the document cannot be written), write it,
+ * unlock.  fn returning KS_NO_CHANGE leaves the store as it was, and so
+ * is returned (not an error).
+ */
+#define KS_NO_CHANGE 1
+typedef int change_fn(struct ks_entry *e, struct hsm_session *s, void *arg,
+    const char **made, struct kms_status *st);
+
+static int
+keystore_change(struct keystore *ks, struct hsm_session *s, const char *name,
+    change_fn *fn, void *arg, struct kms_status *st)
+{
+	struct ks_entry *e = NULL;
+	struct store_lock *lock = NULL;
+	const char *made = NULL;
+	char undo[KM_LABEL_MAX];
+	int r;
+
+	if ((r = store_lock(ks->store, s, name, &lock, st)) != 0)
+		return r;
+	if ((r = entry_read_locked(ks, s, lock, name, &e, st)) != 0)
+		goto out;
+	if ((r = fn(e, s, arg, &made, st)) != 0) {
+		if (r == KS_NO_CHANGE) {
+			ks_install(ks, e);	/* what the store says now */
+			e = NULL;
+		}
+		goto out;
+	}
+	if (made != NULL)
+		snprintf(undo, sizeof(undo), "%s", made);
+	r = entry_write(ks, s, lock, e, st);
+	e = NULL;
+	if (r != 0 && made != NULL)
+		version_undo(s, undo);
+	/* Even when the write failed: fn may have destroyed objects. */
+	store_touch(ks->store, s);
+ out:
+	ks_entry_free(e);
+	store_unlock(ks->store, s, lock);
+	return r;
+}
+
+static int
+rotate_fn(struct ks_entry *e, struct hsm_session *s, void *arg,
+    const char **made, struct kms_status *st)
+{
+	const int64_t *due = arg;
+	const struct km_version *p;
+	int64_t now = (int64_t)time(NULL);
+	int r;
+
+	/* A scheduled rotation checks, under the lock, that it is still due. */
+	if (due != NULL) {
+		p = km_version(&e->m, e->m.primary);
+		if (e->m.rotation_period <= 0 || p == NULL ||
+		    p->create_time + e->m.rotation_period > *due)
+			return KS_NO_CHANGE;
+	}
+	if ((r = entry_add_version(e, s, now, st)) != 0)
+		return r;
+	*made = e->m.v[e->m.nv - 1].label;
+	return 0;
+}
+
+int
+keystore_rotate(struct keystore *ks, struct hsm_session *s, const char *name,
+    struct ks_key **out, struct kms_status *st)
+{
+	int r;
+
+	*out = NULL;
+	if ((r = keystore_change(ks, s, name, rotate_fn, NULL, st)) < 0)
+		return r;
+	return keystore_get(ks, name, out, st);
+}
+
+struct state_arg {
+	uint32_t version;
+	enum ks_state state;
+	int64_t destroy_wait;
+	struct ks_version result;
+};
+
+static void
+state_result(struct state_arg *a, const struct km_version *v)
+{
+	a->result.version = v->version;
+	a->result.state = v->state;
+	a->result.create_time = v->create_time;
+	a->result.destroy_time = v->destroy_time;
+}
+
+static int
+state_fn(struct ks_entry *e, struct hsm_session *s, void *arg,
+    const char **made, struct kms_status *st)
+{
+	struct state_arg *a = arg;
+	struct km_version *v;
+	int64_t now = (int64_t)time(NULL);
+
+	if ((v = km_version(&e->m, a->version)) == NULL)
+		return kms_status_set(st, KMS_ERR_NOT_FOUND,
+		    "key \"%s\" has no version %u", e->m.name, a->version);
+	a->result.version = v->version;
+	if (v->state == a->state) {
+		state_result(a, v);
+		return KS_NO_CHANGE;	/* already so: nothing to write */
+	}
+	if (a->version == e->m.primary)
+		return kms_status_set(st, KMS_ERR_FAILED_PRECONDITION,
+		    "version %u is the primary version of key \"%s\" and "
+		    "cannot be %s: rotate the key first", a->version,
+		    e->m.name,
+		    a->state == KS_STATE_DISABLED ? "disabled" : "destroyed");
+	if (v->state == KS_STATE_DESTROYED)
+		return kms_status_set(st, KMS_ERR_FAILED_PRECONDITION,
+		    "version %u of key \"%s\" was destroyed on %lld and "
+		    "cannot change any more", a->version, e->m.name,
+		    (long long)v->destroy_time);
+	switch (a->state) {
+	case KS_STATE_ENABLED:
+		if (v->state == KS_STATE_DESTROY_SCHEDULED)
+			return kms_status_set(st, KMS_ERR_FAILED_PRECONDITION,
+			    "version %u of key \"%s\" is scheduled for "
+			    "destruction: restore it (to DISABLED) first",
+			    a->version, e->m.name);
+		v->state = KS_STATE_ENABLED;
+		break;
+	case KS_STATE_DISABLED:
+		if (v->state == KS_STATE_DESTROY_SCHEDULED &&
+		    now >= v->destroy_time)
+			return kms_status_set(st, KMS_ERR_FAILED_PRECONDITION,
+			    "version %u of key \"%s\" can no longer be "
+			    "restored: its destroy time has passed",
+			    a->version, e->m.name);
+		v->state = KS_STATE_DISABLED;
+		v->destroy_time = 0;
+		break;
+	case KS_STATE_DESTROY_SCHEDULED:
+		v->state = KS_STATE_DESTROY_SCHEDULED;
+		v->destroy_time = now + a->destroy_wait;
+		break;
+	default:
+		return KMS_ERR_INTERNAL;	/* checked by keystore_set_state */
+	}
+	state_result(a, v);
+	return 0;
+}
+
+int
+keystore_set_state(struct keystore *ks, struct hsm_session *s,
+    const char *name, uint32_t version, enum ks_state state,
+    int64_t destroy_wait, struct ks_version *out, struct kms_status *st)
+{
+	struct state_arg a;
+	int r;
+
+	memset(out, 0, sizeof(*out));
+	if (state != KS_STATE_ENABLED && state != KS_STATE_DISABLED &&
+	    state != KS_STATE_DESTROY_SCHEDULED)
+		return kms_status_set(st, KMS_ERR_INVALID_ARGUMENT, "state "
+		    "must be ENABLED, DISABLED or DESTROY_SCHEDULED (a version "
+		    "is DESTROYED only after its waiting period)");
+	if (version == 0)
+		return kms_status_set(st, KMS_ERR_INVALID_ARGUMENT,
+		    "name the version to change (version 0 means the primary, "
+		    "whose state cannot change)");
+	memset(&a, 0, sizeof(a));
+	a.version = version;
+	a.state = state;
+	a.destroy_wait = destroy_wait;
+	if ((r = keystore_change(ks, s, name, state_fn, &a, st)) < 0)
+		return r;
+	*out = a.result;
+	return 0;
+}
+
+static int
+period_fn(struct ks_entry *e, struct hsm_session *s, void *arg,
+    const char **made, struct kms_status *st)
+{
+	const int64_t *period = arg;
+
+	if (e->m.rotation_period == *period)
+		return KS_NO_CHANGE;
+	e->m.rotation_period = *period;
+	return 0;
+}
+
+int
+keystore_set_rotation_period(struct keystore *ks, struct hsm_session *s,
+    const char *name, int64_t period, struct ks_key **out,
+    struct kms_status *st)
+{
+	int r;
+
+	*out = NULL;
+	if ((r = keystore_change(ks, s, name, period_fn, &period, st)) < 0)
+		return r;
+	return keystore_get(ks, name, out, st);
+}
+
+static int
+destroy_fn(struct ks_entry *e, struct hsm_session *s, void *arg,
+    const char **made, struct kms_status *st)
+{
+	const uint32_t *version = arg;
+	struct km_version *v;
+	int64_t now = (int64_t)time(NULL);
+	size_t i;
+	int r;
+
+	if ((i = ks_vindex(e, *version)) == e->m.nv ||
+	    (v = &e->m.v[i])->state != KS_STATE_DESTROY_SCHEDULED ||
+	    v->destroy_time > now)
+		return KS_NO_CHANGE;	/* restored meanwhile, or not yet due */
+	/* The objects first: a failed write then finds them gone and retries. */
+	if ((r = objects_destroy(s, v->label)) != 0)
+		return kms_status_set(st, r, "the HSM could not destroy the "
+		    "objects of version %u: %s", v->version, kms_strerror(r));
+	v->state = KS_STATE_DESTROYED;
+	v->destroy_time = now;
+	e->c[i].priv = e->c[i].pub = 0;
+	return 0;
+}
+
+/* What keystore_maintain found to do, collected under the table lock. */
+struct due {
+	char name[KMS_KEY_NAME_MAX + 1];
+	uint32_t version;		/* 0: rotate; else destroy it */
+};
+
+int
+keystore_maintain(struct keystore *ks, struct hsm_session *s, int64_t now,
+    ks_event_fn *ev, void *arg)
+{
+	struct ks_entry *e;
+	const struct km_version *p;
+	struct due *todo = NULL, *t;
+	struct kms_status st;
+	size_t i, j, n = 0, cap = 0;
+	uint32_t version;
+	int r;
+
+	pthread_rwlock_rdlock(&ks->lock);
+	for (i = 0; i < ks->nbuckets; i++) {
+		for (e = ks->buckets[i]; e != NULL; e = e->next) {
+			for (j = 0; j <= e->m.nv; j++) {
+				if (j < e->m.nv) {
+					if (e->m.v[j].state !=
+					    KS_STATE_DESTROY_SCHEDULED ||
+					    e->m.v[j].destroy_time > now)
+						continue;
+				} else {
+					p = km_version(&e->m, e->m.primary);
+					if (e->m.rotation_period <= 0 ||
+					    p == NULL || p->create_time +
+					    e->m.rotation_period > now)
+						continue;
+				}
+				if (n == cap) {
+					cap = cap == 0 ? 16 : cap * 2;
+					if ((t = realloc(todo, cap *
+					    sizeof(*todo))) == NULL)
+						goto listed;
+					todo = t;
+				}
+				strcpy(todo[n].name, e->m.name);
+				todo[n++].version = j < e->m.nv ?
+				    e->m.v[j].version : 0;
+			}
+		}
+	}
+ listed:
+	pthread_rwlock_unlock(&ks->lock);
+	for (i = 0; i < n; i++) {
+		kms_status_clear(&st);
+		version = todo[i].version;
+		if (version == 0)
+			r = keystore_change(ks, s, todo[i].name, rotate_fn,
+			    &now, &st);
+		else
+			r = keystore_change(ks, s, todo[i].name, destroy_fn,
+			    &version, &st);
+		/* Nothing to report when another instance did it first. */
+		if (r == KS_NO_CHANGE)
+			continue;
+		if (version == 0 && r == 0) {
+			pthread_rwlock_rdlock(&ks->lock);
+			if ((e = ks_find_locked(ks, todo[i].name)) != NULL)
+				version = e->m.primary;
+			pthread_rwlock_unlock(&ks->lock);
+		}
+		ev(arg, todo[i].version == 0 ? KS_EVENT_ROTATED :
+		    KS_EVENT_DESTROYED, todo[i].name, version, r, &st);
+	}
+	free(todo);
+	return 0;
+}
+
+/*
+ * Counters (bundle sequence numbers): documents named KS_COUNTER_PREFIX +
+ * name whose value is "seq N", replaced as a key's document is, under
+ * the same locks.
+ */
+int
+keystore_counter_advance(struct keystore *ks, struct hsm_session *s,
+    const char *name, uint64_t value, uint64_t max_step, uint64_t *last,
+    struct kms_status *st)
+{
+	char label[HSM_LABEL_MAX], text[32];
+	struct store_lock *lock = NULL;
+	struct store_doc d;
+	unsigned long long best = 0;
+	int r, found;
+
+	*last = 0;
+	memset(&d, 0, sizeof(d));
+	if (strlen(name) + sizeof(KS_COUNTER_PREFIX) > sizeof(label))
+		return kms_status_set(st, KMS_ERR_INVALID_ARGUMENT, "counter "
+		    "name too long");
+	snprintf(label, sizeof(label), KS_COUNTER_PREFIX "%s", name);
+	if ((r = store_lock(ks->store, s, label, &lock, st)) != 0)
+		return r;
+	r = store_get(ks->store, s, label, lock, 0, &d, st);
+	if (r != 0 && r != KMS_ERR_NOT_FOUND) {
+		kms_status_set(st, r, "cannot read counter %s: %s", name,
+		    kms_strerror(r));
+		goto out;
+	}
+	found = r == 0;
+	kms_status_clear(st);
+	if (found)
+		best = d.at.rev;
+	*last = best;
+	if (value <= best) {
+		r = kms_status_set(st, KMS_ERR_FAILED_PRECONDITION, "sequence "
+		    "number %llu is not above %llu, the last one signed for "
+		    "%s", (unsigned long long)value, best, name);
+		goto out;
+	}
+	if (value - best > max_step) {
+		r = kms_status_set(st, KMS_ERR_INVALID_ARGUMENT, "sequence "
+		    "number %llu is more than %llu above %llu, the last one "
+		    "signed for %s", (unsigned long long)value,
+		    (unsigned long long)max_step, best, name);
+		goto out;
+	}
+	snprintf(text, sizeof(text), "seq %llu", (unsigned long long)value);
+	if ((r = store_put(ks->store, s, lock, label, found ? &d.at : NULL,
+	    (const uint8_t *)text, strlen(text), NULL, st)) != 0)
+		kms_status_set(st, r, "cannot store counter %s: %s", name,
+		    kms_strerror(r));
+ out:
+	store_doc_clear(&d);
+	store_unlock(ks->store, s, lock);
+	return r;
+}

@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from conftest import BUILD, Kmsd, free_port, pb, run
+from conftest import BUILD, Kmsd, free_port, make_home, pb, run
 
 MODULE = BUILD / "libkms-pkcs11.so"
 P11DRIVE = BUILD / "p11drive"
@@ -502,20 +502,27 @@ def test_fork_rule(p11, w):
 
 def test_stopped_kmsd_is_device_error(p11, tmp_root, w):
     """A kmsd that stops under a signer: the next signature fails with
-    CKR_DEVICE_ERROR, quickly; none listening at all, the same."""
-    other = Kmsd(p11.kmsd.home, tmp_root)
+    CKR_DEVICE_ERROR, quickly; none listening at all, the same.  (A kmsd
+    of its own, whose audit chain the other tests do not read.)"""
+    work = tmp_root / "p11-stop-work"
+    work.mkdir(exist_ok=True)
+    other = Kmsd(make_home(tmp_root, "p11-stop-home"), work)
     other.start()
-    conf = P11(p11.kmsd, p11.dir.parent, identity="ci", prefix="p11/x/ec",
-               addr=other.addr)
+    name = "p11/stop/ec"
+    other.client("officer").kms.CreateKey(
+        pb.CreateKeyRequest(name=name, algorithm=pb.EC_P256_SHA256),
+        timeout=60)
+    conf = P11(other, p11.dir.parent, prefix="p11/stop/")
     (w / "msg").write_bytes(b"to a stopped kmsd")
-    hold = subprocess.Popen([str(P11DRIVE), str(MODULE), "hold",
-                             KEYS["ec256"][0], "ECDSA_SHA256",
-                             str(w / "msg")],
+    hold = subprocess.Popen([str(P11DRIVE), str(MODULE), "hold", name,
+                             "ECDSA_SHA256", str(w / "msg")],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env=conf.env(),
                             cwd=str(conf.cwd))
     try:
         assert hold.stdout.readline() == b"signed\n"
+        for c in other.clients.values():
+            c.close()
         assert other.stop() == 0
         t0 = time.monotonic()
         out, err = hold.communicate(b"go\n", timeout=60)

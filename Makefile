@@ -64,7 +64,8 @@ KMSD_SRCS = kms/rpc.c kms/rpclog.c kms/tlsfront.c kms/reload.c kms/gate.c \
 	kms/health.c kms/main.c
 CLIENT_SRCS = common/kmsclient.c kmsctl/conn.c kmsctl/output.c \
 	kmsctl/cmdtab.c kmsctl/keycmd.c kmsctl/signcmd.c kmsctl/wrapcmd.c \
-	kmsctl/whoamicmd.c kmsctl/auditlist.c kmsctl/auditcmd.c \
+	kmsctl/whoamicmd.c kmsctl/auditlist.c kmsctl/reportcmd.c \
+	kmsctl/auditcmd.c \
 	kmsctl/otacmd.c kmsctl/capgo.c kmsctl/capgocmd.c
 KMSCTL_SRCS = kmsctl/kmsctl.c
 # The PKCS#11 module (docs/pkcs11.md): its own files, the gRPC client and
@@ -192,7 +193,6 @@ $(BUILD)/p11raw: $(BUILD)/obj/bench/p11raw.o $(BUILD)/obj/bench/p11util.o
 # The floor: a bare gRPC + PKCS#11 Sign server on kmsd's configuration
 # (bench/floor.c), the reference kmsd is measured against.  It reads that
 # configuration with kms/config.c.
-$(BUILD)/obj/bench/floor.o: INC_BENCH += -Icommon -Ikms
 $(BUILD)/floor: $(BUILD)/obj/bench/floor.o $(BUILD)/obj/bench/p11util.o \
     $(PROTO_OBJS) $(BUILD)/libkms.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS_GRPC) $(LDLIBS_COMMON)

@@ -58,7 +58,7 @@ for w in WHO:
     for line in perf_report(w, "--no-children", "--sort", "dso,sym"):
         m = self_re.match(line)
         if m:
-            key = "%s %s" % (dso_name(m.group(2)), m.group(3))
+            key = "%s\t%s" % (dso_name(m.group(2)), m.group(3))
             by_sym[w][key] = by_sym[w].get(key, 0) + per_call(w, m.group(1))
 
 # Time inside functions, callees included: the program's own, and the
@@ -110,7 +110,7 @@ md += ["", "The functions whose self time grew most, and fell most:", "",
 pick = syms[:25] + [s for s in syms[-5:] if s not in syms[:25]]
 for s in pick:
     f, k = by_sym["floor"].get(s, 0), by_sym["kmsd"].get(s, 0)
-    d, name = s.split(" ", 1)
+    d, name = s.split("\t", 1)
     md.append("| %s (%s) | %.1f | %.1f | %+.1f |" % (
         name.replace("|", "\\|"), dso_name(d), f, k, k - f))
 

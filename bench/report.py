@@ -206,7 +206,21 @@ def floor_comparison():
                  "BENCH_ONLY=floor " if quick else "", machine, len(rounds),
                  seconds, "; the machine was shared with other work (load "
                  "%.1f)" % before if before is not None and before > 1.5
-                 else ""), "", *table, "", *tl, ""]
+                 else ""), "",
+             "| measure | floor | kmsd | kmsd / floor | target | verdict |",
+             "|---|---|---|---|---|---|"]
+    shown = (("calls/s at 16 in flight", 16, "ops_per_s", "%.0f"),
+             ("p99 ms at 64 in flight", 64, "p99_ms", "%.2f"),
+             ("CPU µs/call at 16 in flight", 16, "server_cpu_us_per_op",
+              "%.0f"))
+    for (label, n, f, fmt), (name, val, pr, goal, op) in zip(shown,
+                                                            targets):
+        ok = val >= goal if op == ">=" else val <= goal
+        short.append("| %s | %s | %s | %.2f | %s %.2f | %s |" % (
+            label, fmt % med[("floor", n)][f], fmt % med[("kmsd", n)][f],
+            val, "≥" if op == ">=" else "≤", goal,
+            "holds" if ok else "MISSED"))
+    short.append("")
     return md, res, items, short
 
 

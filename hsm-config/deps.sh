@@ -39,6 +39,7 @@ PACKAGES=(
 	man-db			# man -l on the pages
 	systemd			# systemd-analyze security on the unit
 	chromium		# renders the audit report
+	python3-pil		# reads its screenshot
 	# The PKCS#11 module's tests: the signing tools themselves.
 	libengine-pkcs11-openssl	# OpenSSL's pkcs11 engine (libp11)
 	gnutls-bin		# p11tool

@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <ini.h>
+
 #include "inifile.h"
 #include "kmserr.h"
 
@@ -132,8 +134,18 @@ inifile_reader(char *buf, int size, void *stream)
 }
 
 int
-inifile_finish(struct inifile_parse *p, int r)
+inifile_parse_file(struct inifile_parse *p,
+    int (*handler)(void *user, const char *section, const char *key,
+    const char *value), void *user)
 {
+	char *text = NULL;
+	int r;
+
+	if ((r = inifile_read(p->path, &text, p->st)) != 0)
+		return r;
+	p->cur.next = text;
+	r = ini_parse_stream(inifile_reader, p, handler, user);
+	free(text);
 	if (r > 0 && (p->st->err == 0 || r < p->err_line))
 		return kms_status_set(p->st, KMS_ERR_CONFIG, "%s:%d: syntax "
 		    "error (expected [section] or key = value)", p->path, r);

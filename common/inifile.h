@@ -72,11 +72,14 @@ int inifile_fail(struct inifile_parse *p, const char *fmt, ...)
 char *inifile_reader(char *buf, int size, void *stream);
 
 /*
- * The result of a parse after ini_parse_stream returned r: inih's own
- * complaint (a line that is neither [section] nor key = value) wins when
- * it comes from an earlier line.  Returns 0 or the error in p->st.
+ * Reads p->path and hands it to inih, one checked line at a time, with
+ * handler (inih's ini_handler) and user.  inih's own complaint (a line
+ * that is neither [section] nor key = value) wins when it comes from an
+ * earlier line than the handler's.  Returns 0 or the error in p->st.
  */
-int inifile_finish(struct inifile_parse *p, int r);
+int inifile_parse_file(struct inifile_parse *p,
+    int (*handler)(void *user, const char *section, const char *key,
+    const char *value), void *user);
 
 /*
  * dir/value into dst of size bytes, or value alone when it is absolute or

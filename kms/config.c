@@ -18,8 +18,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <ini.h>
-
 #include "config.h"
 #include "inifile.h"
 #include "kmserr.h"
@@ -365,7 +363,7 @@ config_load(const char *path, struct config *cfg, struct kms_status *st)
 	struct kms_status local;
 	struct parse_ctx c;
 	const char *slash;
-	char *text = NULL, tmp[CONFIG_PATH_MAX];
+	char tmp[CONFIG_PATH_MAX];
 	char *paths[7];
 	size_t i;
 	int r, line;
@@ -400,12 +398,7 @@ config_load(const char *path, struct config *cfg, struct kms_status *st)
 			    "%s: path too long", path);
 		strcpy(paths[i], tmp);
 	}
-	if ((r = inifile_read(path, &text, st)) != 0)
-		return r;
-	c.ip.cur.next = text;
-	r = ini_parse_stream(inifile_reader, &c.ip, handler, &c);
-	free(text);
-	if ((r = inifile_finish(&c.ip, r)) != 0)
+	if ((r = inifile_parse_file(&c.ip, handler, &c)) != 0)
 		return r;
 	if ((unsigned long long)cfg->max_message_bytes <
 	    (unsigned long long)cfg->max_data_bytes + MESSAGE_OVERHEAD) {

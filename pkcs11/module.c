@@ -1151,8 +1151,9 @@ static CK_RV
 verify_local(const struct job *j, const uint8_t *sig, size_t siglen)
 {
 	struct p11_input in;
-	uint8_t *der = NULL;
-	size_t derlen;
+	/* kms's verifier takes ECDSA signatures in DER (at most 9 more). */
+	uint8_t der[P11_SIG_MAX + 16];
+	size_t derlen = sizeof(der);
 	int valid = 0;
 	CK_RV rv;
 
@@ -1161,20 +1162,12 @@ verify_local(const struct job *j, const uint8_t *sig, size_t siglen)
 	if ((rv = p11_mech_input(j->mech, j->alg, j->in, j->inlen, &in)) !=
 	    CKR_OK)
 		return rv;
-	/* kms's verifier takes ECDSA signatures in DER. */
-	if (j->alg->family == KMS_FAMILY_EC) {
-		if (p11_ecdsa_raw_to_der(sig, siglen, &der, &derlen) != 0)
-			return CKR_SIGNATURE_INVALID;
-		sig = der;
-		siglen = derlen;
-	}
-	if (pubkey_verify(j->alg, j->spki, j->spkilen, in.p, in.len, sig,
-	    siglen, &valid) != 0)
-		rv = CKR_FUNCTION_FAILED;
-	else
-		rv = valid ? CKR_OK : CKR_SIGNATURE_INVALID;
-	free(der);
-	return rv;
+	if (pubkey_sig_encode(j->alg, sig, siglen, der, &derlen) != 0)
+		return CKR_SIGNATURE_INVALID;
+	if (pubkey_verify(j->alg, j->spki, j->spkilen, in.p, in.len, der,
+	    derlen, &valid) != 0)
+		return CKR_FUNCTION_FAILED;
+	return valid ? CKR_OK : CKR_SIGNATURE_INVALID;
 }
 
 static CK_RV

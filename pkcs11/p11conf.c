@@ -5,7 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <ini.h>
 
 #include "inifile.h"
 #include "kmserr.h"
@@ -73,7 +72,6 @@ from_file(const char *path, struct p11conf *conf, struct kms_status *st)
 {
 	struct parse_ctx c;
 	const char *slash;
-	char *text = NULL;
 	int r;
 
 	memset(&c, 0, sizeof(c));
@@ -90,12 +88,7 @@ from_file(const char *path, struct p11conf *conf, struct kms_status *st)
 		if (c.dir[0] == '\0')
 			strcpy(c.dir, "/");
 	}
-	if ((r = inifile_read(path, &text, st)) != 0)
-		return r;
-	c.ip.cur.next = text;
-	r = ini_parse_stream(inifile_reader, &c.ip, handler, &c);
-	free(text);
-	if ((r = inifile_finish(&c.ip, r)) != 0)
+	if ((r = inifile_parse_file(&c.ip, handler, &c)) != 0)
 		return r;
 	if (conf->addr[0] == '\0' || conf->ca[0] == '\0' ||
 	    conf->cert[0] == '\0' || conf->key[0] == '\0')

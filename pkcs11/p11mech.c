@@ -286,36 +286,3 @@ p11_ecdsa_der_to_raw(const uint8_t *der, size_t len, size_t half,
 	ECDSA_SIG_free(sig);
 	return ret;
 }
-
-int
-p11_ecdsa_raw_to_der(const uint8_t *raw, size_t len, uint8_t **der,
-    size_t *derlen)
-{
-	ECDSA_SIG *sig = NULL;
-	BIGNUM *r = NULL, *s = NULL;
-	unsigned char *p = NULL;
-	int n, ret = -1;
-
-	*der = NULL;
-	*derlen = 0;
-	if (len == 0 || len % 2 != 0 || len > P11_SIG_MAX ||
-	    (sig = ECDSA_SIG_new()) == NULL ||
-	    (r = BN_bin2bn(raw, (int)(len / 2), NULL)) == NULL ||
-	    (s = BN_bin2bn(raw + len / 2, (int)(len / 2), NULL)) == NULL ||
-	    ECDSA_SIG_set0(sig, r, s) != 1)
-		goto out;
-	r = s = NULL;
-	if ((n = i2d_ECDSA_SIG(sig, &p)) <= 0)
-		goto out;
-	if ((*der = malloc((size_t)n)) == NULL)
-		goto out;
-	memcpy(*der, p, (size_t)n);
-	*derlen = (size_t)n;
-	ret = 0;
- out:
-	OPENSSL_free(p);
-	BN_free(r);
-	BN_free(s);
-	ECDSA_SIG_free(sig);
-	return ret;
-}

@@ -74,12 +74,10 @@ int p11_digestinfo_parse(const uint8_t *in, size_t len, int *nid,
 
 /*
  * ECDSA signatures: kms returns DER, PKCS#11 wants r || s with each half
- * as long as the field (half bytes).  Return 0 or -1.
+ * as long as the field (half bytes).  Returns 0 or -1.  (The other way
+ * is pubkey_sig_encode.)
  */
 int p11_ecdsa_der_to_raw(const uint8_t *der, size_t len, size_t half,
     uint8_t *out);
-/* The DER form of r || s; *der is malloc'd. */
-int p11_ecdsa_raw_to_der(const uint8_t *raw, size_t len, uint8_t **der,
-    size_t *derlen);
 
 #endif /* KMS_P11MECH_H */

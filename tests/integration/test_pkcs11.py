@@ -463,6 +463,17 @@ def test_identity_without_grant(p11, w):
     assert ("unwrapper", "denied") in audit_signs(p11.kmsd, KEYS["ec256"][0])
 
 
+def holding(conf, name, mech, msg):
+    """p11drive hold: a signer that has signed once with name and signs
+    again when a line arrives on its stdin."""
+    p = subprocess.Popen([str(P11DRIVE), str(MODULE), "hold", name, mech,
+                          str(msg)], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         env=conf.env(), cwd=str(conf.cwd))
+    assert p.stdout.readline() == b"signed\n"
+    return p
+
+
 def test_disabled_version(p11, w):
     """A signer holding version 1 after the officer rotated the key and
     disabled version 1 gets CKR_KEY_FUNCTION_NOT_PERMITTED."""
@@ -472,13 +483,8 @@ def test_disabled_version(p11, w):
                                           algorithm=pb.EC_P256_SHA256),
                       timeout=60)
     (w / "msg").write_bytes(b"held")
-    hold = subprocess.Popen([str(P11DRIVE), str(MODULE), "hold", name,
-                             "ECDSA_SHA256", str(w / "msg")],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=p11.env(),
-                            cwd=str(p11.cwd))
+    hold = holding(p11, name, "ECDSA_SHA256", w / "msg")
     try:
-        assert hold.stdout.readline() == b"signed\n"
         officer.RotateKey(pb.RotateKeyRequest(name=name), timeout=60)
         officer.SetVersionState(pb.SetVersionStateRequest(
             name=name, version=1, state=pb.DISABLED), timeout=60)
@@ -514,13 +520,8 @@ def test_stopped_kmsd_is_device_error(p11, tmp_root, w):
         timeout=60)
     conf = P11(other, p11.dir.parent, prefix="p11/stop/")
     (w / "msg").write_bytes(b"to a stopped kmsd")
-    hold = subprocess.Popen([str(P11DRIVE), str(MODULE), "hold", name,
-                             "ECDSA_SHA256", str(w / "msg")],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=conf.env(),
-                            cwd=str(conf.cwd))
+    hold = holding(conf, name, "ECDSA_SHA256", w / "msg")
     try:
-        assert hold.stdout.readline() == b"signed\n"
         for c in other.clients.values():
             c.close()
         assert other.stop() == 0

@@ -89,6 +89,25 @@ checked(const char *note, const uint8_t pub[NOTE_ED25519_LEN],
 	return ok ? 0 : -1;
 }
 
+/* The proof's hashes, each exactly 32 bytes; NULL when they are not. */
+static uint8_t (*
+copy_hashes(const ProtobufCBinaryData *h, size_t n))[MERKLE_HASH_LEN]
+{
+	uint8_t (*out)[MERKLE_HASH_LEN];
+	size_t i;
+
+	if (n > MERKLE_PROOF_MAX || (out = calloc(n + 1, sizeof(*out))) == NULL)
+		return NULL;
+	for (i = 0; i < n; i++) {
+		if (h[i].len != MERKLE_HASH_LEN) {
+			free(out);
+			return NULL;
+		}
+		memcpy(out[i], h[i].data, MERKLE_HASH_LEN);
+	}
+	return out;
+}
+
 static int
 proof_opts(int argc, char **argv, const char **pubkey)
 {
@@ -131,7 +150,6 @@ audit_prove_cmd(struct ctx *x, int argc, char **argv)
 	uint8_t (*proof)[MERKLE_HASH_LEN] = NULL;
 	const char *pubkey;
 	char chain[256];
-	size_t i;
 	int r, ok = 0;
 
 	if (proof_opts(argc, argv, &pubkey) != 0 || argc - optind != 1 ||
@@ -151,14 +169,8 @@ audit_prove_cmd(struct ctx *x, int argc, char **argv)
 	if (r != 0)
 		return r;
 	p = (Kms__V1__AuditProof *)resp;
-	if (p->n_inclusion > MERKLE_PROOF_MAX ||
-	    (proof = calloc(p->n_inclusion + 1, sizeof(*proof))) == NULL)
+	if ((proof = copy_hashes(p->inclusion, p->n_inclusion)) == NULL)
 		goto out;
-	for (i = 0; i < p->n_inclusion; i++) {
-		if (p->inclusion[i].len != MERKLE_HASH_LEN)
-			goto out;
-		memcpy(proof[i], p->inclusion[i].data, MERKLE_HASH_LEN);
-	}
 	merkle_leaf_hash(p->record, strlen(p->record), leaf);
 	ok = checked(p->checkpoint, pub, &cp) == 0 &&
 	    cp.size == p->tree_size &&
@@ -197,7 +209,6 @@ audit_consistency_cmd(struct ctx *x, int argc, char **argv)
 	uint8_t (*proof)[MERKLE_HASH_LEN] = NULL;
 	const char *pubkey;
 	char chain[256];
-	size_t i;
 	int r, ok = 0;
 
 	if (proof_opts(argc, argv, &pubkey) != 0 || argc - optind != 2 ||
@@ -210,14 +221,8 @@ audit_consistency_cmd(struct ctx *x, int argc, char **argv)
 	    &kms__v1__audit_consistency__descriptor, &resp)) != 0)
 		return r;
 	c = (Kms__V1__AuditConsistency *)resp;
-	if (c->n_proof > MERKLE_PROOF_MAX ||
-	    (proof = calloc(c->n_proof + 1, sizeof(*proof))) == NULL)
+	if ((proof = copy_hashes(c->proof, c->n_proof)) == NULL)
 		goto out;
-	for (i = 0; i < c->n_proof; i++) {
-		if (c->proof[i].len != MERKLE_HASH_LEN)
-			goto out;
-		memcpy(proof[i], c->proof[i].data, MERKLE_HASH_LEN);
-	}
 	ok = checked(c->old_checkpoint, pub, &o) == 0 &&
 	    checked(c->new_checkpoint, pub, &n) == 0 &&
 	    strcmp(o.origin, n.origin) == 0 && o.size == req.old_size &&

@@ -80,7 +80,7 @@ KMSB_SEAL_OBJS = $(KMSB_SEAL_SRCS:%.c=$(BUILD)/obj/%.o)
 
 UNIT_TESTS = test_kmserr test_names test_config test_policy test_secret test_audit \
 	test_merkle test_note \
-	test_hsm test_keystore test_kmsb
+	test_hsm test_keystore test_faults test_kmsb
 UNIT_TESTS += test_capgo
 UNIT_BINS = $(UNIT_TESTS:%=$(BUILD)/tests/%)
 

@@ -195,8 +195,8 @@ int keystore_public_key(struct keystore *ks, struct hsm_session *s,
 #define KS_WRAP_MAX_BLOB (KS_WRAP_HEADER + KS_WRAP_MAX_PLAINTEXT + 4 + 16)
 
 /*
- * Wraps in (1..KS_WRAP_MAX_PLAINTEXT bytes) under the resolved version of
- * key name into a malloc'd blob.
+ * Wraps in (1..KS_WRAP_MAX_PLAINTEXT bytes) under version (0: the
+ * primary) of key name into a malloc'd blob.
  */
 int keystore_wrap(struct keystore *ks, struct hsm_session *s,
     const char *name, uint32_t version, const uint8_t *in, size_t inlen,

@@ -55,9 +55,10 @@ COMMON_SRCS = common/kmserr.c common/algo.c common/log.c common/secret.c \
 KMS_LIB_SRCS = kms/config.c kms/policy.c kms/hsm.c kms/hsm_obj.c \
 	kms/hsm_rv.c kms/keymeta.c \
 	kms/store_token.c kms/keystore.c kms/keystore_life.c kms/keystore_ops.c \
-	kms/audit.c kms/audittree.c kms/auditkey.c
+	kms/audit.c kms/audittree.c kms/auditkey.c kms/identity.c kms/tlsctx.c
 LIB_SRCS = $(COMMON_SRCS) $(KMS_LIB_SRCS)
-KMSD_SRCS = kms/rpc.c kms/rpclog.c kms/handlers.c kms/main.c
+KMSD_SRCS = kms/rpc.c kms/rpclog.c kms/tlsfront.c kms/reload.c \
+	kms/handlers.c kms/health.c kms/main.c
 CLIENT_SRCS = kmsctl/kmsclient.c kmsctl/conn.c kmsctl/output.c \
 	kmsctl/cmdtab.c kmsctl/keycmd.c kmsctl/signcmd.c kmsctl/wrapcmd.c \
 	kmsctl/whoamicmd.c kmsctl/auditlist.c kmsctl/auditcmd.c \
@@ -84,7 +85,8 @@ UNIT_TESTS = test_kmserr test_names test_config test_policy test_secret test_aud
 UNIT_TESTS += test_capgo
 UNIT_BINS = $(UNIT_TESTS:%=$(BUILD)/tests/%)
 
-.PHONY: all deps deps-bench run test unit integration asan clean bench setup fuzz
+.PHONY: all deps deps-bench run test unit integration asan clean bench setup fuzz \
+	man install
 .SUFFIXES:
 # The generated protobuf sources are kept, not deleted as intermediates.
 .SECONDARY: $(PROTO_C) $(PROTO_H)
@@ -137,7 +139,7 @@ $(BUILD)/kmsb: $(BUILD)/obj/kmsb/kmsb_main.o $(KMSB_OBJS)
 # kmsd reads OTA manifests with the device library's parser (no crypto).
 $(BUILD)/kmsd: $(KMSD_OBJS) $(PROTO_OBJS) \
 	$(BUILD)/obj/kmsb/kmsb_manifest.o $(BUILD)/libkms.a
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS_GRPC) $(LDLIBS_COMMON)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS_GRPC) $(LDLIBS_COMMON) -lsystemd
 
 $(BUILD)/kmsctl: $(KMSCTL_OBJS) $(CLIENT_OBJS) $(PROTO_OBJS) $(BUILD)/libkms.a \
 	$(BUILD)/libkmsb.a
@@ -153,6 +155,14 @@ $(BUILD)/kmsbspeed: $(BUILD)/obj/bench/kmsbspeed.o $(KMSB_OBJS)
 
 $(BUILD)/p11raw: $(BUILD)/obj/bench/p11raw.o $(BUILD)/obj/bench/p11util.o
 	$(CC) $(LDFLAGS) -o $@ $^ -lpthread -ldl
+
+# The floor: a bare gRPC + PKCS#11 Sign server on kmsd's configuration
+# (bench/floor.c), the reference kmsd is measured against.  It reads that
+# configuration with kms/config.c.
+$(BUILD)/obj/bench/floor.o: INC_BENCH += -Icommon -Ikms
+$(BUILD)/floor: $(BUILD)/obj/bench/floor.o $(BUILD)/obj/bench/p11util.o \
+    $(PROTO_OBJS) $(BUILD)/libkms.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS_GRPC) $(LDLIBS_COMMON)
 
 # Fills a token with keys as kmsd's keystore makes them (bench/kmsfill.c).
 # It writes the metadata documents with kmsd's own codec.
@@ -237,12 +247,22 @@ $(FUZZ_DIR)/fuzz_proof: $(FUZZ_PROOF_SRCS) common/merkle.h
 	clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Icommon \
 		-o $@ $(FUZZ_PROOF_SRCS) -lcrypto
 
+# The identity rules on DER certificates.
+FUZZ_IDENTITY_SRCS = tests/fuzz/fuzz_identity.c kms/identity.c \
+	common/kmserr.c
+
+$(FUZZ_DIR)/fuzz_identity: $(FUZZ_IDENTITY_SRCS) kms/identity.h
+	@mkdir -p $(dir $@)
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Ikms \
+		-Icommon -o $@ $(FUZZ_IDENTITY_SRCS) -lcrypto
+
 fuzz: $(FUZZ_DIR)/fuzz_audit_verify $(FUZZ_DIR)/fuzz_policy \
 	$(FUZZ_DIR)/fuzz_kmsb_manifest $(FUZZ_DIR)/fuzz_capgo \
-	$(FUZZ_DIR)/fuzz_note $(FUZZ_DIR)/fuzz_proof
+	$(FUZZ_DIR)/fuzz_note $(FUZZ_DIR)/fuzz_proof $(FUZZ_DIR)/fuzz_identity
 	@mkdir -p $(FUZZ_DIR)/corpus-audit $(FUZZ_DIR)/corpus-policy \
 		$(FUZZ_DIR)/corpus-kmsb $(FUZZ_DIR)/corpus-capgo \
-		$(FUZZ_DIR)/corpus-note $(FUZZ_DIR)/corpus-proof
+		$(FUZZ_DIR)/corpus-note $(FUZZ_DIR)/corpus-proof \
+		$(FUZZ_DIR)/corpus-identity
 	$(FUZZ_DIR)/fuzz_audit_verify -max_total_time=$(FUZZ_SECONDS) \
 		-max_len=4096 -print_final_stats=1 $(FUZZ_DIR)/corpus-audit \
 		tests/fuzz/corpus-audit
@@ -261,6 +281,9 @@ fuzz: $(FUZZ_DIR)/fuzz_audit_verify $(FUZZ_DIR)/fuzz_policy \
 	$(FUZZ_DIR)/fuzz_proof -max_total_time=$(FUZZ_SECONDS) \
 		-max_len=4096 -print_final_stats=1 $(FUZZ_DIR)/corpus-proof \
 		tests/fuzz/corpus-proof
+	$(FUZZ_DIR)/fuzz_identity -max_total_time=$(FUZZ_SECONDS) \
+		-max_len=8192 -print_final_stats=1 $(FUZZ_DIR)/corpus-identity \
+		tests/fuzz/corpus-identity
 
 asan:
 	$(MAKE) BUILD=build/asan SAN=1 all
@@ -287,8 +310,60 @@ setup: deps all
 run: deps all
 	@bash hsm-config/run.sh
 
-bench: deps-bench all $(BUILD)/kmsload $(BUILD)/p11raw $(BUILD)/kmsfill
+bench: deps-bench all $(BUILD)/kmsload $(BUILD)/p11raw $(BUILD)/kmsfill \
+    $(BUILD)/floor
 	@bash bench/run.sh
+
+# Man pages from their scdoc sources; kmsctl(1)'s commands come from
+# kmsctl's own command table (packaging/mkman.sh).
+VERSION := $(shell sed -n 's/^\#define KMS_VERSION "\(.*\)"/\1/p' common/version.h)
+MAN_PAGES = $(BUILD)/man/kmsd.8 $(BUILD)/man/kmsctl.1 $(BUILD)/man/kmsd.conf.5
+
+$(BUILD)/man/%: docs/man/%.scd packaging/mkman.sh $(BUILD)/kmsctl \
+	packaging/kmsd.conf.example common/version.h
+	@mkdir -p $(dir $@)
+	bash packaging/mkman.sh $< $@ $(BUILD)/kmsctl packaging/kmsd.conf.example \
+		$(VERSION)
+
+man: $(MAN_PAGES)
+
+# make install PREFIX=/usr/local DESTDIR=/tmp/stage: the programs, the
+# PKCS#11 module when it was built, the man pages, the systemd unit and
+# its user, bash completion, and example configurations.
+PREFIX ?= /usr/local
+BINDIR = $(PREFIX)/bin
+SBINDIR = $(PREFIX)/sbin
+LIBDIR = $(PREFIX)/lib
+MANDIR = $(PREFIX)/share/man
+DATADIR = $(PREFIX)/share/kms
+UNITDIR = $(PREFIX)/lib/systemd/system
+SYSUSERSDIR = $(PREFIX)/lib/sysusers.d
+COMPLETIONDIR = $(PREFIX)/share/bash-completion/completions
+
+install: all man
+	install -D -m 0755 $(BUILD)/kmsd $(DESTDIR)$(SBINDIR)/kmsd
+	install -D -m 0755 $(BUILD)/kmsctl $(DESTDIR)$(BINDIR)/kmsctl
+	install -D -m 0755 $(BUILD)/kmsb $(DESTDIR)$(BINDIR)/kmsb
+	if [ -f $(BUILD)/libkms-pkcs11.so ]; then \
+		install -D -m 0755 $(BUILD)/libkms-pkcs11.so \
+			$(DESTDIR)$(LIBDIR)/pkcs11/libkms-pkcs11.so; fi
+	install -D -m 0644 $(BUILD)/man/kmsd.8 $(DESTDIR)$(MANDIR)/man8/kmsd.8
+	install -D -m 0644 $(BUILD)/man/kmsctl.1 $(DESTDIR)$(MANDIR)/man1/kmsctl.1
+	install -D -m 0644 $(BUILD)/man/kmsd.conf.5 \
+		$(DESTDIR)$(MANDIR)/man5/kmsd.conf.5
+	install -d $(DESTDIR)$(UNITDIR)
+	sed 's|@SBINDIR@|$(SBINDIR)|g' packaging/kmsd.service \
+		>$(DESTDIR)$(UNITDIR)/kmsd.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/kmsd.service
+	install -D -m 0644 packaging/kms.sysusers $(DESTDIR)$(SYSUSERSDIR)/kms.conf
+	install -D -m 0644 packaging/kmsctl.bash-completion \
+		$(DESTDIR)$(COMPLETIONDIR)/kmsctl
+	install -D -m 0644 packaging/kmsd.conf.example \
+		$(DESTDIR)$(DATADIR)/kmsd.conf.example
+	install -D -m 0644 packaging/softhsm2.conf.example \
+		$(DESTDIR)$(DATADIR)/softhsm2.conf.example
+	install -D -m 0644 hsm-config/policy.conf \
+		$(DESTDIR)$(DATADIR)/policy.conf.example
 
 clean:
 	rm -rf build

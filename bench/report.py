@@ -1,6 +1,9 @@
 """Turns the parts measured by bench/run.sh into bench/results/results.json,
 a printed table with the targets, and bench/results/summary.md (the section
-of docs/performance.md between its markers; the README shows a few rows)."""
+of docs/performance.md between its markers).  kmsd against the floor goes
+to bench/results/floor.json, floor.png, its own section of
+docs/performance.md and the README's rows; a BENCH_ONLY=floor run measured
+only that, and regenerates only that."""
 
 import json
 import os
@@ -12,6 +15,204 @@ r = {}
 for line in open(parts_path):
     p = json.loads(line)
     r[p["name"]] = p["result"]
+topdir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+
+
+def median(xs):
+    xs = sorted(xs)
+    n = len(xs)
+    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2.0
+
+
+def regenerate(path, begin, end, lines):
+    try:
+        text = open(path).read()
+        a = text.index(begin)
+        b = text.index(end)
+        text = text[:a] + begin + "\n" + "\n".join(lines) + text[b:]
+        open(path, "w").write(text)
+        print("%s: regenerated" % os.path.relpath(path, topdir))
+    except (OSError, ValueError):
+        print("%s has no bench markers: not updated" %
+              os.path.relpath(path, topdir))
+
+
+def plot(items, title, png):
+    """A bar chart of throughput and p99 per (label, result) in items."""
+    import shutil
+    import subprocess
+
+    dat = png[:-len(".png")] + ".dat"
+    with open(dat, "w") as f:
+        for label, x in items:
+            f.write('"%s" %.1f %s\n' % (label, x["ops_per_s"],
+                                        "%.3f" % x["p99_ms"] if "p99_ms"
+                                        in x else "NaN"))
+    if not shutil.which("gnuplot"):
+        print("gnuplot is not installed: no plot")
+        return
+    script = """
+set terminal pngcairo size 1300,950 font ",10" noenhanced
+set output "%(png)s"
+set multiplot layout 2,1 title "%(title)s"
+set style data histograms
+set style fill solid 0.8 border -1
+set boxwidth 0.8
+set xtics rotate by -30 left
+set grid ytics
+set bmargin 9
+set rmargin 14
+set ylabel "operations / s"
+plot "%(dat)s" using 2:xtic(1) title "throughput" lc rgb "#3366aa"
+set ylabel "p99 latency, ms"
+plot "%(dat)s" using 3:xtic(1) title "p99" lc rgb "#aa5533"
+unset multiplot
+""" % {"png": png, "title": title, "dat": dat}
+    p = subprocess.run(["gnuplot"], input=script.encode(),
+                       capture_output=True)
+    if p.returncode == 0:
+        print("plot: %s" % png)
+    else:
+        print("plot failed: %s" % p.stderr.decode(errors="replace"))
+
+
+# kmsd against the floor (bench/floor.c): both loaded in turn, ROUNDS
+# times at 16 and 64 in flight; each figure is the median of the rounds,
+# each ratio the ratio of the medians (with the range of the rounds'
+# own ratios, floor and kmsd of a round being measured back to back).
+def floor_comparison():
+    pat = re.compile(r"^cmp-(floor|kmsd)-(\d+)-(\d+)$")
+    runs = {}
+    for k, x in r.items():
+        m = pat.match(k)
+        if m:
+            runs.setdefault((m.group(1), int(m.group(2))), {})[
+                int(m.group(3))] = x
+    if not runs:
+        return None
+    rounds = sorted(runs[("floor", 16)])
+    med = {}
+    for key, byround in runs.items():
+        xs = list(byround.values())
+        med[key] = {f: median([x.get(f, float("nan")) for x in xs])
+                    for f in ("ops_per_s", "p50_ms", "p99_ms",
+                              "server_cpu_us_per_op", "cpu_us_per_op",
+                              "server_vcs_per_op", "server_ivcs_per_op")}
+        med[key]["min_ops_per_s"] = min(x["ops_per_s"] for x in xs)
+        med[key]["max_ops_per_s"] = max(x["ops_per_s"] for x in xs)
+        med[key]["errors"] = sum(x.get("errors", 0) for x in xs)
+
+    def per_round(n, f):
+        return [runs[("kmsd", n)][i][f] / runs[("floor", n)][i][f]
+                for i in rounds]
+
+    targets = [
+        ("kmsd Sign rate at 16 in flight >= 0.90x the floor's",
+         med[("kmsd", 16)]["ops_per_s"] / med[("floor", 16)]["ops_per_s"],
+         per_round(16, "ops_per_s"), 0.90, ">="),
+        ("kmsd p99 at 64 in flight <= 1.25x the floor's",
+         med[("kmsd", 64)]["p99_ms"] / med[("floor", 64)]["p99_ms"],
+         per_round(64, "p99_ms"), 1.25, "<="),
+        ("kmsd CPU per call at 16 in flight <= 1.15x the floor's",
+         med[("kmsd", 16)]["server_cpu_us_per_op"] /
+         med[("floor", 16)]["server_cpu_us_per_op"],
+         per_round(16, "server_cpu_us_per_op"), 1.15, "<="),
+    ]
+    table = ["| server | in flight | calls/s (rounds' range) | p50 ms | "
+             "p99 ms | server CPU µs/call | load generator CPU µs/call | "
+             "server context switches/call |",
+             "|---|---|---|---|---|---|---|---|"]
+    for n in (16, 64):
+        for who in ("floor", "kmsd"):
+            x = med[(who, n)]
+            table.append("| %s | %d | %.0f (%.0f–%.0f) | %.2f | %.2f | "
+                         "%.0f | %.0f | %.2f + %.2f |" % (
+                             who, n, x["ops_per_s"], x["min_ops_per_s"],
+                             x["max_ops_per_s"], x["p50_ms"], x["p99_ms"],
+                             x["server_cpu_us_per_op"],
+                             x["cpu_us_per_op"], x["server_vcs_per_op"],
+                             x["server_ivcs_per_op"]))
+    tl = ["| target | kmsd / floor | per round | verdict |",
+          "|---|---|---|---|"]
+    for name, val, pr, goal, op in targets:
+        ok = val >= goal if op == ">=" else val <= goal
+        tl.append("| %s | %.2f | %.2f–%.2f | %s |" % (
+            name, val, min(pr), max(pr), "holds" if ok else "MISSED"))
+    before = r.get("cmp-load-before", {}).get("load1")
+    after = r.get("cmp-load-after", {}).get("load1")
+    errors = sum(x["errors"] for x in med.values())
+    quick = "pkcs11tool-ecdsa" not in r
+    md = ["Measured by `%smake bench` on %s: the floor (`bench/floor.c`) "
+          "and kmsd (audit log durable) on the same configuration (%s "
+          "workers, the same certificates, CA, token and P-256 key), both "
+          "running, loaded in turn (floor, kmsd, floor, kmsd, ...) by the "
+          "same `bench/kmsload.c` (mTLS, 2 client threads, closed loop); "
+          "%d rounds of %s s at each load, each after a run of %s s that "
+          "is not counted. Each figure is the median of the rounds; a "
+          "ratio is kmsd's median over the floor's, and its range the "
+          "rounds' own ratios. Server CPU is the process's CPU time (every "
+          "thread, from /proc) per call; its context switches are every "
+          "thread's, voluntary (it waited) + involuntary. %s" % (
+              "BENCH_ONLY=floor " if quick else "", machine, workers,
+              len(rounds), seconds, os.environ.get("BENCH_WARMUP", "1"),
+              "Failed calls: %d." % errors if errors else
+              "No call failed."), ""]
+    if before is not None:
+        shared = before > 1.5 or (after is not None and after > 3.5)
+        md += ["Machine load (1-minute average) before the runs %.2f, "
+               "after %.2f (the runs themselves keep about 2 busy). %s" % (
+                   before, after if after is not None else float("nan"),
+                   "**The machine was shared with other work during this "
+                   "run**: absolute rates are lower and noisier than on an "
+                   "idle machine; the ratios compare runs taken back to "
+                   "back." if shared else "The machine was otherwise "
+                   "idle."), ""]
+    md += [*table, "", *tl, ""]
+    if os.path.exists(out + "/profile-kmsd-16.txt"):
+        md += ["Profiles of both at 16 in flight, in runs of their own: "
+               "`bench/results/profile-floor-16.txt`, "
+               "`bench/results/profile-kmsd-16.txt`.", ""]
+    res = {"machine": machine, "rounds": len(rounds),
+           "seconds_per_run": int(seconds), "load_before": before,
+           "load_after": after,
+           "medians": {"%s-%d" % k: v for k, v in med.items()},
+           "targets": [{"target": n, "measured": round(v, 3),
+                        "per_round": [round(u, 3) for u in pr],
+                        "goal": g,
+                        "holds": (v >= g if o == ">=" else v <= g)}
+                       for n, v, pr, g, o in targets]}
+    items = [("%s %d in flight" % (who, n), med[(who, n)])
+             for n in (16, 64) for who in ("floor", "kmsd")]
+    short = ["kmsd against the floor (a bare gRPC + PKCS#11 server with "
+             "kmsd's mTLS, workers and token, `bench/floor.c`): `%smake "
+             "bench` on %s, medians of %d rounds of %s s%s; regenerated by "
+             "`bench/report.py`:" % (
+                 "BENCH_ONLY=floor " if quick else "", machine, len(rounds),
+                 seconds, "; the machine was shared with other work (load "
+                 "%.1f)" % before if before is not None and before > 1.5
+                 else ""), "", *table, "", *tl, ""]
+    return md, res, items, short
+
+
+cmp = floor_comparison()
+if cmp is not None:
+    cmp_md, cmp_res, cmp_items, cmp_short = cmp
+    json.dump(cmp_res, open(out + "/floor.json", "w"), indent=2)
+    print("\n".join(cmp_md))
+    print("results: %s/floor.json" % out)
+    plot(cmp_items, "kmsd against the floor: %s" % machine,
+         out + "/floor.png")
+    regenerate(os.path.join(topdir, "docs", "performance.md"),
+               "<!-- bench:floor:begin -->", "<!-- bench:floor:end -->",
+               cmp_md)
+    # The README shows this comparison (every other table is in
+    # docs/performance.md).
+    regenerate(os.path.join(topdir, "README.md"),
+               "<!-- bench:readme:begin -->", "<!-- bench:readme:end -->",
+               cmp_short)
+if "pkcs11tool-ecdsa" not in r:
+    sys.exit(0)		# BENCH_ONLY=floor
+
 t = r["pkcs11tool-ecdsa"]
 t["seconds"] = t["ns"] / 1e9
 t["ops_per_s"] = t["ops"] / t["seconds"] if t["seconds"] else 0.0
@@ -185,6 +386,7 @@ res = {"machine": machine, "command": "make bench", "workers": int(workers),
        "kmsd_peak_rss_kib": max(x.get("kmsd_peak_rss_kib", 0)
                                 for x in r.values()),
        "results": r,
+       "floor": cmp[1] if cmp is not None else None,
        "targets": [{"target": n, "measured": round(v, 3), "goal": g,
                     "holds": (v >= g if o == ">=" else v <= g)}
                    for n, v, g, o in targets]}
@@ -232,70 +434,10 @@ print("\n".join(md))
 print("results: %s/results.json" % out)
 
 # The plot: throughput and p99 per setup, from the same numbers.
-import shutil
-import subprocess
+plot([(label.replace(" PKCS#11", ""), r[k]) for label, k in rows] +
+     (cmp[2] if cmp is not None else []),
+     "kms bench: %s" % machine, out + "/bench.png")
 
-dat = out + "/plot.dat"
-with open(dat, "w") as f:
-    for label, k in rows:
-        x = r[k]
-        f.write('"%s" %.1f %s\n' % (label.replace(" PKCS#11", ""),
-                                   x["ops_per_s"],
-                                   "%.3f" % x["p99_ms"] if "p99_ms" in x
-                                   else "NaN"))
-if shutil.which("gnuplot"):
-    script = """
-set terminal pngcairo size 1300,950 font ",10" noenhanced
-set output "%(out)s/bench.png"
-set multiplot layout 2,1 title "kms bench: %(machine)s"
-set style data histograms
-set style fill solid 0.8 border -1
-set boxwidth 0.8
-set xtics rotate by -30 left
-set grid ytics
-set bmargin 9
-set rmargin 14
-set ylabel "operations / s"
-plot "%(dat)s" using 2:xtic(1) title "throughput" lc rgb "#3366aa"
-set ylabel "p99 latency, ms"
-plot "%(dat)s" using 3:xtic(1) title "p99" lc rgb "#aa5533"
-unset multiplot
-""" % {"out": out, "machine": machine, "dat": dat}
-    p = subprocess.run(["gnuplot"], input=script.encode(),
-                       capture_output=True)
-    if p.returncode == 0:
-        print("plot: %s/bench.png" % out)
-    else:
-        print("plot failed: %s" % p.stderr.decode(errors="replace"))
-else:
-    print("gnuplot is not installed: no plot")
-
-# docs/performance.md holds this summary between its markers, and the
-# README a few rows of the first table between its own.
-top = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-readme_rows = ["raw-ecdsa-1", "kms-ecdsa-1", "kms-ecdsa-16", "kms-ecdsa-64",
-               "kms-rsa-16", "p11kit-ecdsa-2"]
-short = ["A few rows of `make bench` on %s, kmsd with %s HSM workers on "
-         "SoftHSM2 (regenerated by `bench/report.py`):" % (machine, workers),
-         "", table[0], table[1],
-         *(table[2 + i] for i, (label, k) in enumerate(rows)
-           if k in readme_rows), ""]
-
-
-def regenerate(path, begin, end, lines):
-    try:
-        text = open(path).read()
-        a = text.index(begin)
-        b = text.index(end)
-        text = text[:a] + begin + "\n" + "\n".join(lines) + text[b:]
-        open(path, "w").write(text)
-        print("%s: regenerated" % os.path.relpath(path, top))
-    except (OSError, ValueError):
-        print("%s has no bench markers: not updated" %
-              os.path.relpath(path, top))
-
-
-regenerate(os.path.join(top, "docs", "performance.md"),
+# docs/performance.md holds this summary between its markers.
+regenerate(os.path.join(topdir, "docs", "performance.md"),
            "<!-- bench:begin -->", "<!-- bench:end -->", md)
-regenerate(os.path.join(top, "README.md"),
-           "<!-- bench:readme:begin -->", "<!-- bench:readme:end -->", short)

@@ -16,9 +16,18 @@
 #   BENCH_FILL_PROCS, BENCH_START_RUNS  fill processes (2), starts per
 #                   measurement (3)
 #
+#   BENCH_ROUNDS    rounds of kmsd against the floor (default 3)
+#   BENCH_WARMUP    seconds of load before each of those runs, not
+#                   counted (default 1)
+#   BENCH_PROFILE   0: no perf profile of kmsd and the floor
+#   BENCH_ONLY      floor: only kmsd against the floor (and its profiles);
+#                   the report then regenerates only their section of
+#                   docs/performance.md and the README's rows
+#
 # A quick check of the whole run: BENCH_SECONDS=1 BENCH_KEYS=200
 # BENCH_START_RUNS=1 make bench (the results then miss the 10,000-key
-# targets, and say so).
+# targets, and say so).  kmsd against the floor alone, short:
+# BENCH_ONLY=floor BENCH_SECONDS=2 make bench.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -47,28 +56,54 @@ KMSCTL=("$BUILD/kmsctl" --addr "$ADDR")
 . bench/kmsd.sh
 trap stop_kmsd EXIT
 
-# kmsd's CPU time so far, in microseconds (utime + stime from /proc).
+# cpu_us PID: the process's CPU time so far, in microseconds (utime +
+# stime from /proc, every thread).
 cpu_us() {
 	awk -v hz="$(getconf CLK_TCK)" '{ printf "%d", ($14 + $15) * 1000000 / hz }' \
-	    "/proc/$pid/stat"
+	    "/proc/$1/stat"
 }
 
-# load ARGS...: one kmsload run; its JSON gains kmsd's CPU time per
-# operation and peak RSS.
-load() {
-	local before after res
-	before=$(cpu_us)
-	res=$("$BUILD/kmsload" --addr "$ADDR" --ca "$PKI/ca.pem" \
+# cs PID: the context switches of every thread of the process so far,
+# voluntary (it waited) and not ("VOL INVOL").
+cs() {
+	cat /proc/"$1"/task/*/status 2>/dev/null | awk '
+	    /^voluntary_ctxt_switches/ { v += $2 }
+	    /^nonvoluntary_ctxt_switches/ { n += $2 }
+	    END { printf "%d %d", v, n }'
+}
+
+# load_on PREFIX PID ADDR ARGS...: one kmsload run against the server PID
+# listening on ADDR; its JSON gains the server's CPU time per operation,
+# peak RSS and context switches per operation as PREFIX_cpu_us_per_op,
+# PREFIX_peak_rss_kib, PREFIX_vcs_per_op and PREFIX_ivcs_per_op.
+load_on() {
+	local prefix=$1 spid=$2 saddr=$3 before after csb csa res
+	shift 3
+	before=$(cpu_us "$spid")
+	csb=$(cs "$spid")
+	res=$("$BUILD/kmsload" --addr "$saddr" --ca "$PKI/ca.pem" \
 	    --cert "$PKI/clients/ci.pem" --key "$PKI/clients/ci.key" \
 	    --seconds "$SECONDS_EACH" "$@")
-	after=$(cpu_us)
+	after=$(cpu_us "$spid")
+	csa=$(cs "$spid")
 	/usr/bin/python3 -c 'import json, sys
 r = json.loads(sys.argv[1])
-r["kmsd_cpu_us_per_op"] = round((int(sys.argv[2]) - int(sys.argv[3])) /
-                                max(r["ops"], 1), 1)
-r["kmsd_peak_rss_kib"] = int(sys.argv[4])
+p = sys.argv[5]
+n = max(r["ops"], 1)
+r[p + "_cpu_us_per_op"] = round((int(sys.argv[2]) - int(sys.argv[3])) / n,
+                                1)
+r[p + "_peak_rss_kib"] = int(sys.argv[4])
+b, a = sys.argv[6].split(), sys.argv[7].split()
+r[p + "_vcs_per_op"] = round((int(a[0]) - int(b[0])) / n, 2)
+r[p + "_ivcs_per_op"] = round((int(a[1]) - int(b[1])) / n, 2)
 print(json.dumps(r))' "$res" "$after" "$before" \
-	    "$(awk '/^VmHWM/ {print $2}' "/proc/$pid/status")"
+	    "$(awk '/^VmHWM/ {print $2}' "/proc/$spid/status")" "$prefix" \
+	    "$csb" "$csa"
+}
+
+# load ARGS...: one kmsload run against the benchmark's kmsd.
+load() {
+	load_on kmsd "$pid" "$ADDR" "$@"
 }
 
 make_key() {
@@ -101,15 +136,131 @@ sed -e "s/^workers *=.*/workers = $WORKERS/" -e 's/^sync *=.*//' \
 sed -e 's/^\[audit\]$/[audit]\nsync = no/' "$HOME_DIR/bench-durable.conf" \
     >"$HOME_DIR/bench-nosync.conf"
 
+ONLY=${BENCH_ONLY:-}
+case $ONLY in
+"" | floor) ;;
+*) echo "bench: BENCH_ONLY is empty or floor, not $ONLY" >&2; exit 2 ;;
+esac
+ROUNDS=${BENCH_ROUNDS:-3}
+WARMUP=${BENCH_WARMUP:-1}
+
 # 1. Raw C_Sign on a token key of the same token (the baseline).
-add raw-ecdsa-1 "$(raw "$MODULE" ecdsa 1)"
-add raw-ecdsa-2 "$(raw "$MODULE" ecdsa 2)"
-add raw-eddsa-1 "$(raw "$MODULE" eddsa 1)"
-add raw-rsa-1 "$(raw "$MODULE" rsa 1)"
+if [ -z "$ONLY" ]; then
+	add raw-ecdsa-1 "$(raw "$MODULE" ecdsa 1)"
+	add raw-ecdsa-2 "$(raw "$MODULE" ecdsa 2)"
+	add raw-eddsa-1 "$(raw "$MODULE" eddsa 1)"
+	add raw-rsa-1 "$(raw "$MODULE" rsa 1)"
+fi
 
 # 2. kms, audit durable.
 start_kmsd "$HOME_DIR/bench-durable.conf" "$OUT/kmsd-durable.log"
 make_key bench/p256 EC_P256_SHA256
+
+# 2a. kmsd against the floor: bench/floor.c on the same configuration
+# (certificates, CA, token, PIN file, workers) and the same key, both
+# running at once and loaded in turn by the same kmsload, floor then
+# kmsd, at 16 and 64 in flight, ROUNDS times.  Each run follows a
+# WARMUP-second run that is not counted.
+fpid=
+stop_floor() {
+	if [ -n "$fpid" ]; then
+		kill -TERM "$fpid" 2>/dev/null || true
+		wait "$fpid" 2>/dev/null || true
+		fpid=
+	fi
+}
+trap 'stop_floor; stop_kmsd' EXIT
+"$BUILD/floor" --config "$HOME_DIR/bench-durable.conf" \
+    --listen 127.0.0.1:0 --key-name bench/p256 2>"$OUT/floor.log" &
+fpid=$!
+for _ in $(seq 100); do
+	grep -q '^floor: serving on port' "$OUT/floor.log" && break
+	kill -0 "$fpid" 2>/dev/null || break
+	sleep 0.1
+done
+FADDR=127.0.0.1:$(sed -n 's/^floor: serving on port \([0-9]*\).*/\1/p' \
+    "$OUT/floor.log")
+if [ "$FADDR" = 127.0.0.1: ]; then
+	echo "bench: the floor did not start:" >&2
+	cat "$OUT/floor.log" >&2
+	exit 1
+fi
+# The floor's answer is a real signature: it verifies under kmsd's key.
+digest=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+"$BUILD/kmsctl" --addr "$FADDR" --as ci sign bench/p256 --digest "$digest" \
+    -o "$HOME_DIR/floor.sig" >/dev/null
+if ! "${KMSCTL[@]}" --as ci verify bench/p256 --signature "$HOME_DIR/floor.sig" \
+    --digest "$digest" >/dev/null; then
+	echo "bench: the floor's signature does not verify with kmsd" >&2
+	exit 1
+fi
+rm -f "$HOME_DIR/floor.sig"
+rm -f "$OUT/profile-floor-16.txt" "$OUT/profile-kmsd-16.txt"
+
+# cmp WHO N ROUND: one counted run (after a warm-up) of WHO, floor or kmsd.
+cmp() {
+	local spid=$pid saddr=$ADDR
+	if [ "$1" = floor ]; then
+		spid=$fpid
+		saddr=$FADDR
+	fi
+	SECONDS_EACH=$WARMUP load_on server "$spid" "$saddr" \
+	    --key-name bench/p256 --inflight "$2" --threads 2 >/dev/null
+	add "cmp-$1-$2-$3" "$(load_on server "$spid" "$saddr" \
+	    --key-name bench/p256 --inflight "$2" --threads 2)"
+}
+# The machine's load around the comparison: other work on the machine
+# takes CPU from both, and the report says so.
+loadavg() {
+	awk '{ printf "{\"load1\": %s, \"load5\": %s}", $1, $2 }' /proc/loadavg
+}
+add cmp-load-before "$(loadavg)"
+for round in $(seq "$ROUNDS"); do
+	for n in 16 64; do
+		cmp floor "$n" "$round"
+		cmp kmsd "$n" "$round"
+	done
+done
+add cmp-load-after "$(loadavg)"
+# Where each spends its CPU at 16 in flight: perf, in runs of their own
+# (not counted above), with call graphs.
+if [ "${BENCH_PROFILE:-1}" != 0 ] && command -v perf >/dev/null; then
+	for who in floor kmsd; do
+		spid=$pid
+		[ $who = floor ] && spid=$fpid
+		saddr=$ADDR
+		[ $who = floor ] && saddr=$FADDR
+		perf record -q -F 999 -g -p "$spid" -o "$OUT/perf-$who.data" -- \
+		    sleep $((SECONDS_EACH > 2 ? SECONDS_EACH - 1 : 1)) \
+		    >/dev/null 2>&1 &
+		perfpid=$!
+		load_on server "$spid" "$saddr" --key-name bench/p256 \
+		    --inflight 16 --threads 2 >"$OUT/profile-$who-16.json"
+		wait "$perfpid" || true
+		{
+			echo "# perf record -F 999 -g -p PID of the $who at 16 in" \
+			    "flight: $(cat "$OUT/profile-$who-16.json")"
+			echo "# self time per DSO:"
+			perf report -i "$OUT/perf-$who.data" --no-children \
+			    --sort dso --stdio 2>/dev/null |
+			    grep -E '^ +[0-9.]+%' | head -15
+			echo "# self time per symbol:"
+			perf report -i "$OUT/perf-$who.data" --no-children \
+			    --sort dso,sym --stdio -g none 2>/dev/null |
+			    grep -E '^ +[0-9.]+%' | head -60
+		} >"$OUT/profile-$who-16.txt" || true
+		rm -f "$OUT/perf-$who.data" "$OUT/perf-$who.data.old" \
+		    "$OUT/profile-$who-16.json"
+	done
+fi
+stop_floor
+machine="$(nproc) cores, $(awk '/model name/ {sub(/.*: /, ""); print; exit}' /proc/cpuinfo), $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)"
+if [ "$ONLY" = floor ]; then
+	stop_kmsd
+	/usr/bin/python3 bench/report.py "$RESULTS" "$OUT" "$machine" \
+	    "$WORKERS" "$SECONDS_EACH" ""
+	exit 0
+fi
 make_key bench/ed25519 ED25519
 make_key bench/rsa2048 RSA_PKCS1_2048_SHA256
 for n in 1 16 64; do
@@ -480,7 +631,6 @@ for b in $BACKENDS; do
 done
 export SOFTHSM2_CONF=$HOME_DIR/softhsm2.conf
 
-machine="$(nproc) cores, $(awk '/model name/ {sub(/.*: /, ""); print; exit}' /proc/cpuinfo), $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)"
 /usr/bin/python3 bench/report.py "$RESULTS" "$OUT" "$machine" "$WORKERS" \
     "$SECONDS_EACH" "$batching"
 

@@ -48,6 +48,8 @@ config_defaults(struct config *cfg)
 	strcpy(cfg->ca_file, "pki/ca.pem");
 	strcpy(cfg->cert_file, "pki/server.pem");
 	strcpy(cfg->key_file, "pki/server.key");
+	cfg->handshake_timeout_ms = 5000;
+	cfg->idle_timeout_ms = 300000;
 	cfg->workers = 2;
 	cfg->max_data_bytes = 1024 * 1024;
 	cfg->max_message_bytes = 4 * 1024 * 1024;
@@ -240,6 +242,26 @@ server_key(struct parse_ctx *c, const char *key, const char *value)
 		return set_path(c, cfg->cert_file, key, value);
 	if (strcmp(key, "key") == 0)
 		return set_path(c, cfg->key_file, key, value);
+	if (strcmp(key, "crl") == 0)
+		return set_path(c, cfg->crl_file, key, value);
+	if (strcmp(key, "max_connections") == 0) {
+		if (!set_number(c, &n, key, value, 0, 1000000))
+			return 0;
+		cfg->max_connections = (unsigned int)n;
+		return 1;
+	}
+	if (strcmp(key, "handshake_timeout_ms") == 0) {
+		if (!set_number(c, &n, key, value, 100, 600000))
+			return 0;
+		cfg->handshake_timeout_ms = (unsigned int)n;
+		return 1;
+	}
+	if (strcmp(key, "idle_timeout_ms") == 0) {
+		if (!set_number(c, &n, key, value, 1000, 86400000))
+			return 0;
+		cfg->idle_timeout_ms = (unsigned int)n;
+		return 1;
+	}
 	if (strcmp(key, "workers") == 0) {
 		if (!set_number(c, &n, key, value, 1, 64))
 			return 0;

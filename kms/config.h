@@ -6,6 +6,11 @@
  *   ca = pki/ca.pem                 ; CA that client certificates must chain to
  *   cert = pki/server.pem
  *   key = pki/server.key
+ *   crl = pki/crl.pem               ; PEM CRLs of the CA, checked on every
+ *                                   ; handshake (default: none)
+ *   max_connections = 0             ; 0: sized from the open files limit
+ *   handshake_timeout_ms = 5000     ; a TLS handshake must finish this soon
+ *   idle_timeout_ms = 300000        ; a connection without calls is closed
  *   workers = 2                     ; HSM worker threads (1..64)
  *   max_data_bytes = 1048576        ; largest Sign/Verify `data` (1..64 MiB)
  *   max_message_bytes = 4194304     ; gRPC max receive size (at least
@@ -49,6 +54,10 @@ struct config {
 	char ca_file[CONFIG_PATH_MAX];
 	char cert_file[CONFIG_PATH_MAX];
 	char key_file[CONFIG_PATH_MAX];
+	char crl_file[CONFIG_PATH_MAX];		/* "" when not configured */
+	unsigned int max_connections;		/* 0: from the limit */
+	unsigned int handshake_timeout_ms;	/* 100 .. 600000 */
+	unsigned int idle_timeout_ms;		/* 1000 .. 86400000 */
 	unsigned int workers;
 	size_t max_data_bytes;
 	size_t max_message_bytes;

@@ -75,7 +75,8 @@ static int
 authenticate(struct call *c)
 {
 	if (c->who->identity == NULL || c->who->identity[0] == '\0')
-		return kms_status_set(&c->st, KMS_ERR_UNAUTHENTICATED,
+		return kms_status_set(&c->st, KMS_ERR_UNAUTHENTICATED, "%s",
+		    c->who->refusal != NULL ? c->who->refusal :
 		    "no verified client certificate");
 	return 0;
 }
@@ -1256,7 +1257,7 @@ maintain_event(void *arg, enum ks_event what, const char *name,
     uint32_t version, int err, const struct kms_status *st)
 {
 	struct service *svc = arg;
-	struct rpc_peer who = { SERVICE_IDENTITY, "", "internal" };
+	struct rpc_peer who = { SERVICE_IDENTITY, "", "internal", NULL };
 	struct rpc_reply out;
 	struct call c;
 	char esc[160];

@@ -38,6 +38,7 @@ struct rpc_peer {
 	const char *identity;		/* NULL when no verified certificate */
 	const char *fingerprint;	/* SHA-256 of the certificate, hex */
 	const char *peer;		/* transport address */
+	const char *refusal;		/* why no identity, or NULL */
 };
 
 struct audit_waiter;

@@ -9,12 +9,16 @@
  * serve; a maintenance thread follows changes made by other instances on
  * the same token and runs scheduled rotations and destructions.  SIGHUP
  * reloads the policy (a broken file is refused and the old policy stays
- * in force); SIGTERM and SIGINT stop accepting calls, let the calls in
+ * in force) together with the TLS certificates, CA and CRL (reload.h);
+ * every SELFCHECK_SECONDS the listener is tried, and a listener that no
+ * longer accepts makes kmsd exit EXIT_DEAF for its supervisor to restart
+ * it; SIGTERM and SIGINT stop accepting calls, let the calls in
  * flight finish, close the HSM sessions and exit 0.
  */
 #include <sys/prctl.h>
 #include <sys/resource.h>
 
+#include <errno.h>
 #include <getopt.h>
 #include <pthread.h>
 #include <signal.h>
@@ -27,17 +31,24 @@
 #include "auditkey.h"
 #include "config.h"
 #include "handlers.h"
+#include "health.h"
 #include "hsm.h"
 #include "keystore.h"
 #include "kmserr.h"
 #include "log.h"
 #include "policy.h"
+#include "reload.h"
 #include "rpc.h"
 #include "rpclog.h"
+#include "tlsfront.h"
 #include "version.h"
 
 #define STOP_GRACE_SECONDS 30
 #define CHAIN_TRIES 16
+#define SELFCHECK_SECONDS 10	/* how often the listener is tried */
+#define SELFCHECK_TIMEOUT_MS 5000
+#define SELFCHECK_MISSES 2	/* deaf this many times in a row: exit */
+#define EXIT_DEAF 3
 
 /*
  * The maintenance thread: first it learns the handles of all key objects
@@ -149,6 +160,28 @@ usage(int ok)
 	exit(ok ? 0 : 2);
 }
 
+/*
+ * The once-a-second probe: logs a change of health, feeds the watchdog
+ * only while healthy.
+ */
+static void
+health_tick(struct service *svc, struct watchdog *wd, int *healthy)
+{
+	struct kms_status st;
+	int ok;
+
+	kms_status_clear(&st);
+	ok = health_probe(svc->hsm, svc->audit, &st) == 0;
+	if (ok != *healthy) {
+		if (ok)
+			log_info("health: serving again");
+		else
+			log_error("health: not serving: %s", st.msg);
+		*healthy = ok;
+	}
+	watchdog_tick(wd, ok);
+}
+
 /* A chain name from the listen address: one audit chain per instance. */
 static void
 chain_name(const char *listen, char *out, size_t len)
@@ -162,6 +195,27 @@ chain_name(const char *listen, char *out, size_t len)
 		    (c >= '0' && c <= '9') || c == '.' || c == '-') ? c : '_';
 	}
 	out[i] = '\0';
+}
+
+/*
+ * The listener self-check: 1 when the listener has not accepted a
+ * connection SELFCHECK_MISSES times in a row.
+ */
+static int
+listener_deaf(struct rpc_server *srv, int *misses)
+{
+	if (rpc_server_selfcheck(srv, SELFCHECK_TIMEOUT_MS) == 0) {
+		*misses = 0;
+		return 0;
+	}
+	if (++*misses < SELFCHECK_MISSES) {
+		log_warn("connections: the listener did not accept a "
+		    "connection within %d ms", SELFCHECK_TIMEOUT_MS);
+		return 0;
+	}
+	log_error("connections: the listener has stopped accepting "
+	    "connections: exiting %d for a restart", EXIT_DEAF);
+	return 1;
 }
 
 int
@@ -184,9 +238,16 @@ main(int argc, char **argv)
 	struct rlimit rl;
 	const char *config_path = NULL, *listen = NULL, *level = NULL;
 	enum log_format fmt;
+	struct timespec tick = { 1, 0 };
+	struct watchdog *wd = NULL;
+	char status[300];
+	int healthy = 1;
 	static struct audit_key akey;
 	static struct maint maint;
+	static struct reload_state rs;
 	struct audit_signer signer;
+	unsigned int ticks = 0;
+	int misses = 0;
 	char base[200], chain[256];
 	sigset_t sigs;
 	enum log_level lvl;
@@ -264,6 +325,12 @@ main(int argc, char **argv)
 		log_set_level(lvl);
 	}
 	svc.cfg = &cfg;
+	/* Before the HSM opens its files: the descriptors are planned. */
+	if (tlsfront_size_limits(cfg.max_connections, &cfg.max_connections,
+	    &st) != 0) {
+		log_error("connections: %s", st.msg);
+		goto out;
+	}
 	if (hsm_open(cfg.hsm_module, cfg.hsm_token, cfg.hsm_pin_file,
 	    &svc.hsm, &st) != 0) {
 		log_error("hsm: %s", st.msg);
@@ -330,30 +397,49 @@ main(int argc, char **argv)
 		    kms_strerror(r));
 		goto out;
 	}
+	reload_init(&rs, &svc);
 	log_info("listening on %s (port %d), %u workers, %zu keys, audit "
 	    "chain %s", cfg.listen, port, cfg.workers, keystore_count(svc.ks),
 	    audit_chain_dir(svc.audit));
 
+	if ((r = watchdog_open(cfg.listen, port, &wd)) != 0) {
+		log_error("watchdog: %s", kms_strerror(r));
+		goto out;
+	}
+	snprintf(status, sizeof(status), "listening on %s", cfg.listen);
+	watchdog_ready(status);
+
+	rc = 0;
 	for (;;) {
-		if (sigwait(&sigs, &sig) != 0)
+		/*
+		 * Once a second: is kmsd healthy?  That feeds the watchdog
+		 * and the health port.  Every SELFCHECK_SECONDS: does the
+		 * listener still accept?
+		 */
+		if ((sig = sigtimedwait(&sigs, NULL, &tick)) == -1) {
+			if (errno != EAGAIN)
+				continue;
+			health_tick(&svc, wd, &healthy);
+			if (++ticks % SELFCHECK_SECONDS == 0 &&
+			    listener_deaf(srv, &misses)) {
+				rc = EXIT_DEAF;
+				break;
+			}
 			continue;
+		}
 		if (sig == SIGHUP) {
-			if (service_reload_policy(&svc, &st) != 0)
-				log_error("policy reload refused, the previous "
-				    "policy stays in force: %s", st.msg);
-			else
-				log_info("policy reloaded from %s",
-				    cfg.policy_file);
+			reload_run(&rs, &svc, srv);
 			continue;
 		}
 		log_info("signal %d: stopping", sig);
 		break;
 	}
+	watchdog_stopping();
 	maint_stop(&maint);
 	rpc_server_stop(srv, STOP_GRACE_SECONDS);
 	srv = NULL;
-	rc = 0;
  out:
+	watchdog_free(wd);
 	maint_stop(&maint);
 	rpc_server_stop(srv, 0);
 	hsm_session_close(hs);
@@ -365,5 +451,7 @@ main(int argc, char **argv)
 	pthread_rwlock_destroy(&svc.policy_lock);
 	if (rc == 0)
 		log_info("stopped");
+	else if (rc == EXIT_DEAF)
+		log_error("stopped: the listener was deaf");
 	return rc;
 }

@@ -12,10 +12,6 @@
  * generation) holds no other call back, as the others keep taking events
  * from the queue.
  */
-#include <sys/stat.h>
-
-#include <errno.h>
-#include <fcntl.h>
 #include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -27,16 +23,11 @@
 
 #include <grpc/byte_buffer_reader.h>
 #include <grpc/grpc.h>
+#include <grpc/grpc_posix.h>
 #include <grpc/grpc_security.h>
 #include <grpc/slice.h>
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
-
-#include <openssl/bio.h>
-#include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/pem.h>
-#include <openssl/x509.h>
 
 #include "audit.h"
 #include "config.h"
@@ -46,12 +37,11 @@
 #include "log.h"
 #include "rpc.h"
 #include "secret.h"
+#include "tlsctx.h"
+#include "tlsfront.h"
 
 #define SLOTS_PER_METHOD 16	/* requests posted per method at any time */
 #define GENERIC_SLOTS 4
-#define PEM_FILE_MAX (1024 * 1024)
-#define IDENTITY_MAX 512
-#define FPR_HEX (32 * 2 + 1)
 
 enum tag_kind {
 	TAG_REGISTERED = 1,
@@ -95,18 +85,18 @@ struct job {
 	int cancelled;
 };
 
-/* Per-worker state: its HSM session and a one-entry fingerprint cache. */
+/* Per-worker state: its HSM session. */
 struct worker {
 	struct rpc_server *srv;
 	pthread_t thread;
 	struct hsm_session *hs;
-	char *last_pem;
-	char last_fpr[FPR_HEX];
 };
 
 struct rpc_server {
 	struct service *svc;
 	grpc_server *server;
+	grpc_server_credentials *plain;	/* for the connections' plaintext */
+	struct tlsfront *front;		/* accepts and terminates TLS */
 	grpc_completion_queue *cq;
 	size_t nmethods;
 	void **handles;			/* registered method handles */
@@ -124,45 +114,6 @@ struct rpc_server {
 	unsigned int workers_started;
 	struct tag shutdown_tag;
 };
-
-static int
-read_file(const char *path, char **out, size_t *outlen, struct kms_status *st)
-{
-	struct stat sb;
-	char *buf = NULL;
-	size_t len = 0;
-	ssize_t n;
-	int fd;
-
-	*out = NULL;
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
-		return kms_status_set(st, KMS_ERR_CONFIG, "cannot open %s: %s",
-		    path, strerror(errno));
-	if (fstat(fd, &sb) == -1 || sb.st_size <= 0 ||
-	    sb.st_size > PEM_FILE_MAX) {
-		close(fd);
-		return kms_status_set(st, KMS_ERR_CONFIG,
-		    "%s: empty, unreadable or larger than %d bytes", path,
-		    PEM_FILE_MAX);
-	}
-	if ((buf = calloc(1, (size_t)sb.st_size + 1)) == NULL) {
-		close(fd);
-		return kms_status_set(st, KMS_ERR_NOMEM, "out of memory");
-	}
-	while (len < (size_t)sb.st_size) {
-		n = read(fd, buf + len, (size_t)sb.st_size - len);
-		if (n == -1 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;
-		len += (size_t)n;
-	}
-	close(fd);
-	buf[len] = '\0';
-	*out = buf;
-	*outlen = (size_t)sb.st_size + 1;
-	return 0;
-}
 
 static struct job *
 job_new(void)
@@ -227,93 +178,29 @@ post_slot(struct rpc_server *srv, struct slot *s)
 	return 0;
 }
 
-/* Copies the first value of auth property name, or NULL. */
-static char *
-auth_property(grpc_auth_context *ctx, const char *name, size_t max)
-{
-	grpc_auth_property_iterator it;
-	const grpc_auth_property *p;
-	char *s;
-
-	it = grpc_auth_context_find_properties_by_name(ctx, name);
-	if ((p = grpc_auth_property_iterator_next(&it)) == NULL ||
-	    p->value_length == 0 || p->value_length > max)
-		return NULL;
-	if ((s = malloc(p->value_length + 1)) == NULL)
-		return NULL;
-	memcpy(s, p->value, p->value_length);
-	s[p->value_length] = '\0';
-	/* An identity with an embedded NUL would be read as another name. */
-	if (strlen(s) != p->value_length) {
-		free(s);
-		return NULL;
-	}
-	return s;
-}
-
-static int
-pem_fingerprint(const char *pem, char *out)
-{
-	static const char hex[] = "0123456789abcdef";
-	unsigned char md[EVP_MAX_MD_SIZE];
-	unsigned int mdlen = 0, i;
-	X509 *x = NULL;
-	BIO *bio;
-
-	if ((bio = BIO_new_mem_buf(pem, -1)) == NULL)
-		return -1;
-	x = PEM_read_bio_X509(bio, NULL, NULL, NULL);
-	BIO_free(bio);
-	if (x == NULL || X509_digest(x, EVP_sha256(), md, &mdlen) != 1 ||
-	    mdlen != 32) {
-		X509_free(x);
-		return -1;
-	}
-	X509_free(x);
-	for (i = 0; i < mdlen; i++) {
-		out[2 * i] = hex[md[i] >> 4];
-		out[2 * i + 1] = hex[md[i] & 0xf];
-	}
-	out[2 * mdlen] = '\0';
-	return 0;
-}
-
 /*
- * The caller's identity from the verified certificate: its SPIFFE ID, else
- * its first URI SAN, else its CN.  Also the certificate's fingerprint.
+ * Who is calling: the connection layer verified the certificate of the
+ * connection the call came on, which the RPC layer names "fd:N".
  */
 static void
-peer_identity(struct worker *w, grpc_call *call, char **identity, char *fpr)
+peer_of(struct rpc_server *srv, grpc_call *call, struct tlsfront_peer *tp,
+    struct rpc_peer *who)
 {
-	grpc_auth_context *ctx;
-	char *pem;
+	char *peer;
 
-	*identity = NULL;
-	fpr[0] = '\0';
-	if ((ctx = grpc_call_auth_context(call)) == NULL)
-		return;
-	if (grpc_auth_context_peer_is_authenticated(ctx)) {
-		if ((*identity = auth_property(ctx,
-		    GRPC_PEER_SPIFFE_ID_PROPERTY_NAME, IDENTITY_MAX)) == NULL &&
-		    (*identity = auth_property(ctx,
-		    GRPC_PEER_URI_PROPERTY_NAME, IDENTITY_MAX)) == NULL)
-			*identity = auth_property(ctx,
-			    GRPC_X509_CN_PROPERTY_NAME, IDENTITY_MAX);
-		if ((pem = auth_property(ctx, GRPC_X509_PEM_CERT_PROPERTY_NAME,
-		    PEM_FILE_MAX)) != NULL) {
-			if (w->last_pem != NULL &&
-			    strcmp(w->last_pem, pem) == 0) {
-				memcpy(fpr, w->last_fpr, FPR_HEX);
-				free(pem);
-			} else if (pem_fingerprint(pem, fpr) == 0) {
-				free(w->last_pem);
-				w->last_pem = pem;
-				memcpy(w->last_fpr, fpr, FPR_HEX);
-			} else
-				free(pem);
-		}
-	}
-	grpc_auth_context_release(ctx);
+	memset(who, 0, sizeof(*who));
+	peer = grpc_call_get_peer(call);
+	if (tlsfront_peer(srv->front, peer, tp) == 0 && tp->id.name[0] != '\0')
+		who->identity = tp->id.name;
+	else
+		who->refusal = tp->id.reason;
+	who->fingerprint = tp->id.fingerprint[0] != '\0' ?
+	    tp->id.fingerprint : NULL;
+	if (tp->addr[0] == '\0')
+		snprintf(tp->addr, sizeof(tp->addr), "%s",
+		    peer != NULL ? peer : "unknown");
+	who->peer = tp->addr;
+	gpr_free(peer);
 }
 
 /* Sends the reply (or the error status) in one batch. */
@@ -405,21 +292,17 @@ serve(struct worker *w, struct job *j)
 {
 	struct rpc_server *srv = w->srv;
 	grpc_byte_buffer_reader reader;
+	struct tlsfront_peer tp;
 	struct rpc_reply rep;
 	struct rpc_peer who;
 	grpc_slice slice;
-	char *identity = NULL, *peer, fpr[FPR_HEX];
 	int have_slice = 0;
 
 	memset(&rep, 0, sizeof(rep));
 	j->srv = srv;
 	j->waiter.done = reply_when_durable;
 	rep.waiter = &j->waiter;
-	peer_identity(w, j->call, &identity, fpr);
-	peer = grpc_call_get_peer(j->call);
-	who.identity = identity;
-	who.fingerprint = fpr[0] != '\0' ? fpr : NULL;
-	who.peer = peer;
+	peer_of(srv, j->call, &tp, &who);
 	if (j->generic) {
 		service_audit_unimplemented(srv->svc, &who, j->method_name);
 		kms_status_set(&rep.st, KMS_ERR_UNIMPLEMENTED,
@@ -448,8 +331,6 @@ serve(struct worker *w, struct job *j)
 	}
 	if (have_slice)
 		grpc_slice_unref(slice);
-	gpr_free(peer);
-	free(identity);
 }
 
 /* A slot fired: re-post it and serve its call. */
@@ -536,32 +417,13 @@ worker_main(void *arg)
 	return NULL;
 }
 
-static grpc_server_credentials *
-server_credentials(const struct config *cfg, struct kms_status *st)
+/* A verified connection's plaintext becomes one of our channels. */
+static void
+handoff(void *arg, int fd)
 {
-	grpc_ssl_pem_key_cert_pair pair;
-	grpc_server_credentials *creds = NULL;
-	char *ca = NULL, *cert = NULL, *key = NULL;
-	size_t calen, certlen, keylen = 0;
+	struct rpc_server *srv = arg;
 
-	if (read_file(cfg->ca_file, &ca, &calen, st) != 0 ||
-	    read_file(cfg->cert_file, &cert, &certlen, st) != 0 ||
-	    read_file(cfg->key_file, &key, &keylen, st) != 0)
-		goto out;
-	pair.private_key = key;
-	pair.cert_chain = cert;
-	/* Clients must present a certificate that chains to our CA. */
-	creds = grpc_ssl_server_credentials_create_ex(ca, &pair, 1,
-	    GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY, NULL);
-	if (creds == NULL)
-		kms_status_set(st, KMS_ERR_CONFIG, "cannot use the TLS "
-		    "certificate, key or CA (%s, %s, %s)", cfg->cert_file,
-		    cfg->key_file, cfg->ca_file);
- out:
-	free(ca);
-	free(cert);
-	secret_freezero(key, keylen);
-	return creds;
+	grpc_server_add_channel_from_fd(srv->server, fd, srv->plain);
 }
 
 int
@@ -569,10 +431,11 @@ rpc_server_start(struct service *svc, const char *listen,
     struct rpc_server **out, int *port, struct kms_status *st)
 {
 	const struct config *cfg = svc->cfg;
-	grpc_server_credentials *creds = NULL;
+	struct tlsfront_params fp;
+	struct tls_set *ts = NULL;
 	struct rpc_server *srv;
 	grpc_channel_args chargs;
-	grpc_arg args[3];
+	grpc_arg args[2];
 	size_t i, k;
 	unsigned int w;
 	int r = KMS_ERR_INTERNAL;
@@ -597,34 +460,27 @@ rpc_server_start(struct service *svc, const char *listen,
 		r = kms_status_set(st, KMS_ERR_NOMEM, "out of memory");
 		goto fail;
 	}
-	if ((creds = server_credentials(cfg, st)) == NULL) {
-		r = st->err;
+	if ((r = tls_set_load(cfg->cert_file, cfg->key_file, cfg->ca_file,
+	    cfg->crl_file, &ts, st)) != 0)
 		goto fail;
-	}
 	memset(args, 0, sizeof(args));
-	/* A second server on our address must fail, not share our port. */
 	args[0].type = GRPC_ARG_INTEGER;
-	args[0].key = (char *)GRPC_ARG_ALLOW_REUSEPORT;
-	args[0].value.integer = 0;
+	args[0].key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
+	args[0].value.integer = (int)cfg->max_message_bytes;
+	/* A connection without calls for this long is closed. */
 	args[1].type = GRPC_ARG_INTEGER;
-	args[1].key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
-	args[1].value.integer = (int)cfg->max_message_bytes;
+	args[1].key = (char *)GRPC_ARG_MAX_CONNECTION_IDLE_MS;
+	args[1].value.integer = (int)cfg->idle_timeout_ms;
 	chargs.num_args = 2;
 	chargs.args = args;
 	srv->cq = grpc_completion_queue_create_for_next(NULL);
 	srv->server = grpc_server_create(&chargs, NULL);
+	srv->plain = grpc_insecure_server_credentials_create();
 	grpc_server_register_completion_queue(srv->server, srv->cq, NULL);
 	for (i = 0; i < srv->nmethods; i++)
 		srv->handles[i] = grpc_server_register_method(srv->server,
 		    handler_table[i].path, NULL,
 		    GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
-	*port = grpc_server_add_http2_port(srv->server, listen, creds);
-	grpc_server_credentials_release(creds);
-	if (*port == 0) {
-		r = kms_status_set(st, KMS_ERR_CONFIG, "cannot listen on %s "
-		    "(address in use or not valid?)", listen);
-		goto fail;
-	}
 	/* One HSM session per worker, opened before any call is accepted. */
 	srv->nworkers = cfg->workers;
 	for (w = 0; w < srv->nworkers; w++) {
@@ -661,16 +517,30 @@ rpc_server_start(struct service *svc, const char *listen,
 			goto fail_started;
 		}
 	}
+	/* Last: connections come in once everything is ready for them. */
+	memset(&fp, 0, sizeof(fp));
+	fp.listen = listen;
+	fp.max_connections = cfg->max_connections;
+	fp.handshake_timeout_ms = cfg->handshake_timeout_ms;
+	fp.handoff = handoff;
+	fp.arg = srv;
+	r = tlsfront_start(&fp, ts, &srv->front, port, st);
+	ts = NULL;
+	if (r != 0)
+		goto fail_started;
 	*out = srv;
 	return 0;
  fail_started:
 	rpc_server_stop(srv, 0);
 	return r;
  fail:
+	tls_set_free(ts);
 	for (w = 0; srv->workers != NULL && w < cfg->workers; w++)
 		hsm_session_close(srv->workers[w].hs);
 	if (srv->server != NULL)
 		grpc_server_destroy(srv->server);
+	if (srv->plain != NULL)
+		grpc_server_credentials_release(srv->plain);
 	if (srv->cq != NULL) {
 		grpc_completion_queue_shutdown(srv->cq);
 		while (grpc_completion_queue_next(srv->cq,
@@ -689,9 +559,24 @@ rpc_server_start(struct service *svc, const char *listen,
 	return r;
 }
 
-/* Waits until the server has shut down and no call is in flight. */
+void
+rpc_server_set_tls(struct rpc_server *srv, struct tls_set *ts)
+{
+	tlsfront_set_tls(srv->front, ts);
+}
+
+int
+rpc_server_selfcheck(struct rpc_server *srv, int timeout_ms)
+{
+	return tlsfront_selfcheck(srv->front, timeout_ms);
+}
+
+/*
+ * Waits until no call is in flight and, with shutdown set, the server
+ * has shut down.
+ */
 static int
-wait_drained(struct rpc_server *srv, int seconds)
+wait_drained(struct rpc_server *srv, int shutdown, int seconds)
 {
 	struct timespec until;
 	int r = 0;
@@ -699,9 +584,10 @@ wait_drained(struct rpc_server *srv, int seconds)
 	clock_gettime(CLOCK_REALTIME, &until);
 	until.tv_sec += seconds;
 	pthread_mutex_lock(&srv->lock);
-	while (!(srv->shutdown_done && srv->inflight == 0) && r == 0)
+	while (!((srv->shutdown_done || !shutdown) && srv->inflight == 0) &&
+	    r == 0)
 		r = pthread_cond_timedwait(&srv->cond, &srv->lock, &until);
-	r = srv->shutdown_done && srv->inflight == 0 ? 0 : -1;
+	r = (srv->shutdown_done || !shutdown) && srv->inflight == 0 ? 0 : -1;
 	pthread_mutex_unlock(&srv->lock);
 	return r;
 }
@@ -716,17 +602,31 @@ rpc_server_stop(struct rpc_server *srv, int grace_seconds)
 	pthread_mutex_lock(&srv->lock);
 	srv->stopping = 1;
 	pthread_mutex_unlock(&srv->lock);
+	/* No new connections; the established ones finish their calls. */
+	tlsfront_quiesce(srv->front);
 	grpc_server_shutdown_and_notify(srv->server, srv->cq,
 	    &srv->shutdown_tag);
+	/*
+	 * The server says GOAWAY on every connection and closes each once
+	 * its calls are done and the client has seen the final GOAWAY (a
+	 * client that has, retries its next call on a new connection
+	 * instead of failing it).
+	 */
 	if (srv->workers_started > 0 &&
-	    wait_drained(srv, grace_seconds) != 0) {
+	    wait_drained(srv, 1, grace_seconds) != 0) {
 		log_warn("rpc: calls still in flight after %d s: cancelling "
 		    "them", grace_seconds);
 		grpc_server_cancel_all_calls(srv->server);
-		if (wait_drained(srv, 5) != 0)
+	}
+	tlsfront_stop(srv->front);
+	srv->front = NULL;
+	if (srv->workers_started > 0 && wait_drained(srv, 1, 5) != 0) {
+		grpc_server_cancel_all_calls(srv->server);
+		if (wait_drained(srv, 1, 5) != 0)
 			log_error("rpc: calls still in flight after cancel");
 	}
 	grpc_server_destroy(srv->server);
+	grpc_server_credentials_release(srv->plain);
 	/* The workers take what is left, then see the queue shut down. */
 	grpc_completion_queue_shutdown(srv->cq);
 	for (w = 0; w < srv->workers_started; w++)
@@ -737,10 +637,8 @@ rpc_server_stop(struct rpc_server *srv, int grace_seconds)
 		    GRPC_QUEUE_SHUTDOWN)
 			;
 	grpc_completion_queue_destroy(srv->cq);
-	for (w = 0; w < srv->nworkers; w++) {
+	for (w = 0; w < srv->nworkers; w++)
 		hsm_session_close(srv->workers[w].hs);
-		free(srv->workers[w].last_pem);
-	}
 	free(srv->workers);
 	free(srv->handles);
 	free(srv->slots);

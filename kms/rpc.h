@@ -14,12 +14,26 @@ struct kms_status;
 struct rpc_server;
 
 /*
- * Starts listening on listen with mTLS (clients must present a certificate
- * chaining to the configured CA) and starts the workers.  *port receives
- * the bound port.
+ * Starts the workers, then listens on listen with mTLS through the
+ * connection layer (tlsfront.h: clients must present a certificate
+ * chaining to the configured CA, not revoked, naming a usable identity).
+ * *port receives the bound port.
  */
 int rpc_server_start(struct service *svc, const char *listen,
     struct rpc_server **out, int *port, struct kms_status *st);
+
+/*
+ * New connections use the credentials ts (taken over) from now on;
+ * established ones keep theirs.
+ */
+struct tls_set;
+void rpc_server_set_tls(struct rpc_server *srv, struct tls_set *ts);
+
+/*
+ * Checks that the listener still accepts connections (see
+ * tlsfront_selfcheck); 0 when it does.
+ */
+int rpc_server_selfcheck(struct rpc_server *srv, int timeout_ms);
 
 /*
  * Stops accepting calls, lets the calls in flight finish (cancelling them

@@ -157,6 +157,7 @@ class Kmsd:
         self.clients = {}
         self.sanitizer_reports = []
         self.args = []              # more kmsd options (--log-format json)
+        self.config = self.home / "kmsd.conf"
 
     @property
     def ca(self):
@@ -188,7 +189,7 @@ class Kmsd:
         logf = open(self.log_path, "wb")
         try:
             self.proc = subprocess.Popen(
-                [str(KMSD), "--config", str(self.home / "kmsd.conf"),
+                [str(KMSD), "--config", str(self.config),
                  "--listen", self.addr, "--log-level", os.environ.get("KMS_TEST_LOG_LEVEL", "info")] + self.args,
                 stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
                 env=self.env(), cwd=str(self.workdir))

@@ -22,12 +22,19 @@
  *
  * p11fault_calls("C_Sign") counts the calls made so far, so that a test
  * can see that a recovery opened a new session or logged in again.
+ *
+ *   P11FAULT_DOWN=/path/file                        while the file exists,
+ *                                                   every call fails with
+ *                                                   CKR_DEVICE_REMOVED
+ *
+ * lets a test outside the process pull the HSM out and plug it back in.
  */
 #include <dlfcn.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <p11-kit/pkcs11.h>
 
@@ -46,6 +53,7 @@ static unsigned long fault_nth;
 static CK_RV fault_rv;
 static CK_FUNCTION_LIST_PTR real;
 static CK_FUNCTION_LIST ours;
+static char down_path[4096];		/* P11FAULT_DOWN, or "" */
 
 /* Enough rows for every function of a version 2.40 function list. */
 #define MAX_COUNTED 80
@@ -113,7 +121,12 @@ fault_hit(const char *func, CK_RV *rv)
 			break;
 		}
 	}
-	if (fault_nth > 0 && (strcmp(fault_func, func) == 0 ||
+	if (down_path[0] != '\0' && strcmp(func, "C_Finalize") != 0 &&
+	    strcmp(func, "C_CloseSession") != 0 &&
+	    access(down_path, F_OK) == 0) {
+		*rv = CKR_DEVICE_REMOVED;
+		hit = 1;
+	} else if (fault_nth > 0 && (strcmp(fault_func, func) == 0 ||
 	    strcmp(fault_func, "*") == 0) && --fault_nth == 0) {
 		*rv = fault_rv;
 		fault_func[0] = '\0';
@@ -301,12 +314,15 @@ w_Sign(CK_SESSION_HANDLE h, CK_BYTE_PTR d, CK_ULONG dl, CK_BYTE_PTR s,
 static void
 fault_from_env(void)
 {
-	const char *e = getenv("P11FAULT");
+	const char *e = getenv("P11FAULT"), *down = getenv("P11FAULT_DOWN");
 	char func[64], *end;
 	const char *p;
 	unsigned long nth, rv;
 	size_t n;
 
+	pthread_mutex_lock(&lock);
+	snprintf(down_path, sizeof(down_path), "%s", down != NULL ? down : "");
+	pthread_mutex_unlock(&lock);
 	if (e == NULL || (p = strchr(e, ':')) == NULL ||
 	    (n = (size_t)(p - e)) == 0 || n >= sizeof(func))
 		return;

@@ -515,6 +515,29 @@ def mount_tmpfs(path, size):
     return p.returncode == 0
 
 
+def fill_disk(k, audit, key):
+    """Fills the tmpfs of the audit log until a Sign with key is refused
+    for it; returns the file to remove to free it."""
+    filler = audit / "filler"
+    with open(filler, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+    # Appends may still fit in the segment's last page for a while.
+    ci = k.client("ci").kms
+    for _ in range(64):
+        try:
+            ci.Sign(pb.SignRequest(name=key, digest=b"\2" * 32), timeout=30)
+        except grpc.RpcError as e:
+            assert e.code() == grpc.StatusCode.UNAVAILABLE, e
+            assert "audit" in e.details()
+            return filler
+    pytest.fail("64 Signs succeeded on a full disk")
+
+
 def test_full_disk_fails_closed_and_recovers(tmp_root):
     home = make_home(tmp_root, "full-home", AUDIT_CONF)
     audit = home / "audit"
@@ -528,26 +551,7 @@ def test_full_disk_fails_closed_and_recovers(tmp_root):
             pb.CreateKeyRequest(name=k.key, algorithm=pb.EC_P256_SHA256),
             timeout=60)
         sign(k, 3, "before")
-        filler = audit / "filler"
-        with open(filler, "wb") as f:
-            try:
-                while True:
-                    f.write(b"\0" * 65536)
-                    f.flush()
-            except OSError:
-                pass
-        # Appends may still fit in the segment's last page for a while.
-        ci = k.client("ci").kms
-        for i in range(64):
-            try:
-                ci.Sign(pb.SignRequest(name=k.key, digest=b"\2" * 32),
-                        timeout=30)
-            except grpc.RpcError as e:
-                assert e.code() == grpc.StatusCode.UNAVAILABLE, e
-                assert "audit" in e.details()
-                break
-        else:
-            pytest.fail("64 Signs succeeded on a full disk")
+        filler = fill_disk(k, audit, k.key)
         filler.unlink()
         after = sign(k, 3, "after")
         chain_dir, _ = my_chain(k)
@@ -585,24 +589,7 @@ def test_scheduled_destroy_waits_for_the_audit_log(tmp_root):
         v = officer.SetVersionState(pb.SetVersionStateRequest(
             name=name, version=1, state=pb.KeyVersionState.Value(
                 "DESTROY_SCHEDULED")), timeout=30)
-        filler = audit / "filler"
-        with open(filler, "wb") as f:
-            try:
-                while True:
-                    f.write(b"\0" * 65536)
-                    f.flush()
-            except OSError:
-                pass
-        ci = k.client("ci").kms
-        for _ in range(64):
-            try:
-                ci.Sign(pb.SignRequest(name=name, digest=b"\3" * 32),
-                        timeout=30)
-            except grpc.RpcError as e:
-                assert e.code() == grpc.StatusCode.UNAVAILABLE, e
-                break
-        else:
-            pytest.fail("64 Signs succeeded on a full disk")
+        filler = fill_disk(k, audit, name)
         # Past the destroy time, with room for a few maintenance rounds.
         time.sleep(max(0, v.destroy_time - time.time()) + 2)
         assert "scheduled changes wait for the audit log" in k.log()

@@ -96,7 +96,7 @@ P11_UNIT_OBJS = $(P11_UNIT_SRCS:%.c=$(BUILD)/obj/%.o)
 
 UNIT_TESTS = test_kmserr test_names test_config test_policy test_secret test_audit \
 	test_merkle test_note \
-	test_hsm test_keystore test_kmsb
+	test_hsm test_keystore test_faults test_kmsb
 UNIT_TESTS += test_capgo test_p11
 UNIT_BINS = $(UNIT_TESTS:%=$(BUILD)/tests/%)
 

@@ -343,16 +343,16 @@ pubkey_chain_leaf(const char *pem, uint8_t **der, size_t *derlen,
 		kms_status_set(st, r, "not a PEM certificate chain");
 		goto out;
 	}
-	if ((n = i2d_X509(leaf, &p)) <= 0 ||
+	/* Encoded straight into the caller's buffer. */
+	if ((n = i2d_X509(leaf, NULL)) <= 0 ||
 	    (*der = malloc((size_t)n)) == NULL) {
 		r = kms_status_set(st, KMS_ERR_NOMEM, "out of memory");
 		goto out;
 	}
-	memcpy(*der, p, (size_t)n);
-	*derlen = (size_t)n;
+	p = *der;
+	*derlen = (size_t)i2d_X509(leaf, &p);
 	r = 0;
  out:
-	OPENSSL_free(p);
 	X509_free(leaf);
 	BIO_free(bio);
 	return r;

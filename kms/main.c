@@ -36,6 +36,7 @@
 #include "keystore.h"
 #include "kmserr.h"
 #include "log.h"
+#include "metrics.h"
 #include "policy.h"
 #include "reload.h"
 #include "rpc.h"
@@ -182,6 +183,24 @@ health_tick(struct service *svc, struct watchdog *wd, int *healthy)
 	watchdog_tick(wd, ok);
 }
 
+/* What the metrics read when scraped. */
+struct gauge_src {
+	struct service *svc;
+	struct rpc_server *srv;
+};
+
+static size_t
+gauge_keys(void *arg)
+{
+	return keystore_count(((struct gauge_src *)arg)->svc->ks);
+}
+
+static unsigned int
+gauge_connections(void *arg)
+{
+	return rpc_server_connections(((struct gauge_src *)arg)->srv);
+}
+
 /* A chain name from the listen address: one audit chain per instance. */
 static void
 chain_name(const char *listen, char *out, size_t len)
@@ -240,6 +259,8 @@ main(int argc, char **argv)
 	enum log_format fmt;
 	struct timespec tick = { 1, 0 };
 	struct watchdog *wd = NULL;
+	struct gauge_src gsrc = { NULL, NULL };
+	struct metrics_gauges gauges = { gauge_keys, gauge_connections, NULL };
 	char status[300];
 	int healthy = 1;
 	static struct audit_key akey;
@@ -331,11 +352,17 @@ main(int argc, char **argv)
 		log_error("connections: %s", st.msg);
 		goto out;
 	}
+	if (cfg.metrics_listen[0] != '\0' && (r = metrics_new(gate_nmethods(),
+	    gate_method_path, &svc.metrics)) != 0) {
+		log_error("metrics: %s", kms_strerror(r));
+		goto out;
+	}
 	if (hsm_open(cfg.hsm_module, cfg.hsm_token, cfg.hsm_pin_file,
 	    &svc.hsm, &st) != 0) {
 		log_error("hsm: %s", st.msg);
 		goto out;
 	}
+	hsm_set_metrics(svc.hsm, svc.metrics);
 	if ((r = hsm_session_open(svc.hsm, &hs)) != 0) {
 		log_error("hsm: cannot open a session: %s", kms_strerror(r));
 		goto out;
@@ -384,12 +411,21 @@ main(int argc, char **argv)
 		    "crash can lose them; use this for measurements only");
 		audit_set_sync(svc.audit, 0);
 	}
+	audit_set_metrics(svc.audit, svc.metrics);
 	if (service_reload_policy(&svc, &st) != 0) {
 		log_error("policy: %s", st.msg);
 		goto out;
 	}
 	if (rpc_server_start(&svc, cfg.listen, &srv, &port, &st) != 0) {
 		log_error("rpc: %s", st.msg);
+		goto out;
+	}
+	gauges.arg = &gsrc;
+	gsrc.svc = &svc;
+	gsrc.srv = srv;
+	if (svc.metrics != NULL && metrics_serve(svc.metrics,
+	    cfg.metrics_listen, &gauges, &st) != 0) {
+		log_error("%s", st.msg);
 		goto out;
 	}
 	if ((r = maint_start(&maint, &svc, cfg.keys_sync_ms)) != 0) {
@@ -448,6 +484,7 @@ main(int argc, char **argv)
 	audit_key_close(&akey);
 	keystore_free(svc.ks);
 	hsm_close(svc.hsm);
+	metrics_free(svc.metrics);
 	pthread_rwlock_destroy(&svc.policy_lock);
 	if (rc == 0)
 		log_info("stopped");

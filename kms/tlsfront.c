@@ -114,7 +114,7 @@ struct tlsfront {
 	int stop, quiesce;
 	uint64_t accepted;		/* atomic: connections accepted */
 
-	/* Event thread only. */
+	/* Event thread only (nconns also read atomically by the metrics). */
 	unsigned int nconns;
 	struct conn *all;
 	struct conn *hshead, *hstail;
@@ -320,7 +320,7 @@ conn_close(struct tlsfront *f, struct conn *c)
 		c->ent->owner = NULL;
 		entry_close(f, c->ent);
 	}
-	f->nconns--;
+	__atomic_sub_fetch(&f->nconns, 1, __ATOMIC_RELAXED);
 	c->deadnext = f->deadlist;
 	f->deadlist = c;
 }
@@ -621,7 +621,7 @@ conn_new(struct tlsfront *f, int fd, const struct sockaddr_storage *ss)
 	if (f->all != NULL)
 		f->all->prev = c;
 	f->all = c;
-	f->nconns++;
+	__atomic_add_fetch(&f->nconns, 1, __ATOMIC_RELAXED);
 	handshake(f, c);
 }
 
@@ -1061,4 +1061,10 @@ tlsfront_stop(struct tlsfront *f)
 	}
 	free_dead(f);
 	front_free(f);
+}
+
+unsigned int
+tlsfront_connections(struct tlsfront *f)
+{
+	return __atomic_load_n(&f->nconns, __ATOMIC_RELAXED);
 }

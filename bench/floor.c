@@ -580,7 +580,7 @@ floor_stop(struct floor *fl)
 				;
 		grpc_completion_queue_destroy(fl->cq);
 	}
-	for (w = 0; w < fl->nworkers; w++)
+	for (w = 0; fl->workers != NULL && w < fl->nworkers; w++)
 		if (fl->workers[w].have_session)
 			fl->p11.f->C_CloseSession(fl->workers[w].s);
 }

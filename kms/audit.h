@@ -56,12 +56,30 @@ struct audit_signer {
 	size_t spki_len;
 	unsigned int every;		/* records between checkpoints, >= 1 */
 	unsigned int seconds;		/* 0: no timed checkpoints */
+
+	/*
+	 * The HSM anchor and the batch seals (NULL: none, as in unit tests
+	 * without an HSM).  mac is HMAC-SHA256 with a key in the HSM; the
+	 * anchor is a value on the token only a logged-in session writes.
+	 * Both are used by the writer thread and at open, never at once.
+	 */
+	int (*mac)(void *arg, const uint8_t *in, size_t len, uint8_t out[32]);
+	int (*anchor_get)(void *arg, char **value, size_t *len);
+	int (*anchor_set)(void *arg, const char *value, size_t len);
+	int new_chain_on_tamper;	/* [audit] on_tamper = new-chain */
+	const char *new_chain_reason;	/* kmsd --audit-new-chain REASON */
 };
 
 /*
  * Opens (creating as needed, mode 0700) the chain directory dir/chain and
  * continues it: the last segment's last complete record gives the next
  * seq and prev hash; a torn last line is cut off and the repair recorded.
+ * With an anchor (see docs/audit.md) the chain is the one the anchor
+ * names (chain, or chain-chainN after a new chain was started), and it must
+ * extend the anchored checkpoint exactly, every record after it sealed;
+ * else the open fails with KMS_ERR_VERIFY_FAILED and what was found, or,
+ * with new_chain_on_tamper, starts the next chain (chain-chainN+1) whose first
+ * seq is above everything the old one held.
  * The chain is locked (flock) for this process: a chain held by another
  * kmsd is KMS_ERR_ALREADY_EXISTS.  With a signer, the audit key's public
  * half is written next to the segments (audit-key-FPR.pem) and a first

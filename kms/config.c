@@ -344,6 +344,15 @@ audit_key(struct parse_ctx *c, const char *key, const char *value)
 	}
 	if (strcmp(key, "sync") == 0)
 		return set_bool(c, &cfg->audit_sync, key, value);
+	if (strcmp(key, "on_tamper") == 0) {
+		if (strcmp(value, "refuse") == 0)
+			cfg->audit_new_chain_on_tamper = 0;
+		else if (strcmp(value, "new-chain") == 0)
+			cfg->audit_new_chain_on_tamper = 1;
+		else
+			return fail(c, "on_tamper is refuse or new-chain");
+		return 1;
+	}
 	return fail(c, "unknown key \"%.64s\" in [audit]", key);
 }
 

@@ -657,6 +657,60 @@ unwrap_op(struct hsm_session *s, hsm_handle_t kek, unsigned long mech,
 }
 
 /*
+ * HMAC-SHA256 keys for the audit log's batch seals (kms/auditkey.c): a
+ * generic secret, born in the token, sensitive and never extractable,
+ * that can only sign (MAC) and verify.
+ */
+int
+hsm_generate_hmac_key(struct hsm_session *s, const char *label,
+    hsm_handle_t *key)
+{
+	CK_BBOOL t = CK_TRUE;
+	CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+	CK_KEY_TYPE kt = CKK_GENERIC_SECRET;
+	CK_ULONG len = HSM_HMAC_LEN;
+	CK_MECHANISM mech = { CKM_GENERIC_SECRET_KEY_GEN, NULL, 0 };
+	CK_OBJECT_HANDLE h = 0;
+	CK_ATTRIBUTE tpl[12];
+	CK_ULONG n = 0;
+	CK_RV rv;
+
+	ADD(tpl, n, CKA_CLASS, &cls, sizeof(cls));
+	ADD(tpl, n, CKA_KEY_TYPE, &kt, sizeof(kt));
+	ADD(tpl, n, CKA_VALUE_LEN, &len, sizeof(len));
+	add_protected_key(tpl, &n, label, (const uint8_t *)label,
+	    strlen(label));
+	ADD(tpl, n, CKA_SIGN, &t, sizeof(t));
+	ADD(tpl, n, CKA_VERIFY, &t, sizeof(t));
+	hsm_store_lock(s);
+	P11_CALL(s, rv = s->hsm->f->C_GenerateKey(s->h, &mech, tpl, n, &h));
+	hsm_store_unlock(s);
+	if (rv != CKR_OK)
+		return hsm_map_rv("C_GenerateKey", rv);
+	*key = h;
+	return 0;
+}
+
+int
+hsm_hmac(struct hsm_session *s, hsm_handle_t key, const uint8_t *in,
+    size_t inlen, uint8_t out[HSM_HMAC_LEN])
+{
+	CK_MECHANISM mech = { CKM_SHA256_HMAC, NULL, 0 };
+	CK_ULONG outlen = HSM_HMAC_LEN;
+	CK_RV rv;
+
+	P11_CALL(s, {
+		outlen = HSM_HMAC_LEN;
+		if ((rv = s->hsm->f->C_SignInit(s->h, &mech, key)) == CKR_OK)
+			rv = s->hsm->f->C_Sign(s->h, (CK_BYTE_PTR)in, inlen,
+			    out, &outlen);
+	});
+	if (rv != CKR_OK)
+		return hsm_map_rv("C_Sign", rv);
+	return outlen == HSM_HMAC_LEN ? 0 : KMS_ERR_HSM;
+}
+
+/*
  * The operations as the metrics count them (kms_hsm_operations_total):
  * each public entry point runs its _op and counts the result.
  */

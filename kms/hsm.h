@@ -237,4 +237,15 @@ int hsm_wrap(struct hsm_session *s, hsm_handle_t kek,
 int hsm_unwrap(struct hsm_session *s, hsm_handle_t kek, unsigned long mech,
     const uint8_t *in, size_t inlen, struct secret **out);
 
+/*
+ * HMAC-SHA256 in the token, for the audit log's batch seals: a generic
+ * secret key of HSM_HMAC_LEN bytes born in the token (private, sensitive,
+ * never extractable, sign and verify only), and a MAC made with it.
+ */
+#define HSM_HMAC_LEN 32
+int hsm_generate_hmac_key(struct hsm_session *s, const char *label,
+    hsm_handle_t *key);
+int hsm_hmac(struct hsm_session *s, hsm_handle_t key, const uint8_t *in,
+    size_t inlen, uint8_t out[HSM_HMAC_LEN]);
+
 #endif /* KMS_HSM_H */

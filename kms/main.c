@@ -32,6 +32,7 @@
 #include "config.h"
 #include "gate.h"
 #include "health.h"
+#include "healthsrv.h"
 #include "hsm.h"
 #include "keystore.h"
 #include "kmserr.h"
@@ -170,7 +171,8 @@ usage(int ok)
  * only while healthy.
  */
 static void
-health_tick(struct service *svc, struct watchdog *wd, int *healthy)
+health_tick(struct service *svc, struct watchdog *wd, struct healthsrv *hsrv,
+    int *healthy)
 {
 	struct kms_status st;
 	int ok;
@@ -184,6 +186,7 @@ health_tick(struct service *svc, struct watchdog *wd, int *healthy)
 			log_error("health: not serving: %s", st.msg);
 		*healthy = ok;
 	}
+	healthsrv_set(hsrv, ok);
 	watchdog_tick(wd, ok);
 }
 
@@ -265,6 +268,7 @@ main(int argc, char **argv)
 	enum log_format fmt;
 	struct timespec tick = { 1, 0 };
 	struct watchdog *wd = NULL;
+	struct healthsrv *hsrv = NULL;
 	struct gauge_src gsrc = { NULL, NULL };
 	struct metrics_gauges gauges = { gauge_keys, gauge_connections, NULL };
 	char status[300];
@@ -457,6 +461,11 @@ main(int argc, char **argv)
 	    "chain %s", cfg.listen, port, cfg.workers, keystore_count(svc.ks),
 	    audit_chain_dir(svc.audit));
 
+	if (cfg.health_listen[0] != '\0' &&
+	    healthsrv_start(cfg.health_listen, &hsrv, &st) != 0) {
+		log_error("%s", st.msg);
+		goto out;
+	}
 	if ((r = watchdog_open(cfg.listen, port, &wd)) != 0) {
 		log_error("watchdog: %s", kms_strerror(r));
 		goto out;
@@ -474,7 +483,7 @@ main(int argc, char **argv)
 		if ((sig = sigtimedwait(&sigs, NULL, &tick)) == -1) {
 			if (errno != EAGAIN)
 				continue;
-			health_tick(&svc, wd, &healthy);
+			health_tick(&svc, wd, hsrv, &healthy);
 			if (++ticks % SELFCHECK_SECONDS == 0 &&
 			    listener_deaf(srv, &misses)) {
 				rc = EXIT_DEAF;
@@ -490,10 +499,13 @@ main(int argc, char **argv)
 		break;
 	}
 	watchdog_stopping();
+	healthsrv_stop(hsrv);
+	hsrv = NULL;
 	maint_stop(&maint);
 	rpc_server_stop(srv, STOP_GRACE_SECONDS);
 	srv = NULL;
  out:
+	healthsrv_stop(hsrv);
 	watchdog_free(wd);
 	maint_stop(&maint);
 	rpc_server_stop(srv, 0);

@@ -346,3 +346,73 @@ def test_metrics(kmsd, keys, workdir):
             c.close()
         rc = k.stop()
     assert rc == 0 and not k.sanitizer_reports, k.log()
+
+
+# The plaintext health port.
+
+def test_health_port(kmsd, workdir):
+    import queue
+    import threading
+
+    from conftest import health_pb2, health_pb2_grpc, kms_pb2_grpc
+
+    hport = free_port()
+    down = workdir / "hsm-down"
+    k = fault_kmsd(kmsd, workdir, {"P11FAULT_DOWN": str(down)})
+    conf = kmsd.home / "kmsd-health.conf"
+    conf.write_text(k.config.read_text().replace(
+        "[server]\n", "[server]\nhealth_listen = 127.0.0.1:%d\n" % hport, 1))
+    k.config = conf
+    SERVING = health_pb2.HealthCheckResponse.SERVING
+    NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+    ch = None
+    try:
+        k.start()
+        # No certificate at all: a plaintext channel.
+        ch = grpc.insecure_channel("127.0.0.1:%d" % hport)
+        health = health_pb2_grpc.HealthStub(ch)
+        req = health_pb2.HealthCheckRequest(service="")
+        assert health.Check(req, timeout=10).status == SERVING
+        assert health.Check(health_pb2.HealthCheckRequest(
+            service="kms.v1.KeyManagementService"), timeout=10).status == \
+            SERVING
+        with pytest.raises(grpc.RpcError) as ei:
+            health.Check(health_pb2.HealthCheckRequest(service="nosuch"),
+                         timeout=10)
+        assert ei.value.code() == grpc.StatusCode.NOT_FOUND
+        # Nothing else is served there.
+        with pytest.raises(grpc.RpcError) as ei:
+            kms_pb2_grpc.KeyManagementServiceStub(ch).WhoAmI(
+                pb.WhoAmIRequest(), timeout=10)
+        assert ei.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+        got = queue.Queue()
+        stream = health.Watch(req, timeout=60)
+
+        def reader():
+            try:
+                for r in stream:
+                    got.put(r.status)
+            except grpc.RpcError as e:
+                got.put(e.code())
+
+        t = threading.Thread(target=reader, daemon=True)
+        t.start()
+        assert got.get(timeout=10) == SERVING
+        # The HSM goes away: Watch and Check say so.
+        down.write_text("")
+        assert got.get(timeout=10) == NOT_SERVING
+        assert health.Check(req, timeout=10).status == NOT_SERVING
+        # And back.
+        down.unlink()
+        assert got.get(timeout=10) == SERVING
+        assert health.Check(req, timeout=10).status == SERVING
+        stream.cancel()
+        t.join(10)
+    finally:
+        if down.exists():
+            down.unlink()
+        if ch is not None:
+            ch.close()
+        rc = k.stop()
+    assert rc == 0 and not k.sanitizer_reports, k.log()

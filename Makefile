@@ -61,11 +61,12 @@ KMS_LIB_SRCS = kms/config.c kms/policy.c kms/hsm.c kms/hsm_obj.c \
 LIB_SRCS = $(COMMON_SRCS) $(KMS_LIB_SRCS)
 KMSD_SRCS = kms/rpc.c kms/rpclog.c kms/tlsfront.c kms/reload.c kms/gate.c \
 	kms/handlers.c kms/h_keys.c kms/h_crypto.c kms/h_bundle.c kms/h_service.c \
+	kms/h_audit.c \
 	kms/health.c kms/main.c
 CLIENT_SRCS = common/kmsclient.c kmsctl/conn.c kmsctl/output.c \
 	kmsctl/cmdtab.c kmsctl/keycmd.c kmsctl/signcmd.c kmsctl/wrapcmd.c \
 	kmsctl/whoamicmd.c kmsctl/auditlist.c kmsctl/reportcmd.c \
-	kmsctl/auditcmd.c \
+	kmsctl/auditcmd.c kmsctl/proofcmd.c \
 	kmsctl/otacmd.c kmsctl/capgo.c kmsctl/capgocmd.c
 KMSCTL_SRCS = kmsctl/kmsctl.c
 # The PKCS#11 module (docs/pkcs11.md): its own files, the gRPC client and
@@ -95,7 +96,7 @@ P11_UNIT_OBJS = $(P11_UNIT_SRCS:%.c=$(BUILD)/obj/%.o)
 
 UNIT_TESTS = test_kmserr test_names test_config test_policy test_secret test_audit \
 	test_merkle test_note \
-	test_hsm test_keystore test_kmsb
+	test_hsm test_keystore test_faults test_kmsb
 UNIT_TESTS += test_capgo test_p11
 UNIT_BINS = $(UNIT_TESTS:%=$(BUILD)/tests/%)
 

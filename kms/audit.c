@@ -99,7 +99,15 @@ struct audit {
 	uint64_t base;			/* seq of the chain's first record */
 	int has_notes;			/* signed-note checkpoints on disk */
 
-	/* Batch seals (CHAIN/seals), the writer's: see write_seal. */
+	/* The signed checkpoints by tree size, for proofs (lock). */
+	struct cp_entry {
+		uint64_t size;
+		char *note;
+	} *cps;
+	size_t ncps, capcps;
+	struct timespec forced;		/* the last checkpoint asked for */
+
+	/* Batch seals (CHAIN/seals), the writer's: see make_seal. */
 	int seal_fd;
 	off_t seal_size;
 	uint8_t seal_prev[SEAL_LEN];
@@ -520,6 +528,46 @@ queue_record(struct audit *a, const struct audit_event *ev, json_t *cp,
 	return r;
 }
 
+/* Keeps a copy of a signed checkpoint for proofs.  Lock held (or open). */
+static int
+cp_remember(struct audit *a, uint64_t size, const char *note)
+{
+	struct cp_entry *n;
+	size_t ncap;
+
+	if (a->ncps > 0 && a->cps[a->ncps - 1].size == size)
+		return 0;
+	if (a->ncps == a->capcps) {
+		ncap = a->capcps == 0 ? 64 : a->capcps * 2;
+		if ((n = realloc(a->cps, ncap * sizeof(*n))) == NULL)
+			return KMS_ERR_NOMEM;
+		a->cps = n;
+		a->capcps = ncap;
+	}
+	if ((a->cps[a->ncps].note = strdup(note)) == NULL)
+		return KMS_ERR_NOMEM;
+	a->cps[a->ncps].size = size;
+	a->ncps++;
+	return 0;
+}
+
+/* The signed checkpoint of exactly size leaves, or NULL.  Lock held. */
+static const char *
+cp_find(struct audit *a, uint64_t size)
+{
+	size_t lo = 0, hi = a->ncps, mid;
+
+	while (lo < hi) {
+		mid = lo + (hi - lo) / 2;
+		if (a->cps[mid].size < size)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < a->ncps && a->cps[lo].size == size ? a->cps[lo].note :
+	    NULL;
+}
+
 static int
 anchor_format(const char *chain, uint64_t base, uint64_t size,
     const uint8_t root[MERKLE_HASH_LEN], char *buf, size_t len)
@@ -649,6 +697,9 @@ writer_checkpoint(struct audit *a)
 	free(a->cp_note);
 	a->cp_note = note;
 	a->cp_size = size;
+	if (cp_remember(a, size, note) != 0)
+		log_warn("audit: out of memory keeping checkpoint %" PRIu64,
+		    size);
 	pthread_cond_broadcast(&a->cond);
 }
 
@@ -850,11 +901,30 @@ static int
 tree_add_line(const char *line, size_t len, void *arg)
 {
 	struct audit *a = arg;
+	struct checkpoint cp;
+	json_t *o = NULL, *note;
+	int r = 0;
 
-	if (!a->has_notes && memmem(line, len, "\"rpc\":\"" AUDIT_CHECKPOINT_RPC
-	    "\"", strlen(AUDIT_CHECKPOINT_RPC) + 8) != NULL &&
-	    memmem(line, len, "\"note\":", 7) != NULL)
+	if (memmem(line, len, "\"rpc\":\"" AUDIT_CHECKPOINT_RPC "\"",
+	    strlen(AUDIT_CHECKPOINT_RPC) + 8) != NULL &&
+	    memmem(line, len, "\"note\":", 7) != NULL) {
 		a->has_notes = 1;
+		/* Kept for proofs; the verifier, not this, judges them. */
+		if ((o = json_loadb(line, len, 0, NULL)) != NULL &&
+		    json_is_string(note = json_object_get(json_object_get(o,
+		    "checkpoint"), "note"))) {
+			const char *t = json_string_value(note);
+			const char *e = strstr(t, "\n\n");
+
+			if (e != NULL && checkpoint_parse(t, (size_t)(e - t) + 1,
+			    &cp) == 0 && (a->ncps == 0 ||
+			    cp.size >= a->cps[a->ncps - 1].size))
+				r = cp_remember(a, cp.size, t);
+		}
+		json_decref(o);
+		if (r != 0)
+			return r;
+	}
 	return audit_tree_add(a->tree, line, len);
 }
 
@@ -1610,6 +1680,9 @@ audit_close(struct audit *a)
 		close(a->lock_fd);
 	audit_tree_close(a->tree);
 	free(a->cp_note);
+	while (a->ncps > 0)
+		free(a->cps[--a->ncps].note);
+	free(a->cps);
 	pthread_mutex_destroy(&a->lock);
 	pthread_cond_destroy(&a->cond);
 	pthread_cond_destroy(&a->wcond);
@@ -1700,5 +1773,158 @@ audit_append(struct audit *a, const struct audit_event *ev, uint64_t *seq)
 		*seq = my;
  out:
 	pthread_mutex_unlock(&a->lock);
+	return r;
+}
+
+struct one_line {
+	uint64_t seq;
+	char *line;
+};
+
+static int
+keep_line(const struct audit_record *rec, void *arg)
+{
+	struct one_line *ol = arg;
+
+	if (rec->seq != ol->seq)
+		return 0;
+	if ((ol->line = strdup(rec->line)) == NULL)
+		return KMS_ERR_NOMEM;
+	return 1;
+}
+
+/* The latest checkpoint, or one made now (at most once a second). */
+static int
+proof_size(struct audit *a, uint64_t want, uint64_t *size,
+    struct kms_status *st)
+{
+	struct timespec now;
+	int r;
+
+	if (want == AUDIT_CHECKPOINT_NOW && a->signer.sign != NULL) {
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		if (a->forced.tv_sec != 0 && now.tv_sec - a->forced.tv_sec < 1 &&
+		    !(now.tv_sec == a->forced.tv_sec + 1 &&
+		    now.tv_nsec >= a->forced.tv_nsec))
+			return kms_status_set(st, KMS_ERR_RESOURCE_EXHAUSTED,
+			    "a checkpoint was made less than a second ago; "
+			    "ask for tree_size 0");
+		a->forced = now;
+		if ((r = checkpoint_now(a)) != 0)
+			return kms_status_set(st, r, "the HSM could not sign a "
+			    "checkpoint");
+		want = 0;
+	}
+	if (a->ncps == 0)
+		return kms_status_set(st, KMS_ERR_FAILED_PRECONDITION, "no "
+		    "checkpoint yet");
+	*size = want == 0 ? a->cps[a->ncps - 1].size : want;
+	if (cp_find(a, *size) == NULL)
+		return kms_status_set(st, KMS_ERR_NOT_FOUND, "no checkpoint of "
+		    "tree size %" PRIu64 " in this chain", *size);
+	return 0;
+}
+
+int
+audit_get_proof(struct audit *a, uint64_t seq, uint64_t tree_size,
+    struct audit_proof *p, struct kms_status *st)
+{
+	struct audit_filter f;
+	struct one_line ol = { seq, NULL };
+	uint64_t next;
+	int r;
+
+	memset(p, 0, sizeof(*p));
+	pthread_mutex_lock(&a->lock);
+	if (seq < a->base || seq >= a->next_seq) {
+		r = kms_status_set(st, KMS_ERR_NOT_FOUND, "no record %" PRIu64
+		    " in chain %s", seq, a->chain);
+		goto out;
+	}
+	if ((r = proof_size(a, tree_size, &p->tree_size, st)) != 0)
+		goto out;
+	p->leaf_index = seq - a->base;
+	if (p->leaf_index >= p->tree_size) {
+		r = kms_status_set(st, KMS_ERR_FAILED_PRECONDITION, "record %"
+		    PRIu64 " is not covered by a checkpoint yet: the next is "
+		    "due within %u s or %u records (or ask with tree_size "
+		    "UINT64_MAX)", seq, a->signer.seconds, a->signer.every);
+		goto out;
+	}
+	if ((p->checkpoint = strdup(cp_find(a, p->tree_size))) == NULL) {
+		r = kms_status_set(st, KMS_ERR_NOMEM, "out of memory");
+		goto out;
+	}
+	pthread_mutex_unlock(&a->lock);
+	if ((r = merkle_inclusion_proof(audit_tree_node, a->dir,
+	    p->leaf_index, p->tree_size, p->inclusion, &p->n)) != 0) {
+		kms_status_set(st, KMS_ERR_INTERNAL, "cannot read the Merkle "
+		    "tree of %s", a->dir);
+		goto fail;
+	}
+	memset(&f, 0, sizeof(f));
+	r = audit_list(a->dir, seq - 1, 1, 1, &f, keep_line, &ol, &next, st);
+	if (r < 0 || ol.line == NULL) {
+		if (st->err == 0)
+			kms_status_set(st, r < 0 ? r : KMS_ERR_INTERNAL,
+			    "cannot read record %" PRIu64, seq);
+		goto fail;
+	}
+	p->record = ol.line;
+	return 0;
+ out:
+	pthread_mutex_unlock(&a->lock);
+	if (r == 0)
+		return 0;
+ fail:
+	free(ol.line);
+	audit_proof_clear(p);
+	return st->err != 0 ? st->err : KMS_ERR_INTERNAL;
+}
+
+void
+audit_proof_clear(struct audit_proof *p)
+{
+	free(p->record);
+	free(p->checkpoint);
+	free(p->old_checkpoint);
+	memset(p, 0, sizeof(*p));
+}
+
+int
+audit_get_consistency(struct audit *a, uint64_t old_size, uint64_t new_size,
+    struct audit_proof *p, struct kms_status *st)
+{
+	const char *o;
+	int r;
+
+	memset(p, 0, sizeof(*p));
+	pthread_mutex_lock(&a->lock);
+	if ((r = proof_size(a, new_size, &p->tree_size, st)) != 0)
+		goto out;
+	if (old_size > p->tree_size) {
+		r = kms_status_set(st, KMS_ERR_INVALID_ARGUMENT, "old_size %"
+		    PRIu64 " is above new_size %" PRIu64, old_size,
+		    p->tree_size);
+		goto out;
+	}
+	if ((o = cp_find(a, old_size)) == NULL) {
+		r = kms_status_set(st, KMS_ERR_NOT_FOUND, "no checkpoint of "
+		    "tree size %" PRIu64 " in this chain", old_size);
+		goto out;
+	}
+	if ((p->old_checkpoint = strdup(o)) == NULL ||
+	    (p->checkpoint = strdup(cp_find(a, p->tree_size))) == NULL) {
+		r = kms_status_set(st, KMS_ERR_NOMEM, "out of memory");
+		goto out;
+	}
+ out:
+	pthread_mutex_unlock(&a->lock);
+	if (r == 0 && (r = merkle_consistency_proof(audit_tree_node, a->dir,
+	    old_size, p->tree_size, p->inclusion, &p->n)) != 0)
+		r = kms_status_set(st, KMS_ERR_INTERNAL, "cannot read the "
+		    "Merkle tree of %s", a->dir);
+	if (r != 0)
+		audit_proof_clear(p);
 	return r;
 }

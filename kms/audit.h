@@ -19,6 +19,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "merkle.h"
+
 struct kms_status;
 struct audit;
 
@@ -132,5 +134,27 @@ const char *audit_chain_name(const struct audit *a);
 uint64_t audit_last_seq(struct audit *a);
 /* The PEM of the key that signs the checkpoints, or NULL without one. */
 const char *audit_key_pem(const struct audit *a);
+
+/*
+ * Proofs (RFC 9162) against the chain's signed checkpoints, for
+ * GetAuditProof and GetAuditConsistency.  tree_size 0 is the latest
+ * checkpoint, AUDIT_CHECKPOINT_NOW one made now (at most once a second:
+ * else KMS_ERR_RESOURCE_EXHAUSTED).  A record no checkpoint covers yet is
+ * KMS_ERR_FAILED_PRECONDITION.  Free with audit_proof_clear.
+ */
+#define AUDIT_CHECKPOINT_NOW UINT64_MAX
+struct audit_proof {
+	char *record;			/* the line, without its newline */
+	uint64_t leaf_index, tree_size;
+	uint8_t inclusion[MERKLE_PROOF_MAX][MERKLE_HASH_LEN];	/* or consistency */
+	size_t n;
+	char *checkpoint;		/* the signed note of tree_size */
+	char *old_checkpoint;		/* consistency: of old_size */
+};
+int audit_get_proof(struct audit *a, uint64_t seq, uint64_t tree_size,
+    struct audit_proof *p, struct kms_status *st);
+int audit_get_consistency(struct audit *a, uint64_t old_size,
+    uint64_t new_size, struct audit_proof *p, struct kms_status *st);
+void audit_proof_clear(struct audit_proof *p);
 
 #endif /* KMS_AUDIT_H */

@@ -119,7 +119,14 @@ hsm_recover(struct hsm_session *s, CK_RV rv)
 	CK_SESSION_HANDLE nh;
 	CK_RV r;
 
-	if (rv == CKR_SESSION_HANDLE_INVALID || rv == CKR_SESSION_CLOSED) {
+	/*
+	 * CKR_OPERATION_ACTIVE: a call that should have ended an operation
+	 * (C_FindObjectsFinal, C_Sign) failed and left it open, and every
+	 * later call of its kind on the session would fail.  A new session
+	 * has none.
+	 */
+	if (rv == CKR_SESSION_HANDLE_INVALID || rv == CKR_SESSION_CLOSED ||
+	    rv == CKR_OPERATION_ACTIVE) {
 		log_warn("hsm: session lost (%s): opening a new one",
 		    hsm_rv_name(rv));
 		r = hsm->f->C_OpenSession(hsm->slot, CKF_SERIAL_SESSION |
@@ -563,6 +570,21 @@ transient_secret(struct hsm_session *s, const uint8_t *in, size_t inlen,
 	return hsm_map_rv("C_CreateObject", rv);
 }
 
+/*
+ * Destroys a transient object, which holds plaintext.  When the module
+ * refuses twice, the session is replaced: a session's objects go with it.
+ */
+static void
+transient_destroy(struct hsm_session *s, CK_OBJECT_HANDLE obj)
+{
+	if (s->hsm->f->C_DestroyObject(s->h, obj) == CKR_OK ||
+	    s->hsm->f->C_DestroyObject(s->h, obj) == CKR_OK)
+		return;
+	log_warn("hsm: a transient object could not be destroyed: closing "
+	    "its session");
+	(void)hsm_recover(s, CKR_SESSION_CLOSED);
+}
+
 int
 hsm_wrap(struct hsm_session *s, hsm_handle_t kek, const uint8_t *in,
     size_t inlen, uint8_t *out, size_t *outlen, unsigned long *mech)
@@ -585,7 +607,7 @@ hsm_wrap(struct hsm_session *s, hsm_handle_t kek, const uint8_t *in,
 			return r;
 		olen = *outlen;
 		rv = s->hsm->f->C_WrapKey(s->h, &m, kek, obj, out, &olen);
-		(void)s->hsm->f->C_DestroyObject(s->h, obj);
+		transient_destroy(s, obj);
 		if (rv == CKR_OK || tries > 0 || !hsm_recover(s, rv))
 			break;
 	}
@@ -640,7 +662,7 @@ hsm_unwrap(struct hsm_session *s, hsm_handle_t kek, unsigned long mech,
 		return hsm_map_rv("C_UnwrapKey", rv);
 	}
 	r = hsm_get_attr(s, obj, CKA_VALUE, &val, &vlen);
-	s->hsm->f->C_DestroyObject(s->h, obj);
+	transient_destroy(s, obj);
 	if (r != 0)
 		return r;
 	if ((*out = secret_new(vlen)) == NULL) {

@@ -8,8 +8,9 @@
  *
  * A struct hsm_session belongs to one thread at a time (one per worker).
  * Recovery is done here, in one place:
- *  - CKR_SESSION_HANDLE_INVALID / CKR_SESSION_CLOSED: the session is
- *    reopened and the call retried once;
+ *  - CKR_SESSION_HANDLE_INVALID / CKR_SESSION_CLOSED, and
+ *    CKR_OPERATION_ACTIVE (an operation that a failed call left open):
+ *    the session is replaced and the call retried once;
  *  - CKR_USER_NOT_LOGGED_IN: the PIN file is read again, the user logged
  *    in again, and the call retried once;
  *  - CKR_OBJECT_HANDLE_INVALID / CKR_KEY_HANDLE_INVALID: KMS_ERR_STALE_HANDLE,

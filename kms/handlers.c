@@ -757,8 +757,10 @@ h_wrap(struct service *svc, struct hsm_session *hs,
 		malformed(&c);
 		goto out;
 	}
-	if (req->plaintext.len > 0)
-		hash_input(&c, req->plaintext.data, req->plaintext.len);
+	/*
+	 * No request_sha256 for Wrap: an unsalted hash of a short
+	 * plaintext would let anyone who reads the log guess it.
+	 */
 	if (authenticate(&c) != 0 || check_name(&c, req->name) != 0 ||
 	    authorize(&c, KMS_OP_WRAP, req->name) != 0 ||
 	    resolve_wrap_key(&c, req->name, 0) != 0 ||

@@ -168,13 +168,13 @@ load_key(struct tls_set *ts, const char *path, struct kms_status *st)
 		return r;
 	r = KMS_ERR_CONFIG;
 	if ((bio = BIO_new_mem_buf(text, (int)len)) == NULL ||
-	    (pk = PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL)) == NULL ||
-	    SSL_CTX_use_PrivateKey(ts->ctx, pk) != 1) {
+	    (pk = PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL)) == NULL) {
 		kms_status_set(st, KMS_ERR_CONFIG, "%s: no usable private key "
 		    "(%s)", path, ossl_reason(why, sizeof(why)));
 		goto out;
 	}
-	if (SSL_CTX_check_private_key(ts->ctx) != 1) {
+	if (SSL_CTX_use_PrivateKey(ts->ctx, pk) != 1 ||
+	    SSL_CTX_check_private_key(ts->ctx) != 1) {
 		ERR_clear_error();
 		kms_status_set(st, KMS_ERR_CONFIG, "%s: the key does not match "
 		    "the server certificate", path);

@@ -463,6 +463,17 @@ handshake(struct tlsfront *f, struct conn *c)
 	int r, e;
 
 	ERR_clear_error();
+	if (c->ssl == NULL) {
+		pthread_mutex_lock(&f->lock);
+		c->ssl = SSL_new(f->ts->ctx);
+		pthread_mutex_unlock(&f->lock);
+		if (c->ssl == NULL || SSL_set_fd(c->ssl, c->fd) != 1) {
+			ERR_clear_error();
+			conn_close(f, c);
+			return;
+		}
+		SSL_set_accept_state(c->ssl);
+	}
 	if ((r = SSL_do_handshake(c->ssl)) == 1) {
 		conn_verified(f, c);
 		return;
@@ -599,17 +610,6 @@ conn_new(struct tlsfront *f, int fd, const struct sockaddr_storage *ss)
 	c->ep_pair.c = c;
 	format_addr(ss, c->addr, sizeof(c->addr));
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	pthread_mutex_lock(&f->lock);
-	c->ssl = SSL_new(f->ts->ctx);
-	pthread_mutex_unlock(&f->lock);
-	if (c->ssl == NULL || SSL_set_fd(c->ssl, fd) != 1) {
-		SSL_free(c->ssl);
-		close(fd);
-		free(c);
-		ERR_clear_error();
-		return;
-	}
-	SSL_set_accept_state(c->ssl);
 	c->deadline = now_ms() + f->p.handshake_timeout_ms;
 	c->hsprev = f->hstail;
 	if (f->hstail != NULL)
@@ -622,7 +622,9 @@ conn_new(struct tlsfront *f, int fd, const struct sockaddr_storage *ss)
 		f->all->prev = c;
 	f->all = c;
 	f->nconns++;
-	handshake(f, c);
+	/* The TLS state is made when the client first speaks. */
+	if (ep_set(f, fd, &c->ep_tcp, EPOLLIN) != 0)
+		conn_close(f, c);
 }
 
 /*

@@ -15,10 +15,14 @@ import time
 import grpc
 import pytest
 
-from conftest import KMSCTL, Kmsd, make_home, pb, run
+from conftest import BUILD, KMSCTL, Kmsd, make_home, pb, run
 from test_reload import channel
 
 IDLE, STALLED = 3000, 500
+# A real client's Sign during the flood.  Under ASan every allocation of
+# every TLS handshake goes through the sanitizer (500 handshakes take ~8 s
+# of the connection thread there), so that build gets more time.
+SIGN_WITHIN = 20.0 if "asan" in str(BUILD) else 5.0
 
 
 def client_hello():
@@ -73,6 +77,17 @@ def test_flood(tmp_root, low_nofile, cap):
     name = "flood-%s" % (cap or "default")
     k = Kmsd(make_home(tmp_root, name + "-home", conf),
              tmp_root / (name + "-work"))
+    # ASan's exact unwinding on every malloc (the suite's default) makes
+    # each OpenSSL handshake take ~100 ms; what is measured here is kmsd,
+    # not the sanitizer, so this instance unwinds fast.  Fast stacks stop
+    # at uninstrumented libraries, where tests/lsan.supp's suppressions
+    # (SoftHSM's own leak) no longer match: leaks are left to the other
+    # tests, which run the same connection code with full stacks.
+    env = k.env()
+    env["ASAN_OPTIONS"] = env["ASAN_OPTIONS"].replace(
+        "fast_unwind_on_malloc=0", "fast_unwind_on_malloc=1").replace(
+        "detect_leaks=1", "detect_leaks=0")
+    k.env = lambda: env
     (tmp_root / (name + "-work")).mkdir(exist_ok=True)
     # kmsd inherits a soft limit of 1024; the flood needs more here.
     resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
@@ -89,10 +104,11 @@ def test_flood(tmp_root, low_nofile, cap):
             timeout=60)
         pki = k.home / "pki" / "clients"
 
+        t0 = time.monotonic()
         socks = open_flood(k.port)
         # The flood is in: kmsd holds its connections, or the cap.
         if cap is None:
-            deadline = time.monotonic() + 4
+            deadline = time.monotonic() + 10
             while held_fds(k) <= IDLE and time.monotonic() < deadline:
                 time.sleep(0.05)
             assert held_fds(k) > IDLE
@@ -101,10 +117,12 @@ def test_flood(tmp_root, low_nofile, cap):
         t0 = time.monotonic()
         ch, kms = channel(k, pki / "ci.pem", pki / "ci.key")
         d = hashlib.sha256(b"during the flood").digest()
-        r = kms.Sign(pb.SignRequest(name=key, digest=d), timeout=5)
+        r = kms.Sign(pb.SignRequest(name=key, digest=d),
+                     timeout=SIGN_WITHIN)
         took = time.monotonic() - t0
         ch.close()
-        assert r.signature and took < 5.0
+        print("Sign during the flood took %.2f s" % took)
+        assert r.signature and took < SIGN_WITHIN
         if cap is not None:
             assert "closed for a new one" in k.log()
     finally:

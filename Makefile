@@ -57,11 +57,13 @@ KMS_LIB_SRCS = kms/config.c kms/policy.c kms/hsm.c kms/hsm_obj.c \
 	kms/store_token.c kms/keystore.c kms/keystore_life.c kms/keystore_ops.c \
 	kms/audit.c kms/audittree.c kms/auditkey.c kms/identity.c kms/tlsctx.c
 LIB_SRCS = $(COMMON_SRCS) $(KMS_LIB_SRCS)
-KMSD_SRCS = kms/rpc.c kms/rpclog.c kms/tlsfront.c kms/reload.c \
-	kms/handlers.c kms/health.c kms/main.c
+KMSD_SRCS = kms/rpc.c kms/rpclog.c kms/tlsfront.c kms/reload.c kms/gate.c \
+	kms/handlers.c kms/h_keys.c kms/h_crypto.c kms/h_bundle.c kms/h_service.c \
+	kms/health.c kms/main.c
 CLIENT_SRCS = kmsctl/kmsclient.c kmsctl/conn.c kmsctl/output.c \
 	kmsctl/cmdtab.c kmsctl/keycmd.c kmsctl/signcmd.c kmsctl/wrapcmd.c \
-	kmsctl/whoamicmd.c kmsctl/auditlist.c kmsctl/auditcmd.c \
+	kmsctl/whoamicmd.c kmsctl/auditlist.c kmsctl/reportcmd.c \
+	kmsctl/auditcmd.c \
 	kmsctl/otacmd.c kmsctl/capgo.c kmsctl/capgocmd.c
 KMSCTL_SRCS = kmsctl/kmsctl.c
 # kms OTA bundles (docs/bundle-format.md): the device verifier, which needs
@@ -159,7 +161,6 @@ $(BUILD)/p11raw: $(BUILD)/obj/bench/p11raw.o $(BUILD)/obj/bench/p11util.o
 # The floor: a bare gRPC + PKCS#11 Sign server on kmsd's configuration
 # (bench/floor.c), the reference kmsd is measured against.  It reads that
 # configuration with kms/config.c.
-$(BUILD)/obj/bench/floor.o: INC_BENCH += -Icommon -Ikms
 $(BUILD)/floor: $(BUILD)/obj/bench/floor.o $(BUILD)/obj/bench/p11util.o \
     $(PROTO_OBJS) $(BUILD)/libkms.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS_GRPC) $(LDLIBS_COMMON)

@@ -13,7 +13,7 @@
  * ones, the same server arguments, and the reply in one batch sent by the
  * worker that signed.  It signs with the primary (highest) version of the
  * P-256 key NAME that kmsd created: the private key object labelled
- * NAME#VERSION#RANDOM by kms/keystore.c.
+ * NAME#VERSION#RANDOM by kms/keymeta.c.
  *
  * Each /kms.v1.KeyManagementService/Sign is decoded (protobuf-c), its
  * 32-byte digest signed with one C_SignInit + C_Sign on the worker's
@@ -352,8 +352,8 @@ worker_main(void *arg)
 
 /*
  * The primary version of key name: the private key object labelled
- * name#VERSION#RANDOM with the highest VERSION (kms/keystore.c's
- * version_label), which must be a P-256 key.
+ * name#VERSION#RANDOM with the highest VERSION (kms/keymeta.c's
+ * km_version_label), which must be a P-256 key.
  */
 static int
 find_key(struct floor *fl, const char *name)

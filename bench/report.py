@@ -168,11 +168,27 @@ def floor_comparison():
                    "back." if shared else "The machine was otherwise "
                    "idle."), ""]
     md += [*table, "", *tl, ""]
-    if os.path.exists(out + "/profile-kmsd-16.txt"):
-        md += ["Profiles of both at 16 in flight, in runs of their own: "
-               "`bench/results/profile-floor-16.txt`, "
-               "`bench/results/profile-kmsd-16.txt`.", ""]
-    res = {"machine": machine, "rounds": len(rounds),
+    sl = r.get("cmp-synclat")
+    if sl:
+        md += ["One durable append of %d bytes on the audit log's file "
+               "system (`bench/synclat.py`, %d each, load %.1f), p50 / p99 "
+               "µs: appended and fdatasync'd (as kmsd does) %.0f / %.0f; "
+               "into a preallocated, zero-filled segment and fdatasync'd "
+               "%.0f / %.0f; sync_file_range instead, which does not flush "
+               "the device's cache and so is not durable, %.0f / %.0f. A "
+               "Sign's reply waits for one such sync (its batch's), often "
+               "two." % (
+                   sl["bytes"], sl["count"], sl["load1"],
+                   sl["append"]["p50_us"], sl["append"]["p99_us"],
+                   sl["prealloc"]["p50_us"], sl["prealloc"]["p99_us"],
+                   sl["range"]["p50_us"], sl["range"]["p99_us"]), ""]
+    if os.path.exists(out + "/profile-16.md"):
+        md += ["Where the CPU per call goes, both profiled at 16 in flight "
+               "in runs of their own (`bench/profdiff.py`; raw profiles in "
+               "`bench/results/profile-floor-16.txt` and "
+               "`profile-kmsd-16.txt`):", "",
+               *open(out + "/profile-16.md").read().splitlines(), ""]
+    res = {"machine": machine, "rounds": len(rounds), "synclat": sl,
            "seconds_per_run": int(seconds), "load_before": before,
            "load_after": after,
            "medians": {"%s-%d" % k: v for k, v in med.items()},
@@ -190,7 +206,21 @@ def floor_comparison():
                  "BENCH_ONLY=floor " if quick else "", machine, len(rounds),
                  seconds, "; the machine was shared with other work (load "
                  "%.1f)" % before if before is not None and before > 1.5
-                 else ""), "", *table, "", *tl, ""]
+                 else ""), "",
+             "| measure | floor | kmsd | kmsd / floor | target | verdict |",
+             "|---|---|---|---|---|---|"]
+    shown = (("calls/s at 16 in flight", 16, "ops_per_s", "%.0f"),
+             ("p99 ms at 64 in flight", 64, "p99_ms", "%.2f"),
+             ("CPU µs/call at 16 in flight", 16, "server_cpu_us_per_op",
+              "%.0f"))
+    for (label, n, f, fmt), (name, val, pr, goal, op) in zip(shown,
+                                                            targets):
+        ok = val >= goal if op == ">=" else val <= goal
+        short.append("| %s | %s | %s | %.2f | %s %.2f | %s |" % (
+            label, fmt % med[("floor", n)][f], fmt % med[("kmsd", n)][f],
+            val, "≥" if op == ">=" else "≤", goal,
+            "holds" if ok else "MISSED"))
+    short.append("")
     return md, res, items, short
 
 

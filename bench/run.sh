@@ -19,7 +19,8 @@
 #   BENCH_ROUNDS    rounds of kmsd against the floor (default 3)
 #   BENCH_WARMUP    seconds of load before each of those runs, not
 #                   counted (default 1)
-#   BENCH_PROFILE   0: no perf profile of kmsd and the floor
+#   BENCH_PROFILE   0: no perf profile of kmsd and the floor;
+#   BENCH_KEEP_PERF 1: keep their perf data in bench/results/perf-*.data
 #   BENCH_ONLY      floor: only kmsd against the floor (and its profiles);
 #                   the report then regenerates only their section of
 #                   docs/performance.md and the README's rows
@@ -195,7 +196,8 @@ if ! "${KMSCTL[@]}" --as ci verify bench/p256 --signature "$HOME_DIR/floor.sig" 
 	exit 1
 fi
 rm -f "$HOME_DIR/floor.sig"
-rm -f "$OUT/profile-floor-16.txt" "$OUT/profile-kmsd-16.txt"
+rm -f "$OUT/profile-floor-16.txt" "$OUT/profile-kmsd-16.txt" \
+    "$OUT/profile-16.md"
 
 # cmp WHO N ROUND: one counted run (after a warm-up) of WHO, floor or kmsd.
 cmp() {
@@ -222,35 +224,59 @@ for round in $(seq "$ROUNDS"); do
 	done
 done
 add cmp-load-after "$(loadavg)"
+# What one durable append costs on the audit log's file system (the
+# group commit waits for one per batch): bench/synclat.py.
+add cmp-synclat "$(/usr/bin/python3 bench/synclat.py "$HOME_DIR/audit")"
 # Where each spends its CPU at 16 in flight: perf, in runs of their own
-# (not counted above), with call graphs.
+# (not counted above): a profile with call graphs, then the system calls
+# (perf trace -s); bench/profdiff.py sets them side by side, per call, in
+# profile-16.md.
+# beside PID ADDR JSON TOOL...: TOOL -- sleep (a run's length but 1 s)
+# while a run at 16 in flight loads the server PID on ADDR, its result in
+# JSON.
+beside() {
+	local spid=$1 saddr=$2 json=$3 tpid
+	shift 3
+	"$@" -- sleep $((SECONDS_EACH > 2 ? SECONDS_EACH - 1 : 1)) \
+	    >/dev/null 2>&1 &
+	tpid=$!
+	load_on server "$spid" "$saddr" --key-name bench/p256 \
+	    --inflight 16 --threads 2 >"$json"
+	wait "$tpid" || true
+}
+# profile WHO PID ADDR
+profile() {
+	local who=$1 spid=$2 saddr=$3
+	beside "$spid" "$saddr" "$OUT/profile-$who-16.json" perf record -q \
+	    -F 999 --call-graph dwarf -p "$spid" -o "$OUT/perf-$who.data"
+	beside "$spid" "$saddr" "$OUT/trace-$who.json" perf trace -s \
+	    -p "$spid" -o "$OUT/trace-$who.txt"
+	{
+		echo "# perf record -F 999 --call-graph dwarf -p PID of the" \
+		    "$who at 16 in flight: $(cat "$OUT/profile-$who-16.json")"
+		echo "# self time per DSO:"
+		perf report -i "$OUT/perf-$who.data" --no-children \
+		    --sort dso --stdio 2>/dev/null |
+		    grep -E '^ +[0-9.]+%' | head -15
+		echo "# self time per symbol:"
+		perf report -i "$OUT/perf-$who.data" --no-children \
+		    --sort dso,sym --stdio -g none 2>/dev/null |
+		    grep -E '^ +[0-9.]+%' | head -60
+	} >"$OUT/profile-$who-16.txt" || true
+}
 if [ "${BENCH_PROFILE:-1}" != 0 ] && command -v perf >/dev/null; then
+	profile floor "$fpid" "$FADDR"
+	profile kmsd "$pid" "$ADDR"
+	# Whatever perf could not do (no trace events, say), the rest stands.
+	/usr/bin/python3 bench/profdiff.py "$OUT" \
+	    $((SECONDS_EACH > 2 ? SECONDS_EACH - 1 : 1)) >/dev/null ||
+	    echo "bench: bench/profdiff.py failed" >&2
+	# BENCH_KEEP_PERF=1 keeps them, to look further by hand.
 	for who in floor kmsd; do
-		spid=$pid
-		[ $who = floor ] && spid=$fpid
-		saddr=$ADDR
-		[ $who = floor ] && saddr=$FADDR
-		perf record -q -F 999 -g -p "$spid" -o "$OUT/perf-$who.data" -- \
-		    sleep $((SECONDS_EACH > 2 ? SECONDS_EACH - 1 : 1)) \
-		    >/dev/null 2>&1 &
-		perfpid=$!
-		load_on server "$spid" "$saddr" --key-name bench/p256 \
-		    --inflight 16 --threads 2 >"$OUT/profile-$who-16.json"
-		wait "$perfpid" || true
-		{
-			echo "# perf record -F 999 -g -p PID of the $who at 16 in" \
-			    "flight: $(cat "$OUT/profile-$who-16.json")"
-			echo "# self time per DSO:"
-			perf report -i "$OUT/perf-$who.data" --no-children \
-			    --sort dso --stdio 2>/dev/null |
-			    grep -E '^ +[0-9.]+%' | head -15
-			echo "# self time per symbol:"
-			perf report -i "$OUT/perf-$who.data" --no-children \
-			    --sort dso,sym --stdio -g none 2>/dev/null |
-			    grep -E '^ +[0-9.]+%' | head -60
-		} >"$OUT/profile-$who-16.txt" || true
+		[ "${BENCH_KEEP_PERF:-0}" = 1 ] && break
 		rm -f "$OUT/perf-$who.data" "$OUT/perf-$who.data.old" \
-		    "$OUT/profile-$who-16.json"
+		    "$OUT/profile-$who-16.json" "$OUT/trace-$who.json" \
+		    "$OUT/trace-$who.txt" "$OUT/trace-$who.txt.old"
 	done
 fi
 stop_floor

@@ -39,6 +39,7 @@ PACKAGES=(
 	man-db			# man -l on the pages
 	systemd			# systemd-analyze security on the unit
 	chromium		# renders the audit report
+	python3-pil		# reads its screenshot
 )
 
 # `deps.sh bench` (make bench) adds what the benchmarks need.

@@ -30,7 +30,7 @@
 #include "audit.h"
 #include "auditkey.h"
 #include "config.h"
-#include "handlers.h"
+#include "gate.h"
 #include "health.h"
 #include "hsm.h"
 #include "keystore.h"

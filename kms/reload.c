@@ -11,7 +11,7 @@
 
 #include "audit.h"
 #include "config.h"
-#include "handlers.h"
+#include "gate.h"
 #include "kmserr.h"
 #include "log.h"
 #include "policy.h"

@@ -2,9 +2,9 @@
  * rpc.c: the gRPC C-core server, its method table and its worker pool.
  *
  * The workers share one completion queue and each serves the call it
- * takes from it: it re-posts the request slot, then decodes,
- * authenticates, authorizes, runs the HSM operation on its own session,
- * audits and sends the reply (or leaves the reply to the audit writer,
+ * takes from it: it re-posts the request slot, then hands the request
+ * bytes to the gate (gate.h), which runs the call on the worker's own HSM
+ * session, and sends the reply (or leaves the reply to the audit writer,
  * which sends it once the record is durable).  Whichever worker takes the
  * completion of a reply frees the call.  No thread hands a call to
  * another: a call costs no wake-up between its arrival and its HSM
@@ -31,7 +31,7 @@
 
 #include "audit.h"
 #include "config.h"
-#include "handlers.h"
+#include "gate.h"
 #include "hsm.h"
 #include "kmserr.h"
 #include "log.h"
@@ -58,7 +58,7 @@ struct tag {
 /* One posted request: the server fills it when a call arrives. */
 struct slot {
 	struct tag tag;
-	size_t method;			/* index in handler_table; generic: unused */
+	size_t method;			/* the gate's method; generic: unused */
 	grpc_call *call;
 	gpr_timespec deadline;
 	grpc_metadata_array md;
@@ -203,9 +203,13 @@ peer_of(struct rpc_server *srv, grpc_call *call, struct tlsfront_peer *tp,
 	gpr_free(peer);
 }
 
-/* Sends the reply (or the error status) in one batch. */
+/*
+ * Sends the reply (or the error status) in one batch.  The reply's slice
+ * takes rep->body and wipes it when gRPC lets the last reference go:
+ * replies may carry secrets (unwrapped keys).
+ */
 static void
-send_reply(struct rpc_server *srv, struct job *j, const struct rpc_reply *rep)
+send_reply(struct rpc_server *srv, struct job *j, struct rpc_reply *rep)
 {
 	grpc_op ops[4];
 	grpc_slice body;
@@ -217,12 +221,16 @@ send_reply(struct rpc_server *srv, struct job *j, const struct rpc_reply *rep)
 	memset(ops, 0, sizeof(ops));
 	ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
 	if (rep->st.err == 0) {
-		body = grpc_slice_from_copied_buffer((const char *)rep->body,
-		    rep->len);
+		body = grpc_slice_new_with_len(rep->body, rep->len,
+		    secret_freezero);
+		rep->body = NULL;
 		j->reply = grpc_raw_byte_buffer_create(&body, 1);
 		grpc_slice_unref(body);
 		ops[n].op = GRPC_OP_SEND_MESSAGE;
 		ops[n++].data.send_message.send_message = j->reply;
+	} else if (rep->body != NULL) {
+		secret_freezero(rep->body, rep->len);
+		rep->body = NULL;
 	}
 	j->details = grpc_slice_from_copied_string(rep->st.err == 0 ? "" :
 	    rep->st.msg);
@@ -242,8 +250,8 @@ send_reply(struct rpc_server *srv, struct job *j, const struct rpc_reply *rep)
 /*
  * Sends a reply that waited for its audit record: the result when the
  * record is durable, UNAVAILABLE without the result when it was lost.
- * The job may be freed as soon as the reply is started, so the body is
- * wiped through a copy.
+ * The job may be freed as soon as the reply is started, so it is sent
+ * from a copy of the reply.
  */
 static void
 reply_complete(struct job *j)
@@ -260,8 +268,6 @@ reply_complete(struct job *j)
 		    "released");
 	}
 	send_reply(j->srv, j, &rep);
-	if (rep.body != NULL)
-		secret_freezero(rep.body, rep.len);
 }
 
 /*
@@ -287,6 +293,28 @@ reply_when_durable(struct audit_waiter *aw, int err)
 	reply_part_done(j);
 }
 
+/*
+ * Wipes the request bytes gRPC received: the slices of the payload as
+ * they came, and the one-piece copy the handler read (when the reader
+ * had to join or inflate them).
+ */
+static void
+wipe_request(grpc_byte_buffer *payload, grpc_slice *joined)
+{
+	grpc_slice_buffer *sb;
+	size_t i;
+
+	if (joined != NULL)
+		OPENSSL_cleanse(GRPC_SLICE_START_PTR(*joined),
+		    GRPC_SLICE_LENGTH(*joined));
+	if (payload == NULL || payload->type != GRPC_BB_RAW)
+		return;
+	sb = &payload->data.raw.slice_buffer;
+	for (i = 0; i < sb->count; i++)
+		OPENSSL_cleanse(GRPC_SLICE_START_PTR(sb->slices[i]),
+		    GRPC_SLICE_LENGTH(sb->slices[i]));
+}
+
 static void
 serve(struct worker *w, struct job *j)
 {
@@ -304,7 +332,7 @@ serve(struct worker *w, struct job *j)
 	rep.waiter = &j->waiter;
 	peer_of(srv, j->call, &tp, &who);
 	if (j->generic) {
-		service_audit_unimplemented(srv->svc, &who, j->method_name);
+		gate_audit_unimplemented(srv->svc, &who, j->method_name);
 		kms_status_set(&rep.st, KMS_ERR_UNIMPLEMENTED,
 		    "unknown method %.200s", j->method_name);
 	} else {
@@ -314,10 +342,12 @@ serve(struct worker *w, struct job *j)
 			grpc_byte_buffer_reader_destroy(&reader);
 			have_slice = 1;
 		}
-		handler_table[j->method].fn(srv->svc, w->hs, &who,
+		gate(srv->svc, w->hs, j->method, &who,
 		    have_slice ? GRPC_SLICE_START_PTR(slice) :
 		    (const uint8_t *)"",
 		    have_slice ? GRPC_SLICE_LENGTH(slice) : 0, &rep);
+		if (rep.wipe_request)
+			wipe_request(j->payload, have_slice ? &slice : NULL);
 	}
 	if (rep.pending) {
 		/* Sent by whoever is last: this worker or the audit writer. */
@@ -325,9 +355,6 @@ serve(struct worker *w, struct job *j)
 		reply_part_done(j);
 	} else {
 		send_reply(srv, j, &rep);
-		/* Replies may carry secrets (unwrapped keys): wipe our copy. */
-		if (rep.body != NULL)
-			secret_freezero(rep.body, rep.len);
 	}
 	if (have_slice)
 		grpc_slice_unref(slice);
@@ -449,9 +476,7 @@ rpc_server_start(struct service *svc, const char *listen,
 	pthread_cond_init(&srv->cond, NULL);
 	srv->shutdown_tag.kind = TAG_SHUTDOWN;
 	grpc_init();
-	for (srv->nmethods = 0; handler_table[srv->nmethods].path != NULL;
-	    srv->nmethods++)
-		;
+	srv->nmethods = gate_nmethods();
 	srv->nslots = srv->nmethods * SLOTS_PER_METHOD + GENERIC_SLOTS;
 	if ((srv->handles = calloc(srv->nmethods, sizeof(void *))) == NULL ||
 	    (srv->slots = calloc(srv->nslots, sizeof(*srv->slots))) == NULL ||
@@ -479,7 +504,7 @@ rpc_server_start(struct service *svc, const char *listen,
 	grpc_server_register_completion_queue(srv->server, srv->cq, NULL);
 	for (i = 0; i < srv->nmethods; i++)
 		srv->handles[i] = grpc_server_register_method(srv->server,
-		    handler_table[i].path, NULL,
+		    gate_method_path(i), NULL,
 		    GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
 	/* One HSM session per worker, opened before any call is accepted. */
 	srv->nworkers = cfg->workers;

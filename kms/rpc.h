@@ -3,7 +3,7 @@
  *
  * One completion-queue thread dispatches; a pool of workers, each with its
  * own HSM session, runs the handlers and sends the replies.  Requests to
- * methods in handler_table arrive with their payload; every other method
+ * methods the gate serves arrive with their payload; every other method
  * is answered UNIMPLEMENTED at once (and audited).
  */
 #ifndef KMS_RPC_H

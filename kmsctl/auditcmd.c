@@ -45,7 +45,7 @@ audit_cmd_verify(int argc, char **argv, int json)
 	};
 	struct audit_verify_result res;
 	struct kms_status st;
-	const char *pubkey = NULL, *home;
+	const char *pubkey = NULL;
 	char defpath[4096];
 	const char *path;
 	json_t *o;
@@ -75,9 +75,7 @@ audit_cmd_verify(int argc, char **argv, int json)
 	if (optind < argc)
 		path = argv[optind];
 	else {
-		home = getenv("KMS_HOME");
-		snprintf(defpath, sizeof(defpath), "%s/audit",
-		    home != NULL && *home != '\0' ? home : "var");
+		kmsctl_audit_dir(defpath, sizeof(defpath));
 		path = defpath;
 	}
 	kms_status_clear(&st);

@@ -205,6 +205,22 @@ SIGN_INPUT_HELP
 "\n"
 "Example:\n"
 "  kmsctl audit verify --pubkey audit-key.pem /backup/kms/audit\n" },
+	{ "audit", "report", 1, NULL, audit_report_cmd,
+	  "write an HTML report of an audit log, offline",
+	  "audit report [--since RFC3339] [--until RFC3339] -o REPORT.html [PATH]",
+"One self-contained HTML file (charts drawn as inline SVG, no scripts, no\n"
+"external resources): the verification verdict per chain, operations over\n"
+"time per identity and per key, every denial and error, key lifecycle\n"
+"events, OTA manifests signed per app and channel, the top identities and\n"
+"keys.  PATH is the audit directory ($KMS_HOME/audit by default).\n"
+"\n"
+"Options:\n"
+"  --since T, --until T   only records in [T, T) (RFC 3339)\n"
+"  -o FILE                the report (required)\n"
+"  --pubkey PEM           the audit key to trust for the verdict\n"
+"\n"
+"Example:\n"
+"  kmsctl audit report --since 2026-01-01T00:00:00Z -o q1.html /backup/audit\n" },
 	{ "ota", "seal", 0, NULL, kmsb_cmd,
 	  "make a signed, encrypted kms OTA bundle (signer)",
 	  "ota seal --key NAME[:VER] --app A --channel C --version V --seq N\n"

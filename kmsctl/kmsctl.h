@@ -88,6 +88,9 @@ char *kmsctl_b64(const uint8_t *in, size_t len);
 /* "2026-01-02T03:04:05Z" of t into buf. */
 void kmsctl_fmt_time(int64_t t, char *buf, size_t len);
 
+/* The dev audit directory, $KMS_HOME/audit ($KMS_HOME defaults to var). */
+void kmsctl_audit_dir(char *buf, size_t len);
+
 /* "stdin" for NULL or "-", else path. */
 const char *in_name(const char *path);
 /* Opens path for reading, stdin when it is NULL or "-". */
@@ -117,5 +120,6 @@ int verify_cmd(struct ctx *x, int argc, char **argv);
 int wrapping_cmd(struct ctx *x, int argc, char **argv);
 int whoami_cmd(struct ctx *x, int argc, char **argv);
 int audit_list_cmd(struct ctx *x, int argc, char **argv);
+int audit_report_cmd(struct ctx *x, int argc, char **argv);
 
 #endif /* KMS_KMSCTL_H */

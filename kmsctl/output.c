@@ -274,3 +274,12 @@ parse_u32(const char *s, uint32_t *out)
 	*out = (uint32_t)v;
 	return 0;
 }
+
+void
+kmsctl_audit_dir(char *buf, size_t len)
+{
+	const char *home = getenv("KMS_HOME");
+
+	snprintf(buf, len, "%s/audit", home != NULL && *home != '\0' ? home :
+	    "var");
+}

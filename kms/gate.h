@@ -1,0 +1,94 @@
+/*
+ * gate.h: the one way into the service.  The RPC layer hands every call
+ * to gate() as bytes with the caller's identity; the gate decodes,
+ * authenticates, checks the key name, authorizes, runs the handler of the
+ * method's row in the handler table, audits and packs the reply.  A
+ * request whose audit record cannot be written is answered UNAVAILABLE
+ * with its result withheld.  The request path is drawn in docs/design.md.
+ *
+ * Nothing here names gRPC or protobuf types: the RPC layer sees bytes.
+ */
+#ifndef KMS_GATE_H
+#define KMS_GATE_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kmserr.h"
+
+struct audit;
+struct audit_waiter;
+struct config;
+struct hsm;
+struct hsm_session;
+struct keystore;
+struct policy;
+
+struct service {
+	const struct config *cfg;
+	struct hsm *hsm;
+	struct keystore *ks;
+	struct audit *audit;
+	pthread_rwlock_t policy_lock;	/* guards policy (swapped on SIGHUP) */
+	struct policy *policy;
+};
+
+/* Who is calling, as established by the transport. */
+struct rpc_peer {
+	const char *identity;		/* NULL when no verified certificate */
+	const char *fingerprint;	/* SHA-256 of the certificate, hex */
+	const char *peer;		/* transport address */
+	const char *refusal;		/* why no identity, or NULL */
+};
+
+struct rpc_reply {
+	uint8_t *body;			/* packed response, malloc'd; NULL on error */
+	size_t len;
+	struct kms_status st;		/* st.err != 0: the status to send */
+	/*
+	 * Given by the transport: when set, the gate queues the audit
+	 * record with it and sets pending; the reply may leave only when
+	 * the waiter is settled (see audit_submit).  When NULL the gate
+	 * waits for the record itself.
+	 */
+	struct audit_waiter *waiter;
+	int pending;
+	/*
+	 * Set by the gate when the request carried a secret (Wrap's
+	 * plaintext): the transport wipes its copies of the request bytes.
+	 * The body is always wiped when it is freed.
+	 */
+	int wipe_request;
+};
+
+/* The methods served, numbered from 0: their paths for the transport. */
+size_t gate_nmethods(void);
+const char *gate_method_path(size_t method);
+
+/*
+ * Serves one call of method (an index below gate_nmethods()) with the
+ * request bytes body and fills *out; see the top of this file.
+ */
+void gate(struct service *svc, struct hsm_session *hs, size_t method,
+    const struct rpc_peer *who, const uint8_t *body, size_t len,
+    struct rpc_reply *out);
+
+/* Records a call refused before the gate (an unknown method). */
+void gate_audit_unimplemented(struct service *svc,
+    const struct rpc_peer *who, const char *method);
+
+/* Loads the policy file named in the configuration and swaps it in. */
+int service_reload_policy(struct service *svc, struct kms_status *st);
+
+/* The identity under which kmsd's own scheduled changes are audited. */
+#define SERVICE_IDENTITY "kmsd/scheduler"
+
+/*
+ * Reads what other instances changed on the token, then rotates due keys
+ * and destroys due versions, auditing each; called every [keys] sync_ms
+ * on a session of its own.
+ */
+void service_maintain(struct service *svc, struct hsm_session *hs);
+
+#endif /* KMS_GATE_H */

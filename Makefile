@@ -1,6 +1,7 @@
 # kms: HSM-backed key management over mTLS gRPC.
 #
-#   make            build build/kmsd, build/kmsctl and build/kmsb
+#   make            build build/kmsd, build/kmsctl, build/kmsb and
+#                   build/libkms-pkcs11.so
 #   make run        install what is missing, build, set up $KMS_HOME, run kmsd
 #   make test       install what is missing, build, run every test
 #                   (OFFLINE=1: skip the tests that need the npm registry)
@@ -27,6 +28,7 @@ INC_KMSB = -Ikmsb
 INC_COMMON = -Icommon
 INC_KMS = -I. -Icommon -Ikms -I$(BUILD)/gen $(P11_CFLAGS)
 INC_KMSCTL = -I. -Icommon -Ikmsctl -I$(BUILD)/gen
+INC_PKCS11 = -Ipkcs11 -Icommon -I$(BUILD)/gen $(P11_CFLAGS)
 INC_TESTS = -I. -Icommon -Ikms -Ikmsctl -Itests/unit -I$(BUILD)/gen \
 	$(P11_CFLAGS)
 INC_BENCH = -I. -Ibench -Ikms -Icommon -I$(BUILD)/gen $(P11_CFLAGS)
@@ -59,13 +61,22 @@ KMS_LIB_SRCS = kms/config.c kms/policy.c kms/hsm.c kms/hsm_obj.c \
 LIB_SRCS = $(COMMON_SRCS) $(KMS_LIB_SRCS)
 KMSD_SRCS = kms/rpc.c kms/rpclog.c kms/tlsfront.c kms/reload.c kms/gate.c \
 	kms/handlers.c kms/h_keys.c kms/h_crypto.c kms/h_bundle.c kms/h_service.c \
+	kms/h_audit.c \
 	kms/health.c kms/main.c
-CLIENT_SRCS = kmsctl/kmsclient.c kmsctl/conn.c kmsctl/output.c \
+CLIENT_SRCS = common/kmsclient.c kmsctl/conn.c kmsctl/output.c \
 	kmsctl/cmdtab.c kmsctl/keycmd.c kmsctl/signcmd.c kmsctl/wrapcmd.c \
 	kmsctl/whoamicmd.c kmsctl/auditlist.c kmsctl/reportcmd.c \
-	kmsctl/auditcmd.c \
+	kmsctl/auditcmd.c kmsctl/proofcmd.c \
 	kmsctl/otacmd.c kmsctl/capgo.c kmsctl/capgocmd.c
 KMSCTL_SRCS = kmsctl/kmsctl.c
+# The PKCS#11 module (docs/pkcs11.md): its own files, the gRPC client and
+# the parts of common/ it needs.  The parts that do not call kmsd are
+# unit-tested on their own (P11_UNIT_SRCS).
+P11_UNIT_SRCS = pkcs11/p11conf.c pkcs11/p11obj.c pkcs11/p11mech.c \
+	pkcs11/p11err.c common/kmserr.c common/algo.c common/pubkey.c \
+	common/inifile.c
+PKCS11_SRCS = pkcs11/module.c pkcs11/p11kms.c common/kmsclient.c \
+	$(P11_UNIT_SRCS)
 # kms OTA bundles (docs/bundle-format.md): the device verifier, which needs
 # neither kms nor gRPC (only kmsb_crypto_openssl.c sees OpenSSL), and the
 # producer that kmsctl ota links.
@@ -80,11 +91,13 @@ KMSCTL_OBJS = $(KMSCTL_SRCS:%.c=$(BUILD)/obj/%.o)
 PROTO_OBJS = $(PROTO_C:$(GEN)/%.c=$(BUILD)/obj/gen/%.o)
 KMSB_OBJS = $(KMSB_SRCS:%.c=$(BUILD)/obj/%.o)
 KMSB_SEAL_OBJS = $(KMSB_SEAL_SRCS:%.c=$(BUILD)/obj/%.o)
+PKCS11_OBJS = $(PKCS11_SRCS:%.c=$(BUILD)/obj/%.o)
+P11_UNIT_OBJS = $(P11_UNIT_SRCS:%.c=$(BUILD)/obj/%.o)
 
 UNIT_TESTS = test_kmserr test_names test_config test_policy test_secret test_audit \
 	test_merkle test_note \
-	test_hsm test_keystore test_kmsb
-UNIT_TESTS += test_capgo
+	test_hsm test_keystore test_faults test_kmsb
+UNIT_TESTS += test_capgo test_p11
 UNIT_BINS = $(UNIT_TESTS:%=$(BUILD)/tests/%)
 
 .PHONY: all deps deps-bench run test unit integration asan clean bench setup fuzz \
@@ -93,7 +106,8 @@ UNIT_BINS = $(UNIT_TESTS:%=$(BUILD)/tests/%)
 # The generated protobuf sources are kept, not deleted as intermediates.
 .SECONDARY: $(PROTO_C) $(PROTO_H)
 
-all: $(BUILD)/kmsd $(BUILD)/kmsctl $(BUILD)/kmsb
+all: $(BUILD)/kmsd $(BUILD)/kmsctl $(BUILD)/kmsb $(BUILD)/libkms-pkcs11.so \
+	$(BUILD)/p11drive
 
 deps:
 	@bash hsm-config/deps.sh
@@ -125,6 +139,10 @@ $(BUILD)/obj/kmsctl/%.o: kmsctl/%.c $(PROTO_H)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(INC_KMSCTL) $(CFLAGS) -c -o $@ $<
 
+$(BUILD)/obj/pkcs11/%.o: pkcs11/%.c $(PROTO_H)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(INC_PKCS11) $(CFLAGS) -c -o $@ $<
+
 $(BUILD)/obj/bench/%.o: bench/%.c $(PROTO_H)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(INC_BENCH) $(CFLAGS) -c -o $@ $<
@@ -146,6 +164,21 @@ $(BUILD)/kmsd: $(KMSD_OBJS) $(PROTO_OBJS) \
 $(BUILD)/kmsctl: $(KMSCTL_OBJS) $(CLIENT_OBJS) $(PROTO_OBJS) $(BUILD)/libkms.a \
 	$(BUILD)/libkmsb.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS_GRPC) $(LDLIBS_COMMON)
+
+# The PKCS#11 module exports C_GetFunctionList alone; it stays loaded
+# once loaded (-z nodelete), since gRPC's threads may outlive C_Finalize.
+$(BUILD)/libkms-pkcs11.so: $(PKCS11_OBJS) $(PROTO_OBJS) \
+	pkcs11/libkms-pkcs11.map
+	$(CC) $(LDFLAGS) -shared -Wl,--version-script=pkcs11/libkms-pkcs11.map \
+		-Wl,-z,nodelete -Wl,-z,defs -o $@ $(filter %.o,$^) \
+		$(LDLIBS_GRPC) -lprotobuf-c -lssl -lcrypto -linih -lpthread
+
+# Drives the module through its function list for the tests and the
+# benchmark (tests/p11drive.c): what the signing tools cannot show.
+$(BUILD)/p11drive: tests/p11drive.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(P11_CFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< \
+		-lcrypto -lpthread -ldl
 
 # The load generator of the benchmarks.
 $(BUILD)/kmsload: $(BUILD)/obj/bench/kmsload.o $(PROTO_OBJS)
@@ -190,6 +223,13 @@ $(BUILD)/tests/test_capgo: tests/unit/test_capgo.c \
 	$(CC) $(CPPFLAGS) $(INC_TESTS) $(CFLAGS) $(LDFLAGS) -o $@ $< \
 		$(BUILD)/obj/kmsctl/capgo.o $(BUILD)/libkms.a \
 		-lcmocka $(LDLIBS_COMMON)
+
+# The module's pure parts, and the module itself through dlopen.
+$(BUILD)/tests/test_p11: tests/unit/test_p11.c $(P11_UNIT_OBJS) \
+	$(BUILD)/libkms-pkcs11.so
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(INC_PKCS11) $(CFLAGS) $(LDFLAGS) -o $@ $< \
+		$(P11_UNIT_OBJS) -lcmocka -lcrypto -linih -ldl -lpthread
 
 unit: $(UNIT_BINS) $(BUILD)/p11fault.so
 	@ASAN_OPTIONS=fast_unwind_on_malloc=0 \

@@ -10,8 +10,9 @@
  * same number of workers, built as kms/rpc.c builds them: one completion
  * queue that every worker takes events from, each worker with its own
  * logged-in session, 16 posted request slots for Sign and a few generic
- * ones, the same server arguments, and the reply in one batch sent by the
- * worker that signed.  It signs with the primary (highest) version of the
+ * ones, the same receive-size limit, and the reply in one batch sent by
+ * the worker that signed.  Unlike kmsd it listens with gRPC's own TLS (a
+ * floor has no front of its own), with SO_REUSEPORT off.  It signs with the primary (highest) version of the
  * P-256 key NAME that kmsd created: the private key object labelled
  * NAME#VERSION#RANDOM by kms/keymeta.c.
  *
@@ -579,7 +580,7 @@ floor_stop(struct floor *fl)
 				;
 		grpc_completion_queue_destroy(fl->cq);
 	}
-	for (w = 0; w < fl->nworkers; w++)
+	for (w = 0; fl->workers != NULL && w < fl->nworkers; w++)
 		if (fl->workers[w].have_session)
 			fl->p11.f->C_CloseSession(fl->workers[w].s);
 }

@@ -262,10 +262,10 @@ check_note_record(struct auditv_chain *c, json_t *rec, uint64_t seq,
 	if (audit_check_note(c->keys, c->chain, json_string_value(note),
 	    json_string_length(note), &cp, fpr, why, whylen) != 0)
 		return -1;
-	if (cp.size < c->cp_edge.size || cp.size > seq - 1) {
+	if (cp.size < c->cp_edge.size || cp.size > c->edge.size) {
 		snprintf(why, whylen, "checkpoint of tree size %" PRIu64
 		    " where %" PRIu64 "..%" PRIu64 " is due", cp.size,
-		    c->cp_edge.size, seq - 1);
+		    c->cp_edge.size, c->edge.size);
 		return -1;
 	}
 	e = c->cp_edge;
@@ -288,7 +288,7 @@ check_note_record(struct auditv_chain *c, json_t *rec, uint64_t seq,
 	c->notes = 1;
 	c->cp_every = 0;
 	/* Records after the tree it names and before it are not covered. */
-	c->since_cp = seq - 1 - cp.size;
+	c->since_cp = c->edge.size - cp.size;
 	note_key_used(c, fpr);
 	return 0;
 }
@@ -444,6 +444,20 @@ auditv_chain_line(struct auditv_chain *c, const char *line, size_t len,
 		snprintf(why, whylen, "record of chain \"%.64s\" in chain "
 		    "\"%.64s\"", chain == NULL ? "" : chain, c->chain);
 		goto out;
+	}
+	if (c->records == 0 && c->start_seq > 1) {
+		/* A chain started after another opens with saying so. */
+		rpc = get_str(rec, "rpc");
+		ident = get_str(rec, "identity");
+		if (seq != c->start_seq || rpc == NULL || ident == NULL ||
+		    strcmp(rpc, AUDIT_CHAIN_START_RPC) != 0 ||
+		    strcmp(ident, AUDIT_SERVICE_IDENTITY) != 0) {
+			snprintf(why, whylen, "the chain starts at seq %" PRIu64
+			    " without an " AUDIT_CHAIN_START_RPC " record: "
+			    "earlier records were removed", c->start_seq);
+			goto out;
+		}
+		c->next_seq = seq;
 	}
 	if (seq != c->next_seq) {
 		if (seq < c->next_seq)
@@ -718,6 +732,10 @@ verify_chain(const char *dir, const char *chain, const char *pubkey_pem,
 	for (i = 0; i < nseg; i++) {
 		snprintf(path, sizeof(path), "%s/%s", dir, segs[i]->d_name);
 		first = strtoull(segs[i]->d_name, NULL, 10);
+		if (i == 0 && first > 1) {
+			c.start_seq = first;
+			c.next_seq = first;
+		}
 		if (first != c.next_seq) {
 			snprintf(why, sizeof(why), "segment starts at seq %"
 			    PRIu64 " but seq %" PRIu64 " is due: %s", first,

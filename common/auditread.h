@@ -43,6 +43,9 @@ struct kms_status;
 #define AUDIT_HASH_HEX 64
 #define AUDIT_KEY_PREFIX "audit-key-"
 #define AUDIT_CHECKPOINT_RPC "Checkpoint"
+/* The first record of a chain started after another, and its last. */
+#define AUDIT_CHAIN_START_RPC "AuditChainStart"
+#define AUDIT_CHAIN_END_RPC "AuditChainEnd"
 #define AUDIT_SERVICE_IDENTITY "kmsd"
 
 /*
@@ -82,6 +85,7 @@ struct auditv_chain {
 	uint8_t (*lag)[MERKLE_HASH_LEN];	/* leaves after cp_edge */
 	size_t nlag, caplag;
 	int notes;			/* a signed-note checkpoint was seen */
+	uint64_t start_seq;		/* > 1: a chain started after another */
 };
 
 void auditv_chain_init(struct auditv_chain *c, const char *chain,

@@ -3,9 +3,12 @@
  * parsers (see inifile.h).
  */
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <ini.h>
 
 #include "inifile.h"
 #include "kmserr.h"
@@ -80,4 +83,85 @@ inifile_take_line(struct inifile_cursor *c, char *buf, int size,
 	buf[n] = '\0';
 	c->next = s + n;
 	return INIFILE_LINE;
+}
+
+int
+inifile_vfail(struct inifile_parse *p, const char *fmt, va_list ap)
+{
+	char msg[300];
+
+	if (p->st->err != 0)
+		return 0;
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	kms_status_set(p->st, KMS_ERR_CONFIG, "%s:%d: %s", p->path,
+	    p->cur.line, msg);
+	p->err_line = p->cur.line;
+	return 0;
+}
+
+int
+inifile_fail(struct inifile_parse *p, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	inifile_vfail(p, fmt, ap);
+	va_end(ap);
+	return 0;
+}
+
+char *
+inifile_reader(char *buf, int size, void *stream)
+{
+	struct inifile_parse *p = stream;
+	size_t content;
+
+	if (p->st->err != 0)
+		return NULL;
+	switch (inifile_take_line(&p->cur, buf, size, &content)) {
+	case INIFILE_LINE:
+		return buf;
+	case INIFILE_TOO_LONG:
+		inifile_fail(p, "line is longer than %d bytes", size - 2);
+		return NULL;
+	case INIFILE_INDENTED:
+		inifile_fail(p, "indented line (continuation lines are not "
+		    "supported)");
+		return NULL;
+	default:
+		return NULL;
+	}
+}
+
+int
+inifile_parse_file(struct inifile_parse *p,
+    int (*handler)(void *user, const char *section, const char *key,
+    const char *value), void *user)
+{
+	char *text = NULL;
+	int r;
+
+	if ((r = inifile_read(p->path, &text, p->st)) != 0)
+		return r;
+	p->cur.next = text;
+	r = ini_parse_stream(inifile_reader, p, handler, user);
+	free(text);
+	if (r > 0 && (p->st->err == 0 || r < p->err_line))
+		return kms_status_set(p->st, KMS_ERR_CONFIG, "%s:%d: syntax "
+		    "error (expected [section] or key = value)", p->path, r);
+	return p->st->err;
+}
+
+int
+inifile_join_path(char *dst, size_t size, const char *dir, const char *value)
+{
+	int n;
+
+	if (value[0] == '/' || dir[0] == '\0')
+		n = snprintf(dst, size, "%s", value);
+	else if (strcmp(dir, "/") == 0)
+		n = snprintf(dst, size, "/%s", value);
+	else
+		n = snprintf(dst, size, "%s/%s", dir, value);
+	return n < 0 || (size_t)n >= size ? -1 : 0;
 }

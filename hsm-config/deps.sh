@@ -40,6 +40,15 @@ PACKAGES=(
 	systemd			# systemd-analyze security on the unit
 	chromium		# renders the audit report
 	python3-pil		# reads its screenshot
+	# The PKCS#11 module's tests: the signing tools themselves.
+	libengine-pkcs11-openssl	# OpenSSL's pkcs11 engine (libp11)
+	gnutls-bin		# p11tool
+	openssh-client		# ssh-keygen, ssh-agent, ssh-add
+	openjdk-17-jdk-headless	# jarsigner, SunPKCS11
+	apksigner
+	aapt			# a binary AndroidManifest.xml for apksigner
+	osslsigncode
+	gcab			# a CAB file for osslsigncode
 )
 
 # `deps.sh bench` (make bench) adds what the benchmarks need.

@@ -19,6 +19,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "merkle.h"
+
 struct kms_status;
 struct audit;
 
@@ -56,12 +58,30 @@ struct audit_signer {
 	size_t spki_len;
 	unsigned int every;		/* records between checkpoints, >= 1 */
 	unsigned int seconds;		/* 0: no timed checkpoints */
+
+	/*
+	 * The HSM anchor and the batch seals (NULL: none, as in unit tests
+	 * without an HSM).  mac is HMAC-SHA256 with a key in the HSM; the
+	 * anchor is a value on the token only a logged-in session writes.
+	 * Both are used by the writer thread and at open, never at once.
+	 */
+	int (*mac)(void *arg, const uint8_t *in, size_t len, uint8_t out[32]);
+	int (*anchor_get)(void *arg, char **value, size_t *len);
+	int (*anchor_set)(void *arg, const char *value, size_t len);
+	int new_chain_on_tamper;	/* [audit] on_tamper = new-chain */
+	const char *new_chain_reason;	/* kmsd --audit-new-chain REASON */
 };
 
 /*
  * Opens (creating as needed, mode 0700) the chain directory dir/chain and
  * continues it: the last segment's last complete record gives the next
  * seq and prev hash; a torn last line is cut off and the repair recorded.
+ * With an anchor (see docs/audit.md) the chain is the one the anchor
+ * names (chain, or chain-chainN after a new chain was started), and it must
+ * extend the anchored checkpoint exactly, every record after it sealed;
+ * else the open fails with KMS_ERR_VERIFY_FAILED and what was found, or,
+ * with new_chain_on_tamper, starts the next chain (chain-chainN+1) whose first
+ * seq is above everything the old one held.
  * The chain is locked (flock) for this process: a chain held by another
  * kmsd is KMS_ERR_ALREADY_EXISTS.  With a signer, the audit key's public
  * half is written next to the segments (audit-key-FPR.pem) and a first
@@ -114,5 +134,27 @@ const char *audit_chain_name(const struct audit *a);
 uint64_t audit_last_seq(struct audit *a);
 /* The PEM of the key that signs the checkpoints, or NULL without one. */
 const char *audit_key_pem(const struct audit *a);
+
+/*
+ * Proofs (RFC 9162) against the chain's signed checkpoints, for
+ * GetAuditProof and GetAuditConsistency.  tree_size 0 is the latest
+ * checkpoint, AUDIT_CHECKPOINT_NOW one made now (at most once a second:
+ * else KMS_ERR_RESOURCE_EXHAUSTED).  A record no checkpoint covers yet is
+ * KMS_ERR_FAILED_PRECONDITION.  Free with audit_proof_clear.
+ */
+#define AUDIT_CHECKPOINT_NOW UINT64_MAX
+struct audit_proof {
+	char *record;			/* the line, without its newline */
+	uint64_t leaf_index, tree_size;
+	uint8_t inclusion[MERKLE_PROOF_MAX][MERKLE_HASH_LEN];	/* or consistency */
+	size_t n;
+	char *checkpoint;		/* the signed note of tree_size */
+	char *old_checkpoint;		/* consistency: of old_size */
+};
+int audit_get_proof(struct audit *a, uint64_t seq, uint64_t tree_size,
+    struct audit_proof *p, struct kms_status *st);
+int audit_get_consistency(struct audit *a, uint64_t old_size,
+    uint64_t new_size, struct audit_proof *p, struct kms_status *st);
+void audit_proof_clear(struct audit_proof *p);
 
 #endif /* KMS_AUDIT_H */

@@ -59,6 +59,25 @@ audit_key_open(struct hsm *hsm, const char *chain, struct audit_key *k,
 	if (r != 0)
 		return kms_status_set(st, r, "cannot find or make the audit "
 		    "key %s: %s", k->label, kms_strerror(r));
+	snprintf(k->seal_label, sizeof(k->seal_label), AUDIT_SEAL_LABEL "%s",
+	    chain);
+	snprintf(k->anchor_label, sizeof(k->anchor_label),
+	    AUDIT_ANCHOR_LABEL "%s", chain);
+	r = hsm_find(k->s, HSM_OBJ_SECRET_KEY, k->seal_label, &k->seal);
+	if (r == KMS_ERR_NOT_FOUND) {
+		log_info("audit: generating seal key %s in the HSM",
+		    k->seal_label);
+		r = hsm_generate_hmac_key(k->s, k->seal_label, &k->seal);
+	}
+	if (r != 0)
+		return kms_status_set(st, r, "cannot find or make the audit "
+		    "seal key %s: %s", k->seal_label, kms_strerror(r));
+	r = hsm_find(k->s, HSM_OBJ_DATA, k->anchor_label, &k->anchor);
+	if (r == KMS_ERR_NOT_FOUND)
+		k->anchor = 0;
+	else if (r != 0)
+		return kms_status_set(st, r, "cannot look for the audit anchor "
+		    "%s: %s", k->anchor_label, kms_strerror(r));
 	if ((r = hsm_public_key(k->s, k->alg, pub, &pk)) == 0) {
 		r = pubkey_spki(k->alg, pk.a, pk.alen, pk.b, pk.blen,
 		    &k->spki, &k->spki_len);
@@ -68,6 +87,52 @@ audit_key_open(struct hsm *hsm, const char *chain, struct audit_key *k,
 		return kms_status_set(st, r, "cannot read the audit key: %s",
 		    kms_strerror(r));
 	return 0;
+}
+
+int
+audit_key_mac(void *arg, const uint8_t *in, size_t len, uint8_t out[32])
+{
+	struct audit_key *k = arg;
+	int r;
+
+	r = hsm_hmac(k->s, k->seal, in, len, out);
+	if (r == KMS_ERR_STALE_HANDLE &&
+	    hsm_find(k->s, HSM_OBJ_SECRET_KEY, k->seal_label, &k->seal) == 0)
+		r = hsm_hmac(k->s, k->seal, in, len, out);
+	return r;
+}
+
+int
+audit_key_anchor_get(void *arg, char **value, size_t *len)
+{
+	struct audit_key *k = arg;
+	uint8_t *v = NULL;
+	int r;
+
+	*value = NULL;
+	*len = 0;
+	if (k->anchor == 0)
+		return KMS_ERR_NOT_FOUND;
+	r = hsm_data_get(k->s, k->anchor, &v, len);
+	if (r == KMS_ERR_STALE_HANDLE &&
+	    (r = hsm_find(k->s, HSM_OBJ_DATA, k->anchor_label,
+	    &k->anchor)) == 0)
+		r = hsm_data_get(k->s, k->anchor, &v, len);
+	if (r == 0)
+		*value = (char *)v;
+	return r;
+}
+
+int
+audit_key_anchor_set(void *arg, const char *value, size_t len)
+{
+	struct audit_key *k = arg;
+
+	if (k->anchor == 0)
+		return hsm_data_create(k->s, k->anchor_label,
+		    (const uint8_t *)value, len, &k->anchor);
+	return hsm_data_set(k->s, k->anchor_label, &k->anchor,
+	    (const uint8_t *)value, len);
 }
 
 void

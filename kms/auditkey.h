@@ -17,6 +17,9 @@
 #include "hsm.h"
 
 #define AUDIT_KEY_LABEL "kms-audit-ed25519#"
+/* '!' keeps them out of the key store's listing (not key names). */
+#define AUDIT_SEAL_LABEL "kms-audit!seal#"
+#define AUDIT_ANCHOR_LABEL "kms-audit!anchor#"
 
 struct kms_status;
 
@@ -27,6 +30,10 @@ struct audit_key {
 	hsm_handle_t priv;
 	uint8_t *spki;			/* DER SubjectPublicKeyInfo */
 	size_t spki_len;
+	/* The batch-seal HMAC key and the anchor data object (0: none yet). */
+	char seal_label[HSM_LABEL_MAX + 16];
+	char anchor_label[HSM_LABEL_MAX + 16];
+	hsm_handle_t seal, anchor;
 };
 
 /*
@@ -44,6 +51,21 @@ int audit_key_open(struct hsm *hsm, const char *chain, struct audit_key *k,
  */
 int audit_key_sign(void *arg, const uint8_t *md, size_t mdlen, uint8_t *sig,
     size_t *siglen);
+/*
+ * The seal of struct audit_signer: HMAC-SHA256 in the token with the
+ * chain's seal key, "kms-audit!seal#CHAIN" (made with the audit key).
+ */
+int audit_key_mac(void *arg, const uint8_t *in, size_t len,
+    uint8_t out[32]);
+/*
+ * The chain's anchor, a private data object "kms-audit!anchor#CHAIN"
+ * that only a logged-in session can write: *value (malloc'd) or
+ * KMS_ERR_NOT_FOUND.
+ */
+int audit_key_anchor_get(void *arg, char **value, size_t *len);
+/* Replaces the anchor's value. */
+int audit_key_anchor_set(void *arg, const char *value, size_t len);
+
 /* Closes its session and frees it; a zeroed k is a no-op. */
 void audit_key_close(struct audit_key *k);
 

@@ -18,8 +18,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <ini.h>
-
 #include "config.h"
 #include "inifile.h"
 #include "kmserr.h"
@@ -30,12 +28,9 @@
 #define MESSAGE_OVERHEAD (64ULL << 10)
 
 struct parse_ctx {
+	struct inifile_parse ip;	/* the file, its text and first error */
 	struct config *cfg;
-	const char *path;
 	char dir[CONFIG_PATH_MAX];	/* the file's, for relative paths */
-	struct kms_status *st;
-	struct inifile_cursor cur;	/* text not yet handed to inih */
-	int err_line;			/* line of the error in st, if any */
 	int data_line;			/* where max_data_bytes was set */
 	int message_line;		/* where max_message_bytes was set */
 };
@@ -76,57 +71,12 @@ static int fail(struct parse_ctx *c, const char *fmt, ...)
 static int
 fail(struct parse_ctx *c, const char *fmt, ...)
 {
-	char msg[300];
 	va_list ap;
 
-	if (c->st->err != 0)
-		return 0;
 	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
+	inifile_vfail(&c->ip, fmt, ap);
 	va_end(ap);
-	kms_status_set(c->st, KMS_ERR_CONFIG, "%s:%d: %s", c->path,
-	    c->cur.line, msg);
-	c->err_line = c->cur.line;
 	return 0;
-}
-
-/* The inih reader: one line of the text per call (see inifile.h). */
-static char *
-read_line(char *buf, int size, void *stream)
-{
-	struct parse_ctx *c = stream;
-	size_t content;
-
-	if (c->st->err != 0)
-		return NULL;
-	switch (inifile_take_line(&c->cur, buf, size, &content)) {
-	case INIFILE_LINE:
-		return buf;
-	case INIFILE_TOO_LONG:
-		fail(c, "line is longer than %d bytes", size - 2);
-		return NULL;
-	case INIFILE_INDENTED:
-		fail(c, "indented line (continuation lines are not "
-		    "supported)");
-		return NULL;
-	default:
-		return NULL;
-	}
-}
-
-/* dir/value, or value alone when it is absolute or dir is empty. */
-static int
-join_path(char *dst, const char *dir, const char *value)
-{
-	int n;
-
-	if (value[0] == '/' || dir[0] == '\0')
-		n = snprintf(dst, CONFIG_PATH_MAX, "%s", value);
-	else if (strcmp(dir, "/") == 0)
-		n = snprintf(dst, CONFIG_PATH_MAX, "/%s", value);
-	else
-		n = snprintf(dst, CONFIG_PATH_MAX, "%s/%s", dir, value);
-	return n < 0 || n >= CONFIG_PATH_MAX ? -1 : 0;
 }
 
 static int
@@ -149,7 +99,7 @@ set_path(struct parse_ctx *c, char *dst, const char *key, const char *value)
 
 	if (*value == '\0')
 		return fail(c, "%s is empty", key);
-	if (join_path(tmp, c->dir, value) != 0)
+	if (inifile_join_path(tmp, sizeof(tmp), c->dir, value) != 0)
 		return fail(c, "%s is longer than %d bytes", key,
 		    CONFIG_PATH_MAX - 1);
 	strcpy(dst, tmp);
@@ -272,7 +222,7 @@ server_key(struct parse_ctx *c, const char *key, const char *value)
 		if (!set_number(c, &n, key, value, 1, MAX_DATA_LIMIT))
 			return 0;
 		cfg->max_data_bytes = (size_t)n;
-		c->data_line = c->cur.line;
+		c->data_line = c->ip.cur.line;
 		return 1;
 	}
 	if (strcmp(key, "max_message_bytes") == 0) {
@@ -280,7 +230,7 @@ server_key(struct parse_ctx *c, const char *key, const char *value)
 		    MAX_MESSAGE_LIMIT))
 			return 0;
 		cfg->max_message_bytes = (size_t)n;
-		c->message_line = c->cur.line;
+		c->message_line = c->ip.cur.line;
 		return 1;
 	}
 	if (strcmp(key, "log_level") == 0) {
@@ -341,6 +291,15 @@ audit_key(struct parse_ctx *c, const char *key, const char *value)
 	}
 	if (strcmp(key, "sync") == 0)
 		return set_bool(c, &cfg->audit_sync, key, value);
+	if (strcmp(key, "on_tamper") == 0) {
+		if (strcmp(value, "refuse") == 0)
+			cfg->audit_new_chain_on_tamper = 0;
+		else if (strcmp(value, "new-chain") == 0)
+			cfg->audit_new_chain_on_tamper = 1;
+		else
+			return fail(c, "on_tamper is refuse or new-chain");
+		return 1;
+	}
 	return fail(c, "unknown key \"%.64s\" in [audit]", key);
 }
 
@@ -378,7 +337,7 @@ handler(void *user, const char *section, const char *key, const char *value)
 {
 	struct parse_ctx *c = user;
 
-	if (c->st->err != 0)
+	if (c->ip.st->err != 0)
 		return 0;
 	if (strcmp(section, "server") == 0)
 		return server_key(c, key, value);
@@ -404,7 +363,7 @@ config_load(const char *path, struct config *cfg, struct kms_status *st)
 	struct kms_status local;
 	struct parse_ctx c;
 	const char *slash;
-	char *text = NULL, tmp[CONFIG_PATH_MAX];
+	char tmp[CONFIG_PATH_MAX];
 	char *paths[7];
 	size_t i;
 	int r, line;
@@ -414,8 +373,8 @@ config_load(const char *path, struct config *cfg, struct kms_status *st)
 	kms_status_clear(st);
 	memset(&c, 0, sizeof(c));
 	c.cfg = cfg;
-	c.path = path;
-	c.st = st;
+	c.ip.path = path;
+	c.ip.st = st;
 	if ((slash = strrchr(path, '/')) != NULL) {
 		if ((size_t)(slash - path) >= sizeof(c.dir))
 			return kms_status_set(st, KMS_ERR_CONFIG,
@@ -434,25 +393,13 @@ config_load(const char *path, struct config *cfg, struct kms_status *st)
 	paths[5] = cfg->audit_dir;
 	paths[6] = cfg->keys_lock_file;
 	for (i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
-		if (join_path(tmp, c.dir, paths[i]) != 0)
+		if (inifile_join_path(tmp, sizeof(tmp), c.dir, paths[i]) != 0)
 			return kms_status_set(st, KMS_ERR_CONFIG,
 			    "%s: path too long", path);
 		strcpy(paths[i], tmp);
 	}
-	if ((r = inifile_read(path, &text, st)) != 0)
+	if ((r = inifile_parse_file(&c.ip, handler, &c)) != 0)
 		return r;
-	c.cur.next = text;
-	r = ini_parse_stream(read_line, &c, handler, &c);
-	free(text);
-	/*
-	 * inih's own complaint (a line that is neither [section] nor
-	 * key = value) wins when it comes from an earlier line.
-	 */
-	if (r > 0 && (st->err == 0 || r < c.err_line))
-		return kms_status_set(st, KMS_ERR_CONFIG, "%s:%d: syntax "
-		    "error (expected [section] or key = value)", path, r);
-	if (st->err != 0)
-		return st->err;
 	if ((unsigned long long)cfg->max_message_bytes <
 	    (unsigned long long)cfg->max_data_bytes + MESSAGE_OVERHEAD) {
 		line = c.data_line > c.message_line ? c.data_line :

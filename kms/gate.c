@@ -286,8 +286,11 @@ gate_audit_unimplemented(struct service *svc, const struct rpc_peer *who,
 	free(out.body);
 }
 
-/* Audits what the scheduler did, under the service's own identity. */
-static void
+/*
+ * Audits a scheduled change under the service's own identity, before it
+ * takes effect (see ks_event_fn): no record, no change.
+ */
+static int
 maintain_event(void *arg, enum ks_event what, const char *name,
     uint32_t version, int err, const struct kms_status *st)
 {
@@ -310,10 +313,14 @@ maintain_event(void *arg, enum ks_event what, const char *name,
 		log_info("keystore: %s of \"%s\": version %u", c.rpc,
 		    log_escape(name, esc, sizeof(esc)), version);
 	finish(&c, NULL, &out);
-	if (out.st.err != 0)
-		log_error("audit: the record of %s of \"%s\" version %u could "
-		    "not be written: %s", c.rpc, esc, version, out.st.msg);
 	free(out.body);
+	if (out.st.err == KMS_ERR_AUDIT) {
+		log_error("audit: the record of %s of \"%s\" version %u could "
+		    "not be written (%s): scheduled changes wait for the audit "
+		    "log", c.rpc, esc, version, out.st.msg);
+		return out.st.err;
+	}
+	return 0;
 }
 
 void
@@ -328,8 +335,10 @@ service_maintain(struct service *svc, struct hsm_session *hs)
 	else if (changed > 0)
 		log_debug("keystore: %zu key documents changed on the token",
 		    changed);
-	keystore_maintain(svc->ks, hs, (int64_t)time(NULL), maintain_event,
-	    svc);
+	if ((r = keystore_maintain(svc->ks, hs, (int64_t)time(NULL),
+	    maintain_event, svc)) != 0)
+		log_warn("keystore: scheduled changes incomplete (%s): tried "
+		    "again at the next maintenance", kms_strerror(r));
 }
 
 int

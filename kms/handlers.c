@@ -62,6 +62,13 @@ const struct handler_def handler_table[] = {
 	    MSG(sign_bundle_manifest_request),
 	    MSG(sign_bundle_manifest_response), "manifest",
 	    h_sign_bundle_manifest },
+	/* Auditors, or anyone for the proof of a record of its own. */
+	{ KMS_PATH("GetAuditProof"), "GetAuditProof", KMS_OP_NONE,
+	    GATE_NOGRANT, MSG(get_audit_proof_request), MSG(audit_proof), NULL,
+	    h_get_audit_proof },
+	{ KMS_PATH("GetAuditConsistency"), "GetAuditConsistency",
+	    KMS_OP_LIST_AUDIT_RECORDS, 0, MSG(get_audit_consistency_request),
+	    MSG(audit_consistency), NULL, h_get_audit_consistency },
 	/* Load balancers ask without a grant; the transport still wants mTLS. */
 	{ "/grpc.health.v1.Health/Check", "Health/Check", KMS_OP_NONE,
 	    GATE_NOAUTH, &grpc__health__v1__health_check_request__descriptor,

@@ -91,5 +91,6 @@ handler_fn h_sign, h_verify, h_wrap, h_unwrap,
     h_generate_data_key;					/* h_crypto.c */
 handler_fn h_sign_bundle_manifest;				/* h_bundle.c */
 handler_fn h_list_audit_records, h_whoami, h_health_check;	/* h_service.c */
+handler_fn h_get_audit_proof, h_get_audit_consistency;	/* h_audit.c */
 
 #endif /* KMS_HANDLERS_H */

@@ -119,7 +119,14 @@ hsm_recover(struct hsm_session *s, CK_RV rv)
 	CK_SESSION_HANDLE nh;
 	CK_RV r;
 
-	if (rv == CKR_SESSION_HANDLE_INVALID || rv == CKR_SESSION_CLOSED) {
+	/*
+	 * CKR_OPERATION_ACTIVE: a call that should have ended an operation
+	 * (C_FindObjectsFinal, C_Sign) failed and left it open, and every
+	 * later call of its kind on the session would fail.  A new session
+	 * has none.
+	 */
+	if (rv == CKR_SESSION_HANDLE_INVALID || rv == CKR_SESSION_CLOSED ||
+	    rv == CKR_OPERATION_ACTIVE) {
 		log_warn("hsm: session lost (%s): opening a new one",
 		    hsm_rv_name(rv));
 		r = hsm->f->C_OpenSession(hsm->slot, CKF_SERIAL_SESSION |
@@ -563,6 +570,21 @@ transient_secret(struct hsm_session *s, const uint8_t *in, size_t inlen,
 	return hsm_map_rv("C_CreateObject", rv);
 }
 
+/*
+ * Destroys a transient object, which holds plaintext.  When the module
+ * refuses twice, the session is replaced: a session's objects go with it.
+ */
+static void
+transient_destroy(struct hsm_session *s, CK_OBJECT_HANDLE obj)
+{
+	if (s->hsm->f->C_DestroyObject(s->h, obj) == CKR_OK ||
+	    s->hsm->f->C_DestroyObject(s->h, obj) == CKR_OK)
+		return;
+	log_warn("hsm: a transient object could not be destroyed: closing "
+	    "its session");
+	(void)hsm_recover(s, CKR_SESSION_CLOSED);
+}
+
 int
 hsm_wrap(struct hsm_session *s, hsm_handle_t kek, const uint8_t *in,
     size_t inlen, uint8_t *out, size_t *outlen, unsigned long *mech)
@@ -585,7 +607,7 @@ hsm_wrap(struct hsm_session *s, hsm_handle_t kek, const uint8_t *in,
 			return r;
 		olen = *outlen;
 		rv = s->hsm->f->C_WrapKey(s->h, &m, kek, obj, out, &olen);
-		(void)s->hsm->f->C_DestroyObject(s->h, obj);
+		transient_destroy(s, obj);
 		if (rv == CKR_OK || tries > 0 || !hsm_recover(s, rv))
 			break;
 	}
@@ -640,7 +662,7 @@ hsm_unwrap(struct hsm_session *s, hsm_handle_t kek, unsigned long mech,
 		return hsm_map_rv("C_UnwrapKey", rv);
 	}
 	r = hsm_get_attr(s, obj, CKA_VALUE, &val, &vlen);
-	s->hsm->f->C_DestroyObject(s->h, obj);
+	transient_destroy(s, obj);
 	if (r != 0)
 		return r;
 	if ((*out = secret_new(vlen)) == NULL) {
@@ -650,4 +672,58 @@ hsm_unwrap(struct hsm_session *s, hsm_handle_t kek, unsigned long mech,
 	memcpy((*out)->buf, val, vlen);
 	secret_freezero(val, vlen + 1);
 	return 0;
+}
+
+/*
+ * HMAC-SHA256 keys for the audit log's batch seals (kms/auditkey.c): a
+ * generic secret, born in the token, sensitive and never extractable,
+ * that can only sign (MAC) and verify.
+ */
+int
+hsm_generate_hmac_key(struct hsm_session *s, const char *label,
+    hsm_handle_t *key)
+{
+	CK_BBOOL t = CK_TRUE;
+	CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+	CK_KEY_TYPE kt = CKK_GENERIC_SECRET;
+	CK_ULONG len = HSM_HMAC_LEN;
+	CK_MECHANISM mech = { CKM_GENERIC_SECRET_KEY_GEN, NULL, 0 };
+	CK_OBJECT_HANDLE h = 0;
+	CK_ATTRIBUTE tpl[12];
+	CK_ULONG n = 0;
+	CK_RV rv;
+
+	ADD(tpl, n, CKA_CLASS, &cls, sizeof(cls));
+	ADD(tpl, n, CKA_KEY_TYPE, &kt, sizeof(kt));
+	ADD(tpl, n, CKA_VALUE_LEN, &len, sizeof(len));
+	add_protected_key(tpl, &n, label, (const uint8_t *)label,
+	    strlen(label));
+	ADD(tpl, n, CKA_SIGN, &t, sizeof(t));
+	ADD(tpl, n, CKA_VERIFY, &t, sizeof(t));
+	hsm_store_lock(s);
+	P11_CALL(s, rv = s->hsm->f->C_GenerateKey(s->h, &mech, tpl, n, &h));
+	hsm_store_unlock(s);
+	if (rv != CKR_OK)
+		return hsm_map_rv("C_GenerateKey", rv);
+	*key = h;
+	return 0;
+}
+
+int
+hsm_hmac(struct hsm_session *s, hsm_handle_t key, const uint8_t *in,
+    size_t inlen, uint8_t out[HSM_HMAC_LEN])
+{
+	CK_MECHANISM mech = { CKM_SHA256_HMAC, NULL, 0 };
+	CK_ULONG outlen = HSM_HMAC_LEN;
+	CK_RV rv;
+
+	P11_CALL(s, {
+		outlen = HSM_HMAC_LEN;
+		if ((rv = s->hsm->f->C_SignInit(s->h, &mech, key)) == CKR_OK)
+			rv = s->hsm->f->C_Sign(s->h, (CK_BYTE_PTR)in, inlen,
+			    out, &outlen);
+	});
+	if (rv != CKR_OK)
+		return hsm_map_rv("C_Sign", rv);
+	return outlen == HSM_HMAC_LEN ? 0 : KMS_ERR_HSM;
 }

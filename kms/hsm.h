@@ -8,8 +8,9 @@
  *
  * A struct hsm_session belongs to one thread at a time (one per worker).
  * Recovery is done here, in one place:
- *  - CKR_SESSION_HANDLE_INVALID / CKR_SESSION_CLOSED: the session is
- *    reopened and the call retried once;
+ *  - CKR_SESSION_HANDLE_INVALID / CKR_SESSION_CLOSED, and
+ *    CKR_OPERATION_ACTIVE (an operation that a failed call left open):
+ *    the session is replaced and the call retried once;
  *  - CKR_USER_NOT_LOGGED_IN: the PIN file is read again, the user logged
  *    in again, and the call retried once;
  *  - CKR_OBJECT_HANDLE_INVALID / CKR_KEY_HANDLE_INVALID: KMS_ERR_STALE_HANDLE,
@@ -232,5 +233,16 @@ int hsm_wrap(struct hsm_session *s, hsm_handle_t kek,
  */
 int hsm_unwrap(struct hsm_session *s, hsm_handle_t kek, unsigned long mech,
     const uint8_t *in, size_t inlen, struct secret **out);
+
+/*
+ * HMAC-SHA256 in the token, for the audit log's batch seals: a generic
+ * secret key of HSM_HMAC_LEN bytes born in the token (private, sensitive,
+ * never extractable, sign and verify only), and a MAC made with it.
+ */
+#define HSM_HMAC_LEN 32
+int hsm_generate_hmac_key(struct hsm_session *s, const char *label,
+    hsm_handle_t *key);
+int hsm_hmac(struct hsm_session *s, hsm_handle_t key, const uint8_t *in,
+    size_t inlen, uint8_t out[HSM_HMAC_LEN]);
 
 #endif /* KMS_HSM_H */

@@ -122,19 +122,32 @@ int keystore_set_rotation_period(struct keystore *ks, struct hsm_session *s,
     const char *name, int64_t period, struct ks_key **out,
     struct kms_status *st);
 
-/* What keystore_maintain did, for the caller's audit log. */
+/* What keystore_maintain does, for the caller's audit log. */
 enum ks_event {
 	KS_EVENT_ROTATED = 1,		/* version: the new primary */
 	KS_EVENT_DESTROYED		/* version: the one destroyed */
 };
-typedef void ks_event_fn(void *arg, enum ks_event what, const char *name,
+/*
+ * The caller's audit of a scheduled change.  Called with err 0 before the
+ * change takes effect (under the key's lock, once it is known to be still
+ * due and, for a rotation, once the new version is generated but not yet
+ * recorded): a non-zero return, because the record could not be written,
+ * refuses the change.  Called with err != 0 (and st) when the change
+ * failed; a non-zero return then stops the maintenance as well.
+ */
+typedef int ks_event_fn(void *arg, enum ks_event what, const char *name,
     uint32_t version, int err, const struct kms_status *st);
 
 /*
  * Rotates the keys whose rotation is due at time now and destroys the
  * versions whose destroy time has passed, each under its key's lock and
  * after checking again that it is still due (another instance may have
- * done it); calls ev for each thing it did or failed to do.
+ * done it); ev audits each one first (see ks_event_fn).  Returns 0 when
+ * everything due was done; else the first error: a change that failed
+ * (the others are still tried), or at once, leaving the rest for the
+ * next call, the error of an audit that could not be written (nothing is
+ * changed without its record: maintenance pauses until the audit log
+ * works again).
  */
 int keystore_maintain(struct keystore *ks, struct hsm_session *s, int64_t now,
     ks_event_fn *ev, void *arg);
@@ -195,8 +208,8 @@ int keystore_public_key(struct keystore *ks, struct hsm_session *s,
 #define KS_WRAP_MAX_BLOB (KS_WRAP_HEADER + KS_WRAP_MAX_PLAINTEXT + 4 + 16)
 
 /*
- * Wraps in (1..KS_WRAP_MAX_PLAINTEXT bytes) under the resolved version of
- * key name into a malloc'd blob.
+ * Wraps in (1..KS_WRAP_MAX_PLAINTEXT bytes) under version (0: the
+ * primary) of key name into a malloc'd blob.
  */
 int keystore_wrap(struct keystore *ks, struct hsm_session *s,
     const char *name, uint32_t version, const uint8_t *in, size_t inlen,

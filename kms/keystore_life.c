@@ -226,8 +226,8 @@ keystore_create(struct keystore *ks, struct hsm_session *s,
 /*
  * The shape of every change: lock the key in the store, read its newest
  * document, let fn change a copy (fn may generate HSM objects: *made then
- * names the version to undo if the document cannot be written), write it,
- * unlock.  fn returning KS_NO_CHANGE leaves the store as it was, and so
+ * names the version to undo if fn fails after all or the document cannot
+ * be written), write it, unlock.  fn returning KS_NO_CHANGE leaves the store as it was, and so
  * is returned (not an error).
  */
 #define KS_NO_CHANGE 1
@@ -252,7 +252,8 @@ keystore_change(struct keystore *ks, struct hsm_session *s, const char *name,
 		if (r == KS_NO_CHANGE) {
 			ks_install(ks, e);	/* what the store says now */
 			e = NULL;
-		}
+		} else if (made != NULL)
+			version_undo(s, made);
 		goto out;
 	}
 	if (made != NULL)
@@ -269,25 +270,53 @@ keystore_change(struct keystore *ks, struct hsm_session *s, const char *name,
 	return r;
 }
 
+/* A scheduled change: when it was found due, and its audit. */
+struct sched {
+	int64_t due;
+	uint32_t version;		/* the version to destroy */
+	ks_event_fn *ev;
+	void *arg;
+	int refused;			/* ev refused it: the audit failed */
+};
+
+/* The audit of a scheduled change before it takes effect. */
+static int
+sched_audit(struct sched *sc, enum ks_event what, const char *name,
+    uint32_t version, struct kms_status *st)
+{
+	struct kms_status ok;
+	int r;
+
+	kms_status_clear(&ok);
+	if ((r = sc->ev(sc->arg, what, name, version, 0, &ok)) == 0)
+		return 0;
+	sc->refused = 1;
+	return kms_status_set(st, r < 0 ? r : KMS_ERR_INTERNAL, "the audit "
+	    "record could not be written: the change is not made");
+}
+
 static int
 rotate_fn(struct ks_entry *e, struct hsm_session *s, void *arg,
     const char **made, struct kms_status *st)
 {
-	const int64_t *due = arg;
+	struct sched *sc = arg;
 	const struct km_version *p;
 	int64_t now = (int64_t)time(NULL);
 	int r;
 
 	/* A scheduled rotation checks, under the lock, that it is still due. */
-	if (due != NULL) {
+	if (sc != NULL) {
 		p = km_version(&e->m, e->m.primary);
 		if (e->m.rotation_period <= 0 || p == NULL ||
-		    p->create_time + e->m.rotation_period > *due)
+		    p->create_time + e->m.rotation_period > sc->due)
 			return KS_NO_CHANGE;
 	}
 	if ((r = entry_add_version(e, s, now, st)) != 0)
 		return r;
 	*made = e->m.v[e->m.nv - 1].label;
+	if (sc != NULL)
+		return sched_audit(sc, KS_EVENT_ROTATED, e->m.name,
+		    e->m.primary, st);
 	return 0;
 }
 
@@ -433,16 +462,19 @@ static int
 destroy_fn(struct ks_entry *e, struct hsm_session *s, void *arg,
     const char **made, struct kms_status *st)
 {
-	const uint32_t *version = arg;
+	struct sched *sc = arg;
 	struct km_version *v;
 	int64_t now = (int64_t)time(NULL);
 	size_t i;
 	int r;
 
-	if ((i = ks_vindex(e, *version)) == e->m.nv ||
+	if ((i = ks_vindex(e, sc->version)) == e->m.nv ||
 	    (v = &e->m.v[i])->state != KS_STATE_DESTROY_SCHEDULED ||
 	    v->destroy_time > now)
 		return KS_NO_CHANGE;	/* restored meanwhile, or not yet due */
+	if ((r = sched_audit(sc, KS_EVENT_DESTROYED, e->m.name, v->version,
+	    st)) != 0)
+		return r;
 	/* The objects first: a failed write then finds them gone and retries. */
 	if ((r = objects_destroy(s, v->label)) != 0)
 		return kms_status_set(st, r, "the HSM could not destroy the "
@@ -459,21 +491,25 @@ struct due {
 	uint32_t version;		/* 0: rotate; else destroy it */
 };
 
-int
-keystore_maintain(struct keystore *ks, struct hsm_session *s, int64_t now,
-    ks_event_fn *ev, void *arg)
+/*
+ * Lists what is due at now into *todo (*n of them), under the table
+ * lock.  KMS_ERR_NOMEM when not all of it fits: what was listed is still
+ * given.
+ */
+static int
+due_list(struct keystore *ks, int64_t now, struct due **todo, size_t *n)
 {
 	struct ks_entry *e;
 	const struct km_version *p;
-	struct due *todo = NULL, *t;
-	struct kms_status st;
-	size_t i, j, n = 0, cap = 0;
-	uint32_t version;
-	int r;
+	struct due *t;
+	size_t i, j, cap = 0;
+	int r = 0;
 
+	*todo = NULL;
+	*n = 0;
 	pthread_rwlock_rdlock(&ks->lock);
-	for (i = 0; i < ks->nbuckets; i++) {
-		for (e = ks->buckets[i]; e != NULL; e = e->next) {
+	for (i = 0; i < ks->nbuckets && r == 0; i++) {
+		for (e = ks->buckets[i]; e != NULL && r == 0; e = e->next) {
 			for (j = 0; j <= e->m.nv; j++) {
 				if (j < e->m.nv) {
 					if (e->m.v[j].state !=
@@ -487,44 +523,62 @@ keystore_maintain(struct keystore *ks, struct hsm_session *s, int64_t now,
 					    e->m.rotation_period > now)
 						continue;
 				}
-				if (n == cap) {
+				if (*n == cap) {
 					cap = cap == 0 ? 16 : cap * 2;
-					if ((t = realloc(todo, cap *
-					    sizeof(*todo))) == NULL)
-						goto listed;
-					todo = t;
+					if ((t = realloc(*todo, cap *
+					    sizeof(**todo))) == NULL) {
+						r = KMS_ERR_NOMEM;
+						break;
+					}
+					*todo = t;
 				}
-				strcpy(todo[n].name, e->m.name);
-				todo[n++].version = j < e->m.nv ?
+				strcpy((*todo)[*n].name, e->m.name);
+				(*todo)[(*n)++].version = j < e->m.nv ?
 				    e->m.v[j].version : 0;
 			}
 		}
 	}
- listed:
 	pthread_rwlock_unlock(&ks->lock);
+	return r;
+}
+
+int
+keystore_maintain(struct keystore *ks, struct hsm_session *s, int64_t now,
+    ks_event_fn *ev, void *arg)
+{
+	struct due *todo = NULL;
+	struct kms_status st;
+	struct sched sc;
+	enum ks_event what;
+	size_t i, n = 0;
+	int r, ret;
+
+	if ((ret = due_list(ks, now, &todo, &n)) != 0)
+		log_error("keystore: out of memory listing the scheduled "
+		    "changes: %zu of them are made now, the rest later", n);
 	for (i = 0; i < n; i++) {
 		kms_status_clear(&st);
-		version = todo[i].version;
-		if (version == 0)
-			r = keystore_change(ks, s, todo[i].name, rotate_fn,
-			    &now, &st);
-		else
-			r = keystore_change(ks, s, todo[i].name, destroy_fn,
-			    &version, &st);
+		memset(&sc, 0, sizeof(sc));
+		sc.due = now;
+		sc.version = todo[i].version;
+		sc.ev = ev;
+		sc.arg = arg;
+		what = sc.version == 0 ? KS_EVENT_ROTATED : KS_EVENT_DESTROYED;
+		r = keystore_change(ks, s, todo[i].name, sc.version == 0 ?
+		    rotate_fn : destroy_fn, &sc, &st);
 		/* Nothing to report when another instance did it first. */
-		if (r == KS_NO_CHANGE)
+		if (r == 0 || r == KS_NO_CHANGE)
 			continue;
-		if (version == 0 && r == 0) {
-			pthread_rwlock_rdlock(&ks->lock);
-			if ((e = ks_find_locked(ks, todo[i].name)) != NULL)
-				version = e->m.primary;
-			pthread_rwlock_unlock(&ks->lock);
-		}
-		ev(arg, todo[i].version == 0 ? KS_EVENT_ROTATED :
-		    KS_EVENT_DESTROYED, todo[i].name, version, r, &st);
+		if (ret == 0)
+			ret = r;
+		/* No record, no change: the rest waits for the audit log. */
+		if (sc.refused)
+			break;
+		if (ev(arg, what, todo[i].name, sc.version, r, &st) != 0)
+			break;
 	}
 	free(todo);
-	return 0;
+	return ret;
 }
 
 /*

@@ -237,6 +237,7 @@ keystore_wrap(struct keystore *ks, struct hsm_session *s, const char *name,
     uint32_t version, const uint8_t *in, size_t inlen, uint8_t **blob,
     size_t *bloblen, struct kms_status *st)
 {
+	const struct kms_alg_info *alg;
 	uint8_t *inner = NULL, *out = NULL;
 	unsigned long mech = 0;
 	hsm_handle_t h;
@@ -249,6 +250,10 @@ keystore_wrap(struct keystore *ks, struct hsm_session *s, const char *name,
 		return kms_status_set(st, KMS_ERR_INVALID_ARGUMENT, "plaintext "
 		    "must be 1 to %d bytes, not %zu", KS_WRAP_MAX_PLAINTEXT,
 		    inlen);
+	/* The blob names its version: 0, the primary, is resolved first. */
+	if (version == 0 && (r = keystore_resolve(ks, name, 0, &alg,
+	    &version, st)) != 0)
+		return r;
 	if ((inner = malloc(inlen + 4)) == NULL ||
 	    (out = malloc(KS_WRAP_MAX_BLOB)) == NULL) {
 		r = kms_status_set(st, KMS_ERR_NOMEM, "out of memory");

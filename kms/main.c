@@ -148,6 +148,7 @@ usage(int ok)
 	    "usage: kmsd --config FILE [--listen HOST:PORT]\n"
 	    "            [--log-level error|warn|info|debug] "
 	    "[--log-format text|json]\n"
+	    "            [--audit-new-chain REASON]\n"
 	    "       kmsd --version | --help\n"
 	    "\n"
 	    "  --config FILE      kmsd.conf (see kmsd.conf(5))\n"
@@ -155,6 +156,9 @@ usage(int ok)
 	    "  --log-level L      overrides [server] log_level\n"
 	    "  --log-format F     text (default) or json: one object per line,\n"
 	    "                     gRPC's own messages included\n"
+	    "  --audit-new-chain REASON\n"
+	    "                     end this instance's audit chain (saying why\n"
+	    "                     in it) and start the next one\n"
 	    "\n"
 	    "SIGHUP reloads the policy; SIGTERM stops.  See kmsd(8).\n");
 	exit(ok ? 0 : 2);
@@ -228,6 +232,7 @@ main(int argc, char **argv)
 		{ "log-format", required_argument, NULL, 'f' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
+		{ "audit-new-chain", required_argument, NULL, 'N' },
 		{ NULL, 0, NULL, 0 }
 	};
 	static struct config cfg;
@@ -237,6 +242,7 @@ main(int argc, char **argv)
 	struct kms_status st;
 	struct rlimit rl;
 	const char *config_path = NULL, *listen = NULL, *level = NULL;
+	const char *new_chain = NULL;
 	enum log_format fmt;
 	struct timespec tick = { 1, 0 };
 	struct watchdog *wd = NULL;
@@ -275,6 +281,14 @@ main(int argc, char **argv)
 		case 'V':
 			printf("kmsd %s\n", KMS_VERSION);
 			return 0;
+		case 'N':
+			if (*optarg == '\0' || strlen(optarg) > 500) {
+				fprintf(stderr, "kmsd: --audit-new-chain needs "
+				    "a reason of 1..500 bytes\n");
+				usage(0);
+			}
+			new_chain = optarg;
+			break;
 		case 'h':
 			usage(1);
 			break;
@@ -369,6 +383,11 @@ main(int argc, char **argv)
 		signer.spki_len = akey.spki_len;
 		signer.every = cfg.audit_checkpoint_every;
 		signer.seconds = cfg.audit_checkpoint_seconds;
+		signer.mac = audit_key_mac;
+		signer.anchor_get = audit_key_anchor_get;
+		signer.anchor_set = audit_key_anchor_set;
+		signer.new_chain_on_tamper = cfg.audit_new_chain_on_tamper;
+		signer.new_chain_reason = new_chain;
 		r = audit_open(cfg.audit_dir, chain, cfg.audit_segment_bytes,
 		    &signer, &svc.audit, &st);
 		if (r != KMS_ERR_ALREADY_EXISTS)

@@ -65,6 +65,7 @@
 #define LOCK_SUFFIX "!lock"
 #define LOCK_MAX_WAIT_MS 10000		/* then the change is refused */
 #define LOCK_STALE_SECONDS 30		/* a lock older than this is abandoned */
+#define UNLOCK_TRIES 3
 #define READ_TRIES_KNOWN 40		/* x READ_PAUSE_MS: a revision seen */
 #define READ_TRIES_NEW 2		/* none seen yet, under the lock */
 #define READ_PAUSE_MS 25
@@ -240,12 +241,24 @@ tok_lock(struct store *sto, struct hsm_session *s, const char *name,
 	return 0;
 }
 
+/*
+ * The lock object is removed with a few tries: one left behind blocks
+ * every change of the name until it is abandoned (LOCK_STALE_SECONDS).
+ */
 static void
 tok_unlock(struct store *sto, struct hsm_session *s, struct store_lock *l)
 {
-	if (l->obj != 0 && hsm_destroy(s, l->obj) != 0)
-		log_warn("keystore: could not remove a lock object; it "
-		    "expires after %d s", LOCK_STALE_SECONDS);
+	int r = 0, tries;
+
+	for (tries = 0; l->obj != 0 && tries < UNLOCK_TRIES; tries++) {
+		if ((r = hsm_destroy(s, l->obj)) == 0 ||
+		    r == KMS_ERR_STALE_HANDLE)
+			break;
+		clock_pause_ms(READ_PAUSE_MS);
+	}
+	if (tries == UNLOCK_TRIES)
+		log_warn("keystore: could not remove a lock object (%s); it "
+		    "expires after %d s", kms_strerror(r), LOCK_STALE_SECONDS);
 	close(l->fd);		/* releases the flock */
 	free(l);
 }

@@ -205,6 +205,42 @@ SIGN_INPUT_HELP
 "\n"
 "Example:\n"
 "  kmsctl audit verify --pubkey audit-key.pem /backup/kms/audit\n" },
+	{ "audit", "prove", 0, NULL, audit_prove_cmd,
+	  "fetch and check the inclusion proof of a record",
+	  "audit prove [--pubkey PEM] SEQ",
+"Fetches the record, its RFC 9162 inclusion proof and the signed\n"
+"checkpoint (a checkpoint is made at once when none covers it yet) and\n"
+"checks them here.  Any identity may prove its own records (receipts),\n"
+"auditors any.  Exit 0 verified, 1 not.\n"
+"\n"
+"Options:\n"
+"  --pubkey PEM   the pinned audit key (else the one kmsd names)\n"
+"\n"
+"Example:\n"
+"  kmsctl --as ci audit prove --pubkey audit-key.pem 1234\n" },
+	{ "audit", "consistency", 0, NULL, audit_consistency_cmd,
+	  "fetch and check a consistency proof between checkpoints (auditor)",
+	  "audit consistency [--pubkey PEM] OLD NEW",
+"OLD and NEW are checkpoint tree sizes (NEW 0: the latest).  Exit 0 when\n"
+"the new checkpoint extends the old one, 1 not.\n"
+"\n"
+"Example:\n"
+"  kmsctl --as auditor audit consistency --pubkey audit-key.pem 1000 0\n" },
+	{ "audit", "witness", 0, NULL, audit_witness_cmd,
+	  "cosign kmsd's latest checkpoint if it extends the last one seen",
+	  "audit witness --state DIR --witness-key KEY --pubkey AUDIT_PUB\n"
+	  "       [--name NAME]",
+"Keeps the last checkpoint it cosigned in DIR/latest (and each in\n"
+"DIR/SIZE.note).  Given kmsd's latest, it checks the audit key's\n"
+"signature and the RFC 9162 consistency proof from the one it holds,\n"
+"then appends its own signed-note signature (Ed25519 PEM key, key name\n"
+"NAME, default kms-witness).  A fork or a truncation is refused with both\n"
+"checkpoints, exit 1.  Run it as an auditor, from a machine of its own\n"
+"(--witness-key, as --key names the client certificate's key).\n"
+"\n"
+"Example:\n"
+"  kmsctl --as auditor audit witness --state /var/lib/witness \\\n"
+"      --witness-key witness.pem --pubkey audit-key.pem\n" },
 	{ "audit", "report", 1, NULL, audit_report_cmd,
 	  "write an HTML report of an audit log, offline",
 	  "audit report [--since RFC3339] [--until RFC3339] -o REPORT.html [PATH]",

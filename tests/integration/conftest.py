@@ -141,6 +141,12 @@ class Client:
     def close(self):
         self.channel.close()
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
 
 class Kmsd:
     """One kmsd process on a state directory made by hsm-config/setup.sh."""

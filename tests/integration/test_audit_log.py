@@ -22,7 +22,7 @@ import grpc
 import pytest
 
 import tlog
-from conftest import KMSCTL, Kmsd, expect_error, make_home, pb, run
+from conftest import KMSCTL, MODULE, Kmsd, expect_error, make_home, pb, run
 
 # Small segments and frequent checkpoints, so that a few records make many.
 AUDIT_CONF = {"audit": {"segment_bytes": 8192, "checkpoint_every": 8,
@@ -515,6 +515,29 @@ def mount_tmpfs(path, size):
     return p.returncode == 0
 
 
+def fill_disk(k, audit, key):
+    """Fills the tmpfs of the audit log until a Sign with key is refused
+    for it; returns the file to remove to free it."""
+    filler = audit / "filler"
+    with open(filler, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+    # Appends may still fit in the segment's last page for a while.
+    ci = k.client("ci").kms
+    for _ in range(64):
+        try:
+            ci.Sign(pb.SignRequest(name=key, digest=b"\2" * 32), timeout=30)
+        except grpc.RpcError as e:
+            assert e.code() == grpc.StatusCode.UNAVAILABLE, e
+            assert "audit" in e.details()
+            return filler
+    pytest.fail("64 Signs succeeded on a full disk")
+
+
 def test_full_disk_fails_closed_and_recovers(tmp_root):
     home = make_home(tmp_root, "full-home", AUDIT_CONF)
     audit = home / "audit"
@@ -528,26 +551,7 @@ def test_full_disk_fails_closed_and_recovers(tmp_root):
             pb.CreateKeyRequest(name=k.key, algorithm=pb.EC_P256_SHA256),
             timeout=60)
         sign(k, 3, "before")
-        filler = audit / "filler"
-        with open(filler, "wb") as f:
-            try:
-                while True:
-                    f.write(b"\0" * 65536)
-                    f.flush()
-            except OSError:
-                pass
-        # Appends may still fit in the segment's last page for a while.
-        ci = k.client("ci").kms
-        for i in range(64):
-            try:
-                ci.Sign(pb.SignRequest(name=k.key, digest=b"\2" * 32),
-                        timeout=30)
-            except grpc.RpcError as e:
-                assert e.code() == grpc.StatusCode.UNAVAILABLE, e
-                assert "audit" in e.details()
-                break
-        else:
-            pytest.fail("64 Signs succeeded on a full disk")
+        filler = fill_disk(k, audit, k.key)
         filler.unlink()
         after = sign(k, 3, "after")
         chain_dir, _ = my_chain(k)
@@ -557,6 +561,60 @@ def test_full_disk_fails_closed_and_recovers(tmp_root):
                 hashlib.sha256(d).hexdigest()
         p = verify(audit)
         assert p.returncode == 0, out_text(p)
+        k.stop_clean()
+    finally:
+        if k.proc is not None:
+            k.proc.kill()
+            k.proc.wait()
+        subprocess.run(["umount", str(audit)], check=False)
+
+
+def test_scheduled_destroy_waits_for_the_audit_log(tmp_root):
+    """A scheduled destruction is audited before it happens: while the
+    audit log cannot be written the version and its HSM objects stay, and
+    once it can the destruction is made with its record."""
+    home = make_home(tmp_root, "sched-full-home", dict(AUDIT_CONF, keys={
+        "destroy_wait": 8, "sync_ms": 200}))
+    audit = home / "audit"
+    if os.geteuid() != 0 or not mount_tmpfs(audit, "1m"):
+        pytest.skip("needs root and tmpfs mounts to make a real full disk")
+    k = Kmsd(home, tmp_root / "sched-full-work")
+    name = "release/sched-full/p256"
+    try:
+        k.start()
+        officer = k.client("officer").kms
+        officer.CreateKey(pb.CreateKeyRequest(
+            name=name, algorithm=pb.EC_P256_SHA256), timeout=60)
+        officer.RotateKey(pb.RotateKeyRequest(name=name), timeout=60)
+        v = officer.SetVersionState(pb.SetVersionStateRequest(
+            name=name, version=1, state=pb.KeyVersionState.Value(
+                "DESTROY_SCHEDULED")), timeout=30)
+        filler = fill_disk(k, audit, name)
+        # Past the destroy time, with room for a few maintenance rounds.
+        time.sleep(max(0, v.destroy_time - time.time()) + 2)
+        assert "scheduled changes wait for the audit log" in k.log()
+        pin = (home / "pin").read_text().strip()
+        p = run(["pkcs11-tool", "--module", MODULE, "--token-label", "kms",
+                 "--login", "--pin", pin, "--list-objects",
+                 "--type", "privkey"], env=k.env())
+        labels = re.findall(r"label:\s*(\S+)", p.stdout.decode())
+        assert [x for x in labels if x.startswith(name + "#1#")], labels
+
+        filler.unlink()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            key = officer.GetKey(pb.GetKeyRequest(name=name), timeout=30)
+            if key.versions[0].state == pb.KeyVersionState.Value(
+                    "DESTROYED"):
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("version 1 not destroyed once the log works")
+        chain_dir, _ = my_chain(k)
+        recs = [r for r in records_on_disk(chain_dir).values()
+                if r["rpc"] == "ScheduledDestroy"]
+        assert len(recs) == 1 and recs[0]["result"] == "ok", recs
+        assert recs[0]["version"] == 1
         k.stop_clean()
     finally:
         if k.proc is not None:

@@ -34,10 +34,7 @@ def test_json_log_one_object_per_line(kmsd, workdir):
         who = k.client("ci").kms.WhoAmI(pb.WhoAmIRequest(), timeout=10)
         assert who.identity == "ci"
     finally:
-        for c in k.clients.values():
-            c.close()
-        rc = k.stop()
-    assert rc == 0 and not k.sanitizer_reports, k.log()
+        k.stop_clean()
     # LeakSanitizer's list of the suppressions it used (ASan build) is not
     # kmsd's; nothing after it is.
     lines = k.log().split("-" * 20)[0].splitlines()

@@ -48,11 +48,8 @@ def call_fails(client):
 
 
 def test_no_client_certificate(kmsd):
-    c = Client(kmsd.addr, kmsd.ca)
-    try:
+    with Client(kmsd.addr, kmsd.ca) as c:
         assert call_fails(c) == [FAIL, FAIL]
-    finally:
-        c.close()
 
 
 def test_certificate_from_another_ca(kmsd, workdir):
@@ -64,11 +61,8 @@ def test_certificate_from_another_ca(kmsd, workdir):
     client_ext(ext)
     # Same subject as the real ci identity: only the issuer differs.
     cert, key = sign_with_ca(workdir, ca_pem, ca_key, "/CN=ci", ext, "ci")
-    c = Client(kmsd.addr, kmsd.ca, cert, key)
-    try:
+    with Client(kmsd.addr, kmsd.ca, cert, key) as c:
         assert call_fails(c) == [FAIL, FAIL]
-    finally:
-        c.close()
 
 
 def test_expired_certificate(kmsd, workdir):
@@ -115,11 +109,8 @@ def test_expired_certificate(kmsd, workdir):
              "-no_check_time", cert], check=False)
     assert v.returncode == 0, v.stdout + v.stderr
 
-    c = Client(kmsd.addr, kmsd.ca, cert, key)
-    try:
+    with Client(kmsd.addr, kmsd.ca, cert, key) as c:
         assert call_fails(c) == [FAIL, FAIL]
-    finally:
-        c.close()
 
 
 def test_spiffe_identity(kmsd, workdir):
@@ -128,21 +119,15 @@ def test_spiffe_identity(kmsd, workdir):
     client_ext(ext, ["subjectAltName = URI:spiffe://kms.test/ci"])
     cert, key = sign_with_ca(workdir, pki / "ca.pem", pki / "ca.key",
                              "/O=kms test", ext, "spiffe")
-    c = Client(kmsd.addr, kmsd.ca, cert, key)
-    try:
+    with Client(kmsd.addr, kmsd.ca, cert, key) as c:
         resp = c.kms.WhoAmI(pb.WhoAmIRequest(), timeout=10)
         assert resp.identity == "spiffe://kms.test/ci"
-    finally:
-        c.close()
 
 
 @pytest.mark.parametrize("name", ["ci", "officer"])
 def test_dev_certificates_work(kmsd, name):
     # The control case for the refusals above.
-    c = Client(kmsd.addr, kmsd.ca,
-               kmsd.home / "pki" / "clients" / (name + ".pem"),
-               kmsd.home / "pki" / "clients" / (name + ".key"))
-    try:
+    with Client(kmsd.addr, kmsd.ca,
+                kmsd.home / "pki" / "clients" / (name + ".pem"),
+                kmsd.home / "pki" / "clients" / (name + ".key")) as c:
         assert c.kms.WhoAmI(pb.WhoAmIRequest(), timeout=10).identity == name
-    finally:
-        c.close()

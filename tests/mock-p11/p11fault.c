@@ -8,6 +8,11 @@
  *   P11FAULT=C_Sign:2:0x30                          the second C_Sign after
  *                                                   C_Initialize fails
  *
+ * The function "*" stands for any: p11fault_set("*", 5, rv) fails the
+ * fifth PKCS#11 call, whichever it is (the fault sweep of
+ * tests/unit/test_faults.c).  p11fault_armed() says whether a fault is
+ * set and has not fired yet.
+ *
  * A fault fires once, then the switch is clear again.  Two faults make
  * the failure real rather than only reported, so that a recovery has
  * something to repair: CKR_SESSION_HANDLE_INVALID and CKR_SESSION_CLOSED
@@ -38,6 +43,7 @@
 void p11fault_set(const char *func, unsigned long nth, unsigned long rv);
 void p11fault_clear(void);
 unsigned long p11fault_calls(const char *func);
+int p11fault_armed(void);
 CK_RV C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR list);
 
 /* The state of the switch is shared by every thread of the process. */
@@ -89,6 +95,17 @@ p11fault_calls(const char *func)
 	return n;
 }
 
+int
+p11fault_armed(void)
+{
+	int armed;
+
+	pthread_mutex_lock(&lock);
+	armed = fault_nth > 0 && fault_func[0] != '\0';
+	pthread_mutex_unlock(&lock);
+	return armed;
+}
+
 /* Counts the call and returns 1 with *rv when it is the one to fail. */
 static int
 fault_hit(const char *func, CK_RV *rv)
@@ -109,8 +126,8 @@ fault_hit(const char *func, CK_RV *rv)
 	    access(down_path, F_OK) == 0) {
 		*rv = CKR_DEVICE_REMOVED;
 		hit = 1;
-	} else if (fault_nth > 0 && strcmp(fault_func, func) == 0 &&
-	    --fault_nth == 0) {
+	} else if (fault_nth > 0 && (strcmp(fault_func, func) == 0 ||
+	    strcmp(fault_func, "*") == 0) && --fault_nth == 0) {
 		*rv = fault_rv;
 		fault_func[0] = '\0';
 		hit = 1;

@@ -828,10 +828,13 @@ test_audit_key(void **state)
 	assert_non_null(k.spki);
 	audit_sign_and_verify(&k);
 
-	/* Present: found in one search, nothing made. */
+	/*
+	 * Present: found in one search each (the pair, the seal key, the
+	 * anchor), nothing made.
+	 */
 	finds = fault_calls("C_FindObjectsInit");
 	assert_int_equal(audit_key_open(hsm, "ut", &k2, &st), 0);
-	assert_int_equal(fault_calls("C_FindObjectsInit") - finds, 1);
+	assert_int_equal(fault_calls("C_FindObjectsInit") - finds, 3);
 	assert_int_equal(fault_calls("C_GenerateKeyPair") - gens, 1);
 	assert_int_equal(k2.priv, k.priv);
 	assert_int_equal(k2.spki_len, k.spki_len);
@@ -850,6 +853,32 @@ test_audit_key(void **state)
 	    KMS_ERR_UNAVAILABLE);
 	audit_key_close(&k2);
 	fault_clear();
+
+	/* The seal key MACs in the token; the anchor round-trips. */
+	{
+		uint8_t m1[32], m2[32], m3[32];
+		char *v = NULL;
+		size_t vlen;
+
+		assert_int_equal(audit_key_mac(&k, (const uint8_t *)"batch", 5,
+		    m1), 0);
+		assert_int_equal(audit_key_mac(&k, (const uint8_t *)"batch", 5,
+		    m2), 0);
+		assert_int_equal(audit_key_mac(&k, (const uint8_t *)"batcH", 5,
+		    m3), 0);
+		assert_memory_equal(m1, m2, 32);
+		assert_memory_not_equal(m1, m3, 32);
+		assert_int_equal(audit_key_anchor_get(&k, &v, &vlen),
+		    KMS_ERR_NOT_FOUND);
+		assert_int_equal(audit_key_anchor_set(&k, "one", 3), 0);
+		assert_int_equal(audit_key_anchor_set(&k, "two!", 4), 0);
+		assert_int_equal(audit_key_anchor_get(&k, &v, &vlen), 0);
+		assert_int_equal(vlen, 4);
+		assert_string_equal(v, "two!");
+		free(v);
+		assert_int_equal(hsm_destroy(s, k.anchor), 0);
+		assert_int_equal(hsm_destroy(s, k.seal), 0);
+	}
 	audit_key_close(&k);
 	audit_key_close(&k);	/* a closed key closes again */
 }

@@ -247,9 +247,10 @@ struct events {
 	enum ks_event what[8];
 	uint32_t version[8];
 	int err[8];
+	int refuse;			/* on_event's answer: the audit failed */
 };
 
-static void
+static int
 on_event(void *arg, enum ks_event what, const char *name, uint32_t version,
     int err, const struct kms_status *st)
 {
@@ -263,6 +264,7 @@ on_event(void *arg, enum ks_event what, const char *name, uint32_t version,
 		ev->err[ev->n] = err;
 	}
 	ev->n++;
+	return ev->refuse;
 }
 
 /*
@@ -291,6 +293,24 @@ test_maintain_on_two_instances(void **state)
 		usleep(50000);
 	ks_key_free(k);
 
+	/*
+	 * An audit record that cannot be written refuses the rotation:
+	 * nothing changes, no key object stays, and the error is returned.
+	 */
+	privs = count(HSM_OBJ_PRIVATE_KEY);
+	memset(&ea, 0, sizeof(ea));
+	ea.refuse = KMS_ERR_AUDIT;
+	assert_int_equal(keystore_maintain(a, s, now, on_event, &ea),
+	    KMS_ERR_AUDIT);
+	assert_int_equal(ea.n, 1);
+	assert_int_equal(ea.err[0], 0);
+	assert_int_equal(count(HSM_OBJ_PRIVATE_KEY), privs);
+	assert_int_equal(keystore_refresh(b, s2, NULL), 0);
+	k = get(b, "sched/ed");
+	assert_int_equal(k->primary, 1);
+	ks_key_free(k);
+
+	/* Once the audit log works, the rotation is made, once. */
 	memset(&ea, 0, sizeof(ea));
 	memset(&eb, 0, sizeof(eb));
 	assert_int_equal(keystore_maintain(a, s, now, on_event, &ea), 0);
@@ -320,6 +340,12 @@ test_maintain_on_two_instances(void **state)
 	/* a has not refreshed: it does not know yet; b does it. */
 	assert_int_equal(keystore_maintain(a, s, now, on_event, &ea), 0);
 	assert_int_equal(ea.n, 0);
+	/* Not without its record: the objects stay until it can be written. */
+	eb.refuse = KMS_ERR_AUDIT;
+	assert_int_equal(keystore_maintain(b, s2, now, on_event, &eb),
+	    KMS_ERR_AUDIT);
+	assert_int_equal(count(HSM_OBJ_PRIVATE_KEY), privs);
+	memset(&eb, 0, sizeof(eb));
 	assert_int_equal(keystore_maintain(b, s2, now, on_event, &eb), 0);
 	assert_int_equal(eb.n, 1);
 	assert_int_equal(eb.what[0], KS_EVENT_DESTROYED);

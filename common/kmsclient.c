@@ -1,5 +1,6 @@
 /*
- * kmsclient.c: the synchronous gRPC client behind kmsctl (see kmsclient.h).
+ * kmsclient.c: the synchronous gRPC client behind kmsctl and the PKCS#11
+ * module (see kmsclient.h).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -25,7 +26,7 @@
 
 struct kmsclient {
 	grpc_channel *ch;
-	grpc_completion_queue *cq;
+	grpc_completion_queue *cq;	/* NULL when concurrent */
 	int timeout;
 };
 
@@ -149,7 +150,8 @@ kmsclient_open(const struct kmsclient_opts *o, struct kmsclient **out,
 	args.args = a;
 	c->ch = grpc_channel_create(o->addr, creds, &args);
 	grpc_channel_credentials_release(creds);
-	c->cq = grpc_completion_queue_create_for_pluck(NULL);
+	if (!o->concurrent)
+		c->cq = grpc_completion_queue_create_for_pluck(NULL);
 	c->timeout = o->timeout_seconds > 0 ? o->timeout_seconds :
 	    KMSCLIENT_DEFAULT_TIMEOUT;
 	*out = c;
@@ -166,18 +168,25 @@ kmsclient_open(const struct kmsclient_opts *o, struct kmsclient **out,
 	return r;
 }
 
+static void
+cq_destroy(grpc_completion_queue *cq)
+{
+	grpc_completion_queue_shutdown(cq);
+	while (grpc_completion_queue_pluck(cq, NULL,
+	    gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
+	    GRPC_QUEUE_SHUTDOWN)
+		;
+	grpc_completion_queue_destroy(cq);
+}
+
 void
 kmsclient_close(struct kmsclient *c)
 {
 	if (c == NULL)
 		return;
 	grpc_channel_destroy(c->ch);
-	grpc_completion_queue_shutdown(c->cq);
-	while (grpc_completion_queue_pluck(c->cq, NULL,
-	    gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
-	    GRPC_QUEUE_SHUTDOWN)
-		;
-	grpc_completion_queue_destroy(c->cq);
+	if (c->cq != NULL)
+		cq_destroy(c->cq);
 	free(c);
 	grpc_shutdown();
 }
@@ -203,9 +212,9 @@ unpack_reply(grpc_byte_buffer *bb, const ProtobufCMessageDescriptor *desc)
 
 /* The waits below end at the latest with the call's own deadline. */
 static grpc_event
-wait_for(struct kmsclient *c, void *tag)
+wait_for(grpc_completion_queue *cq, void *tag)
 {
-	return grpc_completion_queue_pluck(c->cq, tag,
+	return grpc_completion_queue_pluck(cq, tag,
 	    gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
 }
 
@@ -219,6 +228,7 @@ kmsclient_call_stream(struct kmsclient *c, const char *method,
 	grpc_byte_buffer *send = NULL, *recv = NULL;
 	grpc_status_code status = GRPC_STATUS_UNKNOWN;
 	grpc_slice details = grpc_empty_slice(), path, sl;
+	grpc_completion_queue *cq = c->cq;
 	grpc_call *call = NULL;
 	grpc_event ev;
 	grpc_op ops[5], rop;
@@ -257,11 +267,13 @@ kmsclient_call_stream(struct kmsclient *c, const char *method,
 	send = grpc_raw_byte_buffer_create(&sl, 1);
 	grpc_slice_unref(sl);
 
+	if (cq == NULL)
+		cq = grpc_completion_queue_create_for_pluck(NULL);
 	path = grpc_slice_from_copied_string(full);
 	deadline = gpr_time_add(gpr_now(GPR_CLOCK_REALTIME),
 	    gpr_time_from_seconds(c->timeout, GPR_TIMESPAN));
 	call = grpc_channel_create_call(c->ch, NULL, GRPC_PROPAGATE_DEFAULTS,
-	    c->cq, path, NULL, deadline, NULL);
+	    cq, path, NULL, deadline, NULL);
 	grpc_slice_unref(path);
 	if (call == NULL) {
 		r = kms_status_set(st, KMS_ERR_INTERNAL, "cannot make a call");
@@ -301,7 +313,7 @@ kmsclient_call_stream(struct kmsclient *c, const char *method,
 			    "cannot read the reply");
 			break;
 		}
-		ev = wait_for(c, &tag_msg);
+		ev = wait_for(cq, &tag_msg);
 		/* No message: the stream ended (the status says how). */
 		if (ev.type != GRPC_OP_COMPLETE || !ev.success || recv == NULL)
 			break;
@@ -319,7 +331,7 @@ kmsclient_call_stream(struct kmsclient *c, const char *method,
 			break;
 		}
 	}
-	ev = wait_for(c, &tag_call);
+	ev = wait_for(cq, &tag_call);
 	if (ev.type != GRPC_OP_COMPLETE) {
 		r = kms_status_set(st, KMS_ERR_INTERNAL,
 		    "the call did not finish");
@@ -360,6 +372,8 @@ kmsclient_call_stream(struct kmsclient *c, const char *method,
 	grpc_metadata_array_destroy(&trail_md);
 	if (call != NULL)
 		grpc_call_unref(call);
+	if (cq != NULL && cq != c->cq)
+		cq_destroy(cq);
 	return r;
 }
 

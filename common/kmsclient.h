@@ -1,9 +1,12 @@
 /*
  * kmsclient.h: a small synchronous client for kmsd on the gRPC C core
- * API, with mandatory mutual TLS.  kmsctl is built on it.
+ * API, with mandatory mutual TLS.  kmsctl and the PKCS#11 module are built
+ * on it.
  *
- * A client holds one channel and one completion queue; it is meant for
- * one thread at a time.
+ * A client holds one channel.  By default it also holds one completion
+ * queue and is meant for one thread at a time; with `concurrent` set,
+ * every call waits on a completion queue of its own, so that any number
+ * of threads share the channel.
  */
 #ifndef KMS_KMSCLIENT_H
 #define KMS_KMSCLIENT_H
@@ -29,6 +32,7 @@ struct kmsclient_opts {
 	 * the call's status anyway.  The log is process-wide.
 	 */
 	int quiet;
+	int concurrent;			/* calls may come from several threads */
 };
 
 /*

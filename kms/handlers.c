@@ -36,8 +36,12 @@ const struct handler_def handler_table[] = {
 	{ KMS_PATH("ListAuditRecords"), "ListAuditRecords",
 	    KMS_OP_LIST_AUDIT_RECORDS, 0, MSG(list_audit_records_request),
 	    MSG(list_audit_records_response), NULL, h_list_audit_records },
+	/*
+	 * No request_sha256 for Wrap: an unsalted hash of a short
+	 * plaintext would let whoever reads the log guess it.
+	 */
 	{ KMS_PATH("Wrap"), "Wrap", KMS_OP_WRAP, GATE_KEYED | GATE_SECRET_IN,
-	    MSG(wrap_request), MSG(wrap_response), "plaintext", h_wrap },
+	    MSG(wrap_request), MSG(wrap_response), NULL, h_wrap },
 	{ KMS_PATH("Unwrap"), "Unwrap", KMS_OP_UNWRAP,
 	    GATE_KEYED | GATE_SECRET_OUT, MSG(unwrap_request),
 	    MSG(unwrap_response), "wrapped", h_unwrap },
@@ -51,6 +55,10 @@ const struct handler_def handler_table[] = {
 	    KMS_OP_SET_VERSION_STATE, GATE_KEYED,
 	    MSG(set_version_state_request), MSG(key_version), NULL,
 	    h_set_version_state },
+	{ KMS_PATH("SetCertificateChain"), "SetCertificateChain",
+	    KMS_OP_SET_CERTIFICATE_CHAIN, GATE_KEYED,
+	    MSG(set_certificate_chain_request), MSG(key_version), NULL,
+	    h_set_certificate_chain },
 	{ KMS_PATH("UpdateKey"), "UpdateKey", KMS_OP_UPDATE_KEY, GATE_KEYED,
 	    MSG(update_key_request), MSG(key), NULL, h_update_key },
 	{ KMS_PATH("SignBundleManifest"), "SignBundleManifest",

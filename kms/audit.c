@@ -28,6 +28,7 @@
 #include "pubkey.h"
 #include "kmserr.h"
 #include "log.h"
+#include "metrics.h"
 #include "names.h"
 
 #define SEG_NAME_DIGITS 20
@@ -48,6 +49,7 @@
  * batch too) fails with it: the generation counter tells their callers.
  */
 struct audit {
+	struct metrics *metrics;	/* NULL: off; set before use */
 	pthread_mutex_t lock;
 	pthread_cond_t cond;		/* a flush finished */
 	char dir[4096];			/* the chain directory */
@@ -529,6 +531,52 @@ queue_record(struct audit *a, const struct audit_event *ev, json_t *cp,
 	return r;
 }
 
+static int mkdir_p(const char *path);
+static int write_all(int fd, const char *p, size_t len);
+
+/* Writes path atomically: a temporary file, fsync'd, renamed over it. */
+static int
+write_file(const char *path, const char *text)
+{
+	char tmp[4600];
+	int fd, r = -1;
+
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+	    0644)) == -1)
+		return -1;
+	if (write_all(fd, text, strlen(text)) == 0 && fsync(fd) == 0)
+		r = 0;
+	close(fd);
+	if (r == 0 && rename(tmp, path) == -1)
+		r = -1;
+	if (r != 0)
+		unlink(tmp);
+	return r;
+}
+
+/*
+ * [audit] publish: the checkpoint as DIR/CHAIN/SIZE.note and
+ * DIR/CHAIN/latest.  A failure is logged and changes nothing else: the
+ * checkpoint is in the log either way.
+ */
+static void
+publish(struct audit *a, uint64_t size, const char *note)
+{
+	char dir[4400], path[4500];
+
+	if (a->signer.publish_dir == NULL)
+		return;
+	snprintf(dir, sizeof(dir), "%s/%s", a->signer.publish_dir, a->chain);
+	snprintf(path, sizeof(path), "%s/%0*" PRIu64 ".note", dir,
+	    SEG_NAME_DIGITS, size);
+	if (mkdir_p(dir) == -1 || write_file(path, note) == -1 ||
+	    (snprintf(path, sizeof(path), "%s/latest", dir) > 0 &&
+	    write_file(path, note) == -1))
+		log_error("audit: cannot publish checkpoint %" PRIu64 " to "
+		    "%s: %s", size, dir, strerror(errno));
+}
+
 /* Keeps a copy of a signed checkpoint for proofs.  Lock held (or open). */
 static int
 cp_remember(struct audit *a, uint64_t size, const char *note)
@@ -671,6 +719,8 @@ writer_checkpoint(struct audit *a)
 		    kms_strerror(r));
 		r = r != 0 ? r : KMS_ERR_INTERNAL;
 	}
+	if (r == 0)
+		publish(a, size, note);
 	pthread_mutex_lock(&a->lock);
 	if (r == 0 && (cp = json_pack("{s:s}", "note", note)) == NULL)
 		r = KMS_ERR_NOMEM;
@@ -694,6 +744,8 @@ writer_checkpoint(struct audit *a)
 	/* Records queued while the HSM signed are not covered by it. */
 	a->since_cp = seq - a->base - size;
 	a->cp_seq = seq;
+	metrics_audit_checkpoint(__atomic_load_n(&a->metrics,
+	    __ATOMIC_ACQUIRE), seq);
 	a->cp_done = req;
 	free(a->cp_note);
 	a->cp_note = note;
@@ -720,6 +772,7 @@ writer_main(void *arg)
 	char *buf, base[SHA256_DIGEST_LENGTH * 2 + 1], seal[160];
 	uint8_t mac[SEAL_LEN];
 	uint64_t first, last, since;
+	struct timespec t0, t1;
 	size_t len;
 	int r;
 
@@ -743,6 +796,7 @@ writer_main(void *arg)
 		a->pend = NULL;
 		a->pend_len = a->pend_cap = 0;
 		pthread_mutex_unlock(&a->lock);
+		clock_gettime(CLOCK_MONOTONIC, &t0);
 		r = 0;
 		if (a->signer.mac != NULL)
 			r = make_seal(a, buf, len, first, last, mac, seal,
@@ -752,6 +806,12 @@ writer_main(void *arg)
 			    a->signer.mac != NULL ? seal : NULL);
 		if (r == 0 && a->signer.mac != NULL)
 			memcpy(a->seal_prev, mac, SEAL_LEN);
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		if (r == 0)
+			metrics_audit_batch(__atomic_load_n(&a->metrics,
+			    __ATOMIC_ACQUIRE), last - first + 1,
+			    (double)(t1.tv_sec - t0.tv_sec) +
+			    (t1.tv_nsec - t0.tv_nsec) / 1e9);
 		/*
 		 * The leaves are hashed here, off the requests' path; a tree
 		 * that cannot be written fails nothing already durable but
@@ -871,9 +931,8 @@ timer_main(void *arg)
 static int
 write_key_pem(struct audit *a, struct kms_status *st)
 {
-	char path[4400], tmp[4500], *pem = NULL;
-	size_t len;
-	int fd = -1, r;
+	char path[4400];
+	int r;
 
 	snprintf(path, sizeof(path), "%s/" AUDIT_KEY_PREFIX "%.16s.pem",
 	    a->dir, a->key_fpr);
@@ -882,20 +941,10 @@ write_key_pem(struct audit *a, struct kms_status *st)
 		return kms_status_set(st, r, "cannot encode the audit key");
 	if (access(path, F_OK) == 0)
 		return 0;
-	pem = a->key_pem;
-	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	len = strlen(pem);
-	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
-	    0644)) == -1 || write_all(fd, pem, len) == -1 || fsync(fd) == -1 ||
-	    rename(tmp, path) == -1 || fsync_dir(a->dir) == -1) {
-		r = kms_status_set(st, KMS_ERR_AUDIT, "cannot write %s: %s",
+	if (write_file(path, a->key_pem) == -1 || fsync_dir(a->dir) == -1)
+		return kms_status_set(st, KMS_ERR_AUDIT, "cannot write %s: %s",
 		    path, strerror(errno));
-		unlink(tmp);
-	} else
-		r = 0;
-	if (fd != -1)
-		close(fd);
-	return r;
+	return 0;
 }
 
 static int
@@ -1935,4 +1984,15 @@ audit_get_consistency(struct audit *a, uint64_t old_size, uint64_t new_size,
 	if (r != 0)
 		audit_proof_clear(p);
 	return r;
+}
+
+void
+audit_set_metrics(struct audit *a, struct metrics *m)
+{
+	/* The writer thread runs already: it loads the pointer atomically. */
+	__atomic_store_n(&a->metrics, m, __ATOMIC_RELEASE);
+	pthread_mutex_lock(&a->lock);
+	if (a->cp_seq != 0)
+		metrics_audit_checkpoint(m, a->cp_seq);
+	pthread_mutex_unlock(&a->lock);
 }

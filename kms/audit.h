@@ -70,6 +70,12 @@ struct audit_signer {
 	int (*anchor_set)(void *arg, const char *value, size_t len);
 	int new_chain_on_tamper;	/* [audit] on_tamper = new-chain */
 	const char *new_chain_reason;	/* kmsd --audit-new-chain REASON */
+	/*
+	 * [audit] publish = DIR: each signed checkpoint is also written to
+	 * DIR/CHAIN/SIZE.note and DIR/CHAIN/latest, for witnesses and
+	 * write-once stores (NULL: not published).
+	 */
+	const char *publish_dir;
 };
 
 /*
@@ -99,6 +105,10 @@ void audit_close(struct audit *a);
  * durability costs only (config `[audit] sync = no`), never for service.
  */
 void audit_set_sync(struct audit *a, int sync);
+
+/* Counts durable batches and checkpoints into m (metrics.h); before use. */
+struct metrics;
+void audit_set_metrics(struct audit *a, struct metrics *m);
 
 /*
  * A reply waiting for its record: audit_submit fills seq and gen, and the

@@ -51,6 +51,8 @@
 
 struct config {
 	char listen[256];
+	char health_listen[256];		/* "": no health port */
+	char metrics_listen[256];		/* "": no metrics */
 	char ca_file[CONFIG_PATH_MAX];
 	char cert_file[CONFIG_PATH_MAX];
 	char key_file[CONFIG_PATH_MAX];
@@ -74,6 +76,7 @@ struct config {
 	unsigned int audit_checkpoint_seconds;	/* 0 .. 86400 */
 	int audit_sync;				/* 1: fdatasync every batch */
 	int audit_new_chain_on_tamper;		/* on_tamper = new-chain */
+	char audit_publish[CONFIG_PATH_MAX];	/* "": checkpoints not published */
 
 	int64_t keys_destroy_wait;		/* 1 s .. 1 year */
 	int64_t keys_min_rotation_period;	/* 1 s .. 1 year */

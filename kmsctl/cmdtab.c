@@ -226,6 +226,21 @@ SIGN_INPUT_HELP
 "\n"
 "Example:\n"
 "  kmsctl --as auditor audit consistency --pubkey audit-key.pem 1000 0\n" },
+	{ "audit", "witness", 0, NULL, audit_witness_cmd,
+	  "cosign kmsd's latest checkpoint if it extends the last one seen",
+	  "audit witness --state DIR --witness-key KEY --pubkey AUDIT_PUB\n"
+	  "       [--name NAME]",
+"Keeps the last checkpoint it cosigned in DIR/latest (and each in\n"
+"DIR/SIZE.note).  Given kmsd's latest, it checks the audit key's\n"
+"signature and the RFC 9162 consistency proof from the one it holds,\n"
+"then appends its own signed-note signature (Ed25519 PEM key, key name\n"
+"NAME, default kms-witness).  A fork or a truncation is refused with both\n"
+"checkpoints, exit 1.  Run it as an auditor, from a machine of its own\n"
+"(--witness-key, as --key names the client certificate's key).\n"
+"\n"
+"Example:\n"
+"  kmsctl --as auditor audit witness --state /var/lib/witness \\\n"
+"      --witness-key witness.pem --pubkey audit-key.pem\n" },
 	{ "audit", "report", 1, NULL, audit_report_cmd,
 	  "write an HTML report of an audit log, offline",
 	  "audit report [--since RFC3339] [--until RFC3339] -o REPORT.html [PATH]",

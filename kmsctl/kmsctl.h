@@ -123,5 +123,6 @@ int audit_list_cmd(struct ctx *x, int argc, char **argv);
 int audit_report_cmd(struct ctx *x, int argc, char **argv);
 int audit_prove_cmd(struct ctx *x, int argc, char **argv);
 int audit_consistency_cmd(struct ctx *x, int argc, char **argv);
+int audit_witness_cmd(struct ctx *x, int argc, char **argv);
 
 #endif /* KMS_KMSCTL_H */

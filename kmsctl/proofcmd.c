@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <openssl/evp.h>
 #include <openssl/pem.h>
@@ -236,4 +237,210 @@ audit_consistency_cmd(struct ctx *x, int argc, char **argv)
 	free(proof);
 	protobuf_c_message_free_unpacked(resp, NULL);
 	return ok ? KMSCTL_EXIT_OK : KMSCTL_EXIT_VERIFY;
+}
+
+/* Reads a whole small file into a NUL-terminated buffer. */
+static char *
+slurp(const char *path)
+{
+	uint8_t *buf = NULL;
+	size_t len;
+	char *s;
+
+	if (read_all(path, &buf, &len, NOTE_MAX) != 0)
+		return NULL;
+	if ((s = realloc(buf, len + 1)) == NULL) {
+		free(buf);
+		return NULL;
+	}
+	s[len] = '\0';
+	return s;
+}
+
+/* Writes path atomically (temporary file, then rename). */
+static int
+save(const char *path, const char *text)
+{
+	char tmp[PATH_MAX + 8];
+	FILE *f;
+	int ok;
+
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	if ((f = fopen(tmp, "w")) == NULL)
+		return -1;
+	ok = fputs(text, f) >= 0 && fflush(f) == 0 && fsync(fileno(f)) == 0;
+	ok = fclose(f) == 0 && ok && rename(tmp, path) == 0;
+	return ok ? 0 : -1;
+}
+
+/* The note with a cosignature by the witness key appended. */
+static char *
+cosign(const char *note, EVP_PKEY *wk, const char *name)
+{
+	struct note *n;
+	uint8_t pub[NOTE_ED25519_LEN], sig[NOTE_ED25519_SIG_LEN];
+	size_t plen = sizeof(pub), slen = sizeof(sig);
+	EVP_MD_CTX *c = NULL;
+	char line[NOTE_NAME_MAX + 128], *out = NULL;
+	int ok;
+
+	if ((n = malloc(sizeof(*n))) == NULL)
+		return NULL;
+	ok = note_parse(note, strlen(note), n) == 0 &&
+	    EVP_PKEY_get_raw_public_key(wk, pub, &plen) == 1 &&
+	    (c = EVP_MD_CTX_new()) != NULL &&
+	    EVP_DigestSignInit(c, NULL, NULL, NULL, wk) == 1 &&
+	    EVP_DigestSign(c, sig, &slen, (const uint8_t *)n->text,
+	    n->text_len) == 1 &&
+	    note_sig_line(name, note_key_id(name, pub), sig, slen, line,
+	    sizeof(line)) > 0 && asprintf(&out, "%s%s", note, line) > 0;
+	EVP_MD_CTX_free(c);
+	free(n);
+	return ok ? out : NULL;
+}
+
+static int
+witness_refuses(const char *what, const char *held, const char *seen)
+{
+	printf("witness REFUSES: %s\n--- the checkpoint this witness holds:\n"
+	    "%s--- the checkpoint kmsd shows:\n%s", what, held,
+	    seen != NULL ? seen : "(none)\n");
+	return KMSCTL_EXIT_VERIFY;
+}
+
+/*
+ * kmsctl audit witness --state DIR --witness-key KEY --pubkey AUDIT_PUB:
+ * takes kmsd's latest checkpoint, checks that it extends the one this
+ * witness holds (consistency proof), cosigns it and keeps it; a fork or a
+ * truncation is refused with both checkpoints, exit 1.
+ */
+int
+audit_witness_cmd(struct ctx *x, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "state", required_argument, NULL, 's' },
+		{ "witness-key", required_argument, NULL, 'k' },
+		{ "pubkey", required_argument, NULL, 'p' },
+		{ "name", required_argument, NULL, 'n' },
+		{ NULL, 0, NULL, 0 }
+	};
+	Kms__V1__GetAuditConsistencyRequest req =
+	    KMS__V1__GET_AUDIT_CONSISTENCY_REQUEST__INIT;
+	Kms__V1__AuditConsistency *c = NULL;
+	ProtobufCMessage *resp = NULL;
+	struct checkpoint held, o, n;
+	uint8_t pub[NOTE_ED25519_LEN], (*proof)[MERKLE_HASH_LEN] = NULL;
+	const char *state = NULL, *keyf = NULL, *pubkey = NULL;
+	const char *name = "kms-witness";
+	char chain[256], dir[PATH_MAX], path[PATH_MAX + 64], *have = NULL;
+	char *signed_note = NULL;
+	EVP_PKEY *wk = NULL;
+	FILE *f;
+	int ch, r;
+
+	/* argv[0] is "audit"; options follow "witness". */
+	argc--;
+	argv++;
+	optind = 1;
+	while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		switch (ch) {
+		case 's': state = optarg; break;
+		case 'k': keyf = optarg; break;
+		case 'p': pubkey = optarg; break;
+		case 'n': name = optarg; break;
+		default:
+			return die_usage("audit witness --state DIR --witness-key KEY "
+			    "--pubkey AUDIT_PUB");
+		}
+	}
+	if (state == NULL || keyf == NULL || pubkey == NULL || optind != argc)
+		return die_usage("audit witness --state DIR --witness-key KEY "
+		    "--pubkey AUDIT_PUB");
+	if ((f = fopen(keyf, "r")) == NULL ||
+	    (wk = PEM_read_PrivateKey(f, NULL, NULL, NULL)) == NULL ||
+	    EVP_PKEY_id(wk) != EVP_PKEY_ED25519) {
+		if (f != NULL)
+			fclose(f);
+		EVP_PKEY_free(wk);
+		fprintf(stderr, "kmsctl: %s: not an Ed25519 private key\n",
+		    keyf);
+		return KMSCTL_EXIT_IO;
+	}
+	fclose(f);
+	if ((r = audit_key(x, pubkey, pub, chain, sizeof(chain))) != 0)
+		goto out;
+	/* What this witness holds: the last checkpoint it cosigned. */
+	snprintf(path, sizeof(path), "%s/latest", state);
+	if ((have = slurp(path)) != NULL) {
+		if (checked(have, pub, &held) != 0) {
+			fprintf(stderr, "kmsctl: %s is not a checkpoint signed "
+			    "by the audit key\n", path);
+			r = KMSCTL_EXIT_IO;
+			goto out;
+		}
+		req.old_size = held.size;
+	}
+	r = kmsctl_call(x, "GetAuditConsistency", &req.base,
+	    &kms__v1__audit_consistency__descriptor, &resp);
+	if (r != 0 && have != NULL && x->grpc_code == 5 /* NOT_FOUND */) {
+		r = witness_refuses("kmsd holds no checkpoint of the size this "
+		    "witness holds: the log was cut or forked", have, NULL);
+		goto out;
+	}
+	if (r != 0)
+		goto out;
+	c = (Kms__V1__AuditConsistency *)resp;
+	r = KMSCTL_EXIT_VERIFY;
+	if (checked(c->new_checkpoint, pub, &n) != 0 ||
+	    checked(c->old_checkpoint, pub, &o) != 0) {
+		fprintf(stderr, "kmsctl: kmsd's checkpoints are not signed by "
+		    "the audit key\n");
+		goto out;
+	}
+	if (have != NULL) {
+		if (strcmp(n.origin, held.origin) != 0) {
+			r = witness_refuses("another log", have,
+			    c->new_checkpoint);
+			goto out;
+		}
+		if (n.size < held.size) {
+			r = witness_refuses("truncated: kmsd's tree is smaller",
+			    have, c->new_checkpoint);
+			goto out;
+		}
+		if (memcmp(o.root, held.root, MERKLE_HASH_LEN) != 0 ||
+		    (proof = copy_hashes(c->proof, c->n_proof)) == NULL ||
+		    merkle_verify_consistency(held.size, n.size, held.root,
+		    n.root, (const uint8_t (*)[MERKLE_HASH_LEN])proof,
+		    c->n_proof) != 0) {
+			r = witness_refuses("forked: kmsd's checkpoint does not "
+			    "extend the one this witness holds", have,
+			    c->new_checkpoint);
+			goto out;
+		}
+	}
+	if ((signed_note = cosign(c->new_checkpoint, wk, name)) == NULL) {
+		fprintf(stderr, "kmsctl: cannot cosign\n");
+		r = KMSCTL_EXIT_IO;
+		goto out;
+	}
+	snprintf(dir, sizeof(dir), "%s/%020" PRIu64 ".note", state, n.size);
+	if (save(dir, signed_note) != 0 || save(path, signed_note) != 0) {
+		fprintf(stderr, "kmsctl: cannot write to %s\n", state);
+		r = KMSCTL_EXIT_IO;
+		goto out;
+	}
+	printf("%s", signed_note);
+	printf("witness cosigned %s at tree size %" PRIu64 "%s\n", n.origin,
+	    n.size, have != NULL ? ", consistent with the last one" :
+	    " (the first it holds)");
+	r = KMSCTL_EXIT_OK;
+ out:
+	free(proof);
+	free(have);
+	free(signed_note);
+	EVP_PKEY_free(wk);
+	if (resp != NULL)
+		protobuf_c_message_free_unpacked(resp, NULL);
+	return r;
 }

@@ -8,6 +8,7 @@
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/ec.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/param_build.h>
 #include <openssl/pem.h>
@@ -298,4 +299,95 @@ pubkey_sig_encode(const struct kms_alg_info *alg, const uint8_t *raw,
 	memcpy(sig, raw, rawlen);
 	*siglen = rawlen;
 	return 0;
+}
+
+/* How many PEM blocks pem holds. */
+static int
+pem_blocks(const char *pem)
+{
+	const char *p;
+	int n = 0;
+
+	for (p = pem; (p = strstr(p, "-----BEGIN ")) != NULL; p++)
+		n++;
+	return n;
+}
+
+int
+pubkey_chain_leaf(const char *pem, uint8_t **der, size_t *derlen,
+    struct kms_status *st)
+{
+	BIO *bio = NULL;
+	X509 *x, *leaf = NULL;
+	unsigned char *p = NULL;
+	int n, count = 0, r = KMS_ERR_INVALID_ARGUMENT;
+
+	*der = NULL;
+	*derlen = 0;
+	if ((bio = BIO_new_mem_buf(pem, -1)) == NULL)
+		return kms_status_set(st, KMS_ERR_NOMEM, "out of memory");
+	while ((x = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
+		if (leaf == NULL)
+			leaf = x;
+		else
+			X509_free(x);
+		if (++count > PUBKEY_CHAIN_MAX) {
+			kms_status_set(st, r, "the chain holds more than %d "
+			    "certificates", PUBKEY_CHAIN_MAX);
+			goto out;
+		}
+	}
+	ERR_clear_error();
+	/* Certificates only: a private key pasted in is refused. */
+	if (leaf == NULL || count != pem_blocks(pem)) {
+		kms_status_set(st, r, "not a PEM certificate chain");
+		goto out;
+	}
+	/* Encoded straight into the caller's buffer. */
+	if ((n = i2d_X509(leaf, NULL)) <= 0 ||
+	    (*der = malloc((size_t)n)) == NULL) {
+		r = kms_status_set(st, KMS_ERR_NOMEM, "out of memory");
+		goto out;
+	}
+	p = *der;
+	*derlen = (size_t)i2d_X509(leaf, &p);
+	r = 0;
+ out:
+	X509_free(leaf);
+	BIO_free(bio);
+	return r;
+}
+
+int
+pubkey_chain_check(const char *pem, const uint8_t *spki, size_t spkilen,
+    struct kms_status *st)
+{
+	const unsigned char *q;
+	unsigned char *key = NULL;
+	uint8_t *der = NULL;
+	size_t derlen;
+	X509 *x = NULL;
+	int n, r;
+
+	if ((r = pubkey_chain_leaf(pem, &der, &derlen, st)) != 0)
+		return r;
+	q = der;
+	r = KMS_ERR_INVALID_ARGUMENT;
+	if ((x = d2i_X509(NULL, &q, (long)derlen)) == NULL ||
+	    (n = i2d_X509_PUBKEY(X509_get_X509_PUBKEY(x), &key)) <= 0) {
+		kms_status_set(st, r, "the leaf certificate has no readable "
+		    "public key");
+		goto out;
+	}
+	if ((size_t)n != spkilen || memcmp(key, spki, spkilen) != 0) {
+		kms_status_set(st, r, "the leaf certificate is not for this "
+		    "key version: its public key differs");
+		goto out;
+	}
+	r = 0;
+ out:
+	OPENSSL_free(key);
+	X509_free(x);
+	free(der);
+	return r;
 }

@@ -12,6 +12,8 @@
 
 #include "algo.h"
 
+struct kms_status;
+
 /* PEM ("BEGIN PUBLIC KEY") of a DER SubjectPublicKeyInfo; *pem is malloc'd. */
 int pubkey_pem(const uint8_t *der, size_t derlen, char **pem);
 
@@ -44,6 +46,25 @@ int pubkey_spki(const struct kms_alg_info *alg, const uint8_t *a,
  */
 int pubkey_sig_encode(const struct kms_alg_info *alg, const uint8_t *raw,
     size_t rawlen, uint8_t *sig, size_t *siglen);
+
+/* The most certificates a chain may hold. */
+#define PUBKEY_CHAIN_MAX 10
+
+/*
+ * The DER of the first certificate (the leaf) of the PEM chain pem, which
+ * must hold 1..PUBKEY_CHAIN_MAX certificates and nothing else; *der is
+ * malloc'd.  KMS_ERR_INVALID_ARGUMENT, with the reason in st, otherwise.
+ */
+int pubkey_chain_leaf(const char *pem, uint8_t **der, size_t *derlen,
+    struct kms_status *st);
+
+/*
+ * Checks that the leaf of the PEM chain pem certifies the public key spki
+ * (DER SubjectPublicKeyInfo): 0 or KMS_ERR_INVALID_ARGUMENT with the
+ * reason in st.
+ */
+int pubkey_chain_check(const char *pem, const uint8_t *spki, size_t spkilen,
+    struct kms_status *st);
 
 /* SHA-256 or SHA-384 of data into out (kms_hash_len(h) bytes). */
 int pubkey_hash(enum kms_hash h, const uint8_t *data, size_t len,

@@ -66,6 +66,10 @@ pb_key_fill(struct call *c, const struct ks_key *k, Kms__V1__Key *m)
 		v->state = (Kms__V1__KeyVersionState)k->versions[i].state;
 		v->create_time = k->versions[i].create_time;
 		v->destroy_time = k->versions[i].destroy_time;
+		if (k->versions[i].chain != NULL &&
+		    (v->cert_chain_pem = strdup(k->versions[i].chain)) ==
+		    NULL)
+			return call_nomem(c);
 	}
 	return 0;
 }
@@ -170,6 +174,27 @@ h_list_keys(struct call *c, const void *rq, void *rs)
 	return r;
 }
 
+/* A copy of the certificate chain of version of key name, or NULL. */
+static int
+version_chain(struct call *c, const char *name, uint32_t version,
+    char **out)
+{
+	struct ks_key *k = NULL;
+	size_t i;
+	int r;
+
+	*out = NULL;
+	if ((r = keystore_get(c->svc->ks, name, &k, &c->st)) != 0)
+		return r;
+	for (i = 0; i < k->nversions; i++)
+		if (k->versions[i].version == version &&
+		    k->versions[i].chain != NULL &&
+		    (*out = strdup(k->versions[i].chain)) == NULL)
+			r = call_nomem(c);
+	ks_key_free(k);
+	return r;
+}
+
 int
 h_get_public_key(struct call *c, const void *rq, void *rs)
 {
@@ -190,10 +215,54 @@ h_get_public_key(struct call *c, const void *rq, void *rs)
 		    "cannot encode the public key");
 	else if ((resp->name = strdup(req->name)) == NULL)
 		r = call_nomem(c);
+	else
+		r = version_chain(c, req->name, c->version,
+		    &resp->cert_chain_pem);
 	resp->algorithm = (Kms__V1__Algorithm)alg->alg;
 	resp->version = c->version;
 	free(der);
 	return r;
+}
+
+/*
+ * SetCertificateChain: the leaf must certify the version's own public
+ * key, so that a tool finds the key's certificate and no other.
+ */
+int
+h_set_certificate_chain(struct call *c, const void *rq, void *rs)
+{
+	const Kms__V1__SetCertificateChainRequest *req = rq;
+	Kms__V1__KeyVersion *resp = rs;
+	const struct kms_alg_info *alg;
+	struct ks_version v;
+	uint8_t *der = NULL;
+	size_t derlen;
+	int set = *req->cert_chain_pem != '\0', r;
+
+	if ((r = keystore_resolve(c->svc->ks, req->name, req->version,
+	    &alg, &c->version, &c->st)) != 0)
+		return r;
+	if (set && ((r = keystore_public_key(c->svc->ks, c->hs, req->name,
+	    c->version, &der, &derlen, &c->st)) != 0 ||
+	    (r = pubkey_chain_check(req->cert_chain_pem, der, derlen,
+	    &c->st)) != 0)) {
+		free(der);
+		return r;
+	}
+	free(der);
+	snprintf(c->detail, sizeof(c->detail), "{\"cert_chain\":\"%s\"}",
+	    set ? "set" : "removed");
+	if ((r = keystore_set_chain(c->svc->ks, c->hs, req->name,
+	    c->version, req->cert_chain_pem, &v, &c->st)) != 0)
+		return r;
+	resp->version = v.version;
+	resp->state = (Kms__V1__KeyVersionState)v.state;
+	resp->create_time = v.create_time;
+	resp->destroy_time = v.destroy_time;
+	if (set && (resp->cert_chain_pem = strdup(req->cert_chain_pem)) ==
+	    NULL)
+		return call_nomem(c);
+	return 0;
 }
 
 int

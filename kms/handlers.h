@@ -86,7 +86,8 @@ char *pb_strdup(const char *s);
 
 /* The handlers, by file. */
 handler_fn h_create_key, h_get_key, h_list_keys, h_get_public_key,
-    h_rotate_key, h_set_version_state, h_update_key;		/* h_keys.c */
+    h_rotate_key, h_set_version_state, h_update_key,
+    h_set_certificate_chain;					/* h_keys.c */
 handler_fn h_sign, h_verify, h_wrap, h_unwrap,
     h_generate_data_key;					/* h_crypto.c */
 handler_fn h_sign_bundle_manifest;				/* h_bundle.c */

@@ -30,6 +30,9 @@ km_encode(const struct km_key *k)
 		    "label", k->v[i].label);
 		if (v == NULL || json_array_append_new(vs, v) != 0)
 			goto out;
+		if (k->v[i].chain != NULL && json_object_set_new(v,
+		    "cert_chain", json_string(k->v[i].chain)) != 0)
+			goto out;
 	}
 	if (json_object_set_new(o, "format", json_integer(KM_FORMAT)) ||
 	    json_object_set_new(o, "seq", json_integer((json_int_t)k->seq)) ||
@@ -55,7 +58,7 @@ km_decode(const char *text, size_t len, struct km_key *k,
 {
 	json_t *o = NULL, *vs, *v;
 	json_error_t jerr;
-	const char *name, *alg, *state, *label;
+	const char *name, *alg, *state, *label, *chain;
 	json_int_t format, primary, period, ctime, ver, vctime, dtime, seq = 0;
 	size_t i;
 	int r = KMS_ERR_CONFIG;
@@ -93,9 +96,12 @@ km_decode(const char *text, size_t len, struct km_key *k,
 	k->rotation_period = period;
 	k->create_time = ctime;
 	json_array_foreach(vs, i, v) {
-		if (json_unpack_ex(v, &jerr, 0, "{s:I,s:s,s:I,s:I,s:s}",
+		chain = NULL;
+		if (json_unpack_ex(v, &jerr, 0, "{s:I,s:s,s:I,s:I,s:s,s?s}",
 		    "version", &ver, "state", &state, "create_time", &vctime,
-		    "destroy_time", &dtime, "label", &label) != 0 ||
+		    "destroy_time", &dtime, "label", &label, "cert_chain",
+		    &chain) != 0 ||
+		    (chain != NULL && strlen(chain) > KM_CHAIN_MAX) ||
 		    ver <= 0 || ver > UINT32_MAX ||
 		    strlen(label) >= KM_LABEL_MAX ||
 		    (i > 0 && (uint32_t)ver <= k->v[i - 1].version) ||
@@ -108,6 +114,10 @@ km_decode(const char *text, size_t len, struct km_key *k,
 		k->v[i].destroy_time = dtime;
 		strcpy(k->v[i].label, label);
 		k->nv++;
+		if (chain != NULL && (k->v[i].chain = strdup(chain)) == NULL) {
+			kms_status_set(st, KMS_ERR_NOMEM, "out of memory");
+			goto out;
+		}
 	}
 	if (km_version(k, k->primary) == NULL) {
 		kms_status_set(st, r, "metadata: primary version missing");
@@ -124,6 +134,10 @@ km_decode(const char *text, size_t len, struct km_key *k,
 void
 km_clear(struct km_key *k)
 {
+	size_t i;
+
+	for (i = 0; i < k->nv && k->v != NULL; i++)
+		free(k->v[i].chain);
 	free(k->v);
 	k->v = NULL;
 	k->nv = 0;

@@ -39,7 +39,11 @@ struct km_version {
 	int64_t create_time;		/* seconds since the epoch */
 	int64_t destroy_time;		/* DESTROY_SCHEDULED: when; DESTROYED: when */
 	char label[KM_LABEL_MAX];	/* CKA_LABEL of the key objects */
+	char *chain;			/* PEM certificate chain, or NULL */
 };
+
+/* The largest certificate chain a version may hold. */
+#define KM_CHAIN_MAX (64 * 1024)
 
 struct km_key {
 	char name[KMS_KEY_NAME_MAX + 1];

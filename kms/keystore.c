@@ -455,8 +455,12 @@ keystore_count(struct keystore *ks)
 void
 ks_key_free(struct ks_key *k)
 {
+	size_t i;
+
 	if (k == NULL)
 		return;
+	for (i = 0; i < k->nversions && k->versions != NULL; i++)
+		free(k->versions[i].chain);
 	free(k->versions);
 	free(k);
 }
@@ -488,6 +492,11 @@ snapshot_locked(const struct ks_entry *e)
 		k->versions[i].state = e->m.v[i].state;
 		k->versions[i].create_time = e->m.v[i].create_time;
 		k->versions[i].destroy_time = e->m.v[i].destroy_time;
+		if (e->m.v[i].chain != NULL &&
+		    (k->versions[i].chain = strdup(e->m.v[i].chain)) == NULL) {
+			ks_key_free(k);
+			return NULL;
+		}
 	}
 	return k;
 }

@@ -39,6 +39,7 @@ struct ks_version {
 	enum ks_state state;
 	int64_t create_time;		/* seconds since the epoch */
 	int64_t destroy_time;		/* DESTROY_SCHEDULED: when; else 0 */
+	char *chain;			/* PEM certificate chain, or NULL */
 };
 
 /* A snapshot of a key's metadata, owned by the caller (ks_key_free). */
@@ -118,6 +119,15 @@ int keystore_set_state(struct keystore *ks, struct hsm_session *s,
     int64_t destroy_wait, struct ks_version *out, struct kms_status *st);
 
 /* Sets the rotation period (0: none); *out is the key afterwards. */
+/*
+ * Attaches the PEM certificate chain pem (NULL or "" removes it) to
+ * version (0: the primary) of key name; *out is the version afterwards
+ * (its chain not filled in).  The caller checks the chain.
+ */
+int keystore_set_chain(struct keystore *ks, struct hsm_session *s,
+    const char *name, uint32_t version, const char *pem,
+    struct ks_version *out, struct kms_status *st);
+
 int keystore_set_rotation_period(struct keystore *ks, struct hsm_session *s,
     const char *name, int64_t period, struct ks_key **out,
     struct kms_status *st);

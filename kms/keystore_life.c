@@ -340,12 +340,12 @@ struct state_arg {
 };
 
 static void
-state_result(struct state_arg *a, const struct km_version *v)
+state_result(struct ks_version *out, const struct km_version *v)
 {
-	a->result.version = v->version;
-	a->result.state = v->state;
-	a->result.create_time = v->create_time;
-	a->result.destroy_time = v->destroy_time;
+	out->version = v->version;
+	out->state = v->state;
+	out->create_time = v->create_time;
+	out->destroy_time = v->destroy_time;
 }
 
 static int
@@ -361,7 +361,7 @@ state_fn(struct ks_entry *e, struct hsm_session *s, void *arg,
 		    "key \"%s\" has no version %u", e->m.name, a->version);
 	a->result.version = v->version;
 	if (v->state == a->state) {
-		state_result(a, v);
+		state_result(&a->result, v);
 		return KS_NO_CHANGE;	/* already so: nothing to write */
 	}
 	if (a->version == e->m.primary)
@@ -401,7 +401,7 @@ state_fn(struct ks_entry *e, struct hsm_session *s, void *arg,
 	default:
 		return KMS_ERR_INTERNAL;	/* checked by keystore_set_state */
 	}
-	state_result(a, v);
+	state_result(&a->result, v);
 	return 0;
 }
 
@@ -428,6 +428,60 @@ keystore_set_state(struct keystore *ks, struct hsm_session *s,
 	a.state = state;
 	a.destroy_wait = destroy_wait;
 	if ((r = keystore_change(ks, s, name, state_fn, &a, st)) < 0)
+		return r;
+	*out = a.result;
+	return 0;
+}
+
+struct chain_arg {
+	uint32_t version;
+	const char *pem;
+	struct ks_version result;
+};
+
+static int
+chain_fn(struct ks_entry *e, struct hsm_session *s, void *arg,
+    const char **made, struct kms_status *st)
+{
+	struct chain_arg *a = arg;
+	struct km_version *v;
+	char *copy = NULL;
+	uint32_t version = a->version != 0 ? a->version : e->m.primary;
+
+	if ((v = km_version(&e->m, version)) == NULL)
+		return kms_status_set(st, KMS_ERR_NOT_FOUND,
+		    "key \"%s\" has no version %u", e->m.name, version);
+	if (v->state == KS_STATE_DESTROYED)
+		return kms_status_set(st, KMS_ERR_FAILED_PRECONDITION,
+		    "version %u of key \"%s\" was destroyed", version,
+		    e->m.name);
+	state_result(&a->result, v);
+	if ((v->chain == NULL && a->pem == NULL) || (v->chain != NULL &&
+	    a->pem != NULL && strcmp(v->chain, a->pem) == 0))
+		return KS_NO_CHANGE;
+	if (a->pem != NULL && (copy = strdup(a->pem)) == NULL)
+		return kms_status_set(st, KMS_ERR_NOMEM, "out of memory");
+	free(v->chain);
+	v->chain = copy;
+	return 0;
+}
+
+int
+keystore_set_chain(struct keystore *ks, struct hsm_session *s,
+    const char *name, uint32_t version, const char *pem,
+    struct ks_version *out, struct kms_status *st)
+{
+	struct chain_arg a;
+	int r;
+
+	memset(out, 0, sizeof(*out));
+	memset(&a, 0, sizeof(a));
+	a.version = version;
+	a.pem = pem != NULL && *pem != '\0' ? pem : NULL;
+	if (a.pem != NULL && strlen(a.pem) > KM_CHAIN_MAX)
+		return kms_status_set(st, KMS_ERR_INVALID_ARGUMENT, "the "
+		    "certificate chain is longer than %d bytes", KM_CHAIN_MAX);
+	if ((r = keystore_change(ks, s, name, chain_fn, &a, st)) < 0)
 		return r;
 	*out = a.result;
 	return 0;

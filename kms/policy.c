@@ -67,6 +67,7 @@ static const char *const op_names[KMS_OP_MAX] = {
 	[KMS_OP_VERIFY] = "Verify",
 	[KMS_OP_ROTATE_KEY] = "RotateKey",
 	[KMS_OP_SET_VERSION_STATE] = "SetVersionState",
+	[KMS_OP_SET_CERTIFICATE_CHAIN] = "SetCertificateChain",
 	[KMS_OP_WRAP] = "Wrap",
 	[KMS_OP_UNWRAP] = "Unwrap",
 	[KMS_OP_GENERATE_DATA_KEY] = "GenerateDataKey",

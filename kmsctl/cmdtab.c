@@ -99,6 +99,19 @@ const struct kmsctl_cmd kmsctl_cmds[] = {
 "\n"
 "Example:\n"
 "  kmsctl --as officer key update release/android --rotation-period 0\n" },
+	{ "key", "cert", 0, NULL, key_cert_cmd,
+	  "attach a PEM certificate chain to a version (officer)",
+	  "key cert set NAME [--version N] FILE",
+"FILE holds PEM certificates, leaf first (- reads stdin); the leaf must\n"
+"certify the version's public key.  GetKey and GetPublicKey return the\n"
+"chain, and the PKCS#11 module shows the leaf beside the key (jarsigner,\n"
+"apksigner and osslsigncode need it).  An empty FILE removes the chain.\n"
+"\n"
+"Options:\n"
+"  --version N   a version (default: the primary one)\n"
+"\n"
+"Example:\n"
+"  kmsctl --as officer key cert set release/android release.pem\n" },
 	{ "pubkey", NULL, 0, NULL, pubkey_cmd,
 	  "print the public key (PEM) of a version",
 	  "pubkey NAME [--version N] [--format spki|pkcs1] [-o FILE]",

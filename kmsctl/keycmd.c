@@ -411,3 +411,63 @@ pubkey_cmd(struct ctx *x, int argc, char **argv)
 	return r;
 }
 
+
+/* The largest certificate chain sent (kmsd keeps at most 64 KiB). */
+#define CHAIN_FILE_MAX (64 * 1024)
+
+/* key cert set NAME [--version N] FILE */
+int
+key_cert_cmd(struct ctx *x, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "version", required_argument, NULL, 'v' },
+		{ NULL, 0, NULL, 0 }
+	};
+	static const char usage[] = "key cert set NAME [--version N] FILE";
+	Kms__V1__SetCertificateChainRequest req =
+	    KMS__V1__SET_CERTIFICATE_CHAIN_REQUEST__INIT;
+	Kms__V1__KeyVersion *v;
+	ProtobufCMessage *resp = NULL;
+	uint8_t *pem = NULL;
+	char *text;
+	size_t len;
+	int ch, r;
+
+	if (argc < 3 || strcmp(argv[2], "set") != 0)
+		return die_usage(usage);
+	optind = 3;
+	while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		if (ch != 'v' || parse_u32(optarg, &req.version) != 0 ||
+		    req.version == 0)
+			return die_usage(usage);
+	}
+	if (optind != argc - 2)
+		return die_usage(usage);
+	if ((r = read_all(argv[optind + 1], &pem, &len, CHAIN_FILE_MAX)) != 0)
+		return r;
+	/* Text: the PEM is sent as a string. */
+	if (memchr(pem, '\0', len) != NULL ||
+	    (text = malloc(len + 1)) == NULL) {
+		free(pem);
+		return die_usage("key cert set: FILE is not PEM text");
+	}
+	memcpy(text, pem, len);
+	text[len] = '\0';
+	free(pem);
+	req.name = argv[optind];
+	req.cert_chain_pem = text;
+	r = kmsctl_call(x, "SetCertificateChain", &req.base,
+	    &kms__v1__key_version__descriptor, &resp);
+	free(text);
+	if (r != 0)
+		return r;
+	v = (Kms__V1__KeyVersion *)resp;
+	if (x->json)
+		r = print_json(version_json(v));
+	else
+		printf("%s version %u: certificate chain %s\n", req.name,
+		    v->version, *v->cert_chain_pem != '\0' ? "set" :
+		    "removed");
+	protobuf_c_message_free_unpacked(resp, NULL);
+	return r;
+}

@@ -114,6 +114,7 @@ int die_usage(const char *msg);
 
 /* The command files' entry points, named in the table. */
 int key_cmd(struct ctx *x, int argc, char **argv);
+int key_cert_cmd(struct ctx *x, int argc, char **argv);
 int pubkey_cmd(struct ctx *x, int argc, char **argv);
 int sign_cmd(struct ctx *x, int argc, char **argv);
 int verify_cmd(struct ctx *x, int argc, char **argv);

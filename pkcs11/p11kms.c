@@ -19,6 +19,7 @@
 #include "p11kms.h"
 #include "p11mech.h"
 #include "p11obj.h"
+#include "pubkey.h"
 
 /* The RPC's failure as a CK_RV, with kmsd's reason on stderr. */
 static CK_RV
@@ -67,8 +68,8 @@ load_key(struct kmsclient *c, const Kms__V1__Key *key, struct p11_key **out)
 	struct kmsclient_result res;
 	struct kms_status st;
 	const struct kms_alg_info *alg;
-	uint8_t *der = NULL;
-	size_t derlen;
+	uint8_t *der = NULL, *leaf = NULL;
+	size_t derlen, leaflen;
 	CK_RV rv = CKR_OK;
 	int r;
 
@@ -95,6 +96,13 @@ load_key(struct kmsclient *c, const Kms__V1__Key *key, struct p11_key **out)
 		rv = CKR_DEVICE_ERROR;
 	}
 	OPENSSL_free(der);
+	/* The leaf of an attached chain; one that does not fit is left out. */
+	if (rv == CKR_OK && *pub->cert_chain_pem != '\0' &&
+	    (pubkey_chain_leaf(pub->cert_chain_pem, &leaf, &leaflen,
+	    &st) != 0 || p11_key_set_cert(*out, leaf, leaflen) != 0))
+		fprintf(stderr, "kms-pkcs11: %s: the attached certificate "
+		    "chain is not usable\n", key->name);
+	free(leaf);
 	protobuf_c_message_free_unpacked(&pub->base, NULL);
 	return rv;
 }

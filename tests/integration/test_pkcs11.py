@@ -568,3 +568,111 @@ def test_configuration(p11, w):
     env.pop("KMS_PKCS11_CONFIG", None)
     out = p11.drive("list", env=env).stdout.decode()
     assert "private p11/x/ec-p256 " in out
+
+
+@pytest.fixture(scope="module")
+def certs(p11):
+    """A CA, and a certificate chain from it attached (by the officer) to
+    the P-256 and RSA keys: what Java's key store and osslsigncode need."""
+    d = p11.dir.parent / "ca"
+    d.mkdir(exist_ok=True)
+    run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+         "-keyout", d / "ca.key", "-out", d / "ca.pem", "-subj",
+         "/CN=kms test CA", "-days", "2"])
+    chains = {}
+    for key in ("ec256", "rsa"):
+        name = KEYS[key][0]
+        pub = pubkey(p11.kmsd, name, d / (key + ".pub"))
+        run(["openssl", "x509", "-new", "-subj", "/CN=" + key,
+             "-force_pubkey", pub, "-CA", d / "ca.pem", "-CAkey",
+             d / "ca.key", "-days", "2", "-out", d / (key + ".pem")])
+        chain = d / (key + "-chain.pem")
+        chain.write_bytes((d / (key + ".pem")).read_bytes() +
+                          (d / "ca.pem").read_bytes())
+        p11.kmsd.kmsctl("key", "cert", "set", name, chain,
+                        identity="officer")
+        chains[key] = chain
+    return d, chains
+
+
+def test_certificate_chain_attach(p11, certs, w):
+    d, chains = certs
+    name = KEYS["ec256"][0]
+    # GetPublicKey and GetKey return the chain as it was attached.
+    pk = p11.kmsd.client("ci").kms.GetPublicKey(
+        pb.GetPublicKeyRequest(name=name), timeout=30)
+    assert pk.cert_chain_pem == chains["ec256"].read_text()
+    key = p11.kmsd.client("ci").kms.GetKey(pb.GetKeyRequest(name=name),
+                                           timeout=30)
+    assert key.versions[0].cert_chain_pem == chains["ec256"].read_text()
+    # A leaf for another key is refused and changes nothing.
+    p = p11.kmsd.kmsctl("key", "cert", "set", KEYS["ec384"][0],
+                        chains["ec256"], identity="officer", check=False)
+    assert p.returncode != 0 and b"public key differs" in p.stderr
+    (w / "junk.pem").write_text("not a certificate\n")
+    p = p11.kmsd.kmsctl("key", "cert", "set", KEYS["ec384"][0],
+                        w / "junk.pem", identity="officer", check=False)
+    assert p.returncode != 0 and b"not a PEM certificate chain" in p.stderr
+    # Officer only: the signer may not attach one.
+    p = p11.kmsd.kmsctl("key", "cert", "set", name, chains["ec256"],
+                        identity="ci", check=False)
+    assert p.returncode != 0 and b"PERMISSION_DENIED" in p.stderr
+    # The module shows the leaf beside the key, with its ID and label.
+    ids, out = objects(p11)
+    assert "Certificate Object; type = X.509 cert" in out
+    assert re.search(r"Certificate Object.*\n\s+label:\s+%s\n(.*\n)*?\s+ID:"
+                     r"\s+%s" % (re.escape(name), ids[name]), out), out
+    # Each attach, allowed or refused, is in the audit log.
+    r = p11.kmsd.client("auditor").kms.ListAuditRecords(
+        pb.ListAuditRecordsRequest(limit=1000, filters=pb.AuditFilters(
+            rpc="SetCertificateChain")), timeout=30)
+    results = [(x.identity, x.key, x.result) for x in r.records]
+    assert ("officer", name, "ok") in results
+    assert ("ci", name, "denied") in results
+
+
+def test_jarsigner(p11, certs, w):
+    """jarsigner signs a jar through SunPKCS11; jarsigner -verify accepts
+    it."""
+    cfg = w / "java.cfg"
+    cfg.write_text("name = kms\nlibrary = %s\nslot = 0\n" % MODULE)
+    (w / "a.txt").write_text("release artefact\n")
+    p11.run(["jar", "cf", w / "app.jar", "-C", w, "a.txt"])
+    name = KEYS["ec256"][0]
+    p11.run(["jarsigner", "-keystore", "NONE", "-storetype", "PKCS11",
+             "-providerClass", "sun.security.pkcs11.SunPKCS11",
+             "-providerArg", cfg, "-storepass", PIN, "-sigalg",
+             "SHA256withECDSA", w / "app.jar", name], timeout=300)
+    out = p11.run(["jarsigner", "-verify", "-verbose", "-certs",
+                   w / "app.jar"], timeout=300).stdout.decode()
+    assert "jar verified." in out, out
+    assert "CN=ec256" in out
+    # A changed entry fails verification.
+    (w / "a.txt").write_text("tampered\n")
+    p11.run(["jar", "uf", w / "app.jar", "-C", w, "a.txt"])
+    p = p11.run(["jarsigner", "-verify", w / "app.jar"], check=False,
+                timeout=300)
+    assert "jar verified." not in p.stdout.decode()
+
+
+def test_osslsigncode_cab(p11, certs, w):
+    """osslsigncode signs a CAB (made with gcab) through OpenSSL's pkcs11
+    engine; osslsigncode verify accepts it against the chain's CA."""
+    d, chains = certs
+    env = engine_conf(p11, w, "p11/x/")
+    (w / "setup.txt").write_text("payload\n")
+    p11.run(["gcab", "-c", w / "app.cab", w / "setup.txt"])
+    p11.run(["osslsigncode", "sign", "-pkcs11module", MODULE, "-key",
+             "pkcs11:token=kms;object=p11%2Fx%2Frsa-pkcs1;type=private",
+             "-pass", PIN, "-certs", chains["rsa"], "-h", "sha256",
+             "-in", w / "app.cab", "-out", w / "signed.cab"], env=env)
+    out = run(["osslsigncode", "verify", "-CAfile", d / "ca.pem", "-in",
+               w / "signed.cab"]).stdout.decode()
+    assert "Signature verification: ok" in out, out
+    # Another CA does not vouch for it.
+    run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+         "-keyout", w / "other.key", "-out", w / "other.pem", "-subj",
+         "/CN=other", "-days", "1"])
+    p = run(["osslsigncode", "verify", "-CAfile", w / "other.pem", "-in",
+             w / "signed.cab"], check=False)
+    assert p.returncode != 0

@@ -134,7 +134,7 @@ resolve_wrap_key(struct call *c, const char *name, uint32_t version)
 	return 0;
 }
 
-/* The request's plaintext is hashed and wiped by the gate. */
+/* The request's plaintext is wiped by the gate, never hashed. */
 int
 h_wrap(struct call *c, const void *rq, void *rs)
 {

@@ -168,13 +168,13 @@ load_key(struct tls_set *ts, const char *path, struct kms_status *st)
 		return r;
 	r = KMS_ERR_CONFIG;
 	if ((bio = BIO_new_mem_buf(text, (int)len)) == NULL ||
-	    (pk = PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL)) == NULL ||
-	    SSL_CTX_use_PrivateKey(ts->ctx, pk) != 1) {
+	    (pk = PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL)) == NULL) {
 		kms_status_set(st, KMS_ERR_CONFIG, "%s: no usable private key "
 		    "(%s)", path, ossl_reason(why, sizeof(why)));
 		goto out;
 	}
-	if (SSL_CTX_check_private_key(ts->ctx) != 1) {
+	if (SSL_CTX_use_PrivateKey(ts->ctx, pk) != 1 ||
+	    SSL_CTX_check_private_key(ts->ctx) != 1) {
 		ERR_clear_error();
 		kms_status_set(st, KMS_ERR_CONFIG, "%s: the key does not match "
 		    "the server certificate", path);
@@ -374,14 +374,18 @@ tls_set_load(const char *cert, const char *key, const char *ca,
 		goto out;
 	}
 	SSL_CTX_set_min_proto_version(ts->ctx, TLS1_2_VERSION);
+	/* Decrypted records are wiped once read: they hold plaintexts. */
 	SSL_CTX_set_options(ts->ctx, SSL_OP_NO_RENEGOTIATION |
-	    SSL_OP_NO_TICKET | SSL_OP_CIPHER_SERVER_PREFERENCE);
+	    SSL_OP_NO_TICKET | SSL_OP_CIPHER_SERVER_PREFERENCE |
+	    SSL_OP_CLEANSE_PLAINTEXT);
 	SSL_CTX_set_session_cache_mode(ts->ctx, SSL_SESS_CACHE_OFF);
 	SSL_CTX_set_num_tickets(ts->ctx, 0);
 	SSL_CTX_set_session_id_context(ts->ctx, sid, sizeof(sid) - 1);
 	SSL_CTX_set_mode(ts->ctx, SSL_MODE_RELEASE_BUFFERS |
 	    SSL_MODE_ENABLE_PARTIAL_WRITE |
 	    SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	/* Whole TLS records per read: fewer system calls per call. */
+	SSL_CTX_set_read_ahead(ts->ctx, 1);
 	SSL_CTX_set_verify(ts->ctx, SSL_VERIFY_PEER |
 	    SSL_VERIFY_FAIL_IF_NO_PEER_CERT, verify_cb);
 	SSL_CTX_set_verify_depth(ts->ctx, VERIFY_DEPTH);

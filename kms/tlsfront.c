@@ -39,6 +39,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
@@ -94,6 +95,11 @@ struct conn {
 	unsigned char *a, *b;		/* a: TLS -> pair, b: pair -> TLS */
 	size_t a_off, a_len, b_off, b_len;
 	int rd_want, wr_want;		/* SSL_ERROR_WANT_* or 0 */
+	/*
+	 * Worth a read: set by an event on that side, cleared once a read
+	 * came up short, so that no read is made only to learn EAGAIN.
+	 */
+	int tls_readable, pair_readable;
 	int pair_eof;
 	char addr[64];
 };
@@ -332,8 +338,10 @@ free_dead(struct tlsfront *f)
 
 	while ((c = f->deadlist) != NULL) {
 		f->deadlist = c->deadnext;
-		free(c->a);
-		free(c->b);
+		if (c->a != NULL)
+			OPENSSL_clear_free(c->a, BUF_SIZE);
+		if (c->b != NULL)
+			OPENSSL_clear_free(c->b, BUF_SIZE);
 		free(c);
 	}
 }
@@ -447,6 +455,8 @@ conn_verified(struct tlsfront *f, struct conn *c)
 	c->ent = e;
 	e->owner = c;
 	c->sp = sp[1];
+	/* The handshake's last read may have brought application data. */
+	c->tls_readable = c->pair_readable = 1;
 	c->open = 1;
 	hs_unlink(f, c);
 	f->p.handoff(f->p.arg, sp[0]);
@@ -463,6 +473,17 @@ handshake(struct tlsfront *f, struct conn *c)
 	int r, e;
 
 	ERR_clear_error();
+	if (c->ssl == NULL) {
+		pthread_mutex_lock(&f->lock);
+		c->ssl = SSL_new(f->ts->ctx);
+		pthread_mutex_unlock(&f->lock);
+		if (c->ssl == NULL || SSL_set_fd(c->ssl, c->fd) != 1) {
+			ERR_clear_error();
+			conn_close(f, c);
+			return;
+		}
+		SSL_set_accept_state(c->ssl);
+	}
 	if ((r = SSL_do_handshake(c->ssl)) == 1) {
 		conn_verified(f, c);
 		return;
@@ -516,34 +537,47 @@ pump(struct tlsfront *f, struct conn *c)
 
 	do {
 		moved = 0;
-		if (c->a_len == 0) {
+		if (c->a_len == 0 && c->tls_readable) {
 			got = SSL_read(c->ssl, c->a, BUF_SIZE);
 			if ((r = ssl_result(c, got, &c->rd_want)) < 0)
 				goto closed;
 			if (r > 0) {
 				c->a_len = (size_t)got;
 				moved = 1;
-			}
+				/* Nothing buffered: epoll says when more comes. */
+				if (!SSL_has_pending(c->ssl)) {
+					c->tls_readable = 0;
+					c->rd_want = SSL_ERROR_WANT_READ;
+				}
+			} else
+				c->tls_readable = 0;
 		}
 		if (c->a_len > c->a_off) {
 			n = write(c->sp, c->a + c->a_off, c->a_len - c->a_off);
 			if (n > 0) {
 				c->a_off += (size_t)n;
-				if (c->a_off == c->a_len)
+				if (c->a_off == c->a_len) {
+					/* Requests carry plaintexts. */
+					OPENSSL_cleanse(c->a, c->a_len);
 					c->a_off = c->a_len = 0;
+				}
 				moved = 1;
 			} else if (errno != EAGAIN && errno != EINTR)
 				goto closed;
 		}
-		if (c->b_len == 0 && !c->pair_eof) {
+		if (c->b_len == 0 && !c->pair_eof && c->pair_readable) {
 			n = read(c->sp, c->b, BUF_SIZE);
 			if (n > 0) {
 				c->b_len = (size_t)n;
 				moved = 1;
+				if (n < BUF_SIZE)
+					c->pair_readable = 0;
 			} else if (n == 0)
 				c->pair_eof = 1;
 			else if (errno != EAGAIN && errno != EINTR)
 				goto closed;
+			else
+				c->pair_readable = 0;
 		}
 		if (c->b_len > c->b_off) {
 			got = SSL_write(c->ssl, c->b + c->b_off,
@@ -555,8 +589,11 @@ pump(struct tlsfront *f, struct conn *c)
 				moved = 1;
 			}
 		}
-		if (c->b_off == c->b_len)
+		if (c->b_off == c->b_len) {
+			/* Replies carry plaintexts and data keys. */
+			OPENSSL_cleanse(c->b, c->b_len);
 			c->b_off = c->b_len = 0;
+		}
 	} while (moved);
 	/*
 	 * The RPC layer closed its end: what it said is sent or, for a
@@ -599,17 +636,6 @@ conn_new(struct tlsfront *f, int fd, const struct sockaddr_storage *ss)
 	c->ep_pair.c = c;
 	format_addr(ss, c->addr, sizeof(c->addr));
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	pthread_mutex_lock(&f->lock);
-	c->ssl = SSL_new(f->ts->ctx);
-	pthread_mutex_unlock(&f->lock);
-	if (c->ssl == NULL || SSL_set_fd(c->ssl, fd) != 1) {
-		SSL_free(c->ssl);
-		close(fd);
-		free(c);
-		ERR_clear_error();
-		return;
-	}
-	SSL_set_accept_state(c->ssl);
 	c->deadline = now_ms() + f->p.handshake_timeout_ms;
 	c->hsprev = f->hstail;
 	if (f->hstail != NULL)
@@ -622,7 +648,9 @@ conn_new(struct tlsfront *f, int fd, const struct sockaddr_storage *ss)
 		f->all->prev = c;
 	f->all = c;
 	f->nconns++;
-	handshake(f, c);
+	/* The TLS state is made when the client first speaks. */
+	if (ep_set(f, fd, &c->ep_tcp, EPOLLIN) != 0)
+		conn_close(f, c);
 }
 
 /*
@@ -750,6 +778,10 @@ front_main(void *arg)
 			case EP_PAIR:
 				if (ep->c->dead)
 					break;
+				if (ep->kind == EP_TCP)
+					ep->c->tls_readable = 1;
+				else
+					ep->c->pair_readable = 1;
 				if (ep->c->open)
 					pump(f, ep->c);
 				else
@@ -1051,6 +1083,7 @@ tlsfront_stop(struct tlsfront *f)
 	/* What the RPC layer said last (its GOAWAY) goes out first. */
 	while (f->all != NULL) {
 		if (f->all->open) {
+			f->all->pair_readable = 1;
 			pump(f, f->all);
 			if (!f->all->dead && f->all->ssl != NULL)
 				SSL_shutdown(f->all->ssl);

@@ -6,7 +6,7 @@ import grpc
 import pytest
 
 from conftest import Client, pb
-from test_audit import audit_records
+from test_audit import new_records, snapshot
 from test_tls import client_ext, sign_with_ca, write_ext
 
 
@@ -43,8 +43,12 @@ def issue(kmsd, workdir, stem, subj, *extra, eku="clientAuth"):
                         stem)
 
 
-def last_record(kmsd, rpc):
-    return [r for r in audit_records(kmsd)[1] if r.get("rpc") == rpc][-1]
+def whoami_record(kmsd, seen):
+    """The one WhoAmI record written since seen (chains and segments sort
+    by name, not by time, so "the last one in the files" is not it)."""
+    recs = new_records(kmsd, seen, lambda r: r.get("rpc") == "WhoAmI")
+    assert len(recs) == 1, recs
+    return recs[0]
 
 
 def test_long_spiffe_id_is_refused_not_served_as_cn(kmsd, workdir):
@@ -52,10 +56,11 @@ def test_long_spiffe_id_is_refused_not_served_as_cn(kmsd, workdir):
     assert len(spiffe) == 600
     cert, key = issue(kmsd, workdir, "long", "/CN=officer",
                       "subjectAltName = URI:" + spiffe)
+    seen = snapshot(kmsd)
     code, details = whoami_error(kmsd, cert, key)
     assert code == grpc.StatusCode.UNAUTHENTICATED
     assert "SPIFFE ID is 600 bytes" in details
-    rec = last_record(kmsd, "WhoAmI")
+    rec = whoami_record(kmsd, seen)
     assert rec["result"] == "denied" and not rec.get("identity")
     assert "600 bytes" in rec["reason"]
 

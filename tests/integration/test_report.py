@@ -125,7 +125,10 @@ def test_report_window_and_refusals(audit_copy, tmp_path):
 def test_report_of_a_tampered_log(audit_copy, tmp_path):
     bad = tmp_path / "audit"
     shutil.copytree(audit_copy, bad)
-    seg = sorted(bad.glob("*/*.jsonl"))[0]
+    # A segment with a second record to change: other tests may have left
+    # short chains of other instances on the session's token.
+    seg = next(f for f in sorted(bad.glob("*/*.jsonl"))
+               if f.read_bytes().count(b"\n") >= 3)
     lines = seg.read_bytes().split(b"\n")
     rec = json.loads(lines[1])
     rec["identity"] = "mallory"

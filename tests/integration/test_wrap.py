@@ -120,3 +120,17 @@ def test_kmsctl_wrap_unwrap_datakey(kmsd, kek, workdir):
                 identity="unwrapper")
     assert plain.read_bytes() == key.read_bytes()
     assert len(key.read_bytes()) == 32
+
+
+def test_wrap_record_holds_no_hash_of_the_plaintext(kmsd, kek):
+    # A short secret's unsalted SHA-256 would be guessed by a log reader.
+    from test_audit import audit_records
+    secret = b"1234"
+    r = kmsd.client("ci").kms.Wrap(pb.WrapRequest(name=kek, plaintext=secret),
+                                   timeout=30)
+    rec = [x for x in audit_records(kmsd)[1]
+           if x.get("seq") == r.audit_seq and x.get("rpc") == "Wrap"]
+    assert len(rec) == 1
+    assert rec[0]["request_sha256"] is None
+    line = open(rec[0]["_where"][0]).read().splitlines()[rec[0]["_where"][1] - 1]
+    assert hashlib.sha256(secret).hexdigest() not in line

@@ -528,6 +528,52 @@ queue_record(struct audit *a, const struct audit_event *ev, json_t *cp,
 	return r;
 }
 
+static int mkdir_p(const char *path);
+static int write_all(int fd, const char *p, size_t len);
+
+/* Writes path atomically: a temporary file, fsync'd, renamed over it. */
+static int
+write_file(const char *path, const char *text)
+{
+	char tmp[4600];
+	int fd, r = -1;
+
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+	    0644)) == -1)
+		return -1;
+	if (write_all(fd, text, strlen(text)) == 0 && fsync(fd) == 0)
+		r = 0;
+	close(fd);
+	if (r == 0 && rename(tmp, path) == -1)
+		r = -1;
+	if (r != 0)
+		unlink(tmp);
+	return r;
+}
+
+/*
+ * [audit] publish: the checkpoint as DIR/CHAIN/SIZE.note and
+ * DIR/CHAIN/latest.  A failure is logged and changes nothing else: the
+ * checkpoint is in the log either way.
+ */
+static void
+publish(struct audit *a, uint64_t size, const char *note)
+{
+	char dir[4400], path[4500];
+
+	if (a->signer.publish_dir == NULL)
+		return;
+	snprintf(dir, sizeof(dir), "%s/%s", a->signer.publish_dir, a->chain);
+	snprintf(path, sizeof(path), "%s/%0*" PRIu64 ".note", dir,
+	    SEG_NAME_DIGITS, size);
+	if (mkdir_p(dir) == -1 || write_file(path, note) == -1 ||
+	    (snprintf(path, sizeof(path), "%s/latest", dir) > 0 &&
+	    write_file(path, note) == -1))
+		log_error("audit: cannot publish checkpoint %" PRIu64 " to "
+		    "%s: %s", size, dir, strerror(errno));
+}
+
 /* Keeps a copy of a signed checkpoint for proofs.  Lock held (or open). */
 static int
 cp_remember(struct audit *a, uint64_t size, const char *note)
@@ -670,6 +716,8 @@ writer_checkpoint(struct audit *a)
 		    kms_strerror(r));
 		r = r != 0 ? r : KMS_ERR_INTERNAL;
 	}
+	if (r == 0)
+		publish(a, size, note);
 	pthread_mutex_lock(&a->lock);
 	if (r == 0 && (cp = json_pack("{s:s}", "note", note)) == NULL)
 		r = KMS_ERR_NOMEM;
@@ -870,9 +918,8 @@ timer_main(void *arg)
 static int
 write_key_pem(struct audit *a, struct kms_status *st)
 {
-	char path[4400], tmp[4500], *pem = NULL;
-	size_t len;
-	int fd = -1, r;
+	char path[4400];
+	int r;
 
 	snprintf(path, sizeof(path), "%s/" AUDIT_KEY_PREFIX "%.16s.pem",
 	    a->dir, a->key_fpr);
@@ -881,20 +928,10 @@ write_key_pem(struct audit *a, struct kms_status *st)
 		return kms_status_set(st, r, "cannot encode the audit key");
 	if (access(path, F_OK) == 0)
 		return 0;
-	pem = a->key_pem;
-	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	len = strlen(pem);
-	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
-	    0644)) == -1 || write_all(fd, pem, len) == -1 || fsync(fd) == -1 ||
-	    rename(tmp, path) == -1 || fsync_dir(a->dir) == -1) {
-		r = kms_status_set(st, KMS_ERR_AUDIT, "cannot write %s: %s",
+	if (write_file(path, a->key_pem) == -1 || fsync_dir(a->dir) == -1)
+		return kms_status_set(st, KMS_ERR_AUDIT, "cannot write %s: %s",
 		    path, strerror(errno));
-		unlink(tmp);
-	} else
-		r = 0;
-	if (fd != -1)
-		close(fd);
-	return r;
+	return 0;
 }
 
 static int

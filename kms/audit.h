@@ -70,6 +70,12 @@ struct audit_signer {
 	int (*anchor_set)(void *arg, const char *value, size_t len);
 	int new_chain_on_tamper;	/* [audit] on_tamper = new-chain */
 	const char *new_chain_reason;	/* kmsd --audit-new-chain REASON */
+	/*
+	 * [audit] publish = DIR: each signed checkpoint is also written to
+	 * DIR/CHAIN/SIZE.note and DIR/CHAIN/latest, for witnesses and
+	 * write-once stores (NULL: not published).
+	 */
+	const char *publish_dir;
 };
 
 /*

@@ -291,6 +291,8 @@ audit_key(struct parse_ctx *c, const char *key, const char *value)
 	}
 	if (strcmp(key, "sync") == 0)
 		return set_bool(c, &cfg->audit_sync, key, value);
+	if (strcmp(key, "publish") == 0)
+		return set_path(c, cfg->audit_publish, key, value);
 	if (strcmp(key, "on_tamper") == 0) {
 		if (strcmp(value, "refuse") == 0)
 			cfg->audit_new_chain_on_tamper = 0;

@@ -74,6 +74,7 @@ struct config {
 	unsigned int audit_checkpoint_seconds;	/* 0 .. 86400 */
 	int audit_sync;				/* 1: fdatasync every batch */
 	int audit_new_chain_on_tamper;		/* on_tamper = new-chain */
+	char audit_publish[CONFIG_PATH_MAX];	/* "": checkpoints not published */
 
 	int64_t keys_destroy_wait;		/* 1 s .. 1 year */
 	int64_t keys_min_rotation_period;	/* 1 s .. 1 year */

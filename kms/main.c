@@ -388,6 +388,8 @@ main(int argc, char **argv)
 		signer.anchor_set = audit_key_anchor_set;
 		signer.new_chain_on_tamper = cfg.audit_new_chain_on_tamper;
 		signer.new_chain_reason = new_chain;
+		signer.publish_dir = cfg.audit_publish[0] != '\0' ?
+		    cfg.audit_publish : NULL;
 		r = audit_open(cfg.audit_dir, chain, cfg.audit_segment_bytes,
 		    &signer, &svc.audit, &st);
 		if (r != KMS_ERR_ALREADY_EXISTS)

@@ -23,8 +23,11 @@ AUDIT_CONF = {"audit": {"checkpoint_every": 1000, "checkpoint_seconds": 0}}
 
 @pytest.fixture(scope="module")
 def pk(tmp_root):
-    k = Kmsd(make_home(tmp_root, "proof-home", AUDIT_CONF),
+    conf = {"audit": dict(AUDIT_CONF["audit"],
+                          publish=str(tmp_root / "published"))}
+    k = Kmsd(make_home(tmp_root, "proof-home", conf),
              tmp_root / "proof-work")
+    k.published = tmp_root / "published"
     k.start()
     k.key = "release/proof/p256"
     k.client("officer").kms.CreateKey(
@@ -187,3 +190,20 @@ def test_kmsctl_prove_and_consistency(pk, tmp_path):
     p = pk.kmsctl("audit", "consistency", "--pubkey", pinned, "0", "0",
                   identity="auditor")
     assert "verifies: the new checkpoint extends" in p.stdout.decode()
+
+
+def test_checkpoints_are_published(pk):
+    """[audit] publish = DIR: every checkpoint as DIR/CHAIN/SIZE.note and
+    DIR/CHAIN/latest, signed by the pinned key."""
+    _, seq = sign(pk, 2, "pub")[-1]
+    time.sleep(1.05)
+    p = force(pk, seq)
+    d = pk.published / pk.chain
+    latest = (d / "latest").read_text()
+    assert latest == p.checkpoint
+    size, root = checked_note(pk, latest)
+    assert (d / ("%020d.note" % size)).read_text() == latest
+    notes = sorted(d.glob("*.note"))
+    assert len(notes) >= 2
+    for f in notes:
+        assert int(f.name[:20]) == checked_note(pk, f.read_text())[0]

@@ -34,7 +34,8 @@ INC_TESTS = -I. -Icommon -Ikms -Ikmsctl -Itests/unit -I$(BUILD)/gen \
 INC_BENCH = -I. -Ibench -Ikms -Icommon -I$(BUILD)/gen $(P11_CFLAGS)
 CFLAGS ?= -O2 -g
 CFLAGS += -std=c11 -fno-strict-aliasing -fstack-protector-strong -fPIC $(WARN)
-LDLIBS_COMMON = -lprotobuf-c -lssl -lcrypto -ljansson -linih -lpthread -ldl
+LDLIBS_COMMON = -lprotobuf-c -lssl -lcrypto -ljansson -linih -lpthread -ldl \
+	-lmicrohttpd
 LDLIBS_GRPC = -lgrpc -lgpr
 
 ifeq ($(SAN),1)
@@ -54,7 +55,7 @@ COMMON_SRCS = common/kmserr.c common/algo.c common/log.c common/secret.c \
 	common/inifile.c common/names.c common/auditread.c common/pubkey.c \
 	common/merkle.c common/note.c common/clock.c
 # The daemon's modules, one per concern; the RPC layer alone sees gRPC.
-KMS_LIB_SRCS = kms/config.c kms/policy.c kms/hsm.c kms/hsm_obj.c \
+KMS_LIB_SRCS = kms/metrics.c kms/config.c kms/policy.c kms/hsm.c kms/hsm_obj.c \
 	kms/hsm_rv.c kms/keymeta.c \
 	kms/store_token.c kms/keystore.c kms/keystore_life.c kms/keystore_ops.c \
 	kms/audit.c kms/audittree.c kms/auditkey.c kms/identity.c kms/tlsctx.c
@@ -62,7 +63,7 @@ LIB_SRCS = $(COMMON_SRCS) $(KMS_LIB_SRCS)
 KMSD_SRCS = kms/rpc.c kms/rpclog.c kms/tlsfront.c kms/reload.c kms/gate.c \
 	kms/handlers.c kms/h_keys.c kms/h_crypto.c kms/h_bundle.c kms/h_service.c \
 	kms/h_audit.c \
-	kms/health.c kms/main.c
+	kms/health.c kms/healthsrv.c kms/main.c
 CLIENT_SRCS = common/kmsclient.c kmsctl/conn.c kmsctl/output.c \
 	kmsctl/cmdtab.c kmsctl/keycmd.c kmsctl/signcmd.c kmsctl/wrapcmd.c \
 	kmsctl/whoamicmd.c kmsctl/auditlist.c kmsctl/reportcmd.c \

@@ -28,6 +28,7 @@
 #include "pubkey.h"
 #include "kmserr.h"
 #include "log.h"
+#include "metrics.h"
 
 #define SEG_NAME_DIGITS 20
 #define SEG_SUFFIX ".jsonl"
@@ -47,6 +48,7 @@
  * batch too) fails with it: the generation counter tells their callers.
  */
 struct audit {
+	struct metrics *metrics;	/* NULL: off; set before use */
 	pthread_mutex_t lock;
 	pthread_cond_t cond;		/* a flush finished */
 	char dir[4096];			/* the chain directory */
@@ -741,6 +743,8 @@ writer_checkpoint(struct audit *a)
 	/* Records queued while the HSM signed are not covered by it. */
 	a->since_cp = seq - a->base - size;
 	a->cp_seq = seq;
+	metrics_audit_checkpoint(__atomic_load_n(&a->metrics,
+	    __ATOMIC_ACQUIRE), seq);
 	a->cp_done = req;
 	free(a->cp_note);
 	a->cp_note = note;
@@ -767,6 +771,7 @@ writer_main(void *arg)
 	char *buf, base[SHA256_DIGEST_LENGTH * 2 + 1], seal[160];
 	uint8_t mac[SEAL_LEN];
 	uint64_t first, last, since;
+	struct timespec t0, t1;
 	size_t len;
 	int r;
 
@@ -790,6 +795,7 @@ writer_main(void *arg)
 		a->pend = NULL;
 		a->pend_len = a->pend_cap = 0;
 		pthread_mutex_unlock(&a->lock);
+		clock_gettime(CLOCK_MONOTONIC, &t0);
 		r = 0;
 		if (a->signer.mac != NULL)
 			r = make_seal(a, buf, len, first, last, mac, seal,
@@ -799,6 +805,12 @@ writer_main(void *arg)
 			    a->signer.mac != NULL ? seal : NULL);
 		if (r == 0 && a->signer.mac != NULL)
 			memcpy(a->seal_prev, mac, SEAL_LEN);
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		if (r == 0)
+			metrics_audit_batch(__atomic_load_n(&a->metrics,
+			    __ATOMIC_ACQUIRE), last - first + 1,
+			    (double)(t1.tv_sec - t0.tv_sec) +
+			    (t1.tv_nsec - t0.tv_nsec) / 1e9);
 		/*
 		 * The leaves are hashed here, off the requests' path; a tree
 		 * that cannot be written fails nothing already durable but
@@ -1964,4 +1976,15 @@ audit_get_consistency(struct audit *a, uint64_t old_size, uint64_t new_size,
 	if (r != 0)
 		audit_proof_clear(p);
 	return r;
+}
+
+void
+audit_set_metrics(struct audit *a, struct metrics *m)
+{
+	/* The writer thread runs already: it loads the pointer atomically. */
+	__atomic_store_n(&a->metrics, m, __ATOMIC_RELEASE);
+	pthread_mutex_lock(&a->lock);
+	if (a->cp_seq != 0)
+		metrics_audit_checkpoint(m, a->cp_seq);
+	pthread_mutex_unlock(&a->lock);
 }

@@ -106,6 +106,10 @@ void audit_close(struct audit *a);
  */
 void audit_set_sync(struct audit *a, int sync);
 
+/* Counts durable batches and checkpoints into m (metrics.h); before use. */
+struct metrics;
+void audit_set_metrics(struct audit *a, struct metrics *m);
+
 /*
  * A reply waiting for its record: audit_submit fills seq and gen, and the
  * log's writer thread calls done(w, 0) once the record is durable, or

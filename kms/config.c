@@ -233,6 +233,9 @@ server_key(struct parse_ctx *c, const char *key, const char *value)
 		c->message_line = c->ip.cur.line;
 		return 1;
 	}
+	if (strcmp(key, "health_listen") == 0)
+		return set_string(c, cfg->health_listen,
+		    sizeof(cfg->health_listen), key, value);
 	if (strcmp(key, "log_level") == 0) {
 		if (log_level_parse(value, &lvl) != 0)
 			return fail(c, "log_level: \"%.64s\" is not one of "
@@ -352,6 +355,12 @@ handler(void *user, const char *section, const char *key, const char *value)
 	}
 	if (strcmp(section, "audit") == 0)
 		return audit_key(c, key, value);
+	if (strcmp(section, "metrics") == 0) {
+		if (strcmp(key, "listen") == 0)
+			return set_string(c, c->cfg->metrics_listen,
+			    sizeof(c->cfg->metrics_listen), key, value);
+		return fail(c, "unknown key \"%.64s\" in [metrics]", key);
+	}
 	if (strcmp(section, "keys") == 0)
 		return keys_key(c, key, value);
 	if (*section == '\0')

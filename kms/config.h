@@ -51,6 +51,8 @@
 
 struct config {
 	char listen[256];
+	char health_listen[256];		/* "": no health port */
+	char metrics_listen[256];		/* "": no metrics */
 	char ca_file[CONFIG_PATH_MAX];
 	char cert_file[CONFIG_PATH_MAX];
 	char key_file[CONFIG_PATH_MAX];

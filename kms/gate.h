@@ -32,6 +32,7 @@ struct service {
 	struct audit *audit;
 	pthread_rwlock_t policy_lock;	/* guards policy (swapped on SIGHUP) */
 	struct policy *policy;
+	struct metrics *metrics;	/* NULL: metrics off */
 };
 
 /* Who is calling, as established by the transport. */

@@ -18,6 +18,7 @@
 #include "hsm_rv.h"
 #include "kmserr.h"
 #include "log.h"
+#include "metrics.h"
 #include "secret.h"
 
 void
@@ -118,6 +119,9 @@ hsm_recover(struct hsm_session *s, CK_RV rv)
 	struct hsm *hsm = s->hsm;
 	CK_SESSION_HANDLE nh;
 	CK_RV r;
+
+	/* Every failed call comes here first (P11_CALL and the retry loops). */
+	metrics_hsm_error(hsm->metrics, rv);
 
 	/*
 	 * CKR_OPERATION_ACTIVE: a call that should have ended an operation
@@ -367,8 +371,8 @@ add_protected_key(CK_ATTRIBUTE *tpl, CK_ULONG *n, const char *label,
 	ADD(tpl, *n, CKA_ID, id, idlen);
 }
 
-int
-hsm_generate_key_pair(struct hsm_session *s, const struct kms_alg_info *alg,
+static int
+generate_key_pair_op(struct hsm_session *s, const struct kms_alg_info *alg,
     const char *label, const uint8_t *id, size_t idlen,
     hsm_handle_t *priv, hsm_handle_t *pub)
 {
@@ -429,8 +433,8 @@ hsm_generate_key_pair(struct hsm_session *s, const struct kms_alg_info *alg,
 	return 0;
 }
 
-int
-hsm_generate_secret_key(struct hsm_session *s, const struct kms_alg_info *alg,
+static int
+generate_secret_key_op(struct hsm_session *s, const struct kms_alg_info *alg,
     const char *label, const uint8_t *id, size_t idlen, hsm_handle_t *key)
 {
 	CK_BBOOL t = CK_TRUE, f = CK_FALSE;
@@ -467,8 +471,8 @@ static const uint8_t digestinfo_sha256[] = {
 	0x03, 0x04, 0x02, 0x01, 0x05, 0x00, 0x04, 0x20
 };
 
-int
-hsm_sign(struct hsm_session *s, const struct kms_alg_info *alg,
+static int
+sign_op(struct hsm_session *s, const struct kms_alg_info *alg,
     hsm_handle_t priv, const uint8_t *in, size_t inlen, uint8_t *sig,
     size_t *siglen)
 {
@@ -538,8 +542,8 @@ hsm_sign(struct hsm_session *s, const struct kms_alg_info *alg,
 	return 0;
 }
 
-int
-hsm_random(struct hsm_session *s, uint8_t *buf, size_t len)
+static int
+random_op(struct hsm_session *s, uint8_t *buf, size_t len)
 {
 	CK_RV rv;
 
@@ -585,8 +589,8 @@ transient_destroy(struct hsm_session *s, CK_OBJECT_HANDLE obj)
 	(void)hsm_recover(s, CKR_SESSION_CLOSED);
 }
 
-int
-hsm_wrap(struct hsm_session *s, hsm_handle_t kek, const uint8_t *in,
+static int
+wrap_op(struct hsm_session *s, hsm_handle_t kek, const uint8_t *in,
     size_t inlen, uint8_t *out, size_t *outlen, unsigned long *mech)
 {
 	CK_MECHANISM m = { CKM_AES_KEY_WRAP_PAD, NULL, 0 };
@@ -618,8 +622,8 @@ hsm_wrap(struct hsm_session *s, hsm_handle_t kek, const uint8_t *in,
 	return 0;
 }
 
-int
-hsm_unwrap(struct hsm_session *s, hsm_handle_t kek, unsigned long mech,
+static int
+unwrap_op(struct hsm_session *s, hsm_handle_t kek, unsigned long mech,
     const uint8_t *in, size_t inlen, struct secret **out)
 {
 	CK_MECHANISM m = { mech, NULL, 0 };
@@ -726,4 +730,70 @@ hsm_hmac(struct hsm_session *s, hsm_handle_t key, const uint8_t *in,
 	if (rv != CKR_OK)
 		return hsm_map_rv("C_Sign", rv);
 	return outlen == HSM_HMAC_LEN ? 0 : KMS_ERR_HSM;
+}
+
+/*
+ * The operations as the metrics count them (kms_hsm_operations_total):
+ * each public entry point runs its _op and counts the result.
+ */
+void
+hsm_set_metrics(struct hsm *hsm, struct metrics *m)
+{
+	hsm->metrics = m;
+}
+
+static int
+counted(struct hsm_session *s, enum metrics_hsm_op op, int r)
+{
+	metrics_hsm_op(s->hsm->metrics, op, r == 0);
+	return r;
+}
+
+int
+hsm_generate_key_pair(struct hsm_session *s, const struct kms_alg_info *alg,
+    const char *label, const uint8_t *id, size_t idlen,
+    hsm_handle_t *priv, hsm_handle_t *pub)
+{
+	return counted(s, METRICS_HSM_GENERATE_KEY_PAIR, generate_key_pair_op(s,
+	    alg, label, id, idlen, priv, pub));
+}
+
+int
+hsm_generate_secret_key(struct hsm_session *s, const struct kms_alg_info *alg,
+    const char *label, const uint8_t *id, size_t idlen, hsm_handle_t *key)
+{
+	return counted(s, METRICS_HSM_GENERATE_KEY, generate_secret_key_op(s,
+	    alg, label, id, idlen, key));
+}
+
+int
+hsm_sign(struct hsm_session *s, const struct kms_alg_info *alg,
+    hsm_handle_t priv, const uint8_t *in, size_t inlen,
+    uint8_t *sig, size_t *siglen)
+{
+	return counted(s, METRICS_HSM_SIGN, sign_op(s, alg, priv, in, inlen,
+	    sig, siglen));
+}
+
+int
+hsm_random(struct hsm_session *s, uint8_t *buf, size_t len)
+{
+	return counted(s, METRICS_HSM_RANDOM, random_op(s, buf, len));
+}
+
+int
+hsm_wrap(struct hsm_session *s, hsm_handle_t kek,
+    const uint8_t *in, size_t inlen, uint8_t *out, size_t *outlen,
+    unsigned long *mech)
+{
+	return counted(s, METRICS_HSM_WRAP, wrap_op(s, kek, in, inlen, out,
+	    outlen, mech));
+}
+
+int
+hsm_unwrap(struct hsm_session *s, hsm_handle_t kek, unsigned long mech,
+    const uint8_t *in, size_t inlen, struct secret **out)
+{
+	return counted(s, METRICS_HSM_UNWRAP, unwrap_op(s, kek, mech, in, inlen,
+	    out));
 }

@@ -214,6 +214,10 @@ int hsm_key_is_protected(struct hsm_session *s, hsm_handle_t h, int *ok);
 /* Fills buf with len bytes from the token's generator (C_GenerateRandom). */
 int hsm_random(struct hsm_session *s, uint8_t *buf, size_t len);
 
+/* Counts operations and failed calls into m (metrics.h); before use. */
+struct metrics;
+void hsm_set_metrics(struct hsm *hsm, struct metrics *m);
+
 /*
  * Key wrap with the AES key kek (RFC 5649, padded AES key wrap), done in
  * the token: the bytes are put into a transient session secret-key object,

@@ -15,7 +15,10 @@
 
 #define PIN_FILE_MAX 4096
 
+struct metrics;
+
 struct hsm {
+	struct metrics *metrics;	/* NULL: off; set before any session */
 	void *dl;
 	CK_FUNCTION_LIST_PTR f;
 	CK_SLOT_ID slot;

@@ -35,6 +35,7 @@
 #include "hsm.h"
 #include "kmserr.h"
 #include "log.h"
+#include "metrics.h"
 #include "rpc.h"
 #include "secret.h"
 #include "tlsctx.h"
@@ -83,6 +84,7 @@ struct job {
 	grpc_slice details;
 	int have_details;
 	int cancelled;
+	struct timespec t0;		/* arrival, for the metrics */
 };
 
 /* Per-worker state: its HSM session. */
@@ -217,6 +219,12 @@ send_reply(struct rpc_server *srv, struct job *j, struct rpc_reply *rep)
 	size_t n = 0;
 	int code = rep->st.err == 0 ? GRPC_STATUS_OK :
 	    kms_err_grpc_code(rep->st.err);
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	metrics_request(srv->svc->metrics, j->generic ? gate_nmethods() :
+	    j->method, code, (double)(now.tv_sec - j->t0.tv_sec) +
+	    (now.tv_nsec - j->t0.tv_nsec) / 1e9);
 
 	memset(ops, 0, sizeof(ops));
 	ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
@@ -327,6 +335,7 @@ serve(struct worker *w, struct job *j)
 	int have_slice = 0;
 
 	memset(&rep, 0, sizeof(rep));
+	clock_gettime(CLOCK_MONOTONIC, &j->t0);
 	j->srv = srv;
 	j->waiter.done = reply_when_durable;
 	rep.waiter = &j->waiter;
@@ -588,6 +597,12 @@ void
 rpc_server_set_tls(struct rpc_server *srv, struct tls_set *ts)
 {
 	tlsfront_set_tls(srv->front, ts);
+}
+
+unsigned int
+rpc_server_connections(struct rpc_server *srv)
+{
+	return tlsfront_connections(srv->front);
 }
 
 int

@@ -35,6 +35,9 @@ void rpc_server_set_tls(struct rpc_server *srv, struct tls_set *ts);
  */
 int rpc_server_selfcheck(struct rpc_server *srv, int timeout_ms);
 
+/* The client connections open now. */
+unsigned int rpc_server_connections(struct rpc_server *srv);
+
 /*
  * Stops accepting calls, lets the calls in flight finish (cancelling them
  * after grace_seconds), stops the workers and frees everything.

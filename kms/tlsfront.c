@@ -120,7 +120,7 @@ struct tlsfront {
 	int stop, quiesce;
 	uint64_t accepted;		/* atomic: connections accepted */
 
-	/* Event thread only. */
+	/* Event thread only (nconns also read atomically by the metrics). */
 	unsigned int nconns;
 	struct conn *all;
 	struct conn *hshead, *hstail;
@@ -326,7 +326,7 @@ conn_close(struct tlsfront *f, struct conn *c)
 		c->ent->owner = NULL;
 		entry_close(f, c->ent);
 	}
-	f->nconns--;
+	__atomic_sub_fetch(&f->nconns, 1, __ATOMIC_RELAXED);
 	c->deadnext = f->deadlist;
 	f->deadlist = c;
 }
@@ -647,7 +647,7 @@ conn_new(struct tlsfront *f, int fd, const struct sockaddr_storage *ss)
 	if (f->all != NULL)
 		f->all->prev = c;
 	f->all = c;
-	f->nconns++;
+	__atomic_add_fetch(&f->nconns, 1, __ATOMIC_RELAXED);
 	/* The TLS state is made when the client first speaks. */
 	if (ep_set(f, fd, &c->ep_tcp, EPOLLIN) != 0)
 		conn_close(f, c);
@@ -1094,4 +1094,10 @@ tlsfront_stop(struct tlsfront *f)
 	}
 	free_dead(f);
 	front_free(f);
+}
+
+unsigned int
+tlsfront_connections(struct tlsfront *f)
+{
+	return __atomic_load_n(&f->nconns, __ATOMIC_RELAXED);
 }

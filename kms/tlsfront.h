@@ -81,6 +81,9 @@ int tlsfront_peer(struct tlsfront *f, const char *peer,
  */
 int tlsfront_selfcheck(struct tlsfront *f, int timeout_ms);
 
+/* The client connections open now (kms_connections). */
+unsigned int tlsfront_connections(struct tlsfront *f);
+
 /* Stops accepting; established connections keep being served. */
 void tlsfront_quiesce(struct tlsfront *f);
 

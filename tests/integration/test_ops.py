@@ -8,9 +8,10 @@ import socket
 import tempfile
 import time
 
+import grpc
 import pytest
 
-from conftest import BUILD, KMSD, MODULE, TOP, Kmsd, pb, run
+from conftest import BUILD, KMSD, MODULE, TOP, Kmsd, free_port, pb, run
 
 
 def test_kmsd_version_and_help():
@@ -247,3 +248,171 @@ def test_watchdog_fed_only_while_healthy(kmsd, workdir):
         n.close()
     assert rc == 0 and not k.sanitizer_reports, k.log()
     assert any("STOPPING=1" in m for m in got), got
+
+
+# Metrics.
+
+def scrape(url):
+    import urllib.request
+    from prometheus_client.parser import text_string_to_metric_families
+
+    t0 = time.monotonic()
+    with urllib.request.urlopen(url, timeout=10) as r:
+        assert r.status == 200
+        assert r.headers["Content-Type"].startswith("text/plain")
+        text = r.read().decode()
+    took = time.monotonic() - t0
+    samples = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return text, samples, took
+
+
+def sample(samples, name, **labels):
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def test_metrics(kmsd, keys, workdir):
+    import concurrent.futures
+
+    mport = free_port()
+    conf = kmsd.home / "kmsd-metrics.conf"
+    conf.write_text((kmsd.home / "kmsd.conf").read_text() +
+                    "\n[metrics]\nlisten = 127.0.0.1:%d\n" % mport)
+    k = Kmsd(kmsd.home, workdir)
+    k.config = conf
+    url = "http://127.0.0.1:%d/metrics" % mport
+    name = keys.get("EC_P256_SHA256")
+    try:
+        k.start()
+        text, before, _ = scrape(url)
+        ci = k.client("ci").kms
+        for i in range(5):
+            ci.Sign(pb.SignRequest(name=name, digest=bytes([i]) * 32),
+                    timeout=30)
+        try:
+            k.client("auditor").kms.Sign(
+                pb.SignRequest(name=name, digest=b"\1" * 32), timeout=30)
+        except grpc.RpcError as e:
+            assert e.code() == grpc.StatusCode.PERMISSION_DENIED
+        text, after, _ = scrape(url)
+
+        def rise(name_, **labels):
+            return sample(after, name_, **labels) - sample(before, name_,
+                                                           **labels)
+
+        assert rise("kms_requests_total", rpc="Sign", code="OK") == 5
+        assert rise("kms_requests_total", rpc="Sign",
+                    code="PERMISSION_DENIED") == 1
+        assert rise("kms_request_duration_seconds_count", rpc="Sign") == 6
+        assert rise("kms_request_duration_seconds_bucket", rpc="Sign",
+                    le="+Inf") == 6
+        assert rise("kms_hsm_operations_total", op="sign", result="ok") == 5
+        assert rise("kms_audit_records_total") >= 6
+        assert rise("kms_audit_batch_records_count") >= 1
+        assert rise("kms_audit_sync_seconds_count") >= 1
+        assert sample(after, "kms_audit_last_checkpoint_seq") >= 1
+        assert sample(after, "kms_keys") >= 1
+        assert sample(after, "kms_connections") >= 1
+        assert ("kms_build_info", (("version", run([KMSD, "--version"])
+                .stdout.decode().split()[1]),)) in after
+        for p in ("process_cpu_seconds_total",
+                  "process_resident_memory_bytes", "process_open_fds"):
+            assert sample(after, p) > 0, p
+        # Counts only: no key name, no identity.
+        for secret in (name, "ci", "auditor", "officer"):
+            assert '"%s"' % secret not in text, secret
+        # Under load, a scrape still answers quickly.
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            futs = [pool.submit(ci.Sign, pb.SignRequest(
+                name=name, digest=bytes([i % 256]) * 32), timeout=60)
+                for i in range(200)]
+            times = [scrape(url)[2] for _ in range(10)]
+            for f in futs:
+                f.result()
+        assert max(times) < 1.0, times
+        _, last, _ = scrape(url)
+        assert sample(last, "kms_requests_total", rpc="Sign", code="OK") - \
+            sample(after, "kms_requests_total", rpc="Sign", code="OK") == 200
+        # Anything but GET /metrics is refused.
+        import urllib.error
+        import urllib.request
+        with pytest.raises(urllib.error.HTTPError) as ei:
+            urllib.request.urlopen(url.replace("/metrics", "/"), timeout=10)
+        assert ei.value.code == 404
+    finally:
+        for c in k.clients.values():
+            c.close()
+        rc = k.stop()
+    assert rc == 0 and not k.sanitizer_reports, k.log()
+
+
+# The plaintext health port.
+
+def test_health_port(kmsd, workdir):
+    import queue
+    import threading
+
+    from conftest import health_pb2, health_pb2_grpc, kms_pb2_grpc
+
+    hport = free_port()
+    down = workdir / "hsm-down"
+    k = fault_kmsd(kmsd, workdir, {"P11FAULT_DOWN": str(down)})
+    conf = kmsd.home / "kmsd-health.conf"
+    conf.write_text(k.config.read_text().replace(
+        "[server]\n", "[server]\nhealth_listen = 127.0.0.1:%d\n" % hport, 1))
+    k.config = conf
+    SERVING = health_pb2.HealthCheckResponse.SERVING
+    NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+    ch = None
+    try:
+        k.start()
+        # No certificate at all: a plaintext channel.
+        ch = grpc.insecure_channel("127.0.0.1:%d" % hport)
+        health = health_pb2_grpc.HealthStub(ch)
+        req = health_pb2.HealthCheckRequest(service="")
+        assert health.Check(req, timeout=10).status == SERVING
+        assert health.Check(health_pb2.HealthCheckRequest(
+            service="kms.v1.KeyManagementService"), timeout=10).status == \
+            SERVING
+        with pytest.raises(grpc.RpcError) as ei:
+            health.Check(health_pb2.HealthCheckRequest(service="nosuch"),
+                         timeout=10)
+        assert ei.value.code() == grpc.StatusCode.NOT_FOUND
+        # Nothing else is served there.
+        with pytest.raises(grpc.RpcError) as ei:
+            kms_pb2_grpc.KeyManagementServiceStub(ch).WhoAmI(
+                pb.WhoAmIRequest(), timeout=10)
+        assert ei.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+        got = queue.Queue()
+        stream = health.Watch(req, timeout=60)
+
+        def reader():
+            try:
+                for r in stream:
+                    got.put(r.status)
+            except grpc.RpcError as e:
+                got.put(e.code())
+
+        t = threading.Thread(target=reader, daemon=True)
+        t.start()
+        assert got.get(timeout=10) == SERVING
+        # The HSM goes away: Watch and Check say so.
+        down.write_text("")
+        assert got.get(timeout=10) == NOT_SERVING
+        assert health.Check(req, timeout=10).status == NOT_SERVING
+        # And back.
+        down.unlink()
+        assert got.get(timeout=10) == SERVING
+        assert health.Check(req, timeout=10).status == SERVING
+        stream.cancel()
+        t.join(10)
+    finally:
+        if down.exists():
+            down.unlink()
+        if ch is not None:
+            ch.close()
+        rc = k.stop()
+    assert rc == 0 and not k.sanitizer_reports, k.log()

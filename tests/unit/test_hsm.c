@@ -400,7 +400,12 @@ test_wrap_unwrap(void **state)
 		    0);
 		assert_int_equal(mech, 0x210AUL);
 		assert_int_equal(outlen, (n + 7) / 8 * 8 + 8);
-		assert_memory_not_equal(out, in, n < outlen ? n : outlen);
+		/*
+		 * A ciphertext may match a short input by chance (1 in 256
+		 * for one byte): compare only where a match cannot be luck.
+		 */
+		if (n >= 8)
+			assert_memory_not_equal(out, in, 8);
 		assert_int_equal(hsm_unwrap(s, kek, mech, out, outlen,
 		    &plain), 0);
 		/* SoftHSM pads to a multiple of 8; the bytes survive. */

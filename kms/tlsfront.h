@@ -16,6 +16,8 @@
 #ifndef KMS_TLSFRONT_H
 #define KMS_TLSFRONT_H
 
+#include <sys/socket.h>
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -89,5 +91,15 @@ void tlsfront_quiesce(struct tlsfront *f);
 
 /* Closes every connection, stops the thread and frees everything. */
 void tlsfront_stop(struct tlsfront *f);
+
+/*
+ * Within the front (tlsfront_sock.c): binds and listens on HOST:PORT or
+ * [V6]:PORT, non-blocking, and says which address it got; names a peer
+ * address as gRPC does ("ipv4:127.0.0.1:54321").
+ */
+int tlsfront_bind(const char *addr, int *lfd, struct sockaddr_storage *bound,
+    socklen_t *boundlen, struct kms_status *st);
+void tlsfront_format_addr(const struct sockaddr_storage *ss, char *out,
+    size_t len);
 
 #endif /* KMS_TLSFRONT_H */

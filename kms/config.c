@@ -127,6 +127,19 @@ set_number(struct parse_ctx *c, unsigned long long *out, const char *key,
 	return 1;
 }
 
+/* set_number for an unsigned int (max fits in one). */
+static int
+set_uint(struct parse_ctx *c, unsigned int *out, const char *key,
+    const char *value, unsigned int min, unsigned int max)
+{
+	unsigned long long n;
+
+	if (!set_number(c, &n, key, value, min, max))
+		return 0;
+	*out = (unsigned int)n;
+	return 1;
+}
+
 static int
 set_bool(struct parse_ctx *c, int *out, const char *key, const char *value)
 {
@@ -194,30 +207,17 @@ server_key(struct parse_ctx *c, const char *key, const char *value)
 		return set_path(c, cfg->key_file, key, value);
 	if (strcmp(key, "crl") == 0)
 		return set_path(c, cfg->crl_file, key, value);
-	if (strcmp(key, "max_connections") == 0) {
-		if (!set_number(c, &n, key, value, 0, 1000000))
-			return 0;
-		cfg->max_connections = (unsigned int)n;
-		return 1;
-	}
-	if (strcmp(key, "handshake_timeout_ms") == 0) {
-		if (!set_number(c, &n, key, value, 100, 600000))
-			return 0;
-		cfg->handshake_timeout_ms = (unsigned int)n;
-		return 1;
-	}
-	if (strcmp(key, "idle_timeout_ms") == 0) {
-		if (!set_number(c, &n, key, value, 1000, 86400000))
-			return 0;
-		cfg->idle_timeout_ms = (unsigned int)n;
-		return 1;
-	}
-	if (strcmp(key, "workers") == 0) {
-		if (!set_number(c, &n, key, value, 1, 64))
-			return 0;
-		cfg->workers = (unsigned int)n;
-		return 1;
-	}
+	if (strcmp(key, "max_connections") == 0)
+		return set_uint(c, &cfg->max_connections, key, value, 0,
+		    1000000);
+	if (strcmp(key, "handshake_timeout_ms") == 0)
+		return set_uint(c, &cfg->handshake_timeout_ms, key, value, 100,
+		    600000);
+	if (strcmp(key, "idle_timeout_ms") == 0)
+		return set_uint(c, &cfg->idle_timeout_ms, key, value, 1000,
+		    86400000);
+	if (strcmp(key, "workers") == 0)
+		return set_uint(c, &cfg->workers, key, value, 1, 64);
 	if (strcmp(key, "max_data_bytes") == 0) {
 		if (!set_number(c, &n, key, value, 1, MAX_DATA_LIMIT))
 			return 0;
@@ -280,18 +280,12 @@ audit_key(struct parse_ctx *c, const char *key, const char *value)
 		cfg->audit_segment_bytes = (size_t)n;
 		return 1;
 	}
-	if (strcmp(key, "checkpoint_every") == 0) {
-		if (!set_number(c, &n, key, value, 1, 1000000))
-			return 0;
-		cfg->audit_checkpoint_every = (unsigned int)n;
-		return 1;
-	}
-	if (strcmp(key, "checkpoint_seconds") == 0) {
-		if (!set_number(c, &n, key, value, 0, 86400))
-			return 0;
-		cfg->audit_checkpoint_seconds = (unsigned int)n;
-		return 1;
-	}
+	if (strcmp(key, "checkpoint_every") == 0)
+		return set_uint(c, &cfg->audit_checkpoint_every, key, value, 1,
+		    1000000);
+	if (strcmp(key, "checkpoint_seconds") == 0)
+		return set_uint(c, &cfg->audit_checkpoint_seconds, key, value, 0,
+		    86400);
 	if (strcmp(key, "sync") == 0)
 		return set_bool(c, &cfg->audit_sync, key, value);
 	if (strcmp(key, "publish") == 0)
@@ -328,12 +322,8 @@ keys_key(struct parse_ctx *c, const char *key, const char *value)
 	}
 	if (strcmp(key, "lock_file") == 0)
 		return set_path(c, cfg->keys_lock_file, key, value);
-	if (strcmp(key, "sync_ms") == 0) {
-		if (!set_number(c, &n, key, value, 50, 60000))
-			return 0;
-		cfg->keys_sync_ms = (unsigned int)n;
-		return 1;
-	}
+	if (strcmp(key, "sync_ms") == 0)
+		return set_uint(c, &cfg->keys_sync_ms, key, value, 50, 60000);
 	return fail(c, "unknown key \"%.64s\" in [keys]", key);
 }
 

@@ -433,30 +433,36 @@ generate_key_pair_op(struct hsm_session *s, const struct kms_alg_info *alg,
 	return 0;
 }
 
+/*
+ * A secret key born in the token: protected (add_protected_key) and usable
+ * only as usage says, 1 or 0 for CKA_WRAP/UNWRAP/ENCRYPT/DECRYPT/SIGN/VERIFY.
+ */
+struct secret_usage {
+	CK_BBOOL wrap, encrypt, sign;
+};
+
 static int
-generate_secret_key_op(struct hsm_session *s, const struct kms_alg_info *alg,
-    const char *label, const uint8_t *id, size_t idlen, hsm_handle_t *key)
+generate_secret(struct hsm_session *s, CK_MECHANISM_TYPE mt, CK_KEY_TYPE kt,
+    CK_ULONG len, const struct secret_usage *u, const char *label,
+    const uint8_t *id, size_t idlen, hsm_handle_t *key)
 {
-	CK_BBOOL t = CK_TRUE, f = CK_FALSE;
 	CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
-	CK_KEY_TYPE kt = CKK_AES;
-	CK_ULONG len = alg->bits / 8;
-	CK_MECHANISM mech = { CKM_AES_KEY_GEN, NULL, 0 };
+	CK_MECHANISM mech = { mt, NULL, 0 };
 	CK_OBJECT_HANDLE h = 0;
-	CK_ATTRIBUTE tpl[14];
+	CK_ATTRIBUTE tpl[16];
 	CK_ULONG n = 0;
 	CK_RV rv;
 
-	if (alg->family != KMS_FAMILY_AES_WRAP)
-		return KMS_ERR_INVALID_ARGUMENT;
 	ADD(tpl, n, CKA_CLASS, &cls, sizeof(cls));
 	ADD(tpl, n, CKA_KEY_TYPE, &kt, sizeof(kt));
 	ADD(tpl, n, CKA_VALUE_LEN, &len, sizeof(len));
 	add_protected_key(tpl, &n, label, id, idlen);
-	ADD(tpl, n, CKA_WRAP, &t, sizeof(t));
-	ADD(tpl, n, CKA_UNWRAP, &t, sizeof(t));
-	ADD(tpl, n, CKA_ENCRYPT, &f, sizeof(f));
-	ADD(tpl, n, CKA_DECRYPT, &f, sizeof(f));
+	ADD(tpl, n, CKA_WRAP, &u->wrap, sizeof(u->wrap));
+	ADD(tpl, n, CKA_UNWRAP, &u->wrap, sizeof(u->wrap));
+	ADD(tpl, n, CKA_ENCRYPT, &u->encrypt, sizeof(u->encrypt));
+	ADD(tpl, n, CKA_DECRYPT, &u->encrypt, sizeof(u->encrypt));
+	ADD(tpl, n, CKA_SIGN, &u->sign, sizeof(u->sign));
+	ADD(tpl, n, CKA_VERIFY, &u->sign, sizeof(u->sign));
 	hsm_store_lock(s);
 	P11_CALL(s, rv = s->hsm->f->C_GenerateKey(s->h, &mech, tpl, n, &h));
 	hsm_store_unlock(s);
@@ -464,6 +470,18 @@ generate_secret_key_op(struct hsm_session *s, const struct kms_alg_info *alg,
 		return hsm_map_rv("C_GenerateKey", rv);
 	*key = h;
 	return 0;
+}
+
+static int
+generate_secret_key_op(struct hsm_session *s, const struct kms_alg_info *alg,
+    const char *label, const uint8_t *id, size_t idlen, hsm_handle_t *key)
+{
+	static const struct secret_usage kek = { CK_TRUE, CK_FALSE, CK_FALSE };
+
+	if (alg->family != KMS_FAMILY_AES_WRAP)
+		return KMS_ERR_INVALID_ARGUMENT;
+	return generate_secret(s, CKM_AES_KEY_GEN, CKK_AES, alg->bits / 8,
+	    &kek, label, id, idlen, key);
 }
 
 static const uint8_t digestinfo_sha256[] = {
@@ -687,30 +705,11 @@ int
 hsm_generate_hmac_key(struct hsm_session *s, const char *label,
     hsm_handle_t *key)
 {
-	CK_BBOOL t = CK_TRUE;
-	CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
-	CK_KEY_TYPE kt = CKK_GENERIC_SECRET;
-	CK_ULONG len = HSM_HMAC_LEN;
-	CK_MECHANISM mech = { CKM_GENERIC_SECRET_KEY_GEN, NULL, 0 };
-	CK_OBJECT_HANDLE h = 0;
-	CK_ATTRIBUTE tpl[12];
-	CK_ULONG n = 0;
-	CK_RV rv;
+	static const struct secret_usage mac = { CK_FALSE, CK_FALSE, CK_TRUE };
 
-	ADD(tpl, n, CKA_CLASS, &cls, sizeof(cls));
-	ADD(tpl, n, CKA_KEY_TYPE, &kt, sizeof(kt));
-	ADD(tpl, n, CKA_VALUE_LEN, &len, sizeof(len));
-	add_protected_key(tpl, &n, label, (const uint8_t *)label,
-	    strlen(label));
-	ADD(tpl, n, CKA_SIGN, &t, sizeof(t));
-	ADD(tpl, n, CKA_VERIFY, &t, sizeof(t));
-	hsm_store_lock(s);
-	P11_CALL(s, rv = s->hsm->f->C_GenerateKey(s->h, &mech, tpl, n, &h));
-	hsm_store_unlock(s);
-	if (rv != CKR_OK)
-		return hsm_map_rv("C_GenerateKey", rv);
-	*key = h;
-	return 0;
+	return generate_secret(s, CKM_GENERIC_SECRET_KEY_GEN,
+	    CKK_GENERIC_SECRET, HSM_HMAC_LEN, &mac, label,
+	    (const uint8_t *)label, strlen(label), key);
 }
 
 int

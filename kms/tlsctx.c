@@ -70,21 +70,49 @@ read_member(struct tls_set *ts, enum tls_file f, const char *path,
 	return 0;
 }
 
+/* A member file read whole, with a memory BIO over it for PEM_read_bio. */
+struct pem_in {
+	char *text;
+	size_t len;
+	BIO *bio;
+};
+
+static int
+pem_open(struct tls_set *ts, enum tls_file f, const char *path,
+    struct pem_in *in, struct kms_status *st)
+{
+	int r;
+
+	memset(in, 0, sizeof(*in));
+	if ((r = read_member(ts, f, path, &in->text, &in->len, st)) != 0)
+		return r;
+	if ((in->bio = BIO_new_mem_buf(in->text, (int)in->len)) == NULL)
+		return kms_status_set(st, KMS_ERR_NOMEM, "out of memory");
+	return 0;
+}
+
+/* Frees what pem_open made; the text is wiped (it may be a key). */
+static void
+pem_close(struct pem_in *in)
+{
+	BIO_free(in->bio);
+	if (in->text != NULL)
+		secret_freezero(in->text, in->len + 1);
+	memset(in, 0, sizeof(*in));
+}
+
 static int
 load_cert_chain(struct tls_set *ts, const char *path, struct kms_status *st)
 {
-	char *text = NULL, why[160];
-	size_t len = 0;
-	BIO *bio = NULL;
+	struct pem_in in;
+	char why[160];
 	X509 *x = NULL;
 	int r, n = 0;
 
-	if ((r = read_member(ts, TLS_FILE_CERT, path, &text, &len, st)) != 0)
-		return r;
+	if ((r = pem_open(ts, TLS_FILE_CERT, path, &in, st)) != 0)
+		goto out;
 	r = KMS_ERR_CONFIG;
-	if ((bio = BIO_new_mem_buf(text, (int)len)) == NULL)
-		goto fail;
-	while ((x = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
+	while ((x = PEM_read_bio_X509(in.bio, NULL, NULL, NULL)) != NULL) {
 		if ((n == 0 ? SSL_CTX_use_certificate(ts->ctx, x) :
 		    SSL_CTX_add0_chain_cert(ts->ctx, x)) != 1)
 			goto fail;
@@ -103,25 +131,22 @@ load_cert_chain(struct tls_set *ts, const char *path, struct kms_status *st)
 	    path, ossl_reason(why, sizeof(why)));
  out:
 	X509_free(x);
-	BIO_free(bio);
-	free(text);
+	pem_close(&in);
 	return r;
 }
 
 static int
 load_key(struct tls_set *ts, const char *path, struct kms_status *st)
 {
-	char *text = NULL, why[160];
-	size_t len = 0;
+	struct pem_in in;
+	char why[160];
 	EVP_PKEY *pk = NULL;
-	BIO *bio = NULL;
 	int r;
 
-	if ((r = read_member(ts, TLS_FILE_KEY, path, &text, &len, st)) != 0)
-		return r;
+	if ((r = pem_open(ts, TLS_FILE_KEY, path, &in, st)) != 0)
+		goto out;
 	r = KMS_ERR_CONFIG;
-	if ((bio = BIO_new_mem_buf(text, (int)len)) == NULL ||
-	    (pk = PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL)) == NULL) {
+	if ((pk = PEM_read_bio_PrivateKey(in.bio, NULL, NULL, NULL)) == NULL) {
 		kms_status_set(st, KMS_ERR_CONFIG, "%s: no usable private key "
 		    "(%s)", path, ossl_reason(why, sizeof(why)));
 		goto out;
@@ -136,8 +161,7 @@ load_key(struct tls_set *ts, const char *path, struct kms_status *st)
 	r = 0;
  out:
 	EVP_PKEY_free(pk);
-	BIO_free(bio);
-	secret_freezero(text, len + 1);
+	pem_close(&in);
 	return r;
 }
 
@@ -147,20 +171,18 @@ load_ca(struct tls_set *ts, const char *path, STACK_OF(X509) **cas,
 {
 	X509_STORE *store = SSL_CTX_get_cert_store(ts->ctx);
 	STACK_OF(X509_NAME) *names = NULL;
-	char *text = NULL, why[160];
-	size_t len = 0;
-	BIO *bio = NULL;
+	struct pem_in in;
+	char why[160];
 	X509 *x = NULL;
 	int r;
 
-	if ((r = read_member(ts, TLS_FILE_CA, path, &text, &len, st)) != 0)
-		return r;
+	if ((r = pem_open(ts, TLS_FILE_CA, path, &in, st)) != 0)
+		goto out;
 	r = KMS_ERR_CONFIG;
 	if ((*cas = sk_X509_new_null()) == NULL ||
-	    (names = sk_X509_NAME_new_null()) == NULL ||
-	    (bio = BIO_new_mem_buf(text, (int)len)) == NULL)
+	    (names = sk_X509_NAME_new_null()) == NULL)
 		goto fail;
-	while ((x = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
+	while ((x = PEM_read_bio_X509(in.bio, NULL, NULL, NULL)) != NULL) {
 		X509_NAME *nm;
 
 		if (X509_STORE_add_cert(store, x) != 1 ||
@@ -188,8 +210,7 @@ load_ca(struct tls_set *ts, const char *path, STACK_OF(X509) **cas,
  out:
 	sk_X509_NAME_pop_free(names, X509_NAME_free);
 	X509_free(x);
-	BIO_free(bio);
-	free(text);
+	pem_close(&in);
 	return r;
 }
 
@@ -217,20 +238,16 @@ load_crl(struct tls_set *ts, const char *path, STACK_OF(X509) *cas,
 {
 	X509_STORE *store = SSL_CTX_get_cert_store(ts->ctx);
 	const ASN1_TIME *next;
-	char *text = NULL, why[160];
-	size_t len = 0;
+	struct pem_in in;
+	char why[160];
 	X509_CRL *crl = NULL;
-	BIO *bio = NULL;
 	int r;
 
-	if ((r = read_member(ts, TLS_FILE_CRL, path, &text, &len, st)) != 0)
-		return r;
-	r = KMS_ERR_CONFIG;
-	if ((bio = BIO_new_mem_buf(text, (int)len)) == NULL) {
-		kms_status_set(st, KMS_ERR_NOMEM, "out of memory");
+	if ((r = pem_open(ts, TLS_FILE_CRL, path, &in, st)) != 0)
 		goto out;
-	}
-	while ((crl = PEM_read_bio_X509_CRL(bio, NULL, NULL, NULL)) != NULL) {
+	r = KMS_ERR_CONFIG;
+	while ((crl = PEM_read_bio_X509_CRL(in.bio, NULL, NULL, NULL)) !=
+	    NULL) {
 		if (crl_issuer(cas, crl) == NULL) {
 			kms_status_set(st, KMS_ERR_CONFIG, "%s: CRL %d is not "
 			    "signed by a CA of the CA bundle", path,
@@ -265,8 +282,7 @@ load_crl(struct tls_set *ts, const char *path, STACK_OF(X509) *cas,
 	r = 0;
  out:
 	X509_CRL_free(crl);
-	BIO_free(bio);
-	free(text);
+	pem_close(&in);
 	return r;
 }
 

@@ -463,6 +463,27 @@ handoff(void *arg, int fd)
 	grpc_server_add_channel_from_fd(srv->server, fd, srv->plain);
 }
 
+/*
+ * What is left once the server, its credentials and its queue are gone:
+ * the first nworkers workers' HSM sessions, the tables, the locks, and
+ * this process's hold on gRPC.
+ */
+static void
+server_free(struct rpc_server *srv, unsigned int nworkers)
+{
+	unsigned int w;
+
+	for (w = 0; srv->workers != NULL && w < nworkers; w++)
+		hsm_session_close(srv->workers[w].hs);
+	free(srv->workers);
+	free(srv->handles);
+	free(srv->slots);
+	pthread_mutex_destroy(&srv->lock);
+	pthread_cond_destroy(&srv->cond);
+	free(srv);
+	grpc_shutdown();
+}
+
 int
 rpc_server_start(struct service *svc, const char *listen,
     struct rpc_server **out, int *port, struct kms_status *st)
@@ -570,8 +591,6 @@ rpc_server_start(struct service *svc, const char *listen,
 	return r;
  fail:
 	tls_set_free(ts);
-	for (w = 0; srv->workers != NULL && w < cfg->workers; w++)
-		hsm_session_close(srv->workers[w].hs);
 	if (srv->server != NULL)
 		grpc_server_destroy(srv->server);
 	if (srv->plain != NULL)
@@ -584,13 +603,7 @@ rpc_server_start(struct service *svc, const char *listen,
 			;
 		grpc_completion_queue_destroy(srv->cq);
 	}
-	free(srv->handles);
-	free(srv->slots);
-	free(srv->workers);
-	pthread_mutex_destroy(&srv->lock);
-	pthread_cond_destroy(&srv->cond);
-	free(srv);
-	grpc_shutdown();
+	server_free(srv, cfg->workers);
 	return r;
 }
 
@@ -678,13 +691,5 @@ rpc_server_stop(struct rpc_server *srv, int grace_seconds)
 		    GRPC_QUEUE_SHUTDOWN)
 			;
 	grpc_completion_queue_destroy(srv->cq);
-	for (w = 0; w < srv->nworkers; w++)
-		hsm_session_close(srv->workers[w].hs);
-	free(srv->workers);
-	free(srv->handles);
-	free(srv->slots);
-	pthread_mutex_destroy(&srv->lock);
-	pthread_cond_destroy(&srv->cond);
-	free(srv);
-	grpc_shutdown();
+	server_free(srv, srv->nworkers);
 }

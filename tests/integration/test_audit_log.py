@@ -621,3 +621,50 @@ def test_scheduled_destroy_waits_for_the_audit_log(tmp_root):
             k.proc.kill()
             k.proc.wait()
         subprocess.run(["umount", str(audit)], check=False)
+
+
+def test_health_not_serving_while_the_audit_log_is_full(tmp_root):
+    """The plaintext health port says NOT_SERVING while the audit log has
+    no room, and SERVING again once it has, with no restart."""
+    from conftest import free_port, health_pb2, health_pb2_grpc
+
+    hport = free_port()
+    home = make_home(tmp_root, "health-full-home", dict(
+        AUDIT_CONF, server={"health_listen": "127.0.0.1:%d" % hport}))
+    audit = home / "audit"
+    if os.geteuid() != 0 or not mount_tmpfs(audit, "1m"):
+        pytest.skip("needs root and tmpfs mounts to make a real full disk")
+    k = Kmsd(home, tmp_root / "health-full-work")
+    ch = None
+    req = health_pb2.HealthCheckRequest(service="")
+    SERVING = health_pb2.HealthCheckResponse.SERVING
+    NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+    def status_within(want, seconds):
+        deadline = time.monotonic() + seconds
+        while True:
+            got = health.Check(req, timeout=10).status
+            if got == want or time.monotonic() >= deadline:
+                return got
+            time.sleep(0.2)
+
+    try:
+        k.start()
+        ch = grpc.insecure_channel("127.0.0.1:%d" % hport)
+        health = health_pb2_grpc.HealthStub(ch)
+        assert status_within(SERVING, 10) == SERVING
+        name = "release/health-full/p256"
+        k.client("officer").kms.CreateKey(pb.CreateKeyRequest(
+            name=name, algorithm=pb.EC_P256_SHA256), timeout=60)
+        filler = fill_disk(k, audit, name)
+        assert status_within(NOT_SERVING, 10) == NOT_SERVING
+        filler.unlink()
+        assert status_within(SERVING, 10) == SERVING
+        k.stop_clean()
+    finally:
+        if ch is not None:
+            ch.close()
+        if k.proc is not None:
+            k.proc.kill()
+            k.proc.wait()
+        subprocess.run(["umount", str(audit)], check=False)

@@ -123,8 +123,8 @@ ks_entry_decode(const char *name, const struct store_rev *at,
  * The store's revision of a document: a key's generation (its seq, the
  * document checked whole), a counter's value.
  */
-static int
-doc_rev(const char *name, const uint8_t *value, size_t len, uint64_t *rev,
+int
+keystore_doc_rev(const char *name, const uint8_t *value, size_t len, uint64_t *rev,
     struct kms_status *st)
 {
 	struct store_rev at = { 0, 0 };
@@ -310,7 +310,7 @@ keystore_open_store(struct store *sto, struct hsm_session *s,
 	if ((r = store_list(sto, s, load_one, &lc)) != 0) {
 		keystore_free(ks);
 		return kms_status_set(st, r, "cannot load key metadata from "
-		    "the token: %s", kms_strerror(r));
+		    "the store: %s", kms_strerror(r));
 	}
 	log_info("keystore: %zu keys loaded, %zu objects skipped",
 	    ks->count, lc.skipped);
@@ -326,9 +326,15 @@ keystore_open(struct hsm_session *s, const char *lock_file,
 	int r;
 
 	*out = NULL;
-	if ((r = store_token_open(lock_file, doc_rev, &sto, st)) != 0)
+	if ((r = store_token_open(lock_file, keystore_doc_rev, &sto, st)) != 0)
 		return r;
 	return keystore_open_store(sto, s, out, st);
+}
+
+int
+keystore_set_notify(struct keystore *ks, void (*fn)(void *), void *arg)
+{
+	return store_set_notify(ks->store, fn, arg);
 }
 
 int

@@ -69,6 +69,18 @@ int keystore_open_store(struct store *sto, struct hsm_session *s,
     struct keystore **out, struct kms_status *st);
 void keystore_free(struct keystore *ks);
 size_t keystore_count(struct keystore *ks);
+/*
+ * The revision of one of the keystore's documents (a key's generation, a
+ * counter's value), for opening another store (store.h's store_rev_fn).
+ */
+int keystore_doc_rev(const char *name, const uint8_t *value, size_t len,
+    uint64_t *rev, struct kms_status *st);
+/*
+ * Has fn(arg) called when the store sees a change (so that the caller
+ * runs keystore_refresh at once); returns 0 when the store cannot tell
+ * and must be polled.
+ */
+int keystore_set_notify(struct keystore *ks, void (*fn)(void *), void *arg);
 
 /*
  * Reads again the documents that changed on the token since they were

@@ -30,6 +30,7 @@
 #include "audit.h"
 #include "auditkey.h"
 #include "config.h"
+#include "etcd.h"
 #include "gate.h"
 #include "health.h"
 #include "healthsrv.h"
@@ -43,6 +44,7 @@
 #include "reload.h"
 #include "rpc.h"
 #include "rpclog.h"
+#include "store.h"
 #include "tlsfront.h"
 #include "version.h"
 
@@ -66,6 +68,7 @@ struct maint {
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	int stop;
+	int kick;			/* the store saw a change: refresh now */
 	pthread_t thread;
 	int running;
 };
@@ -93,17 +96,30 @@ maint_main(void *arg)
 			ts.tv_sec++;
 			ts.tv_nsec -= 1000000000L;
 		}
-		while (!m->stop && pthread_cond_timedwait(&m->cv, &m->mu,
-		    &ts) == 0)
+		while (!m->stop && !m->kick && pthread_cond_timedwait(&m->cv,
+		    &m->mu, &ts) == 0)
 			;
 		if (m->stop)
 			break;
+		m->kick = 0;
 		pthread_mutex_unlock(&m->mu);
 		service_maintain(m->svc, m->hs);
 		pthread_mutex_lock(&m->mu);
 	}
 	pthread_mutex_unlock(&m->mu);
 	return NULL;
+}
+
+/* The store saw a change (on its own thread): refresh at once. */
+static void
+maint_kick(void *arg)
+{
+	struct maint *m = arg;
+
+	pthread_mutex_lock(&m->mu);
+	m->kick = 1;
+	pthread_cond_signal(&m->cv);
+	pthread_mutex_unlock(&m->mu);
 }
 
 static int
@@ -124,6 +140,8 @@ maint_start(struct maint *m, struct service *svc, unsigned int ms)
 	if (pthread_create(&m->thread, NULL, maint_main, m) != 0)
 		return KMS_ERR_NOMEM;
 	m->running = 1;
+	if (keystore_set_notify(svc->ks, maint_kick, m))
+		log_info("keystore: the store's watch triggers refreshes");
 	return 0;
 }
 
@@ -131,6 +149,7 @@ static void
 maint_stop(struct maint *m)
 {
 	if (m->running) {
+		keystore_set_notify(m->svc->ks, NULL, NULL);
 		pthread_mutex_lock(&m->mu);
 		m->stop = 1;
 		pthread_cond_signal(&m->cv);
@@ -142,6 +161,29 @@ maint_stop(struct maint *m)
 	}
 	hsm_session_close(m->hs);
 	m->hs = NULL;
+}
+
+/* The keystore on the configured store ([store] backend). */
+static int
+open_keystore(const struct config *cfg, struct hsm_session *hs,
+    struct keystore **out, struct kms_status *st)
+{
+	struct etcd_opts eo;
+	struct store *sto;
+	int r;
+
+	if (cfg->store_backend == CONFIG_STORE_TOKEN)
+		return keystore_open(hs, cfg->keys_lock_file, out, st);
+	memset(&eo, 0, sizeof(eo));
+	eo.endpoints = cfg->store_endpoints;
+	eo.ca_file = cfg->store_ca;
+	eo.cert_file = cfg->store_cert;
+	eo.key_file = cfg->store_key;
+	eo.timeout_ms = cfg->store_timeout_ms;
+	if ((r = store_etcd_open(&eo, cfg->store_prefix, keystore_doc_rev,
+	    &sto, st)) != 0)
+		return r;
+	return keystore_open_store(sto, hs, out, st);
 }
 
 static void
@@ -375,7 +417,7 @@ main(int argc, char **argv)
 		log_error("hsm: cannot open a session: %s", kms_strerror(r));
 		goto out;
 	}
-	if (keystore_open(hs, cfg.keys_lock_file, &svc.ks, &st) != 0) {
+	if (open_keystore(&cfg, hs, &svc.ks, &st) != 0) {
 		log_error("keystore: %s", st.msg);
 		goto out;
 	}

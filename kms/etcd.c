@@ -45,6 +45,7 @@
 
 #define PATH_RANGE "/etcdserverpb.KV/Range"
 #define PATH_TXN "/etcdserverpb.KV/Txn"
+#define PATH_PUT "/etcdserverpb.KV/Put"
 #define PATH_DELETE "/etcdserverpb.KV/DeleteRange"
 #define PATH_GRANT "/etcdserverpb.Lease/LeaseGrant"
 #define PATH_KEEPALIVE "/etcdserverpb.Lease/LeaseKeepAlive"
@@ -591,6 +592,34 @@ etcd_put_if(struct etcd *e, const char *key, int64_t mod_rev,
  out:
 	protobuf_c_message_free_unpacked(&resp->base, NULL);
 	return r;
+}
+
+int
+etcd_put(struct etcd *e, const char *key, const uint8_t *value, size_t len,
+    int64_t lease, int64_t *new_rev, struct kms_status *st)
+{
+	Etcdserverpb__PutRequest req = ETCDSERVERPB__PUT_REQUEST__INIT;
+	Etcdserverpb__PutResponse *resp = NULL;
+	size_t klen;
+	int r;
+
+	if (new_rev != NULL)
+		*new_rev = 0;
+	if ((r = check_key(key, &klen, st)) != 0)
+		return r;
+	req.key.data = (uint8_t *)key;
+	req.key.len = klen;
+	req.value.data = (uint8_t *)value;
+	req.value.len = len;
+	req.lease = lease;
+	if ((r = call(e, PATH_PUT, &req.base,
+	    &etcdserverpb__put_response__descriptor,
+	    (ProtobufCMessage **)&resp, st)) != 0)
+		return r;
+	if (new_rev != NULL && resp->header != NULL)
+		*new_rev = resp->header->revision;
+	protobuf_c_message_free_unpacked(&resp->base, NULL);
+	return 0;
 }
 
 int

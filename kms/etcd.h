@@ -81,6 +81,10 @@ int etcd_put_if(struct etcd *e, const char *key, int64_t mod_rev,
     const uint8_t *value, size_t len, int64_t lease, int64_t *new_rev,
     etcd_kv_fn *cur, void *arg, struct kms_status *st);
 
+/* Puts value at key, whatever is there (lease 0: none). */
+int etcd_put(struct etcd *e, const char *key, const uint8_t *value,
+    size_t len, int64_t lease, int64_t *new_rev, struct kms_status *st);
+
 /*
  * Deletes key (prefix 0) or every key starting with it (prefix 1); with
  * mod_rev > 0 (and prefix 0) only while key's mod_revision is mod_rev,

@@ -447,6 +447,12 @@ keystore_free(struct keystore *ks)
 	free(ks);
 }
 
+struct store *
+keystore_store(struct keystore *ks)
+{
+	return ks->store;
+}
+
 size_t
 keystore_count(struct keystore *ks)
 {

@@ -68,6 +68,8 @@ int keystore_open(struct hsm_session *s, const char *lock_file,
 int keystore_open_store(struct store *sto, struct hsm_session *s,
     struct keystore **out, struct kms_status *st);
 void keystore_free(struct keystore *ks);
+/* The keystore's store. */
+struct store *keystore_store(struct keystore *ks);
 size_t keystore_count(struct keystore *ks);
 /*
  * The revision of one of the keystore's documents (a key's generation, a

@@ -439,6 +439,10 @@ main(int argc, char **argv)
 			log_error("audit: %s", st.msg);
 			goto out;
 		}
+		/* With etcd, the token holds key objects only. */
+		if (store_etcd_client(keystore_store(svc.ks), NULL) != NULL)
+			audit_key_anchor_elsewhere(&akey, store_etcd_value_get,
+			    store_etcd_value_set, keystore_store(svc.ks));
 		memset(&signer, 0, sizeof(signer));
 		signer.sign = audit_key_sign;
 		signer.arg = &akey;

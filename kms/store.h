@@ -219,5 +219,17 @@ int store_token_open(const char *lock_file, store_rev_fn *rev,
 struct etcd_opts;
 int store_etcd_open(const struct etcd_opts *o, const char *prefix,
     store_rev_fn *rev, struct store **out, struct kms_status *st);
+/*
+ * A value of kmsd's own beside the documents (the audit chains' anchors:
+ * auditkey.h's audit_anchor_get_fn and _set_fn), the etcd key prefix
+ * "audit/" label; arg is an etcd store.  get: *value (malloc'd,
+ * NUL-terminated) or KMS_ERR_NOT_FOUND.
+ */
+int store_etcd_value_get(void *arg, const char *label, char **value,
+    size_t *len);
+int store_etcd_value_set(void *arg, const char *label, const char *value,
+    size_t len);
+/* The etcd client of an etcd store and its prefix; NULL for another. */
+struct etcd *store_etcd_client(struct store *sto, const char **prefix);
 
 #endif /* KMS_STORE_H */

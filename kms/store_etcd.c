@@ -34,6 +34,7 @@
 #include "store.h"
 
 #define DOC_DIR "doc/"
+#define VALUE_DIR "audit/"
 #define KEY_MAX 1024
 
 struct store_etcd {
@@ -42,6 +43,7 @@ struct store_etcd {
 	struct etcd_watch *w;
 	store_rev_fn *rev;
 	char prefix[STORE_ETCD_PREFIX_MAX + sizeof(DOC_DIR)];
+	char top[STORE_ETCD_PREFIX_MAX + 1];	/* [store] prefix */
 	pthread_mutex_t lock;		/* guards what follows */
 	int64_t seen;			/* the newest event's revision */
 	uint64_t gen;			/* reloads forced by compaction */
@@ -266,6 +268,80 @@ watched(void *arg, enum etcd_watch_what what, const struct etcd_kv *kv,
 	pthread_mutex_unlock(&t->lock);
 }
 
+static const struct store_ops etcd_ops;
+
+struct etcd *
+store_etcd_client(struct store *sto, const char **prefix)
+{
+	struct store_etcd *t = (struct store_etcd *)sto;
+
+	if (sto == NULL || sto->ops != &etcd_ops)
+		return NULL;
+	if (prefix != NULL)
+		*prefix = t->top;
+	return t->e;
+}
+
+struct value_ctx {
+	char **value;
+	size_t *len;
+};
+
+static int
+value_one(const struct etcd_kv *kv, void *arg)
+{
+	struct value_ctx *vc = arg;
+
+	if ((*vc->value = malloc(kv->len + 1)) == NULL)
+		return KMS_ERR_NOMEM;
+	memcpy(*vc->value, kv->value, kv->len + 1);
+	*vc->len = kv->len;
+	return 0;
+}
+
+int
+store_etcd_value_get(void *arg, const char *label, char **value, size_t *len)
+{
+	struct store_etcd *t = arg;
+	struct value_ctx vc = { value, len };
+	struct kms_status st;
+	char key[KEY_MAX];
+	int r;
+
+	*value = NULL;
+	*len = 0;
+	kms_status_clear(&st);
+	if ((size_t)snprintf(key, sizeof(key), "%s" VALUE_DIR "%s", t->top,
+	    label) >= sizeof(key))
+		return KMS_ERR_INVALID_ARGUMENT;
+	if ((r = etcd_range(t->e, key, 0, value_one, &vc, NULL, NULL,
+	    &st)) != 0) {
+		if (st.msg[0] != '\0')
+			log_warn("audit: %s", st.msg);
+		return r;
+	}
+	return *value == NULL ? KMS_ERR_NOT_FOUND : 0;
+}
+
+int
+store_etcd_value_set(void *arg, const char *label, const char *value,
+    size_t len)
+{
+	struct store_etcd *t = arg;
+	struct kms_status st;
+	char key[KEY_MAX];
+	int r;
+
+	kms_status_clear(&st);
+	if ((size_t)snprintf(key, sizeof(key), "%s" VALUE_DIR "%s", t->top,
+	    label) >= sizeof(key))
+		return KMS_ERR_INVALID_ARGUMENT;
+	if ((r = etcd_put(t->e, key, (const uint8_t *)value, len, 0, NULL,
+	    &st)) != 0)
+		log_warn("audit: %s", st.msg);
+	return r;
+}
+
 static const struct store_ops etcd_ops = {
 	se_get, se_put, se_list, se_mark, se_touch, se_lock,
 	se_unlock, se_free, se_set_notify
@@ -288,6 +364,7 @@ store_etcd_open(const struct etcd_opts *o, const char *prefix,
 	t->base.ops = &etcd_ops;
 	t->rev = rev;
 	snprintf(t->prefix, sizeof(t->prefix), "%s" DOC_DIR, prefix);
+	snprintf(t->top, sizeof(t->top), "%s", prefix);
 	pthread_mutex_init(&t->lock, NULL);
 	if ((r = etcd_open(o, &t->e, st)) != 0)
 		goto fail;

@@ -82,14 +82,16 @@ version_undo(struct hsm_session *s, const char *label)
 
 /*
  * Removes the objects of a version whose document was never written.  A
- * write whose outcome is unknown (KMS_ERR_UNAVAILABLE: etcd did not
- * answer, and may still commit it) keeps them: an orphan that no
+ * write whose outcome is unknown (KMS_ERR_UNAVAILABLE from a store whose
+ * puts may land later: etcd did not answer, and may still commit it)
+ * keeps them: an orphan that no
  * document names is harmless, a document naming destroyed objects is not.
  */
 static void
-version_undo_after(struct hsm_session *s, const char *label, int err)
+version_undo_after(struct keystore *ks, struct hsm_session *s,
+    const char *label, int err)
 {
-	if (err == KMS_ERR_UNAVAILABLE) {
+	if (err == KMS_ERR_UNAVAILABLE && ks->store->put_may_land) {
 		log_warn("keystore: the objects of %s stay in the HSM: the "
 		    "store did not say whether it recorded them", label);
 		return;
@@ -254,7 +256,7 @@ keystore_create(struct keystore *ks, struct hsm_session *s,
 	r = entry_write(ks, s, lock, e, st);
 	e = NULL;
 	if (r != 0) {
-		version_undo_after(s, label, r);	/* nothing half-made stays */
+		version_undo_after(ks, s, label, r);	/* nothing half-made stays */
 		/* Another instance created it first. */
 		if (r == KMS_ERR_CONFLICT)
 			r = kms_status_set(st, KMS_ERR_ALREADY_EXISTS,
@@ -309,7 +311,7 @@ keystore_change(struct keystore *ks, struct hsm_session *s, const char *name,
 		r = entry_write(ks, s, lock, e, st);
 		e = NULL;
 		if (r != 0 && made != NULL)
-			version_undo_after(s, undo, r);
+			version_undo_after(ks, s, undo, r);
 		/* Even when the write failed: fn may have destroyed objects. */
 		store_touch(ks->store, s);
 		if (r != KMS_ERR_CONFLICT)

@@ -96,6 +96,12 @@ struct store_ops {
 /* Every implementation's struct starts with this. */
 struct store {
 	const struct store_ops *ops;
+	/*
+	 * 1 when a put that failed with KMS_ERR_UNAVAILABLE may still be
+	 * recorded later (a store across the network that did not answer):
+	 * what the document names must then stay.
+	 */
+	int put_may_land;
 };
 
 /*

@@ -362,6 +362,7 @@ store_etcd_open(const struct etcd_opts *o, const char *prefix,
 	if ((t = calloc(1, sizeof(*t))) == NULL)
 		return kms_status_set(st, KMS_ERR_NOMEM, "out of memory");
 	t->base.ops = &etcd_ops;
+	t->base.put_may_land = 1;
 	t->rev = rev;
 	snprintf(t->prefix, sizeof(t->prefix), "%s" DOC_DIR, prefix);
 	snprintf(t->top, sizeof(t->top), "%s", prefix);

@@ -103,7 +103,7 @@ P11_UNIT_OBJS = $(P11_UNIT_SRCS:%.c=$(BUILD)/obj/%.o)
 UNIT_TESTS = test_kmserr test_names test_config test_policy test_secret test_audit \
 	test_merkle test_note \
 	test_hsm test_keystore test_faults test_kmsb
-UNIT_TESTS += test_capgo test_p11
+UNIT_TESTS += test_capgo test_p11 test_store
 UNIT_BINS = $(UNIT_TESTS:%=$(BUILD)/tests/%)
 
 .PHONY: all deps deps-bench run test unit integration asan clean bench setup fuzz \
@@ -221,6 +221,16 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libkms.a $(BUILD)/libkmsb.a \
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(INC_TESTS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libkms.a \
 		$(BUILD)/libkmsb.a -lcmocka $(LDLIBS_COMMON)
+
+# The store interface on both backends: the etcd client is kmsd's (RPC
+# layer), so this test links it, etcd's generated code and gRPC.
+$(BUILD)/tests/test_store: tests/unit/test_store.c $(BUILD)/obj/kms/etcd.o \
+    $(BUILD)/obj/kms/store_etcd.o $(ETCD_PROTO_OBJS) $(BUILD)/libkms.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(INC_TESTS) $(CFLAGS) $(LDFLAGS) -o $@ $< \
+		$(BUILD)/obj/kms/etcd.o $(BUILD)/obj/kms/store_etcd.o \
+		$(ETCD_PROTO_OBJS) $(BUILD)/libkms.a -lcmocka $(LDLIBS_GRPC) \
+		$(LDLIBS_COMMON)
 
 # The bundle format lives with the client; its test links it.
 $(BUILD)/tests/test_capgo: tests/unit/test_capgo.c \

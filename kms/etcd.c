@@ -39,6 +39,7 @@
 #define ADDR_MAX 256
 #define PEM_MAX (1u << 20)
 #define KEY_MAX 4096			/* the longest key sent */
+#define ATTEMPT_MIN_MS 250		/* the least time one endpoint gets */
 #define WATCH_TICK_MS 250		/* how soon a stopped watch sees it */
 #define WATCH_PAUSE_MIN_MS 100		/* between two tries of a stream */
 #define WATCH_PAUSE_MAX_MS 1000
@@ -242,16 +243,22 @@ cq_destroy(grpc_completion_queue *cq)
 	grpc_completion_queue_destroy(cq);
 }
 
+static grpc_slice
+pack_slice(const ProtobufCMessage *m)
+{
+	grpc_slice sl;
+
+	sl = grpc_slice_malloc(protobuf_c_message_get_packed_size(m));
+	protobuf_c_message_pack(m, GRPC_SLICE_START_PTR(sl));
+	return sl;
+}
+
 static grpc_byte_buffer *
 pack(const ProtobufCMessage *m)
 {
 	grpc_byte_buffer *bb;
-	grpc_slice sl;
-	size_t len;
+	grpc_slice sl = pack_slice(m);
 
-	len = protobuf_c_message_get_packed_size(m);
-	sl = grpc_slice_malloc(len);
-	protobuf_c_message_pack(m, GRPC_SLICE_START_PTR(sl));
 	bb = grpc_raw_byte_buffer_create(&sl, 1);
 	grpc_slice_unref(sl);
 	return bb;
@@ -350,40 +357,55 @@ call(struct etcd *e, const char *path, const ProtobufCMessage *req,
 {
 	grpc_byte_buffer *send, *recv = NULL;
 	grpc_status_code status = GRPC_STATUS_UNAVAILABLE;
+	grpc_slice sl;
 	gpr_timespec deadline;
-	int64_t end = clock_ms() + e->timeout_ms;
+	int64_t end = clock_ms() + e->timeout_ms, left, share;
 	char *details = NULL, last[200] = "no endpoint tried";
-	size_t i, first, tried = 0;
+	size_t i, first, at, tried = 0;
 	int r;
 
 	*resp = NULL;
-	send = pack(req);
-	deadline = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
-	    gpr_time_from_millis(e->timeout_ms, GPR_TIMESPAN));
+	/* gRPC empties a byte buffer it sends: a new one per attempt. */
+	sl = pack_slice(req);
 	pthread_mutex_lock(&e->lock);
-	first = e->cur;
+	first = at = e->cur;
 	pthread_mutex_unlock(&e->lock);
-	for (i = first; tried < e->n && clock_ms() < end;
-	    i = (i + 1) % e->n, tried++) {
+	for (i = first; tried < e->n && (left = end - clock_ms()) > 0;
+	    i = (i + 1) % e->n) {
+		/*
+		 * Each endpoint gets its share of what is left (at least
+		 * ATTEMPT_MIN_MS), so that one that hangs leaves time for
+		 * the others.
+		 */
+		share = left / (int64_t)(e->n - tried);
+		if (share < ATTEMPT_MIN_MS)
+			share = left < ATTEMPT_MIN_MS ? left : ATTEMPT_MIN_MS;
+		deadline = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+		    gpr_time_from_millis(share, GPR_TIMESPAN));
+		tried++;
+		at = i;
+		send = grpc_raw_byte_buffer_create(&sl, 1);
 		status = call_once(e->ch[i], path, send, deadline, &recv,
 		    &details);
-		if (status == GRPC_STATUS_OK) {
-			pthread_mutex_lock(&e->lock);
-			e->cur = i;
-			pthread_mutex_unlock(&e->lock);
+		grpc_byte_buffer_destroy(send);
+		if (status == GRPC_STATUS_OK)
 			break;
-		}
 		snprintf(last, sizeof(last), "%s: %s", e->addr[i],
 		    details != NULL && *details != '\0' ? details :
 		    kms_grpc_code_name((int)status));
 		gpr_free(details);
 		details = NULL;
 		/* Only an endpoint that cannot serve is passed over. */
-		if (status != GRPC_STATUS_UNAVAILABLE)
+		if (status != GRPC_STATUS_UNAVAILABLE &&
+		    status != GRPC_STATUS_DEADLINE_EXCEEDED)
 			break;
 	}
+	/* The next call starts where this one succeeded, or after. */
+	pthread_mutex_lock(&e->lock);
+	e->cur = status == GRPC_STATUS_OK ? at : (at + 1) % e->n;
+	pthread_mutex_unlock(&e->lock);
 	gpr_free(details);
-	grpc_byte_buffer_destroy(send);
+	grpc_slice_unref(sl);
 	if (status == GRPC_STATUS_OK) {
 		*resp = recv != NULL ? unpack(recv, desc) : NULL;
 		if (recv != NULL)
@@ -408,7 +430,7 @@ call(struct etcd *e, const char *path, const ProtobufCMessage *req,
 	}
 	return kms_status_set(st, r, "etcd %s (%zu of %zu endpoints tried "
 	    "in %u ms): %s", r == KMS_ERR_UNAVAILABLE ? "unavailable" :
-	    "refused the call", tried == 0 ? 0 : tried, e->n,
+	    "refused the call", tried, e->n,
 	    e->timeout_ms, last);
 }
 

@@ -65,6 +65,25 @@ docs_clear(struct docs *d)
 	memset(d, 0, sizeof(*d));
 }
 
+/* Room in *v (*cap elements of size) for element n, within MAX_DOCS. */
+static int
+grow(void **v, size_t *cap, size_t n, size_t size)
+{
+	void *nv;
+	size_t want;
+
+	if (n < *cap)
+		return 0;
+	if (*cap >= MAX_DOCS)
+		return KMS_ERR_RESOURCE_EXHAUSTED;
+	want = *cap ? 2 * *cap : 64;
+	if ((nv = reallocarray(*v, want, size)) == NULL)
+		return KMS_ERR_NOMEM;
+	*v = nv;
+	*cap = want;
+	return 0;
+}
+
 /* Counters are named KS_COUNTER_PREFIX + a key name. */
 static int
 is_counter(const char *name)
@@ -84,19 +103,13 @@ docs_add(const char *name, uint64_t id, const uint8_t *value, size_t len,
 	struct docs *d = arg;
 	struct kms_status st;
 	struct doc *nv;
+	int r;
 
 	(void)id;
 	if (names_check_key(name, &st) != 0 && !is_counter(name))
 		return 0;	/* the store's own, or not the keystore's */
-	if (d->n == d->cap) {
-		if (d->cap >= MAX_DOCS)
-			return KMS_ERR_RESOURCE_EXHAUSTED;
-		if ((nv = reallocarray(d->v, d->cap ? 2 * d->cap : 64,
-		    sizeof(*nv))) == NULL)
-			return KMS_ERR_NOMEM;
-		d->v = nv;
-		d->cap = d->cap ? 2 * d->cap : 64;
-	}
+	if ((r = grow((void **)&d->v, &d->cap, d->n, sizeof(*d->v))) != 0)
+		return r;
 	nv = &d->v[d->n];
 	if ((nv->name = strdup(name)) == NULL ||
 	    (nv->value = malloc(len + 1)) == NULL) {
@@ -340,18 +353,12 @@ kobj_add(const char *label, hsm_handle_t h, void *arg)
 	char name[KMS_KEY_NAME_MAX + 1];
 	struct kobj *o;
 	uint32_t version;
+	int r;
 
 	if (parse_label(label, name, &version) != 0)
 		return 0;	/* not a version's (the audit keys, say) */
-	if (ko->n == ko->cap) {
-		if (ko->cap >= MAX_DOCS)
-			return KMS_ERR_RESOURCE_EXHAUSTED;
-		if ((o = reallocarray(ko->v, ko->cap ? 2 * ko->cap : 64,
-		    sizeof(*o))) == NULL)
-			return KMS_ERR_NOMEM;
-		ko->v = o;
-		ko->cap = ko->cap ? 2 * ko->cap : 64;
-	}
+	if ((r = grow((void **)&ko->v, &ko->cap, ko->n, sizeof(*ko->v))) != 0)
+		return r;
 	o = &ko->v[ko->n++];
 	memset(o, 0, sizeof(*o));
 	snprintf(o->label, sizeof(o->label), "%s", label);

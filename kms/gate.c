@@ -23,6 +23,7 @@
 #include "log.h"
 #include "names.h"
 #include "policy.h"
+#include "store.h"
 
 static void
 call_init(struct call *c, struct service *svc, struct hsm_session *hs,
@@ -350,6 +351,9 @@ service_maintain(struct service *svc, struct hsm_session *hs)
 	else if (changed > 0)
 		log_debug("keystore: %zu key documents changed on the token",
 		    changed);
+	/* One instance of those sharing the store runs them (lead.h). */
+	if (!store_leads(keystore_store(svc->ks)))
+		return;
 	if ((r = keystore_maintain(svc->ks, hs, (int64_t)time(NULL),
 	    maintain_event, svc)) != 0)
 		log_warn("keystore: scheduled changes incomplete (%s): tried "

@@ -91,6 +91,8 @@ struct store_ops {
 	/* Optional (NULL: claims always succeed). */
 	int (*claim)(struct store *, struct hsm_session *, enum store_claim,
 	    struct kms_status *);
+	/* Optional (NULL: every instance runs the scheduled changes). */
+	int (*leads)(struct store *);
 };
 
 /* Every implementation's struct starts with this. */
@@ -186,6 +188,18 @@ store_claim(struct store *sto, struct hsm_session *s, enum store_claim how,
     struct kms_status *st)
 {
 	return sto->ops->claim != NULL ? sto->ops->claim(sto, s, how, st) : 0;
+}
+
+/*
+ * 1 when this process should run the scheduled rotations and
+ * destructions now: on etcd, the one instance that holds the leader key
+ * (lead.h); on the token, every instance (each change is checked again
+ * under the key's lock, so a second instance finds it done).
+ */
+static inline int
+store_leads(struct store *sto)
+{
+	return sto->ops->leads != NULL ? sto->ops->leads(sto) : 1;
 }
 
 /* NULL is a no-op. */

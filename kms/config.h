@@ -57,8 +57,11 @@
 
 #define CONFIG_PATH_MAX 4096
 
-/* Where key metadata lives ([store] backend). */
-enum config_store { CONFIG_STORE_TOKEN = 0, CONFIG_STORE_ETCD };
+/* Where the keystore's documents live ([store] backend). */
+enum config_store {
+	CONFIG_STORE_TOKEN = 0,		/* on the token itself (store_token.c) */
+	CONFIG_STORE_ETCD		/* in etcd (store_etcd.c) */
+};
 
 struct config {
 	char listen[256];

@@ -17,6 +17,8 @@
  *  - lock / unlock: a lock per name, held across get and put, so that
  *    concurrent changes in several processes (or hosts) never lose one
  *    (a store that compares on put gives no lock: *out is NULL);
+ *  - claim: who uses the store: every serving kmsd shares it, and the
+ *    store commands (a migration, the removal of orphans) take it alone;
  *  - set_notify: a function called when the mark moved (NULL in the ops
  *    of a store that cannot tell: its readers poll the mark).
  *
@@ -70,6 +72,12 @@ typedef int store_list_fn(const char *name, uint64_t id, const uint8_t *value,
 
 #define STORE_MARK_MAX 256
 
+/* How a process uses the store, until store_free (store_claim). */
+enum store_claim {
+	STORE_CLAIM_SERVE = 1,		/* a kmsd serving from it */
+	STORE_CLAIM_ALONE		/* a store command: no kmsd serves */
+};
+
 /* Called, on a thread of the store's, when the change mark moved. */
 typedef void store_notify_fn(void *arg);
 
@@ -90,6 +98,12 @@ struct store_ops {
 	void (*unlock)(struct store *, struct hsm_session *,
 	    struct store_lock *);
 	void (*free)(struct store *);
+	/* Optional (NULL: claims always succeed). */
+	int (*claim)(struct store *, struct hsm_session *, enum store_claim,
+	    struct kms_status *);
+	/* Optional (NULL: every instance runs the scheduled changes). */
+	int (*leads)(struct store *);
+	/* Optional (NULL: the store cannot tell; its readers poll). */
 	void (*set_notify)(struct store *, store_notify_fn *, void *);
 };
 
@@ -196,6 +210,32 @@ store_set_notify(struct store *sto, store_notify_fn *fn, void *arg)
 	return 1;
 }
 
+/*
+ * Claims the store for how until store_free: STORE_CLAIM_SERVE is shared
+ * by every kmsd serving from the store and refused while a store command
+ * holds STORE_CLAIM_ALONE, which is refused while any kmsd serves (both
+ * KMS_ERR_UNAVAILABLE, st saying who holds it).  The store commands take
+ * it so that a migration never writes under a serving instance.
+ */
+static inline int
+store_claim(struct store *sto, struct hsm_session *s, enum store_claim how,
+    struct kms_status *st)
+{
+	return sto->ops->claim != NULL ? sto->ops->claim(sto, s, how, st) : 0;
+}
+
+/*
+ * 1 when this process should run the scheduled rotations and
+ * destructions now: on etcd, the one instance that holds the leader key
+ * (lead.h); on the token, every instance (each change is checked again
+ * under the key's lock, so a second instance finds it done).
+ */
+static inline int
+store_leads(struct store *sto)
+{
+	return sto->ops->leads != NULL ? sto->ops->leads(sto) : 1;
+}
+
 /* NULL is a no-op. */
 static inline void
 store_free(struct store *sto)
@@ -210,7 +250,8 @@ void store_doc_clear(struct store_doc *d);
  * The token as a store (store_token.c): documents are CKO_DATA objects
  * labelled by name, and changes are serialised by flock(2) on lock_file
  * (created if needed), which every instance on this host that shares the
- * token must share, and by a lock object on the token.
+ * token must share, and by a lock object on the token.  Its claims are
+ * flock(2) on lock_file.serving: shared to serve, exclusive alone.
  */
 int store_token_open(const char *lock_file, store_rev_fn *rev,
     struct store **out, struct kms_status *st);

@@ -344,7 +344,7 @@ store_etcd_value_set(void *arg, const char *label, const char *value,
 
 static const struct store_ops etcd_ops = {
 	se_get, se_put, se_list, se_mark, se_touch, se_lock,
-	se_unlock, se_free, se_set_notify
+	se_unlock, se_free, NULL, NULL, se_set_notify
 };
 
 int

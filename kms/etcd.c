@@ -33,6 +33,7 @@
 #include "etcd.h"
 #include "etcd/etcdserver/etcdserverpb/rpc.pb-c.h"
 #include "fileio.h"
+#include "grpcbuf.h"
 #include "kmserr.h"
 #include "log.h"
 
@@ -232,17 +233,6 @@ etcd_endpoint(const struct etcd *e, size_t i)
 	return i < e->n ? e->addr[i] : "";
 }
 
-static void
-cq_destroy(grpc_completion_queue *cq)
-{
-	grpc_completion_queue_shutdown(cq);
-	while (grpc_completion_queue_pluck(cq, NULL,
-	    gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
-	    GRPC_QUEUE_SHUTDOWN)
-		;
-	grpc_completion_queue_destroy(cq);
-}
-
 static grpc_slice
 pack_slice(const ProtobufCMessage *m)
 {
@@ -262,23 +252,6 @@ pack(const ProtobufCMessage *m)
 	bb = grpc_raw_byte_buffer_create(&sl, 1);
 	grpc_slice_unref(sl);
 	return bb;
-}
-
-static ProtobufCMessage *
-unpack(grpc_byte_buffer *bb, const ProtobufCMessageDescriptor *desc)
-{
-	grpc_byte_buffer_reader rd;
-	ProtobufCMessage *m;
-	grpc_slice s;
-
-	if (!grpc_byte_buffer_reader_init(&rd, bb))
-		return NULL;
-	s = grpc_byte_buffer_reader_readall(&rd);
-	grpc_byte_buffer_reader_destroy(&rd);
-	m = protobuf_c_message_unpack(desc, NULL, GRPC_SLICE_LENGTH(s),
-	    GRPC_SLICE_START_PTR(s));
-	grpc_slice_unref(s);
-	return m;
 }
 
 /*
@@ -341,7 +314,7 @@ call_once(grpc_channel *ch, const char *path, grpc_byte_buffer *send,
 	grpc_metadata_array_destroy(&trail_md);
 	if (call != NULL)
 		grpc_call_unref(call);
-	cq_destroy(cq);
+	grpcbuf_cq_destroy(cq);
 	return status;
 }
 
@@ -407,7 +380,7 @@ call(struct etcd *e, const char *path, const ProtobufCMessage *req,
 	gpr_free(details);
 	grpc_slice_unref(sl);
 	if (status == GRPC_STATUS_OK) {
-		*resp = recv != NULL ? unpack(recv, desc) : NULL;
+		*resp = recv != NULL ? grpcbuf_unpack(recv, desc) : NULL;
 		if (recv != NULL)
 			grpc_byte_buffer_destroy(recv);
 		if (*resp == NULL)
@@ -973,7 +946,7 @@ watch_stream(struct etcd_watch *w, size_t i, int *was_up,
 			/* The stream ended: its status follows. */
 			continue;
 		}
-		m = (Etcdserverpb__WatchResponse *)unpack(s.recv,
+		m = (Etcdserverpb__WatchResponse *)grpcbuf_unpack(s.recv,
 		    &etcdserverpb__watch_response__descriptor);
 		grpc_byte_buffer_destroy(s.recv);
 		s.recv = NULL;

@@ -299,6 +299,18 @@ value_one(const struct etcd_kv *kv, void *arg)
 	return 0;
 }
 
+/* The etcd key of one of kmsd's own values; st cleared for the call. */
+static int
+value_key(const struct store_etcd *t, const char *label, char *key,
+    size_t size, struct kms_status *st)
+{
+	kms_status_clear(st);
+	if ((size_t)snprintf(key, size, "%s" VALUE_DIR "%s", t->top, label) >=
+	    size)
+		return KMS_ERR_INVALID_ARGUMENT;
+	return 0;
+}
+
 int
 store_etcd_value_get(void *arg, const char *label, char **value, size_t *len)
 {
@@ -310,10 +322,8 @@ store_etcd_value_get(void *arg, const char *label, char **value, size_t *len)
 
 	*value = NULL;
 	*len = 0;
-	kms_status_clear(&st);
-	if ((size_t)snprintf(key, sizeof(key), "%s" VALUE_DIR "%s", t->top,
-	    label) >= sizeof(key))
-		return KMS_ERR_INVALID_ARGUMENT;
+	if ((r = value_key(t, label, key, sizeof(key), &st)) != 0)
+		return r;
 	if ((r = etcd_range(t->e, key, 0, value_one, &vc, NULL, NULL,
 	    &st)) != 0) {
 		if (st.msg[0] != '\0')
@@ -332,10 +342,8 @@ store_etcd_value_set(void *arg, const char *label, const char *value,
 	char key[KEY_MAX];
 	int r;
 
-	kms_status_clear(&st);
-	if ((size_t)snprintf(key, sizeof(key), "%s" VALUE_DIR "%s", t->top,
-	    label) >= sizeof(key))
-		return KMS_ERR_INVALID_ARGUMENT;
+	if ((r = value_key(t, label, key, sizeof(key), &st)) != 0)
+		return r;
 	if ((r = etcd_put(t->e, key, (const uint8_t *)value, len, 0, NULL,
 	    &st)) != 0)
 		log_warn("audit: %s", st.msg);

@@ -387,8 +387,10 @@ key_cert_self_sign(struct ctx *x, int argc, char **argv)
 
 	/* The version's public key and algorithm; the version resolved. */
 	if ((r = kmsctl_call(x, "GetPublicKey", &preq.base,
-	    &kms__v1__public_key__descriptor, &resp)) != 0)
+	    &kms__v1__public_key__descriptor, &resp)) != 0) {
+		X509_NAME_free(name);
 		return r;
+	}
 	pub = (Kms__V1__PublicKey *)resp;
 	r = KMSCTL_EXIT_REFUSED;
 	if ((alg = kms_alg_lookup(pub->algorithm)) == NULL || !alg->can_sign) {

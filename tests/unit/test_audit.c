@@ -24,8 +24,10 @@
 #include <openssl/ec.h>
 #include <openssl/evp.h>
 #include <openssl/x509.h>
+#include <jansson.h>
 
 #include "audit.h"
+#include "auditjson.h"
 #include "auditread.h"
 #include "kmserr.h"
 
@@ -554,6 +556,171 @@ test_parse_time(void **state)
 	assert_int_not_equal(audit_parse_time("yesterday", &t), 0);
 }
 
+/*
+ * The audit record's encoder (auditjson.c) against jansson, which wrote
+ * the log before it: the same object must give the same bytes, and a
+ * string jansson refuses must be refused.
+ */
+static char *
+jansson_quote(const char *s)
+{
+	json_t *v;
+	char *out;
+
+	if ((v = json_string(s)) == NULL)
+		return NULL;
+	out = json_dumps(v, JSON_COMPACT | JSON_ENSURE_ASCII | JSON_ENCODE_ANY);
+	json_decref(v);
+	return out;
+}
+
+static int
+ref_str(json_t *o, const char *k, const char *v)
+{
+	return json_object_set_new(o, k, v == NULL ? json_null() :
+	    json_string(v));
+}
+
+/* The record as format_record built it with jansson. */
+static char *
+jansson_record(const struct auditjson_head *h, const struct audit_event *ev,
+    json_t *cp)
+{
+	char hex[65];
+	json_t *o, *detail = NULL;
+	char *line = NULL;
+
+	if ((o = json_object()) == NULL)
+		return NULL;
+	if (json_object_set_new(o, "seq", json_integer((json_int_t)h->seq)) ||
+	    ref_str(o, "time", h->time) || ref_str(o, "chain", h->chain) ||
+	    ref_str(o, "prev", h->prev) ||
+	    ref_str(o, "identity", ev->identity) ||
+	    ref_str(o, "fingerprint", ev->fingerprint) ||
+	    ref_str(o, "peer", ev->peer) || ref_str(o, "rpc", ev->rpc) ||
+	    ref_str(o, "key", ev->key) ||
+	    json_object_set_new(o, "version", ev->version == 0 ? json_null() :
+	    json_integer(ev->version)) ||
+	    ref_str(o, "result", ev->result) ||
+	    ref_str(o, "status", ev->status) ||
+	    ref_str(o, "reason", ev->reason))
+		goto out;
+	if (ev->request_sha256 != NULL)
+		audit_hex(ev->request_sha256, 32, hex);
+	if (ref_str(o, "request_sha256", ev->request_sha256 == NULL ? NULL :
+	    hex))
+		goto out;
+	if (ev->detail_json != NULL &&
+	    ((detail = json_loads(ev->detail_json, 0, NULL)) == NULL ||
+	    json_object_set(o, "detail", detail)))
+		goto out;
+	if (cp != NULL && json_object_set(o, "checkpoint", cp))
+		goto out;
+	line = json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII);
+ out:
+	json_decref(detail);
+	json_decref(o);
+	return line;
+}
+
+static void
+assert_same_quote(const char *s)
+{
+	char *a = auditjson_quote(s), *b = jansson_quote(s);
+
+	if (b == NULL)
+		assert_null(a);
+	else {
+		assert_non_null(a);
+		assert_string_equal(a, b);
+	}
+	free(a);
+	free(b);
+}
+
+static const char *const tricky[] = {
+	"", "plain", "quote\" and \\ backslash", "slash / stays",
+	"\b\f\n\r\t", "\x01\x02\x1f\x7f", "caf\xc3\xa9", "\xe2\x82\xac euro",
+	"\xf0\x9f\x94\x91 key", "\xf4\x8f\xbf\xbf", "\xef\xbb\xbf bom",
+	"\xed\x9f\xbf", "\xee\x80\x80",
+	/* Refused by json_string(): */
+	"\xc3", "\xc0\x80", "\xc1\xbf", "\xe0\x80\xaf", "\xed\xa0\x80",
+	"\xf0\x80\x80\x80", "\xf4\x90\x80\x80", "\xf5\x80\x80\x80", "\x80",
+	"ok\xbf", "\xe2\x82", "\xff",
+};
+
+static void
+test_record_encoder_matches_jansson(void **state)
+{
+	static const uint8_t digest[32] = { 0x00, 0x01, 0xab, 0xff, 0x10 };
+	struct auditjson_head h = { 18446744073709551615ULL / 2,
+	    "2026-12-04T21:00:00.000001Z", "127.0.0.1_7443",
+	    "00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff" };
+	struct audit_event ev;
+	unsigned char buf[24];
+	char *a, *b;
+	json_t *cp;
+	size_t i, j, n;
+	unsigned int seed = 1;
+
+	(void)state;
+	for (i = 0; i < sizeof(tricky) / sizeof(tricky[0]); i++)
+		assert_same_quote(tricky[i]);
+	/* Random bytes: the valid UTF-8 among them and the invalid. */
+	for (i = 0; i < 20000; i++) {
+		n = (size_t)(rand_r(&seed) % (sizeof(buf) - 1));
+		for (j = 0; j < n; j++) {
+			do
+				buf[j] = (unsigned char)rand_r(&seed);
+			while (buf[j] == 0);
+			/* Mostly UTF-8 lead and continuation bytes. */
+			if (rand_r(&seed) % 2)
+				buf[j] |= 0x80;
+		}
+		buf[n] = '\0';
+		assert_same_quote((const char *)buf);
+	}
+
+	cp = json_pack("{s:s}", "note", "kms/x\n42\nQUJD\n\n\xe2\x80\x94 kms "
+	    "c2lnbmF0dXJl\n");
+	assert_non_null(cp);
+	for (i = 0; i < sizeof(tricky) / sizeof(tricky[0]); i++) {
+		memset(&ev, 0, sizeof(ev));
+		ev.identity = tricky[i];
+		ev.fingerprint = i % 2 ? NULL : "ab";
+		ev.peer = "ipv6:[::1]:5000";
+		ev.rpc = "Sign";
+		ev.key = i % 3 ? tricky[(i + 1) %
+		    (sizeof(tricky) / sizeof(tricky[0]))] : NULL;
+		ev.version = (uint32_t)(i % 4 == 0 ? 0 : i == 5 ? 4294967295u :
+		    i);
+		ev.result = "denied";
+		ev.status = "PERMISSION_DENIED";
+		ev.reason = i % 2 ? "no rule \"allows\" it\n" : NULL;
+		ev.request_sha256 = i % 2 ? digest : NULL;
+		ev.detail_json = i % 4 == 1 ? "{ \"b\" : 1.5e3, \"a\": "
+		    "[true, null, \"\\u00e9\\/\"], \"c\": {} }" :
+		    i % 4 == 3 ? "{\"cert_chain\":\"x\"}" : NULL;
+		h.seq = i;
+		a = auditjson_record(&h, &ev, i % 5 == 2 ? cp : NULL);
+		b = jansson_record(&h, &ev, i % 5 == 2 ? cp : NULL);
+		if (b == NULL)
+			assert_null(a);
+		else {
+			assert_non_null(a);
+			assert_string_equal(a, b);
+		}
+		free(a);
+		free(b);
+	}
+	/* Bad detail text is refused by both. */
+	memset(&ev, 0, sizeof(ev));
+	ev.rpc = "Sign";
+	ev.detail_json = "{\"a\":";
+	assert_null(auditjson_record(&h, &ev, NULL));
+	json_decref(cp);
+}
+
 int
 main(void)
 {
@@ -579,6 +746,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_chain_is_locked, setup,
 		    teardown),
 		cmocka_unit_test(test_parse_time),
+		cmocka_unit_test(test_record_encoder_matches_jansson),
 		cmocka_unit_test_setup_teardown(test_tail_of_a_long_segment,
 		    setup, teardown),
 	};

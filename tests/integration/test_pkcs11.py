@@ -676,3 +676,48 @@ def test_osslsigncode_cab(p11, certs, w):
     p = run(["osslsigncode", "verify", "-CAfile", w / "other.pem", "-in",
              w / "signed.cab"], check=False)
     assert p.returncode != 0
+
+
+def test_apksigner(p11, certs, w):
+    """apksigner signs an APK through SunPKCS11 and apksigner verify accepts
+    it; every signature is one Sign record under identity ci.  The binary
+    AndroidManifest.xml comes from Debian's aapt.  aapt has no android.jar
+    to resolve android: attributes with, so the manifest declares no
+    minSdkVersion and both sides are told --min-sdk-version 24 (ECDSA in the
+    v1 JAR signature needs 18 or above)."""
+    name = KEYS["ec256"][0]
+    cfg = w / "java.cfg"
+    cfg.write_text("name = kms\nlibrary = %s\nslot = 0\n" % MODULE)
+    (w / "AndroidManifest.xml").write_text(
+        '<?xml version="1.0" encoding="utf-8"?>\n<manifest xmlns:android='
+        '"http://schemas.android.com/apk/res/android" package='
+        '"org.example.kms"/>\n')
+    p11.run(["aapt", "package", "-M", w / "AndroidManifest.xml", "-F",
+             w / "app.apk"])
+    # JDK 17 keeps SunPKCS11's classes to itself unless told.
+    java = "-J-add-exports=jdk.crypto.cryptoki/sun.security.pkcs11=ALL-UNNAMED"
+    before = audit_signs(p11.kmsd, name)
+    p11.run(["apksigner", java, "sign", "--ks", "NONE", "--ks-type",
+             "PKCS11", "--provider-class", "sun.security.pkcs11.SunPKCS11",
+             "--provider-arg", cfg, "--ks-pass", "pass:" + PIN,
+             "--ks-key-alias", name, "--min-sdk-version", "24",
+             "--in", w / "app.apk", "--out", w / "signed.apk"], timeout=300)
+    out = run(["apksigner", "verify", "--verbose", "--print-certs",
+               "--min-sdk-version", "24", w / "signed.apk"],
+              timeout=300).stdout.decode()
+    assert "Verifies" in out, out
+    assert "Verified using v2 scheme (APK Signature Scheme v2): true" in out
+    assert "CN=ec256" in out, out
+    after = audit_signs(p11.kmsd, name)
+    new = after[len(before):]
+    # The v1 (JAR), v2 and v3 signature blocks, each one Sign.
+    assert len(new) >= 3 and all(r == ("ci", "ok") for r in new), new
+    # An APK changed after signing is refused.
+    with open(w / "signed.apk", "r+b") as f:
+        f.seek(10)
+        b = f.read(1)
+        f.seek(10)
+        f.write(bytes([b[0] ^ 1]))
+    p = run(["apksigner", "verify", "--min-sdk-version", "24",
+             w / "signed.apk"], check=False, timeout=300)
+    assert p.returncode != 0

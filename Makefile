@@ -194,6 +194,13 @@ $(BUILD)/kmsload: $(BUILD)/obj/bench/kmsload.o $(PROTO_OBJS)
 $(BUILD)/kmsbspeed: $(BUILD)/obj/bench/kmsbspeed.o $(KMSB_OBJS)
 	$(CC) $(LDFLAGS) -o $@ $^ -lcrypto
 
+# One audit record's encoding, kms/auditjson.c against jansson.
+$(BUILD)/auditfmt: bench/auditfmt.c tests/unit/auditjson_ref.h \
+    $(BUILD)/libkms.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(INC_TESTS) $(CFLAGS) $(LDFLAGS) -o $@ $< \
+		$(BUILD)/libkms.a -ljansson -lcrypto
+
 $(BUILD)/p11raw: $(BUILD)/obj/bench/p11raw.o $(BUILD)/obj/bench/p11util.o
 	$(CC) $(LDFLAGS) -o $@ $^ -lpthread -ldl
 

@@ -22,7 +22,7 @@ cpu_us() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%d", ($14 + $15) * 1000000 
 one() {
 	local label=$1 bin=$2 conf=$3
 	$bin/kmsd --config $conf --listen $ADDR --log-level warn 2>/tmp/hb-perf-$label.log &
-	local pid=$!
+	local pid=$! i
 	for i in $(seq 200); do KMS_HOME=$H $CTL --as ci whoami >/dev/null 2>&1 && break; sleep 0.1; done
 	KMS_HOME=$H $CTL --as officer key get bench/p256 >/dev/null 2>&1 || KMS_HOME=$H $CTL --as officer key create bench/p256 --algorithm EC_P256_SHA256 >/dev/null
 	$bin/kmsload --addr $ADDR --ca $PKI/ca.pem --cert $PKI/clients/ci.pem --key $PKI/clients/ci.key --key-name bench/p256 --inflight 16 --threads 2 --seconds 1 >/dev/null

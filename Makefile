@@ -201,6 +201,10 @@ $(BUILD)/auditfmt: bench/auditfmt.c tests/unit/auditjson_ref.h \
 	$(CC) $(CPPFLAGS) $(INC_TESTS) $(CFLAGS) $(LDFLAGS) -o $@ $< \
 		$(BUILD)/libkms.a -ljansson -lcrypto
 
+# One audit batch seal in SoftHSM2: the seal key and its session copy.
+$(BUILD)/sealcost: $(BUILD)/obj/bench/sealcost.o $(BUILD)/obj/bench/p11util.o
+	$(CC) $(LDFLAGS) -o $@ $^ -ldl
+
 $(BUILD)/p11raw: $(BUILD)/obj/bench/p11raw.o $(BUILD)/obj/bench/p11util.o
 	$(CC) $(LDFLAGS) -o $@ $^ -lpthread -ldl
 

@@ -43,6 +43,7 @@ struct audit_key {
 	char seal_label[HSM_LABEL_MAX + 16];
 	char anchor_label[HSM_LABEL_MAX + 16];
 	hsm_handle_t seal, anchor;
+	hsm_handle_t seal_copy;		/* seal as a session object, or 0 */
 	/* The anchor kept elsewhere (audit_key_anchor_elsewhere), or NULL. */
 	audit_anchor_get_fn *aget;
 	audit_anchor_set_fn *aset;

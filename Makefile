@@ -62,7 +62,7 @@ COMMON_SRCS = common/kmserr.c common/algo.c common/log.c common/secret.c \
 KMS_LIB_SRCS = kms/metrics.c kms/config.c kms/policy.c kms/hsm.c kms/hsm_obj.c \
 	kms/hsm_rv.c kms/keymeta.c \
 	kms/store_token.c kms/keystore.c kms/keystore_life.c kms/keystore_ops.c \
-	kms/audit.c kms/auditopen.c kms/auditproof.c kms/audittree.c kms/auditkey.c kms/identity.c kms/tlsctx.c
+	kms/audit.c kms/auditjson.c kms/auditopen.c kms/auditproof.c kms/audittree.c kms/auditkey.c kms/identity.c kms/tlsctx.c
 LIB_SRCS = $(COMMON_SRCS) $(KMS_LIB_SRCS)
 KMSD_SRCS = kms/rpc.c kms/rpclog.c kms/tlsfront.c kms/tlsfront_sock.c kms/reload.c kms/gate.c \
 	kms/handlers.c kms/h_keys.c kms/h_crypto.c kms/h_bundle.c kms/h_service.c \
@@ -193,6 +193,17 @@ $(BUILD)/kmsload: $(BUILD)/obj/bench/kmsload.o $(PROTO_OBJS)
 # The OTA verifier's in-process throughput (bench/ota.sh).
 $(BUILD)/kmsbspeed: $(BUILD)/obj/bench/kmsbspeed.o $(KMSB_OBJS)
 	$(CC) $(LDFLAGS) -o $@ $^ -lcrypto
+
+# One audit record's encoding, kms/auditjson.c against jansson.
+$(BUILD)/auditfmt: bench/auditfmt.c tests/unit/auditjson_ref.h \
+    $(BUILD)/libkms.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(INC_TESTS) $(CFLAGS) $(LDFLAGS) -o $@ $< \
+		$(BUILD)/libkms.a -ljansson -lcrypto
+
+# One audit batch seal in SoftHSM2: the seal key and its session copy.
+$(BUILD)/sealcost: $(BUILD)/obj/bench/sealcost.o $(BUILD)/obj/bench/p11util.o
+	$(CC) $(LDFLAGS) -o $@ $^ -ldl
 
 $(BUILD)/p11raw: $(BUILD)/obj/bench/p11raw.o $(BUILD)/obj/bench/p11util.o
 	$(CC) $(LDFLAGS) -o $@ $^ -lpthread -ldl

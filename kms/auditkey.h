@@ -34,6 +34,7 @@ struct audit_key {
 	char seal_label[HSM_LABEL_MAX + 16];
 	char anchor_label[HSM_LABEL_MAX + 16];
 	hsm_handle_t seal, anchor;
+	hsm_handle_t seal_copy;		/* seal as a session object, or 0 */
 };
 
 /*

@@ -98,19 +98,14 @@ is_counter(const char *name)
 	    names_check_key(name + n, &st) == 0;
 }
 
-/* A store_list_fn keeping the key documents and counters. */
+/* Appends a copy of (name, value) to d. */
 static int
-docs_add(const char *name, uint64_t id, const uint8_t *value, size_t len,
-    void *arg)
+docs_push(struct docs *d, const char *name, const uint8_t *value,
+    size_t len)
 {
-	struct docs *d = arg;
-	struct kms_status st;
 	struct doc *nv;
 	int r;
 
-	(void)id;
-	if (names_check_key(name, &st) != 0 && !is_counter(name))
-		return 0;	/* the store's own, or not the keystore's */
 	if ((r = grow((void **)&d->v, &d->cap, d->n, sizeof(*d->v))) != 0)
 		return r;
 	nv = &d->v[d->n];
@@ -124,6 +119,19 @@ docs_add(const char *name, uint64_t id, const uint8_t *value, size_t len,
 	nv->len = len;
 	d->n++;
 	return 0;
+}
+
+/* A store_list_fn keeping the key documents and counters. */
+static int
+docs_add(const char *name, uint64_t id, const uint8_t *value, size_t len,
+    void *arg)
+{
+	struct kms_status st;
+
+	(void)id;
+	if (names_check_key(name, &st) != 0 && !is_counter(name))
+		return 0;	/* the store's own, or not the keystore's */
+	return docs_push(arg, name, value, len);
 }
 
 static int
@@ -208,34 +216,13 @@ is_anchor(const char *label)
 	    strlen(AUDIT_ANCHOR_LABEL)) == 0;
 }
 
-static int
-anchor_push(struct docs *d, const char *label, const uint8_t *value,
-    size_t len)
-{
-	struct doc *nv;
-	int r;
-
-	if ((r = grow((void **)&d->v, &d->cap, d->n, sizeof(*d->v))) != 0)
-		return r;
-	nv = &d->v[d->n];
-	if ((nv->name = strdup(label)) == NULL ||
-	    (nv->value = malloc(len + 1)) == NULL) {
-		free(nv->name);
-		return KMS_ERR_NOMEM;
-	}
-	memcpy(nv->value, value, len);
-	nv->value[len] = '\0';
-	nv->len = len;
-	d->n++;
-	return 0;
-}
 
 static int
 anchor_token_one(const struct hsm_object *o, void *arg)
 {
 	if (!is_anchor(o->label))
 		return 0;
-	return anchor_push(arg, o->label, o->value, o->value_len);
+	return docs_push(arg, o->label, o->value, o->value_len);
 }
 
 struct anchor_etcd_ctx {
@@ -250,7 +237,7 @@ anchor_etcd_one(const struct etcd_kv *kv, void *arg)
 
 	if (kv->key_len <= ac->skip || !is_anchor(kv->key + ac->skip))
 		return 0;
-	return anchor_push(ac->d, kv->key + ac->skip, kv->value, kv->len);
+	return docs_push(ac->d, kv->key + ac->skip, kv->value, kv->len);
 }
 
 /* Every anchor of the store: on the token, or in etcd. */

@@ -68,12 +68,18 @@ def agree(a, b, name):
             versions(ka) == versions(kb)) and ka
 
 
+def pair_with_key(c, etcd_pair, name):
+    """Two kmsd on cluster c with key name made on A and seen by B."""
+    a, b = etcd_pair(c, KEYS_CONF)
+    create(a, name)
+    wait_until(lambda: get(b, name), AGREE, "the key on B")
+    return a, b
+
+
 def test_member_killed_under_load_no_client_error(etcd_cluster, etcd_pair):
     c = etcd_cluster
-    a, b = etcd_pair(c, KEYS_CONF)
     name = "ha/load/ec"
-    create(a, name)
-    wait_until(lambda: sign(b, name), AGREE, "the key on B")
+    a, b = pair_with_key(c, etcd_pair, name)
     stop = threading.Event()
     errors, retried, signed, rotated = [], [], [], []
 
@@ -195,10 +201,8 @@ def test_quorum_lost_key_management_unavailable_crypto_goes_on(
 
 def test_compacted_watch_revision_reloads(etcd_cluster, etcd_pair):
     c = etcd_cluster
-    a, b = etcd_pair(c, KEYS_CONF)
     name = "ha/compact/ec"
-    create(a, name)
-    wait_until(lambda: get(b, name), AGREE, "the key on B")
+    a, b = pair_with_key(c, etcd_pair, name)
     # B sleeps while its watch stream breaks (every member restarted),
     # A rotates and the history is compacted: B's watch cannot resume
     # from the revision after its last event.

@@ -63,6 +63,21 @@ def verify_all(k, sigs, blobs):
                           timeout=30).plaintext == pt
 
 
+def serve_and_check(k, backend, names, want, sigs, blobs, last_manifest):
+    """Starts k on backend and checks that it serves what was migrated:
+    the keys as want, old signatures, old blobs, the counter (the last
+    manifest signed is refused again).  Returns the ci stub."""
+    set_backend(k, backend)
+    k.start()
+    assert snapshot(k, names) == want
+    verify_all(k, sigs, blobs)
+    ci = k.client("ci").kms
+    expect_error(grpc.StatusCode.FAILED_PRECONDITION, ci.SignBundleManifest,
+                 pb.SignBundleManifestRequest(name="mig/ota",
+                                              manifest=last_manifest))
+    return ci
+
+
 def test_token_to_etcd_to_token_keeps_everything(etcd_cluster, tmp_path):
     c = etcd_cluster
     home = make_home(tmp_path, "home", {"keys": {"min_rotation_period": 2}})
@@ -129,14 +144,8 @@ def test_token_to_etcd_to_token_keeps_everything(etcd_cluster, tmp_path):
         rc, out = kmsd_cmd(k, "--migrate-store", "token:etcd")
         assert rc == 0 and "0 copied, 0 updated, %d already" % ndocs in out
 
-        set_backend(k, "etcd")
-        k.start()
-        assert snapshot(k, names) == before
-        verify_all(k, sigs, blobs)
-        ci = k.client("ci").kms
-        expect_error(grpc.StatusCode.FAILED_PRECONDITION,
-                     ci.SignBundleManifest, pb.SignBundleManifestRequest(
-                         name="mig/ota", manifest=with_seq(7)))
+        ci = serve_and_check(k, "etcd", names, before, sigs, blobs,
+                             with_seq(7))
         ci.SignBundleManifest(pb.SignBundleManifestRequest(
             name="mig/ota", manifest=with_seq(8)), timeout=30)
         # Served from etcd now: a migration into etcd is refused.
@@ -159,14 +168,8 @@ def test_token_to_etcd_to_token_keeps_everything(etcd_cluster, tmp_path):
         rc, out = kmsd_cmd(k, "--migrate-store", "etcd:token")
         assert rc == 0 and "0 copied, 0 updated" in out, out
 
-        set_backend(k, "token")
-        k.start()
-        assert snapshot(k, names) == after_etcd
-        verify_all(k, sigs, blobs)
-        ci = k.client("ci").kms
-        expect_error(grpc.StatusCode.FAILED_PRECONDITION,
-                     ci.SignBundleManifest, pb.SignBundleManifestRequest(
-                         name="mig/ota", manifest=with_seq(8)))
+        serve_and_check(k, "token", names, after_etcd, sigs, blobs,
+                        with_seq(8))
         # Served from the token: etcd:token is refused, token:etcd is not
         # (the token is only read) and finds etcd current.
         rc, out = kmsd_cmd(k, "--migrate-store", "etcd:token")

@@ -62,7 +62,7 @@ KMS_LIB_SRCS = kms/metrics.c kms/config.c kms/policy.c kms/hsm.c kms/hsm_obj.c \
 LIB_SRCS = $(COMMON_SRCS) $(KMS_LIB_SRCS)
 KMSD_SRCS = kms/rpc.c kms/rpclog.c kms/tlsfront.c kms/tlsfront_sock.c kms/reload.c kms/gate.c \
 	kms/handlers.c kms/h_keys.c kms/h_crypto.c kms/h_bundle.c kms/h_service.c \
-	kms/h_audit.c \
+	kms/h_audit.c kms/watch.c \
 	kms/health.c kms/healthsrv.c kms/main.c
 CLIENT_SRCS = common/kmsclient.c kmsctl/conn.c kmsctl/output.c \
 	kmsctl/cmdtab.c kmsctl/keycmd.c kmsctl/signcmd.c kmsctl/wrapcmd.c \

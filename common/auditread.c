@@ -927,6 +927,17 @@ audit_parse_time(const char *s, int64_t *usec)
 }
 
 int
+audit_segment_start(struct dirent **segs, int nseg, uint64_t after_seq)
+{
+	int i, start = 0;
+
+	for (i = 0; i < nseg; i++)
+		if (strtoull(segs[i]->d_name, NULL, 10) <= after_seq + 1)
+			start = i;
+	return start;
+}
+
+int
 audit_scan(const char *dir,
     int (*cb)(const char *line, size_t len, void *arg), void *arg,
     struct kms_status *st)
@@ -976,6 +987,74 @@ match_str(const char *want, const char *have)
 }
 
 int
+audit_filter_bounds(const struct audit_filter *f, int64_t *from,
+    int64_t *to, struct kms_status *st)
+{
+	*from = INT64_MIN;
+	*to = INT64_MAX;
+	if (f->time_from != NULL && *f->time_from != '\0' &&
+	    audit_parse_time(f->time_from, from) != 0)
+		return kms_status_set(st, KMS_ERR_INVALID_ARGUMENT, "time_from "
+		    "is not an RFC 3339 UTC time like 2026-01-31T12:00:00Z");
+	if (f->time_to != NULL && *f->time_to != '\0' &&
+	    audit_parse_time(f->time_to, to) != 0)
+		return kms_status_set(st, KMS_ERR_INVALID_ARGUMENT, "time_to "
+		    "is not an RFC 3339 UTC time like 2026-01-31T12:00:00Z");
+	return 0;
+}
+
+int
+audit_filter_match(const struct audit_filter *f, int64_t from, int64_t to,
+    const struct audit_record *rec)
+{
+	int64_t t;
+
+	if (!match_str(f->identity, rec->identity) ||
+	    !match_str(f->key, rec->key) ||
+	    !match_str(f->rpc, rec->rpc) ||
+	    !match_str(f->result, rec->result))
+		return 0;
+	if ((from != INT64_MIN || to != INT64_MAX) &&
+	    (audit_parse_time(rec->time, &t) != 0 || t < from || t > to))
+		return 0;
+	return 1;
+}
+
+int
+audit_record_parse(const char *line, size_t len, struct audit_record *rec,
+    struct json_t **hold)
+{
+	json_t *o, *v;
+
+	*hold = NULL;
+	if ((o = json_loadb(line, len, 0, NULL)) == NULL)
+		return -1;
+	if (!json_is_integer(v = json_object_get(o, "seq"))) {
+		json_decref(o);
+		return -1;
+	}
+	memset(rec, 0, sizeof(*rec));
+	rec->seq = (uint64_t)json_integer_value(v);
+	rec->time = get_str(o, "time");
+	rec->chain = get_str(o, "chain");
+	rec->identity = get_str(o, "identity");
+	rec->fingerprint = get_str(o, "fingerprint");
+	rec->peer = get_str(o, "peer");
+	rec->rpc = get_str(o, "rpc");
+	rec->key = get_str(o, "key");
+	rec->result = get_str(o, "result");
+	rec->status = get_str(o, "status");
+	rec->reason = get_str(o, "reason");
+	rec->request_sha256 = get_str(o, "request_sha256");
+	v = json_object_get(o, "version");
+	rec->version = json_is_integer(v) ? (uint32_t)json_integer_value(v) : 0;
+	rec->line = line;
+	rec->len = len;
+	*hold = o;
+	return 0;
+}
+
+int
 audit_list(const char *dir, uint64_t after_seq, size_t limit,
     size_t scan_max, const struct audit_filter *f,
     int (*cb)(const struct audit_record *, void *), void *arg,
@@ -984,22 +1063,16 @@ audit_list(const char *dir, uint64_t after_seq, size_t limit,
 	struct dirent **segs = NULL;
 	struct audit_record rec;
 	struct lreader *lr = NULL;
-	json_t *o = NULL, *v;
-	int64_t from = INT64_MIN, to = INT64_MAX, t;
+	json_t *o = NULL;
+	int64_t from, to;
 	char path[8192];
 	size_t len, emitted = 0, scanned = 0;
 	char *line;
 	int nseg, i, start, rv, torn, r = 0;
 
 	*next_after = after_seq;
-	if (f->time_from != NULL && *f->time_from != '\0' &&
-	    audit_parse_time(f->time_from, &from) != 0)
-		return kms_status_set(st, KMS_ERR_INVALID_ARGUMENT, "time_from "
-		    "is not an RFC 3339 UTC time like 2026-01-31T12:00:00Z");
-	if (f->time_to != NULL && *f->time_to != '\0' &&
-	    audit_parse_time(f->time_to, &to) != 0)
-		return kms_status_set(st, KMS_ERR_INVALID_ARGUMENT, "time_to "
-		    "is not an RFC 3339 UTC time like 2026-01-31T12:00:00Z");
+	if ((r = audit_filter_bounds(f, &from, &to, st)) != 0)
+		return r;
 	if ((nseg = scandir(dir, &segs, audit_segment_filter, alphasort)) < 0) {
 		if (errno == ENOENT)
 			return kms_status_set(st, KMS_ERR_NOT_FOUND,
@@ -1011,10 +1084,7 @@ audit_list(const char *dir, uint64_t after_seq, size_t limit,
 		r = kms_status_set(st, KMS_ERR_NOMEM, "out of memory");
 		goto out;
 	}
-	/* The last segment that starts at or before the first wanted seq. */
-	for (start = 0, i = 0; i < nseg; i++)
-		if (strtoull(segs[i]->d_name, NULL, 10) <= after_seq + 1)
-			start = i;
+	start = audit_segment_start(segs, nseg, after_seq);
 	for (i = start; i < nseg && emitted < limit && scanned < scan_max;
 	    i++) {
 		snprintf(path, sizeof(path), "%s/%s", dir, segs[i]->d_name);
@@ -1027,39 +1097,12 @@ audit_list(const char *dir, uint64_t after_seq, size_t limit,
 		while (emitted < limit && scanned < scan_max &&
 		    (rv = lreader_next(lr, &line, &len, &torn)) == 1) {
 			json_decref(o);
-			if ((o = json_loadb(line, len, 0, NULL)) == NULL ||
-			    !json_is_integer(v = json_object_get(o, "seq")))
-				continue;
-			memset(&rec, 0, sizeof(rec));
-			rec.seq = (uint64_t)json_integer_value(v);
-			if (rec.seq <= after_seq)
+			if (audit_record_parse(line, len, &rec, &o) != 0 ||
+			    rec.seq <= after_seq)
 				continue;
 			scanned++;
 			*next_after = rec.seq;
-			rec.time = get_str(o, "time");
-			rec.chain = get_str(o, "chain");
-			rec.identity = get_str(o, "identity");
-			rec.fingerprint = get_str(o, "fingerprint");
-			rec.peer = get_str(o, "peer");
-			rec.rpc = get_str(o, "rpc");
-			rec.key = get_str(o, "key");
-			rec.result = get_str(o, "result");
-			rec.status = get_str(o, "status");
-			rec.reason = get_str(o, "reason");
-			rec.request_sha256 = get_str(o, "request_sha256");
-			v = json_object_get(o, "version");
-			rec.version = json_is_integer(v) ?
-			    (uint32_t)json_integer_value(v) : 0;
-			rec.line = line;
-			rec.len = len;
-			if (!match_str(f->identity, rec.identity) ||
-			    !match_str(f->key, rec.key) ||
-			    !match_str(f->rpc, rec.rpc) ||
-			    !match_str(f->result, rec.result))
-				continue;
-			if ((from != INT64_MIN || to != INT64_MAX) &&
-			    (audit_parse_time(rec.time, &t) != 0 ||
-			    t < from || t > to))
+			if (!audit_filter_match(f, from, to, &rec))
 				continue;
 			if ((r = cb(&rec, arg)) != 0) {
 				close(lr->fd);

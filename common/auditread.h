@@ -155,6 +155,25 @@ struct audit_filter {
 };
 
 /*
+ * The time bounds of f in microseconds (INT64_MIN / INT64_MAX when open);
+ * a bad bound is KMS_ERR_INVALID_ARGUMENT with st set.
+ */
+int audit_filter_bounds(const struct audit_filter *f, int64_t *from,
+    int64_t *to, struct kms_status *st);
+/* 1 when rec passes f (from and to as audit_filter_bounds gave them). */
+int audit_filter_match(const struct audit_filter *f, int64_t from, int64_t to,
+    const struct audit_record *rec);
+
+/*
+ * Parses a stored line into rec, whose strings point into *hold (free it
+ * with json_decref once rec is no longer used).  -1 when the line is not
+ * a record (no JSON object with an integer seq).
+ */
+struct json_t;
+int audit_record_parse(const char *line, size_t len, struct audit_record *rec,
+    struct json_t **hold);
+
+/*
  * Calls cb for up to limit records of the chain directory dir with seq >
  * after_seq that pass f, reading segment by segment with bounded memory
  * and looking at no more than scan_max records.  *next_after receives the
@@ -180,6 +199,12 @@ int audit_scan(const char *dir,
 void audit_hex(const uint8_t *in, size_t len, char *out);
 /* scandir(3) filter: segment files, NNNNNNNNNNNNNNNNNNNN.jsonl. */
 int audit_segment_filter(const struct dirent *d);
+/*
+ * Of nseg segments sorted by name, the index of the last one that starts
+ * at or before after_seq + 1 (where a reader of the records after
+ * after_seq begins), or 0.
+ */
+int audit_segment_start(struct dirent **segs, int nseg, uint64_t after_seq);
 
 /* Parses "YYYY-MM-DDTHH:MM:SS[.ffffff]Z" into microseconds since 1970. */
 int audit_parse_time(const char *s, int64_t *usec);

@@ -571,6 +571,8 @@ audit_writer_main(void *arg)
 {
 	struct audit *a = arg;
 	struct audit_waiter *done, *w, **tail;
+	void (*notify)(void *, uint64_t);
+	void *notify_arg;
 	char *buf, base[SHA256_DIGEST_LENGTH * 2 + 1], seal[160];
 	uint8_t mac[SEAL_LEN];
 	uint64_t first, last, since;
@@ -651,12 +653,16 @@ audit_writer_main(void *arg)
 		}
 		if (a->whead == NULL)
 			a->wtail = NULL;
+		notify = r == 0 ? a->notify : NULL;
+		notify_arg = a->notify_arg;
 		pthread_cond_broadcast(&a->cond);
 		pthread_mutex_unlock(&a->lock);
 		while ((w = done) != NULL) {
 			done = w->next;
 			w->done(w, w->err);
 		}
+		if (notify != NULL)
+			notify(notify_arg, last);
 		pthread_mutex_lock(&a->lock);
 		if (r == 0 && (a->cp_req != a->cp_tried ||
 		    (a->signer.sign != NULL &&
@@ -811,6 +817,16 @@ audit_append(struct audit *a, const struct audit_event *ev, uint64_t *seq)
  out:
 	pthread_mutex_unlock(&a->lock);
 	return r;
+}
+
+void
+audit_set_notify(struct audit *a, void (*fn)(void *arg, uint64_t durable_seq),
+    void *arg)
+{
+	pthread_mutex_lock(&a->lock);
+	a->notify = fn;
+	a->notify_arg = arg;
+	pthread_mutex_unlock(&a->lock);
 }
 
 void

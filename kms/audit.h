@@ -111,6 +111,14 @@ struct metrics;
 void audit_set_metrics(struct audit *a, struct metrics *m);
 
 /*
+ * fn(arg, seq) is called by the writer thread after each batch is durable,
+ * seq being its last record; it must only take note and return at once
+ * (the writer waits for it).  fn NULL: nobody is told.
+ */
+void audit_set_notify(struct audit *a,
+    void (*fn)(void *arg, uint64_t durable_seq), void *arg);
+
+/*
  * A reply waiting for its record: audit_submit fills seq and gen, and the
  * log's writer thread calls done(w, 0) once the record is durable, or
  * done(w, KMS_ERR_AUDIT) when it was lost (the reply must then be

@@ -22,6 +22,7 @@
 #include "log.h"
 #include "names.h"
 #include "policy.h"
+#include "watch.h"
 
 static void
 call_init(struct call *c, struct service *svc, struct hsm_session *hs,
@@ -259,7 +260,12 @@ gate(struct service *svc, struct hsm_session *hs, size_t method,
 	if (h->fn(&c, req, resp) != 0 && c.st.err == 0)
 		kms_status_set(&c.st, KMS_ERR_INTERNAL, "%s failed", h->name);
  out:
-	finish(&c, resp, out);
+	/* A stream's messages are the watcher's: no reply to pack here. */
+	finish(&c, (h->flags & GATE_STREAM) != 0 ? NULL : resp, out);
+	if (c.stream != NULL && out->st.err == 0)
+		out->stream = c.stream;
+	else if (c.stream != NULL)
+		watch_drop(c.stream);
 	if ((h->flags & GATE_SECRET_OUT) != 0)
 		pb_wipe(resp);
 	if (resp != NULL)

@@ -193,7 +193,9 @@ SIGN_INPUT_HELP
 	  "       [--rpc R] [--result ok|denied|error] [--since RFC3339]\n"
 	  "       [--until RFC3339] [--after SEQ] [--limit N]",
 "Options:\n"
-"  --follow         keep printing records as they are written\n"
+"  --follow         then keep printing each record as it becomes durable,\n"
+"                   on one WatchAuditRecords stream (recorded once; no\n"
+"                   deadline unless --timeout)\n"
 "  --rpc R          an RPC name (Sign, CreateKey, ...), any case; an\n"
 "                   unknown name is refused\n"
 "  --result R       ok, denied or error, any case\n"

@@ -49,6 +49,10 @@ endif
 GEN = $(BUILD)/gen
 PROTO_C = $(GEN)/kms/v1/kms.pb-c.c $(GEN)/grpc/health/v1/health.pb-c.c
 PROTO_H = $(PROTO_C:.c=.h)
+# etcd's own API (proto/etcd/, docs/etcd.md), for the etcd store: kmsd only.
+ETCD_PROTO_C = $(GEN)/etcd/etcdserver/etcdserverpb/rpc.pb-c.c \
+	$(GEN)/etcd/mvcc/mvccpb/kv.pb-c.c $(GEN)/etcd/auth/authpb/auth.pb-c.c
+ETCD_PROTO_H = $(ETCD_PROTO_C:.c=.h)
 
 # What the daemon and the clients share.
 COMMON_SRCS = common/kmserr.c common/algo.c common/log.c common/secret.c \
@@ -63,11 +67,11 @@ LIB_SRCS = $(COMMON_SRCS) $(KMS_LIB_SRCS)
 KMSD_SRCS = kms/rpc.c kms/rpclog.c kms/tlsfront.c kms/tlsfront_sock.c kms/reload.c kms/gate.c \
 	kms/handlers.c kms/h_keys.c kms/h_crypto.c kms/h_bundle.c kms/h_service.c \
 	kms/h_audit.c kms/watch.c \
-	kms/health.c kms/healthsrv.c kms/main.c
+	kms/health.c kms/healthsrv.c kms/storeopen.c kms/admin.c kms/main.c
 CLIENT_SRCS = common/kmsclient.c kmsctl/conn.c kmsctl/output.c \
-	kmsctl/cmdtab.c kmsctl/keycmd.c kmsctl/signcmd.c kmsctl/wrapcmd.c \
-	kmsctl/whoamicmd.c kmsctl/auditlist.c kmsctl/reportcmd.c \
-	kmsctl/auditcmd.c kmsctl/proofcmd.c \
+	kmsctl/cmdtab.c kmsctl/keycmd.c kmsctl/certcmd.c kmsctl/signcmd.c \
+	kmsctl/wrapcmd.c kmsctl/whoamicmd.c kmsctl/auditlist.c \
+	kmsctl/reportcmd.c kmsctl/auditcmd.c kmsctl/proofcmd.c \
 	kmsctl/otacmd.c kmsctl/capgo.c kmsctl/capgocmd.c
 KMSCTL_SRCS = kmsctl/kmsctl.c
 # The PKCS#11 module (docs/pkcs11.md): its own files, the gRPC client and
@@ -90,6 +94,7 @@ KMSD_OBJS = $(KMSD_SRCS:%.c=$(BUILD)/obj/%.o)
 CLIENT_OBJS = $(CLIENT_SRCS:%.c=$(BUILD)/obj/%.o)
 KMSCTL_OBJS = $(KMSCTL_SRCS:%.c=$(BUILD)/obj/%.o)
 PROTO_OBJS = $(PROTO_C:$(GEN)/%.c=$(BUILD)/obj/gen/%.o)
+ETCD_PROTO_OBJS = $(ETCD_PROTO_C:$(GEN)/%.c=$(BUILD)/obj/gen/%.o)
 KMSB_OBJS = $(KMSB_SRCS:%.c=$(BUILD)/obj/%.o)
 KMSB_SEAL_OBJS = $(KMSB_SEAL_SRCS:%.c=$(BUILD)/obj/%.o)
 PKCS11_OBJS = $(PKCS11_SRCS:%.c=$(BUILD)/obj/%.o)
@@ -105,7 +110,7 @@ UNIT_BINS = $(UNIT_TESTS:%=$(BUILD)/tests/%)
 	man install
 .SUFFIXES:
 # The generated protobuf sources are kept, not deleted as intermediates.
-.SECONDARY: $(PROTO_C) $(PROTO_H)
+.SECONDARY: $(PROTO_C) $(PROTO_H) $(ETCD_PROTO_C) $(ETCD_PROTO_H)
 
 all: $(BUILD)/kmsd $(BUILD)/kmsctl $(BUILD)/kmsb $(BUILD)/libkms-pkcs11.so \
 	$(BUILD)/p11drive
@@ -120,7 +125,7 @@ $(GEN)/%.pb-c.c $(GEN)/%.pb-c.h: proto/%.proto
 	@mkdir -p $(GEN)
 	protoc-c --proto_path=proto --c_out=$(GEN) $<
 
-$(BUILD)/obj/gen/%.o: $(GEN)/%.c $(PROTO_H)
+$(BUILD)/obj/gen/%.o: $(GEN)/%.c $(PROTO_H) $(ETCD_PROTO_H)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) -I$(GEN) $(CFLAGS) -Wno-missing-prototypes -c -o $@ $<
 
@@ -132,7 +137,7 @@ $(BUILD)/obj/common/%.o: common/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(INC_COMMON) $(CFLAGS) -c -o $@ $<
 
-$(BUILD)/obj/kms/%.o: kms/%.c $(PROTO_H)
+$(BUILD)/obj/kms/%.o: kms/%.c $(PROTO_H) $(ETCD_PROTO_H)
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(INC_KMS) $(CFLAGS) -c -o $@ $<
 
@@ -158,7 +163,7 @@ $(BUILD)/kmsb: $(BUILD)/obj/kmsb/kmsb_main.o $(KMSB_OBJS)
 	$(CC) $(LDFLAGS) -o $@ $^ -lcrypto
 
 # kmsd reads OTA manifests with the device library's parser (no crypto).
-$(BUILD)/kmsd: $(KMSD_OBJS) $(PROTO_OBJS) \
+$(BUILD)/kmsd: $(KMSD_OBJS) $(PROTO_OBJS) $(ETCD_PROTO_OBJS) \
 	$(BUILD)/obj/kmsb/kmsb_manifest.o $(BUILD)/libkms.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS_GRPC) $(LDLIBS_COMMON) -lsystemd
 

@@ -40,6 +40,8 @@ PACKAGES=(
 	systemd			# systemd-analyze security on the unit
 	chromium		# renders the audit report
 	python3-pil		# reads its screenshot
+	etcd-server		# the etcd store's tests run their own cluster
+	etcd-client		# etcdctl: compaction and checks in those tests
 	# The PKCS#11 module's tests: the signing tools themselves.
 	libengine-pkcs11-openssl	# OpenSSL's pkcs11 engine (libp11)
 	gnutls-bin		# p11tool
@@ -94,6 +96,33 @@ if [ "$(id -u)" -ne 0 ]; then
 	SUDO=(sudo)
 fi
 export DEBIAN_FRONTEND=noninteractive
+
+# Installing etcd-server would start a system etcd on the default ports
+# (2379/2380).  The tests run clusters of their own on ports of their own and
+# need only the binary, so while apt runs, a policy-rc.d forbids starting any
+# service (one already there is kept as it is), and the unit the package
+# enables is disabled again.  An etcd that was installed before is left
+# alone.
+policy=/usr/sbin/policy-rc.d
+own_policy=0
+new_etcd=0
+if [[ " ${missing[*]} " == *" etcd-server "* ]]; then
+	new_etcd=1
+	if [ ! -e "$policy" ]; then
+		printf '#!/bin/sh\n# kms deps.sh: no service starts during the install\nexit 101\n' |
+		    "${SUDO[@]}" tee "$policy" >/dev/null
+		"${SUDO[@]}" chmod 755 "$policy"
+		own_policy=1
+		trap '"${SUDO[@]}" rm -f "$policy"' EXIT
+	fi
+fi
 "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
 "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
     --no-install-recommends "${missing[@]}"
+if [ "$new_etcd" = 1 ]; then
+	"${SUDO[@]}" deb-systemd-helper disable etcd.service >/dev/null 2>&1 || true
+fi
+if [ "$own_policy" = 1 ]; then
+	"${SUDO[@]}" rm -f "$policy"
+	trap - EXIT
+fi

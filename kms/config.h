@@ -52,6 +52,12 @@
 
 #define CONFIG_PATH_MAX 4096
 
+/* Where the keystore's documents live ([store] backend). */
+enum config_store {
+	CONFIG_STORE_TOKEN = 0,		/* on the token itself (store_token.c) */
+	CONFIG_STORE_ETCD		/* in etcd (store_etcd.c) */
+};
+
 struct config {
 	char listen[256];
 	char health_listen[256];		/* "": no health port */
@@ -87,6 +93,7 @@ struct config {
 	int64_t keys_min_rotation_period;	/* 1 s .. 1 year */
 	unsigned int keys_sync_ms;		/* 50 .. 60000 */
 	char keys_lock_file[CONFIG_PATH_MAX];
+	enum config_store store_backend;	/* [store] backend */
 };
 
 /* Fills cfg with the defaults above (paths relative to the current directory). */

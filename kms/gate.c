@@ -14,6 +14,7 @@
 #include <openssl/sha.h>
 
 #include "audit.h"
+#include "auditkey.h"
 #include "config.h"
 #include "gate.h"
 #include "handlers.h"
@@ -22,6 +23,7 @@
 #include "log.h"
 #include "names.h"
 #include "policy.h"
+#include "store.h"
 #include "watch.h"
 
 static void
@@ -292,6 +294,28 @@ gate_audit_unimplemented(struct service *svc, const struct rpc_peer *who,
 	free(out.body);
 }
 
+int
+service_audit_event(struct service *svc, const char *identity,
+    const char *rpc, const char *key, uint32_t version, const char *detail,
+    const struct kms_status *st)
+{
+	struct rpc_peer who = { identity, "", "internal", NULL };
+	struct rpc_reply out;
+	struct call c;
+
+	memset(&out, 0, sizeof(out));
+	call_init(&c, svc, NULL, &who, rpc);
+	c.key = key;
+	c.version = version;
+	if (st != NULL)
+		c.st = *st;
+	if (detail != NULL)
+		snprintf(c.detail, sizeof(c.detail), "%s", detail);
+	finish(&c, NULL, &out);
+	free(out.body);
+	return out.st.err == KMS_ERR_AUDIT ? KMS_ERR_AUDIT : 0;
+}
+
 /*
  * Audits a scheduled change under the service's own identity, before it
  * takes effect (see ks_event_fn): no record, no change.
@@ -301,30 +325,22 @@ maintain_event(void *arg, enum ks_event what, const char *name,
     uint32_t version, int err, const struct kms_status *st)
 {
 	struct service *svc = arg;
-	struct rpc_peer who = { SERVICE_IDENTITY, "", "internal", NULL };
-	struct rpc_reply out;
-	struct call c;
+	const char *rpc = what == KS_EVENT_ROTATED ? "ScheduledRotation" :
+	    "ScheduledDestroy";
 	char esc[160];
 
-	memset(&out, 0, sizeof(out));
-	call_init(&c, svc, NULL, &who, what == KS_EVENT_ROTATED ?
-	    "ScheduledRotation" : "ScheduledDestroy");
-	c.key = name;
-	c.version = version;
-	c.st = *st;
 	if (err != 0)
-		log_error("keystore: %s of \"%s\" failed: %s", c.rpc,
+		log_error("keystore: %s of \"%s\" failed: %s", rpc,
 		    log_escape(name, esc, sizeof(esc)), st->msg);
 	else
-		log_info("keystore: %s of \"%s\": version %u", c.rpc,
+		log_info("keystore: %s of \"%s\": version %u", rpc,
 		    log_escape(name, esc, sizeof(esc)), version);
-	finish(&c, NULL, &out);
-	free(out.body);
-	if (out.st.err == KMS_ERR_AUDIT) {
+	if (service_audit_event(svc, SERVICE_IDENTITY, rpc, name, version,
+	    NULL, st) != 0) {
 		log_error("audit: the record of %s of \"%s\" version %u could "
-		    "not be written (%s): scheduled changes wait for the audit "
-		    "log", c.rpc, esc, version, out.st.msg);
-		return out.st.err;
+		    "not be written: scheduled changes wait for the audit log",
+		    rpc, esc, version);
+		return KMS_ERR_AUDIT;
 	}
 	return 0;
 }
@@ -341,10 +357,60 @@ service_maintain(struct service *svc, struct hsm_session *hs)
 	else if (changed > 0)
 		log_debug("keystore: %zu key documents changed on the token",
 		    changed);
+	/* One instance of those sharing the store runs them (lead.h). */
+	if (!store_leads(keystore_store(svc->ks)))
+		return;
 	if ((r = keystore_maintain(svc->ks, hs, (int64_t)time(NULL),
 	    maintain_event, svc)) != 0)
 		log_warn("keystore: scheduled changes incomplete (%s): tried "
 		    "again at the next maintenance", kms_strerror(r));
+}
+
+int
+service_open_audit(struct service *svc, const char *base,
+    const char *new_chain, struct audit_key *akey, struct kms_status *st)
+{
+	const struct config *cfg = svc->cfg;
+	struct audit_signer signer;
+	char chain[KMS_CHAIN_NAME_MAX + 16];
+	int i, r = 0;
+
+	for (i = 1; i <= SERVICE_CHAIN_TRIES; i++) {
+		if (i == 1)
+			snprintf(chain, sizeof(chain), "%s", base);
+		else
+			snprintf(chain, sizeof(chain), "%s-%d", base, i);
+		audit_key_close(akey);
+		if ((r = audit_key_open(svc->hsm, chain, akey, st)) != 0)
+			return r;
+		memset(&signer, 0, sizeof(signer));
+		signer.sign = audit_key_sign;
+		signer.arg = akey;
+		signer.spki = akey->spki;
+		signer.spki_len = akey->spki_len;
+		signer.every = cfg->audit_checkpoint_every;
+		signer.seconds = cfg->audit_checkpoint_seconds;
+		signer.mac = audit_key_mac;
+		signer.anchor_get = audit_key_anchor_get;
+		signer.anchor_set = audit_key_anchor_set;
+		signer.new_chain_on_tamper = cfg->audit_new_chain_on_tamper;
+		signer.new_chain_reason = new_chain;
+		signer.publish_dir = cfg->audit_publish[0] != '\0' ?
+		    cfg->audit_publish : NULL;
+		r = audit_open(cfg->audit_dir, chain, cfg->audit_segment_bytes,
+		    &signer, &svc->audit, st);
+		if (r != KMS_ERR_ALREADY_EXISTS)
+			break;
+		log_info("audit: %s", st->msg);
+	}
+	if (r != 0)
+		return r;
+	if (!cfg->audit_sync) {
+		log_warn("audit: sync = no: records are not fsync'd and a "
+		    "crash can lose them; use this for measurements only");
+		audit_set_sync(svc->audit, 0);
+	}
+	return 0;
 }
 
 int

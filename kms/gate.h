@@ -90,6 +90,27 @@ void gate_audit_unimplemented(struct service *svc,
 /* Loads the policy file named in the configuration and swaps it in. */
 int service_reload_policy(struct service *svc, struct kms_status *st);
 
+/*
+ * Opens svc->audit: the chain base, or when another process holds it
+ * base-2 .. base-SERVICE_CHAIN_TRIES, signed by its key in the HSM
+ * (*akey: closed by the caller after audit_close).  new_chain: the reason
+ * to end the chain and start the next one (--audit-new-chain), or NULL.
+ */
+#define SERVICE_CHAIN_TRIES 16
+struct audit_key;
+int service_open_audit(struct service *svc, const char *base,
+    const char *new_chain, struct audit_key *akey, struct kms_status *st);
+
+/*
+ * Audits what happens without a call (the scheduler, the store commands)
+ * under identity: rpc on key (NULL: none) and version, with detail (JSON
+ * members or NULL) and st (NULL: it succeeded).  KMS_ERR_AUDIT when the
+ * record cannot be written: the caller then does not act.
+ */
+int service_audit_event(struct service *svc, const char *identity,
+    const char *rpc, const char *key, uint32_t version, const char *detail,
+    const struct kms_status *st);
+
 /* The identity under which kmsd's own scheduled changes are audited. */
 #define SERVICE_IDENTITY "kmsd/scheduler"
 

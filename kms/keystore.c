@@ -119,13 +119,9 @@ ks_entry_decode(const char *name, const struct store_rev *at,
 	return 0;
 }
 
-/*
- * The store's revision of a document: a key's generation (its seq, the
- * document checked whole), a counter's value.
- */
-static int
-doc_rev(const char *name, const uint8_t *value, size_t len, uint64_t *rev,
-    struct kms_status *st)
+int
+keystore_doc_rev(const char *name, const uint8_t *value, size_t len,
+    uint64_t *rev, struct kms_status *st)
 {
 	struct store_rev at = { 0, 0 };
 	struct ks_entry *e;
@@ -326,9 +322,16 @@ keystore_open(struct hsm_session *s, const char *lock_file,
 	int r;
 
 	*out = NULL;
-	if ((r = store_token_open(lock_file, doc_rev, &sto, st)) != 0)
+	if ((r = store_token_open(lock_file, keystore_doc_rev, &sto,
+	    st)) != 0)
 		return r;
 	return keystore_open_store(sto, s, out, st);
+}
+
+struct store *
+keystore_store(struct keystore *ks)
+{
+	return ks->store;
 }
 
 int

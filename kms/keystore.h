@@ -69,6 +69,16 @@ int keystore_open_store(struct store *sto, struct hsm_session *s,
     struct keystore **out, struct kms_status *st);
 void keystore_free(struct keystore *ks);
 size_t keystore_count(struct keystore *ks);
+/* The keystore's store (for its claim, store_claim). */
+struct store *keystore_store(struct keystore *ks);
+
+/*
+ * The revision of one of the keystore's documents (a store_rev_fn): a
+ * key's generation (its seq, the document checked whole), a counter's
+ * value.  Stores opened for the keystore take it.
+ */
+int keystore_doc_rev(const char *name, const uint8_t *value, size_t len,
+    uint64_t *rev, struct kms_status *st);
 
 /*
  * Reads again the documents that changed on the token since they were

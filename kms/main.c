@@ -27,6 +27,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "admin.h"
 #include "audit.h"
 #include "auditkey.h"
 #include "config.h"
@@ -43,12 +44,12 @@
 #include "reload.h"
 #include "rpc.h"
 #include "rpclog.h"
+#include "storeopen.h"
 #include "tlsfront.h"
 #include "version.h"
 #include "watch.h"
 
 #define STOP_GRACE_SECONDS 30
-#define CHAIN_TRIES 16
 #define SELFCHECK_SECONDS 10	/* how often the listener is tried */
 #define SELFCHECK_TIMEOUT_MS 5000
 #define SELFCHECK_MISSES 2	/* deaf this many times in a row: exit */
@@ -153,6 +154,9 @@ usage(int ok)
 	    "            [--log-level error|warn|info|debug] "
 	    "[--log-format text|json]\n"
 	    "            [--audit-new-chain REASON]\n"
+	    "       kmsd --config FILE --migrate-store token:etcd|etcd:token "
+	    "[--dry-run]\n"
+	    "       kmsd --config FILE --gc-orphans [--apply]\n"
 	    "       kmsd --version | --help\n"
 	    "\n"
 	    "  --config FILE      kmsd.conf (see kmsd.conf(5))\n"
@@ -163,6 +167,11 @@ usage(int ok)
 	    "  --audit-new-chain REASON\n"
 	    "                     end this instance's audit chain (saying why\n"
 	    "                     in it) and start the next one\n"
+	    "  --migrate-store FROM:TO\n"
+	    "                     copy the key metadata and counters from one\n"
+	    "                     store into the other, then exit\n"
+	    "  --gc-orphans       list the key objects no metadata references;\n"
+	    "                     with --apply destroy them (audited), then exit\n"
 	    "\n"
 	    "SIGHUP reloads the policy; SIGTERM stops.  See kmsd(8).\n");
 	exit(ok ? 0 : 2);
@@ -242,16 +251,22 @@ main(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ "audit-new-chain", required_argument, NULL, 'N' },
+		{ "migrate-store", required_argument, NULL, 'M' },
+		{ "dry-run", no_argument, NULL, 'D' },
+		{ "gc-orphans", no_argument, NULL, 'G' },
+		{ "apply", no_argument, NULL, 'A' },
 		{ NULL, 0, NULL, 0 }
 	};
 	static struct config cfg;
 	struct service svc;
 	struct rpc_server *srv = NULL;
 	struct hsm_session *hs = NULL;
+	struct store *sto = NULL;
 	struct kms_status st;
 	struct rlimit rl;
 	const char *config_path = NULL, *listen = NULL, *level = NULL;
-	const char *new_chain = NULL;
+	const char *new_chain = NULL, *migrate = NULL;
+	int gc = 0, apply = 0, dry_run = 0;
 	enum log_format fmt;
 	struct timespec tick = { 1, 0 };
 	struct watchdog *wd = NULL;
@@ -263,17 +278,13 @@ main(int argc, char **argv)
 	static struct audit_key akey;
 	static struct maint maint;
 	static struct reload_state rs;
-	struct audit_signer signer;
 	unsigned int ticks = 0;
 	int misses = 0;
-	/*
-	 * The base leaves room for the suffix "-16" within
-	 * KMS_CHAIN_NAME_MAX; chain has room for any int the compiler sees.
-	 */
-	char base[KMS_CHAIN_NAME_MAX - 3], chain[KMS_CHAIN_NAME_MAX + 16];
+	/* The base leaves room for service_open_audit's suffix "-16". */
+	char base[KMS_CHAIN_NAME_MAX - 3];
 	sigset_t sigs;
 	enum log_level lvl;
-	int ch, i, sig, port, r, rc = 1;
+	int ch, sig, port, r, rc = 1;
 
 	while ((ch = getopt_long(argc, argv, "c:l:v:h", opts, NULL)) != -1) {
 		switch (ch) {
@@ -305,6 +316,18 @@ main(int argc, char **argv)
 			}
 			new_chain = optarg;
 			break;
+		case 'M':
+			migrate = optarg;
+			break;
+		case 'D':
+			dry_run = 1;
+			break;
+		case 'G':
+			gc = 1;
+			break;
+		case 'A':
+			apply = 1;
+			break;
 		case 'h':
 			usage(1);
 			break;
@@ -312,7 +335,9 @@ main(int argc, char **argv)
 			usage(0);
 		}
 	}
-	if (config_path == NULL || optind != argc)
+	if (config_path == NULL || optind != argc ||
+	    (migrate != NULL && gc) || (dry_run && migrate == NULL) ||
+	    (apply && !gc))
 		usage(0);
 	rpc_log_init();
 
@@ -356,8 +381,8 @@ main(int argc, char **argv)
 	}
 	svc.cfg = &cfg;
 	/* Before the HSM opens its files: the descriptors are planned. */
-	if (tlsfront_size_limits(cfg.max_connections, &cfg.max_connections,
-	    &st) != 0) {
+	if (migrate == NULL && !gc && tlsfront_size_limits(
+	    cfg.max_connections, &cfg.max_connections, &st) != 0) {
 		log_error("connections: %s", st.msg);
 		goto out;
 	}
@@ -372,11 +397,24 @@ main(int argc, char **argv)
 		goto out;
 	}
 	hsm_set_metrics(svc.hsm, svc.metrics);
+	if (migrate != NULL || gc) {
+		/* The store commands (admin.h) print their result. */
+		rc = migrate != NULL ? admin_migrate_store(&svc, migrate,
+		    dry_run) : admin_gc_orphans(&svc, &akey, apply);
+		goto done;
+	}
 	if ((r = hsm_session_open(svc.hsm, &hs)) != 0) {
 		log_error("hsm: cannot open a session: %s", kms_strerror(r));
 		goto out;
 	}
-	if (keystore_open(hs, cfg.keys_lock_file, &svc.ks, &st) != 0) {
+	if (store_open(&cfg, cfg.store_backend, &sto, &st) != 0 ||
+	    store_claim(sto, hs, STORE_CLAIM_SERVE, &st) != 0) {
+		store_free(sto);
+		log_error("keystore: %s", st.msg);
+		goto out;
+	}
+	/* The keystore owns the store from here on, freed or not. */
+	if (keystore_open_store(sto, hs, &svc.ks, &st) != 0) {
 		log_error("keystore: %s", st.msg);
 		goto out;
 	}
@@ -388,44 +426,9 @@ main(int argc, char **argv)
 	 * with port 0, say) makes this one take the next free name.
 	 */
 	names_chain_from(cfg.listen, base, sizeof(base));
-	for (i = 1; i <= CHAIN_TRIES; i++) {
-		if (i == 1)
-			snprintf(chain, sizeof(chain), "%s", base);
-		else
-			snprintf(chain, sizeof(chain), "%s-%d", base, i);
-		audit_key_close(&akey);
-		if (audit_key_open(svc.hsm, chain, &akey, &st) != 0) {
-			log_error("audit: %s", st.msg);
-			goto out;
-		}
-		memset(&signer, 0, sizeof(signer));
-		signer.sign = audit_key_sign;
-		signer.arg = &akey;
-		signer.spki = akey.spki;
-		signer.spki_len = akey.spki_len;
-		signer.every = cfg.audit_checkpoint_every;
-		signer.seconds = cfg.audit_checkpoint_seconds;
-		signer.mac = audit_key_mac;
-		signer.anchor_get = audit_key_anchor_get;
-		signer.anchor_set = audit_key_anchor_set;
-		signer.new_chain_on_tamper = cfg.audit_new_chain_on_tamper;
-		signer.new_chain_reason = new_chain;
-		signer.publish_dir = cfg.audit_publish[0] != '\0' ?
-		    cfg.audit_publish : NULL;
-		r = audit_open(cfg.audit_dir, chain, cfg.audit_segment_bytes,
-		    &signer, &svc.audit, &st);
-		if (r != KMS_ERR_ALREADY_EXISTS)
-			break;
-		log_info("audit: %s", st.msg);
-	}
-	if (r != 0) {
+	if (service_open_audit(&svc, base, new_chain, &akey, &st) != 0) {
 		log_error("audit: %s", st.msg);
 		goto out;
-	}
-	if (!cfg.audit_sync) {
-		log_warn("audit: sync = no: records are not fsync'd and a "
-		    "crash can lose them; use this for measurements only");
-		audit_set_sync(svc.audit, 0);
 	}
 	audit_set_metrics(svc.audit, svc.metrics);
 	if (watch_hub_new(svc.audit, cfg.audit_max_watchers,
@@ -523,5 +526,12 @@ main(int argc, char **argv)
 		log_info("stopped");
 	else if (rc == EXIT_DEAF)
 		log_error("stopped: the listener was deaf");
+	return rc;
+ done:
+	audit_close(svc.audit);
+	audit_key_close(&akey);
+	hsm_close(svc.hsm);
+	metrics_free(svc.metrics);
+	pthread_rwlock_destroy(&svc.policy_lock);
 	return rc;
 }

@@ -12,7 +12,9 @@
  *  - mark / touch: a change mark that every writer moves on after a
  *    change, so that readers list again only when something changed;
  *  - lock / unlock: a lock per name, held across get and put, so that
- *    concurrent changes in several processes (or hosts) never lose one.
+ *    concurrent changes in several processes (or hosts) never lose one;
+ *  - claim: who uses the store: every serving kmsd shares it, and the
+ *    store commands (a migration, the removal of orphans) take it alone.
  *
  * The keystore sees only this interface; the token (store_token.c:
  * documents as CKO_DATA objects) is the first implementation, and another
@@ -63,6 +65,12 @@ typedef int store_list_fn(const char *name, uint64_t id, const uint8_t *value,
 
 #define STORE_MARK_MAX 256
 
+/* How a process uses the store, until store_free (store_claim). */
+enum store_claim {
+	STORE_CLAIM_SERVE = 1,		/* a kmsd serving from it */
+	STORE_CLAIM_ALONE		/* a store command: no kmsd serves */
+};
+
 struct store_ops {
 	int (*get)(struct store *, struct hsm_session *, const char *name,
 	    struct store_lock *held, uint64_t want, struct store_doc *out,
@@ -80,6 +88,11 @@ struct store_ops {
 	void (*unlock)(struct store *, struct hsm_session *,
 	    struct store_lock *);
 	void (*free)(struct store *);
+	/* Optional (NULL: claims always succeed). */
+	int (*claim)(struct store *, struct hsm_session *, enum store_claim,
+	    struct kms_status *);
+	/* Optional (NULL: every instance runs the scheduled changes). */
+	int (*leads)(struct store *);
 };
 
 /* Every implementation's struct starts with this. */
@@ -163,6 +176,32 @@ store_unlock(struct store *sto, struct hsm_session *s, struct store_lock *l)
 		sto->ops->unlock(sto, s, l);
 }
 
+/*
+ * Claims the store for how until store_free: STORE_CLAIM_SERVE is shared
+ * by every kmsd serving from the store and refused while a store command
+ * holds STORE_CLAIM_ALONE, which is refused while any kmsd serves (both
+ * KMS_ERR_UNAVAILABLE, st saying who holds it).  The store commands take
+ * it so that a migration never writes under a serving instance.
+ */
+static inline int
+store_claim(struct store *sto, struct hsm_session *s, enum store_claim how,
+    struct kms_status *st)
+{
+	return sto->ops->claim != NULL ? sto->ops->claim(sto, s, how, st) : 0;
+}
+
+/*
+ * 1 when this process should run the scheduled rotations and
+ * destructions now: on etcd, the one instance that holds the leader key
+ * (lead.h); on the token, every instance (each change is checked again
+ * under the key's lock, so a second instance finds it done).
+ */
+static inline int
+store_leads(struct store *sto)
+{
+	return sto->ops->leads != NULL ? sto->ops->leads(sto) : 1;
+}
+
 /* NULL is a no-op. */
 static inline void
 store_free(struct store *sto)
@@ -177,7 +216,8 @@ void store_doc_clear(struct store_doc *d);
  * The token as a store (store_token.c): documents are CKO_DATA objects
  * labelled by name, and changes are serialised by flock(2) on lock_file
  * (created if needed), which every instance on this host that shares the
- * token must share, and by a lock object on the token.
+ * token must share, and by a lock object on the token.  Its claims are
+ * flock(2) on lock_file.serving: shared to serve, exclusive alone.
  */
 int store_token_open(const char *lock_file, store_rev_fn *rev,
     struct store **out, struct kms_status *st);

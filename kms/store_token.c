@@ -71,6 +71,7 @@
 #define READ_PAUSE_MS 25
 #define CHANGES_VALUE "kms change counter 1"	/* what finds the mark */
 #define CHANGES_PREFIX "kms!changes "		/* its label: + N RANDOM */
+#define CLAIM_SUFFIX ".serving"			/* lock_file + this: claims */
 
 struct store_token {
 	struct store base;		/* first: a struct store * is one */
@@ -78,6 +79,7 @@ struct store_token {
 	store_rev_fn *rev;
 	pthread_mutex_t lock;		/* guards chg */
 	hsm_handle_t chg;		/* the change mark; 0 = not known */
+	int claim_fd;			/* the claim's flock, or -1 */
 };
 
 struct store_lock {
@@ -508,18 +510,64 @@ tok_touch(struct store *sto, struct hsm_session *s)
 	    "listing", kms_strerror(r));
 }
 
+/*
+ * The claims are flock(2) on the lock file's sibling LOCK_FILE.serving,
+ * held until the store is freed (or the process dies): shared by every
+ * serving kmsd, exclusive for a store command.  The token store serves
+ * the instances of one host (the host lock above), so a host's lock is
+ * enough here too.
+ */
+static int
+tok_claim(struct store *sto, struct hsm_session *s, enum store_claim how,
+    struct kms_status *st)
+{
+	struct store_token *t = (struct store_token *)sto;
+	char path[PATH_MAX + sizeof(CLAIM_SUFFIX)];
+	int fd;
+
+	(void)s;
+	if (t->claim_fd != -1)
+		return kms_status_set(st, KMS_ERR_INTERNAL, "the token store "
+		    "is claimed already");
+	snprintf(path, sizeof(path), "%s" CLAIM_SUFFIX, t->lock_path);
+	if ((fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW,
+	    0600)) == -1)
+		return kms_status_set(st, KMS_ERR_CONFIG, "cannot open %s: %s",
+		    path, strerror(errno));
+	while (flock(fd, (how == STORE_CLAIM_SERVE ? LOCK_SH : LOCK_EX) |
+	    LOCK_NB) == -1) {
+		if (errno == EINTR)
+			continue;
+		close(fd);
+		if (errno != EWOULDBLOCK)
+			return kms_status_set(st, KMS_ERR_CONFIG, "cannot lock "
+			    "%s: %s", path, strerror(errno));
+		if (how == STORE_CLAIM_SERVE)
+			return kms_status_set(st, KMS_ERR_UNAVAILABLE, "a store "
+			    "command (--migrate-store, --gc-orphans) is "
+			    "running on this token (it holds %s)", path);
+		return kms_status_set(st, KMS_ERR_UNAVAILABLE, "a kmsd serves "
+		    "from this token (it holds %s): stop every kmsd of the "
+		    "token first", path);
+	}
+	t->claim_fd = fd;
+	return 0;
+}
+
 static void
 tok_free(struct store *sto)
 {
 	struct store_token *t = (struct store_token *)sto;
 
+	if (t->claim_fd != -1)
+		close(t->claim_fd);
 	pthread_mutex_destroy(&t->lock);
 	free(t);
 }
 
 static const struct store_ops token_ops = {
 	tok_get, tok_put, tok_list, tok_mark, tok_touch, tok_lock, tok_unlock,
-	tok_free
+	tok_free, tok_claim, NULL
 };
 
 int
@@ -543,6 +591,7 @@ store_token_open(const char *lock_file, store_rev_fn *rev,
 	t->base.ops = &token_ops;
 	strcpy(t->lock_path, lock_file);
 	t->rev = rev;
+	t->claim_fd = -1;
 	pthread_mutex_init(&t->lock, NULL);
 	*out = &t->base;
 	return 0;

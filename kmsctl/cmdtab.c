@@ -100,18 +100,31 @@ const struct kmsctl_cmd kmsctl_cmds[] = {
 "Example:\n"
 "  kmsctl --as officer key update release/android --rotation-period 0\n" },
 	{ "key", "cert", 0, NULL, key_cert_cmd,
-	  "attach a PEM certificate chain to a version (officer)",
-	  "key cert set NAME [--version N] FILE",
-"FILE holds PEM certificates, leaf first (- reads stdin); the leaf must\n"
-"certify the version's public key.  GetKey and GetPublicKey return the\n"
-"chain, and the PKCS#11 module shows the leaf beside the key (jarsigner,\n"
-"apksigner and osslsigncode need it).  An empty FILE removes the chain.\n"
+	  "attach a certificate chain to a version, or self-sign one",
+	  "key cert set NAME [--version N] FILE\n"
+	  "       kmsctl key cert self-sign NAME [--version N] [--subject DN]\n"
+	  "           [--days N] [-o FILE | --attach]",
+"set (officer): FILE holds PEM certificates, leaf first (- reads stdin);\n"
+"the leaf must certify the version's public key.  GetKey and GetPublicKey\n"
+"return the chain, and the PKCS#11 module shows the leaf beside the key\n"
+"(jarsigner, apksigner and osslsigncode need it).  An empty FILE removes\n"
+"the chain.\n"
+"\n"
+"self-sign (signer): a self-signed code-signing certificate for the\n"
+"version's public key, signed by the key itself with one Sign (the key\n"
+"never leaves kmsd), checked against the public key, then written to\n"
+"FILE (default stdout) or, with --attach, attached as by set (which\n"
+"needs an identity that may both sign and attach).  For development.\n"
 "\n"
 "Options:\n"
-"  --version N   a version (default: the primary one)\n"
+"  --version N     a version (default: the primary one)\n"
+"  --subject DN    CN=a,O=b or /CN=a/O=b (default CN=NAME)\n"
+"  --days N        validity from now, 1 to 36500 (default 365)\n"
 "\n"
-"Example:\n"
-"  kmsctl --as officer key cert set release/android release.pem\n" },
+"Examples:\n"
+"  kmsctl --as officer key cert set release/android release.pem\n"
+"  kmsctl --as ci key cert self-sign release/android -o dev.pem\n"
+"  kmsctl --as officer key cert set release/android dev.pem\n" },
 	{ "pubkey", NULL, 0, NULL, pubkey_cmd,
 	  "print the public key (PEM) of a version",
 	  "pubkey NAME [--version N] [--format spki|pkcs1] [-o FILE]",

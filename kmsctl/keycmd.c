@@ -11,8 +11,10 @@
 
 #include <jansson.h>
 #include <openssl/encoder.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <openssl/x509.h>
 
 #include "algo.h"
 #include "kmsctl.h"
@@ -20,10 +22,66 @@
 
 #include "kms/v1/kms.pb-c.h"
 
+/* What `key get` shows of one certificate of a chain. */
+struct cert_info {
+	char subject[256];
+	char issuer[256];
+	char not_after[32];
+};
+
+/*
+ * Calls fn for each certificate of the PEM chain, leaf first.  A chain
+ * that does not parse ends early: kmsd checked it when it was attached.
+ */
+static void
+chain_each(const char *pem, void (*fn)(const struct cert_info *, void *),
+    void *arg)
+{
+	const ASN1_TIME *t;
+	struct cert_info ci;
+	struct tm tm;
+	BIO *bio;
+	X509 *c;
+
+	if (*pem == '\0' || (bio = BIO_new_mem_buf(pem, -1)) == NULL)
+		return;
+	while ((c = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL) {
+		X509_NAME_oneline(X509_get_subject_name(c), ci.subject,
+		    sizeof(ci.subject));
+		X509_NAME_oneline(X509_get_issuer_name(c), ci.issuer,
+		    sizeof(ci.issuer));
+		t = X509_get0_notAfter(c);
+		if (ASN1_TIME_to_tm(t, &tm) != 1 ||
+		    strftime(ci.not_after, sizeof(ci.not_after),
+		    "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+			snprintf(ci.not_after, sizeof(ci.not_after), "?");
+		fn(&ci, arg);
+		X509_free(c);
+	}
+	ERR_clear_error();	/* the end of the chain */
+	BIO_free(bio);
+}
+
+static void
+cert_json(const struct cert_info *ci, void *arg)
+{
+	json_array_append_new((json_t *)arg, json_pack("{s:s, s:s, s:s}",
+	    "subject", ci->subject, "issuer", ci->issuer, "not_after",
+	    ci->not_after));
+}
+
+static void
+cert_print(const struct cert_info *ci, void *arg)
+{
+	(void)arg;
+	printf("    cert %s (issuer %s, until %s)\n", ci->subject,
+	    ci->issuer, ci->not_after);
+}
+
 static json_t *
 version_json(const Kms__V1__KeyVersion *v)
 {
-	json_t *o;
+	json_t *o, *certs;
 	char ts[32];
 
 	kmsctl_fmt_time(v->create_time, ts, sizeof(ts));
@@ -36,6 +94,14 @@ version_json(const Kms__V1__KeyVersion *v)
 	if (o != NULL && v->audit_seq != 0)
 		json_object_set_new(o, "audit_seq",
 		    json_integer((json_int_t)v->audit_seq));
+	/* The chain as attached, and what its certificates say. */
+	if (o != NULL && *v->cert_chain_pem != '\0' &&
+	    (certs = json_array()) != NULL) {
+		chain_each(v->cert_chain_pem, cert_json, certs);
+		json_object_set_new(o, "certificates", certs);
+		json_object_set_new(o, "cert_chain_pem",
+		    json_string(v->cert_chain_pem));
+	}
 	return o;
 }
 
@@ -79,6 +145,7 @@ version_print(const Kms__V1__KeyVersion *v)
 		    "destroyed" : "destroy_time", ts);
 	}
 	printf("\n");
+	chain_each(v->cert_chain_pem, cert_print, NULL);
 }
 
 static void
@@ -415,7 +482,40 @@ pubkey_cmd(struct ctx *x, int argc, char **argv)
 /* The largest certificate chain sent (kmsd keeps at most 64 KiB). */
 #define CHAIN_FILE_MAX (64 * 1024)
 
-/* key cert set NAME [--version N] FILE */
+/*
+ * Attaches the PEM chain text to version v of name (0: the primary one)
+ * and says so.  A kmsctl exit code.
+ */
+int
+key_cert_attach(struct ctx *x, const char *name, uint32_t v, char *text)
+{
+	Kms__V1__SetCertificateChainRequest req =
+	    KMS__V1__SET_CERTIFICATE_CHAIN_REQUEST__INIT;
+	Kms__V1__KeyVersion *kv;
+	ProtobufCMessage *resp = NULL;
+	int r;
+
+	req.name = (char *)name;
+	req.version = v;
+	req.cert_chain_pem = text;
+	if ((r = kmsctl_call(x, "SetCertificateChain", &req.base,
+	    &kms__v1__key_version__descriptor, &resp)) != 0)
+		return r;
+	kv = (Kms__V1__KeyVersion *)resp;
+	if (x->json)
+		r = print_json(version_json(kv));
+	else
+		printf("%s version %u: certificate chain %s\n", name,
+		    kv->version, *kv->cert_chain_pem != '\0' ? "set" :
+		    "removed");
+	protobuf_c_message_free_unpacked(resp, NULL);
+	return r;
+}
+
+/*
+ * key cert set NAME [--version N] FILE, or key cert self-sign
+ * (certcmd.c).
+ */
 int
 key_cert_cmd(struct ctx *x, int argc, char **argv)
 {
@@ -423,22 +523,22 @@ key_cert_cmd(struct ctx *x, int argc, char **argv)
 		{ "version", required_argument, NULL, 'v' },
 		{ NULL, 0, NULL, 0 }
 	};
-	static const char usage[] = "key cert set NAME [--version N] FILE";
-	Kms__V1__SetCertificateChainRequest req =
-	    KMS__V1__SET_CERTIFICATE_CHAIN_REQUEST__INIT;
-	Kms__V1__KeyVersion *v;
-	ProtobufCMessage *resp = NULL;
+	static const char usage[] = "key cert set NAME [--version N] FILE | "
+	    "key cert self-sign NAME ...";
+	uint32_t version = 0;
 	uint8_t *pem = NULL;
 	char *text;
 	size_t len;
 	int ch, r;
 
+	if (argc >= 3 && strcmp(argv[2], "self-sign") == 0)
+		return key_cert_self_sign(x, argc, argv);
 	if (argc < 3 || strcmp(argv[2], "set") != 0)
 		return die_usage(usage);
 	optind = 3;
 	while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-		if (ch != 'v' || parse_u32(optarg, &req.version) != 0 ||
-		    req.version == 0)
+		if (ch != 'v' || parse_u32(optarg, &version) != 0 ||
+		    version == 0)
 			return die_usage(usage);
 	}
 	if (optind != argc - 2)
@@ -454,20 +554,7 @@ key_cert_cmd(struct ctx *x, int argc, char **argv)
 	memcpy(text, pem, len);
 	text[len] = '\0';
 	free(pem);
-	req.name = argv[optind];
-	req.cert_chain_pem = text;
-	r = kmsctl_call(x, "SetCertificateChain", &req.base,
-	    &kms__v1__key_version__descriptor, &resp);
+	r = key_cert_attach(x, argv[optind], version, text);
 	free(text);
-	if (r != 0)
-		return r;
-	v = (Kms__V1__KeyVersion *)resp;
-	if (x->json)
-		r = print_json(version_json(v));
-	else
-		printf("%s version %u: certificate chain %s\n", req.name,
-		    v->version, *v->cert_chain_pem != '\0' ? "set" :
-		    "removed");
-	protobuf_c_message_free_unpacked(resp, NULL);
 	return r;
 }

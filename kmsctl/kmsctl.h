@@ -122,6 +122,9 @@ int die_usage(const char *msg);
 /* The command files' entry points, named in the table. */
 int key_cmd(struct ctx *x, int argc, char **argv);
 int key_cert_cmd(struct ctx *x, int argc, char **argv);
+int key_cert_self_sign(struct ctx *x, int argc, char **argv);
+/* Attaches a PEM chain to a version (0: the primary) and says so. */
+int key_cert_attach(struct ctx *x, const char *name, uint32_t v, char *text);
 int pubkey_cmd(struct ctx *x, int argc, char **argv);
 int sign_cmd(struct ctx *x, int argc, char **argv);
 int verify_cmd(struct ctx *x, int argc, char **argv);

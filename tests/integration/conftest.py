@@ -401,3 +401,7 @@ def key_names(resp):
 
 def sanitize_filename(s):
     return re.sub(r"[^A-Za-z0-9_.-]", "_", s)
+
+
+# The etcd cluster and the kmsd pair on it (tests/integration/etcdcluster.py).
+from etcdcluster import etcd_cluster, etcd_pair  # noqa: E402,F401

@@ -676,3 +676,149 @@ def test_osslsigncode_cab(p11, certs, w):
     p = run(["osslsigncode", "verify", "-CAfile", w / "other.pem", "-in",
              w / "signed.cab"], check=False)
     assert p.returncode != 0
+
+
+def test_apksigner(p11, certs, w):
+    """apksigner signs an APK through SunPKCS11 and apksigner verify accepts
+    it; every signature is one Sign record under identity ci.  The binary
+    AndroidManifest.xml comes from Debian's aapt.  aapt has no android.jar
+    to resolve android: attributes with, so the manifest declares no
+    minSdkVersion and both sides are told --min-sdk-version 24 (ECDSA in the
+    v1 JAR signature needs 18 or above)."""
+    name = KEYS["ec256"][0]
+    cfg = w / "java.cfg"
+    cfg.write_text("name = kms\nlibrary = %s\nslot = 0\n" % MODULE)
+    (w / "AndroidManifest.xml").write_text(
+        '<?xml version="1.0" encoding="utf-8"?>\n<manifest xmlns:android='
+        '"http://schemas.android.com/apk/res/android" package='
+        '"org.example.kms"/>\n')
+    p11.run(["aapt", "package", "-M", w / "AndroidManifest.xml", "-F",
+             w / "app.apk"])
+    # JDK 17 keeps SunPKCS11's classes to itself unless told.
+    java = "-J-add-exports=jdk.crypto.cryptoki/sun.security.pkcs11=ALL-UNNAMED"
+    before = audit_signs(p11.kmsd, name)
+    p11.run(["apksigner", java, "sign", "--ks", "NONE", "--ks-type",
+             "PKCS11", "--provider-class", "sun.security.pkcs11.SunPKCS11",
+             "--provider-arg", cfg, "--ks-pass", "pass:" + PIN,
+             "--ks-key-alias", name, "--min-sdk-version", "24",
+             "--in", w / "app.apk", "--out", w / "signed.apk"], timeout=300)
+    out = run(["apksigner", "verify", "--verbose", "--print-certs",
+               "--min-sdk-version", "24", w / "signed.apk"],
+              timeout=300).stdout.decode()
+    assert "Verifies" in out, out
+    assert "Verified using v2 scheme (APK Signature Scheme v2): true" in out
+    assert "CN=ec256" in out, out
+    after = audit_signs(p11.kmsd, name)
+    new = after[len(before):]
+    # The v1 (JAR), v2 and v3 signature blocks, each one Sign.
+    assert len(new) >= 3 and all(r == ("ci", "ok") for r in new), new
+    # An APK changed after signing is refused.
+    with open(w / "signed.apk", "r+b") as f:
+        f.seek(10)
+        b = f.read(1)
+        f.seek(10)
+        f.write(bytes([b[0] ^ 1]))
+    p = run(["apksigner", "verify", "--min-sdk-version", "24",
+             w / "signed.apk"], check=False, timeout=300)
+    assert p.returncode != 0
+
+
+def self_sign(p11, key, path, *extra, identity="ci", check=True):
+    return p11.kmsd.kmsctl("key", "cert", "self-sign", KEYS[key][0],
+                           "-o", path, *extra, identity=identity,
+                           check=check)
+
+
+def test_self_signed_certificates(p11, certs, w):
+    """kmsctl key cert self-sign makes a certificate for each kind of key,
+    signed by the key itself through Sign: OpenSSL verifies it with the
+    key's public key, the officer attaches it, key get shows it, and
+    jarsigner signs with it."""
+    import json
+    for key in ("ec256", "ec384", "rsa", "pss", "raw", "ed"):
+        name = KEYS[key][0]
+        before = audit_signs(p11.kmsd, name)
+        cert = w / (key + "-self.pem")
+        self_sign(p11, key, cert, "--subject", "CN=self %s,O=kms" % key,
+                  "--days", "30")
+        # One Sign, by ci, made it.
+        assert audit_signs(p11.kmsd, name)[len(before):] == [("ci", "ok")]
+        # Its key is the kms key's, and that key's signature verifies.
+        pub = pubkey(p11.kmsd, name, w / (key + ".pub"))
+        got = run(["openssl", "x509", "-in", cert, "-noout", "-pubkey"])
+        assert got.stdout == pub.read_bytes()
+        out = run(["openssl", "verify", "-CAfile", cert, cert])
+        assert out.stdout.decode().strip() == "%s: OK" % cert
+        text = run(["openssl", "x509", "-in", cert, "-noout", "-text"]
+                   ).stdout.decode()
+        assert "Subject: CN = self %s, O = kms" % key in text, text
+        assert "Issuer: CN = self %s, O = kms" % key in text
+        assert "Code Signing" in text
+        if key == "pss":
+            assert "rsassaPss" in text and "Salt Length: 0x20" in text
+        # A different key's signature does not verify: tamper with the
+        # signature's last byte.
+        der = run(["openssl", "x509", "-in", cert, "-outform", "DER"]
+                  ).stdout
+        (w / "bad.der").write_bytes(der[:-1] + bytes([der[-1] ^ 1]))
+        p = run(["openssl", "verify", "-CAfile", cert, w / "bad.der"],
+                check=False)
+        assert p.returncode != 0
+
+    # The key store takes them (these keys carry no other chain here).
+    for key in ("ec384", "pss", "raw", "ed"):
+        name = KEYS[key][0]
+        p11.kmsd.kmsctl("key", "cert", "set", name, w / (key + "-self.pem"),
+                        identity="officer")
+        got = json.loads(p11.kmsd.kmsctl("--json", "key", "get", name,
+                                         identity="officer").stdout)
+        v = [x for x in got["versions"]
+             if x["version"] == got["primary_version"]][0]
+        assert v["cert_chain_pem"] == (w / (key + "-self.pem")).read_text()
+        assert v["certificates"][0]["subject"] == "/CN=self %s/O=kms" % key
+        assert v["certificates"][0]["issuer"] == "/CN=self %s/O=kms" % key
+        text = p11.kmsd.kmsctl("key", "get", name,
+                               identity="officer").stdout.decode()
+        assert "    cert /CN=self %s/O=kms (issuer /CN=self %s/O=kms, " \
+            "until " % (key, key) in text, text
+
+    # jarsigner signs through the module with the self-signed P-384 key.
+    cfg = w / "java.cfg"
+    cfg.write_text("name = kms\nlibrary = %s\nslot = 0\n" % MODULE)
+    (w / "a.txt").write_text("release artefact\n")
+    p11.run(["jar", "cf", w / "app.jar", "-C", w, "a.txt"])
+    p11.run(["jarsigner", "-keystore", "NONE", "-storetype", "PKCS11",
+             "-providerClass", "sun.security.pkcs11.SunPKCS11",
+             "-providerArg", cfg, "-storepass", PIN, "-sigalg",
+             "SHA384withECDSA", w / "app.jar", KEYS["ec384"][0]],
+            timeout=300)
+    out = p11.run(["jarsigner", "-verify", "-verbose", "-certs",
+                   w / "app.jar"], timeout=300).stdout.decode()
+    assert "jar verified." in out, out
+    assert "CN=self ec384" in out, out
+
+    # Bad input is refused before any Sign.
+    before = audit_signs(p11.kmsd, KEYS["ec256"][0])
+    for extra in (["--subject", "no equals sign"], ["--subject", "XX=a"],
+                  ["--days", "0"], ["--days", "36501"],
+                  ["--version", "x"]):
+        p = self_sign(p11, "ec256", w / "no.pem", *extra, check=False)
+        assert p.returncode == 2, (extra, p.stderr)
+        assert not (w / "no.pem").exists()
+    assert audit_signs(p11.kmsd, KEYS["ec256"][0]) == before
+    # A key that does not exist.
+    p = p11.kmsd.kmsctl("key", "cert", "self-sign", "p11/none", "-o",
+                        w / "no.pem", check=False)
+    assert p.returncode == 4 and b"NOT_FOUND" in p.stderr
+    # Under the default policy whoever signs cannot attach (separation of
+    # duties): --attach is refused after the Sign, and nothing changes.
+    p = p11.kmsd.kmsctl("key", "cert", "self-sign", KEYS["ec256"][0],
+                        "--attach", check=False)
+    assert p.returncode == 4 and b"PERMISSION_DENIED" in p.stderr
+    pk = p11.kmsd.client("ci").kms.GetPublicKey(
+        pb.GetPublicKeyRequest(name=KEYS["ec256"][0]), timeout=30)
+    assert pk.cert_chain_pem == certs[1]["ec256"].read_text()
+    # The officer holds no Sign grant.
+    p = self_sign(p11, "ec256", w / "no.pem", identity="officer",
+                  check=False)
+    assert p.returncode == 4 and b"PERMISSION_DENIED" in p.stderr

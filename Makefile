@@ -71,7 +71,7 @@ KMSD_SRCS = kms/rpc.c kms/rpclog.c kms/tlsfront.c kms/tlsfront_sock.c kms/reload
 CLIENT_SRCS = common/kmsclient.c kmsctl/conn.c kmsctl/output.c \
 	kmsctl/cmdtab.c kmsctl/keycmd.c kmsctl/certcmd.c kmsctl/signcmd.c \
 	kmsctl/wrapcmd.c kmsctl/whoamicmd.c kmsctl/auditlist.c \
-	kmsctl/reportcmd.c kmsctl/auditcmd.c kmsctl/proofcmd.c \
+	kmsctl/reportcmd.c kmsctl/auditcmd.c kmsctl/witnesscheck.c kmsctl/proofcmd.c \
 	kmsctl/otacmd.c kmsctl/capgo.c kmsctl/capgocmd.c
 KMSCTL_SRCS = kmsctl/kmsctl.c
 # The PKCS#11 module (docs/pkcs11.md): its own files, the gRPC client and

@@ -843,18 +843,16 @@ subdir_filter(const struct dirent *d)
 }
 
 int
-audit_verify(const char *path, const char *pubkey_pem,
-    struct audit_verify_result *res, void (*note)(const char *, void *),
-    void *arg, struct kms_status *st)
+audit_chain_dirs(const char *path, int segments_only,
+    int (*cb)(const char *dir, const char *name, void *arg), void *arg,
+    struct kms_status *st)
 {
 	struct dirent **names = NULL;
 	struct stat sb;
 	char sub[8192], *copy = NULL;
 	const char *base;
-	int i, n = -1, r = -1;
+	int i, n = -1, found = 0, r = 0;
 
-	memset(res, 0, sizeof(*res));
-	res->ok = 1;
 	if (stat(path, &sb) == -1 || !S_ISDIR(sb.st_mode))
 		return kms_status_set(st, KMS_ERR_IO, "%s: %s", path,
 		    errno != 0 && stat(path, &sb) == -1 ? strerror(errno) :
@@ -867,32 +865,61 @@ audit_verify(const char *path, const char *pubkey_pem,
 			copy[strlen(copy) - 1] = '\0';
 		base = strrchr(copy, '/') == NULL ? copy :
 		    strrchr(copy, '/') + 1;
-		r = verify_chain(path, base, pubkey_pem, res, note, arg, st);
+		r = cb(path, base, arg);
 		free(copy);
-		return r == 0 ? 0 : st->err;
+		return r < 0 ? r : 0;
 	}
 	if ((n = scandir(path, &names, subdir_filter, alphasort)) < 0)
 		return kms_status_set(st, KMS_ERR_IO, "%s: %s", path,
 		    strerror(errno));
-	for (i = 0; i < n; i++) {
-		snprintf(sub, sizeof(sub), "%s/%s", path, names[i]->d_name);
-		if (stat(sub, &sb) == -1 || !S_ISDIR(sb.st_mode))
+	for (i = 0; i < n && r == 0; i++) {
+		if ((size_t)snprintf(sub, sizeof(sub), "%s/%s", path,
+		    names[i]->d_name) >= sizeof(sub) || stat(sub, &sb) == -1 ||
+		    !S_ISDIR(sb.st_mode) ||
+		    (segments_only && !has_segments(sub)))
 			continue;
-		if (verify_chain(sub, names[i]->d_name, pubkey_pem, res,
-		    note, arg, st) != 0)
-			goto out;
-		if (!res->ok)
-			break;
+		found++;
+		r = cb(sub, names[i]->d_name, arg);
 	}
-	if (res->chains == 0) {
-		kms_status_set(st, KMS_ERR_NOT_FOUND, "%s: no audit chain in "
-		    "it", path);
-		goto out;
-	}
-	r = 0;
- out:
-	free_names(names, n < 0 ? 0 : n);
-	return r == 0 ? 0 : st->err;
+	free_names(names, n);
+	if (r < 0)
+		return r;
+	if (found == 0)
+		return kms_status_set(st, KMS_ERR_NOT_FOUND, "%s: no audit "
+		    "chain in it", path);
+	return 0;
+}
+
+/* What audit_verify carries from chain to chain. */
+struct verify_walk {
+	const char *pubkey_pem;
+	struct audit_verify_result *res;
+	void (*note)(const char *, void *);
+	void *arg;
+	struct kms_status *st;
+};
+
+static int
+verify_one(const char *dir, const char *name, void *arg)
+{
+	struct verify_walk *vw = arg;
+
+	if (verify_chain(dir, name, vw->pubkey_pem, vw->res, vw->note,
+	    vw->arg, vw->st) != 0)
+		return vw->st->err != 0 ? vw->st->err : KMS_ERR_INTERNAL;
+	return vw->res->ok ? 0 : 1;
+}
+
+int
+audit_verify(const char *path, const char *pubkey_pem,
+    struct audit_verify_result *res, void (*note)(const char *, void *),
+    void *arg, struct kms_status *st)
+{
+	struct verify_walk vw = { pubkey_pem, res, note, arg, st };
+
+	memset(res, 0, sizeof(*res));
+	res->ok = 1;
+	return audit_chain_dirs(path, 0, verify_one, &vw, st);
 }
 
 int

@@ -138,6 +138,17 @@ int audit_verify(const char *path, const char *pubkey_pem,
     void (*note)(const char *msg, void *arg), void *arg,
     struct kms_status *st);
 
+/*
+ * Calls cb(dir, name) for the chain path is (when it holds segment files
+ * itself) or for each directory in it (with segments_only, those holding
+ * segment files), in name order, until cb returns non-zero: a negative
+ * return is an error returned as is, a positive one stops the walk.
+ * None found is KMS_ERR_NOT_FOUND, an unreadable path KMS_ERR_IO (st).
+ */
+int audit_chain_dirs(const char *path, int segments_only,
+    int (*cb)(const char *dir, const char *name, void *arg), void *arg,
+    struct kms_status *st);
+
 /* One record as read back, valid during the callback. */
 struct audit_record {
 	uint64_t seq;

@@ -543,8 +543,12 @@ writer_checkpoint(struct audit *a)
 		pthread_cond_broadcast(&a->cond);
 		return;
 	}
-	/* Records queued while the HSM signed are not covered by it. */
-	a->since_cp = seq - a->base - size;
+	/*
+	 * Records queued while the HSM signed are not covered by it.  Without
+	 * the tree (v2 = no) a checkpoint counts as covering every record, as
+	 * the log before v2 did.
+	 */
+	a->since_cp = a->signer.no_tree ? 0 : seq - a->base - size;
 	a->cp_seq = seq;
 	metrics_audit_checkpoint(__atomic_load_n(&a->metrics,
 	    __ATOMIC_ACQUIRE), seq);
@@ -621,7 +625,8 @@ audit_writer_main(void *arg)
 		 * that cannot be written fails nothing already durable but
 		 * leaves proofs unavailable until the next start.
 		 */
-		if (r == 0 && (audit_tree_add_lines(a->tree, buf, len) != 0 ||
+		if (r == 0 && !a->signer.no_tree &&
+		    (audit_tree_add_lines(a->tree, buf, len) != 0 ||
 		    audit_tree_flush(a->tree) != 0))
 			log_error("audit: the Merkle tree of %s is incomplete "
 			    "until kmsd restarts", a->dir);

@@ -76,6 +76,13 @@ struct audit_signer {
 	 * write-once stores (NULL: not published).
 	 */
 	const char *publish_dir;
+	/*
+	 * [audit] v2 = no, for measuring what v2 costs only: the writer
+	 * hashes no leaves and writes no tree (checkpoints keep the tree as
+	 * it was at open); with mac and the anchor NULL too, this is the log
+	 * as it was before: a hash chain and signed checkpoints.
+	 */
+	int no_tree;
 };
 
 /*

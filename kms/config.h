@@ -28,6 +28,8 @@
  *   checkpoint_every = 1000         ; records between signed checkpoints
  *   checkpoint_seconds = 60         ; and at least this often (0: off)
  *   sync = yes                      ; no: skip fdatasync (benchmarks only)
+ *   v2 = yes                        ; no: no Merkle tree, batch seals or
+ *                                   ; HSM anchor (benchmarks only)
  *   max_watchers = 16               ; WatchAuditRecords streams open at once
  *   watch_queue = 1024              ; records queued per stream before a
  *                                   ; reader that cannot keep up is cut off
@@ -86,6 +88,7 @@ struct config {
 	int audit_sync;				/* 1: fdatasync every batch */
 	int audit_new_chain_on_tamper;		/* on_tamper = new-chain */
 	char audit_publish[CONFIG_PATH_MAX];	/* "": checkpoints not published */
+	int audit_v2;				/* 0: no tree, seals, anchor */
 	unsigned int audit_max_watchers;	/* 1 .. 1024 */
 	unsigned int audit_watch_queue;		/* 16 .. 1000000 */
 

@@ -397,6 +397,13 @@ service_open_audit(struct service *svc, const char *base,
 		signer.new_chain_reason = new_chain;
 		signer.publish_dir = cfg->audit_publish[0] != '\0' ?
 		    cfg->audit_publish : NULL;
+		if (!cfg->audit_v2) {
+			/* The log as it was before v2 (benchmarks only). */
+			signer.mac = NULL;
+			signer.anchor_get = NULL;
+			signer.anchor_set = NULL;
+			signer.no_tree = 1;
+		}
 		r = audit_open(cfg->audit_dir, chain, cfg->audit_segment_bytes,
 		    &signer, &svc->audit, st);
 		if (r != KMS_ERR_ALREADY_EXISTS)
@@ -405,6 +412,9 @@ service_open_audit(struct service *svc, const char *base,
 	}
 	if (r != 0)
 		return r;
+	if (!cfg->audit_v2)
+		log_warn("audit: v2 = no: no Merkle tree, batch seals or HSM "
+		    "anchor; use this for measurements only");
 	if (!cfg->audit_sync) {
 		log_warn("audit: sync = no: records are not fsync'd and a "
 		    "crash can lose them; use this for measurements only");

@@ -23,14 +23,17 @@
 #   BENCH_KEEP_PERF 1: keep their perf data in bench/results/perf-*.data
 #   BENCH_ONLY      floor: only kmsd against the floor (and its profiles);
 #                   the report then regenerates only their section of
-#                   docs/performance.md and the README's rows;
-#                   auditv2: only the audit log v2 against the log before
-#                   it (its section of docs/performance.md)
+#                   docs/performance.md and the README's rows.  pkcs11:
+#                   only the PKCS#11 module against kmsload (its section
+#                   of docs/performance.md).  auditv2: only the audit log
+#                   v2 against the log before it (its section of
+#                   docs/performance.md)
 #
 # A quick check of the whole run: BENCH_SECONDS=1 BENCH_KEYS=200
 # BENCH_START_RUNS=1 make bench (the results then miss the 10,000-key
 # targets, and say so).  kmsd against the floor alone, short:
-# BENCH_ONLY=floor BENCH_SECONDS=2 make bench.  The audit log's cost alone:
+# BENCH_ONLY=floor BENCH_SECONDS=2 make bench.  The module alone:
+# BENCH_ONLY=pkcs11 make bench.  The audit log's cost alone:
 # BENCH_ONLY=auditv2 BENCH_SECONDS=3 make bench.
 set -euo pipefail
 
@@ -185,10 +188,11 @@ auditv2_cmp() {
 
 ONLY=${BENCH_ONLY:-}
 case $ONLY in
-"" | floor | auditv2) ;;
-*) echo "bench: BENCH_ONLY is empty, floor or auditv2, not $ONLY" >&2
+"" | floor | pkcs11 | auditv2) ;;
+*) echo "bench: BENCH_ONLY is empty, floor, pkcs11 or auditv2, not $ONLY" >&2
    exit 2 ;;
 esac
+machine="$(nproc) cores, $(awk '/model name/ {sub(/.*: /, ""); print; exit}' /proc/cpuinfo), $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)"
 ROUNDS=${BENCH_ROUNDS:-3}
 WARMUP=${BENCH_WARMUP:-1}
 
@@ -203,7 +207,6 @@ fi
 # 2. kms, audit durable.
 start_kmsd "$HOME_DIR/bench-durable.conf" "$OUT/kmsd-durable.log"
 make_key bench/p256 EC_P256_SHA256
-machine="$(nproc) cores, $(awk '/model name/ {sub(/.*: /, ""); print; exit}' /proc/cpuinfo), $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)"
 if [ "$ONLY" = auditv2 ]; then
 	stop_kmsd
 	auditv2_cmp
@@ -212,7 +215,49 @@ if [ "$ONLY" = auditv2 ]; then
 	exit 0
 fi
 
-# 2a. kmsd against the floor: bench/floor.c on the same configuration
+# 2a. The PKCS#11 module (build/libkms-pkcs11.so): C_Sign (CKM_ECDSA, a
+# 32-byte digest) from 16 threads, one session each, through
+# tests/p11drive.c, then kmsload with 16 calls in flight on the same key
+# and the same client identity (ci), one run each, back to back.
+if [ "$ONLY" != floor ]; then
+	printf '[client]\naddr = %s\nca = %s\ncert = %s\nkey = %s\n' \
+	    "$ADDR" "$PKI/ca.pem" "$PKI/clients/ci.pem" \
+	    "$PKI/clients/ci.key" >"$HOME_DIR/pkcs11.conf"
+	add pkcs11-load-before "$(awk '{ printf "{\"load1\": %s}", $1 }' \
+	    /proc/loadavg)"
+	# A warm-up that is not counted, as for the floor below.
+	SECONDS_EACH=${BENCH_WARMUP:-1} load --key-name bench/p256 \
+	    --inflight 16 --threads 2 --digest-len 32 >/dev/null
+	# The module's CPU time comes from time(1) (user and system, every
+	# thread), kmsd's from /proc as for kmsload.
+	before=$(cpu_us "$pid")
+	res=$(KMS_PKCS11_CONFIG=$HOME_DIR/pkcs11.conf /usr/bin/time \
+	    -f 'cpu=%U+%S' "$BUILD/p11drive" "$BUILD/libkms-pkcs11.so" bench \
+	    bench/p256 ECDSA 16 "$SECONDS_EACH" 2>&1 || true)	# failures are counted
+	after=$(cpu_us "$pid")
+	# "threads=16 seconds=5.0 signatures=N failed=0 rate=R/s\ncpu=U+S"
+	add pkcs11-module-16 "$(echo "$res" | awk -v k=$((after - before)) '{
+	    for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+	} END {
+	    sub("/s", "", v["rate"]); split(v["cpu"], c, "+")
+	    n = v["signatures"] > 0 ? v["signatures"] : 1
+	    printf "{\"threads\": %d, \"seconds\": %s, \"ops\": %d, ", \
+	        v["threads"], v["seconds"], v["signatures"]
+	    printf "\"errors\": %d, \"ops_per_s\": %s, ", v["failed"], \
+	        v["rate"]
+	    printf "\"cpu_us_per_op\": %.1f, \"kmsd_cpu_us_per_op\": %.1f}", \
+	        (c[1] + c[2]) * 1e6 / n, k / n }')"
+	add pkcs11-kmsload-16 "$(load --key-name bench/p256 --inflight 16 \
+	    --threads 2 --digest-len 32)"
+	if [ "$ONLY" = pkcs11 ]; then
+		stop_kmsd
+		/usr/bin/python3 bench/report.py "$RESULTS" "$OUT" \
+		    "$machine" "$WORKERS" "$SECONDS_EACH" ""
+		exit 0
+	fi
+fi
+
+# 2b. kmsd against the floor: bench/floor.c on the same configuration
 # (certificates, CA, token, PIN file, workers) and the same key, both
 # running at once and loaded in turn by the same kmsload, floor then
 # kmsd, at 16 and 64 in flight, ROUNDS times.  Each run follows a

@@ -24,6 +24,7 @@
 
 #include "audit.h"
 #include "audit_int.h"
+#include "auditjson.h"
 #include "auditread.h"
 #include "audittree.h"
 #include "merkle.h"
@@ -104,14 +105,6 @@ now_rfc3339(char *buf, size_t len)
 	    (unsigned int)(ts.tv_nsec / 1000) % 1000000u);
 }
 
-/* Every record has every member, null when it does not apply. */
-static int
-set_str(json_t *o, const char *k, const char *v)
-{
-	return json_object_set_new(o, k, v == NULL ? json_null() :
-	    json_string(v));
-}
-
 /*
  * Builds the record for seq; the caller holds the lock (prev is read).
  * cp, when not NULL, is the checkpoint member.
@@ -120,46 +113,16 @@ static char *
 format_record(struct audit *a, const struct audit_event *ev, uint64_t seq,
     json_t *cp)
 {
-	char ts[48], hex[SHA256_DIGEST_LENGTH * 2 + 1];
-	json_t *o = NULL, *detail = NULL;
-	char *line = NULL;
+	struct auditjson_head h;
+	char ts[48];
 
-	if ((o = json_object()) == NULL)
-		return NULL;
 	now_rfc3339(ts, sizeof(ts));
-	if (json_object_set_new(o, "seq", json_integer((json_int_t)seq)) ||
-	    set_str(o, "time", ts) ||
-	    set_str(o, "chain", a->chain) ||
-	    set_str(o, "prev", a->prev) ||
-	    set_str(o, "identity", ev->identity) ||
-	    set_str(o, "fingerprint", ev->fingerprint) ||
-	    set_str(o, "peer", ev->peer) ||
-	    set_str(o, "rpc", ev->rpc) ||
-	    set_str(o, "key", ev->key) ||
-	    json_object_set_new(o, "version", ev->version == 0 ? json_null() :
-	    json_integer(ev->version)) ||
-	    set_str(o, "result", ev->result) ||
-	    set_str(o, "status", ev->status) ||
-	    set_str(o, "reason", ev->reason))
-		goto out;
-	if (ev->request_sha256 != NULL)
-		audit_hex(ev->request_sha256, SHA256_DIGEST_LENGTH, hex);
-	if (set_str(o, "request_sha256", ev->request_sha256 == NULL ? NULL :
-	    hex))
-		goto out;
-	if (ev->detail_json != NULL) {
-		if ((detail = json_loads(ev->detail_json, 0, NULL)) == NULL ||
-		    json_object_set(o, "detail", detail))
-			goto out;
-	}
-	if (cp != NULL && json_object_set(o, "checkpoint", cp))
-		goto out;
+	h.seq = seq;
+	h.time = ts;
+	h.chain = a->chain;
+	h.prev = a->prev;
 	/* Compact output holds no newline: one record, one line. */
-	line = json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII);
- out:
-	json_decref(detail);
-	json_decref(o);
-	return line;
+	return auditjson_record(&h, ev, cp);
 }
 
 static int
@@ -463,6 +426,18 @@ audit_anchor_parse(const char *v, struct anchor *an)
 	an->base = base;
 	an->size = size;
 	an->present = 1;
+	return 0;
+}
+
+int
+audit_anchor_position(const char *v, uint64_t *pos)
+{
+	struct anchor an;
+
+	*pos = 0;
+	if (audit_anchor_parse(v, &an) != 0)
+		return KMS_ERR_INVALID_ARGUMENT;
+	*pos = an.base + an.size;
 	return 0;
 }
 

@@ -72,6 +72,14 @@ audit_key_open(struct hsm *hsm, const char *chain, struct audit_key *k,
 	if (r != 0)
 		return kms_status_set(st, r, "cannot find or make the audit "
 		    "seal key %s: %s", k->seal_label, kms_strerror(r));
+	/*
+	 * Every batch is sealed: with the token object, SoftHSM2's file
+	 * store would re-read the key's file for each.  Without a copy the
+	 * token object serves.
+	 */
+	if (hsm_session_copy(k->s, k->seal, &k->seal_copy) != 0)
+		log_info("audit: seal key %s used from the token",
+		    k->seal_label);
 	r = hsm_find(k->s, HSM_OBJ_DATA, k->anchor_label, &k->anchor);
 	if (r == KMS_ERR_NOT_FOUND)
 		k->anchor = 0;
@@ -95,6 +103,13 @@ audit_key_mac(void *arg, const uint8_t *in, size_t len, uint8_t out[32])
 	struct audit_key *k = arg;
 	int r;
 
+	if (k->seal_copy != 0) {
+		if ((r = hsm_hmac(k->s, k->seal_copy, in, len, out)) !=
+		    KMS_ERR_STALE_HANDLE)
+			return r;
+		/* The session was reopened: its copy went with it. */
+		k->seal_copy = 0;
+	}
 	r = hsm_hmac(k->s, k->seal, in, len, out);
 	if (r == KMS_ERR_STALE_HANDLE &&
 	    hsm_find(k->s, HSM_OBJ_SECRET_KEY, k->seal_label, &k->seal) == 0)
@@ -111,6 +126,8 @@ audit_key_anchor_get(void *arg, char **value, size_t *len)
 
 	*value = NULL;
 	*len = 0;
+	if (k->aget != NULL)
+		return k->aget(k->aarg, k->anchor_label, value, len);
 	if (k->anchor == 0)
 		return KMS_ERR_NOT_FOUND;
 	r = hsm_data_get(k->s, k->anchor, &v, len);
@@ -128,11 +145,22 @@ audit_key_anchor_set(void *arg, const char *value, size_t len)
 {
 	struct audit_key *k = arg;
 
+	if (k->aset != NULL)
+		return k->aset(k->aarg, k->anchor_label, value, len);
 	if (k->anchor == 0)
 		return hsm_data_create(k->s, k->anchor_label,
 		    (const uint8_t *)value, len, &k->anchor);
 	return hsm_data_set(k->s, k->anchor_label, &k->anchor,
 	    (const uint8_t *)value, len);
+}
+
+void
+audit_key_anchor_elsewhere(struct audit_key *k, audit_anchor_get_fn *get,
+    audit_anchor_set_fn *set, void *arg)
+{
+	k->aget = get;
+	k->aset = set;
+	k->aarg = arg;
 }
 
 void

@@ -731,6 +731,24 @@ hsm_hmac(struct hsm_session *s, hsm_handle_t key, const uint8_t *in,
 	return outlen == HSM_HMAC_LEN ? 0 : KMS_ERR_HSM;
 }
 
+int
+hsm_session_copy(struct hsm_session *s, hsm_handle_t key, hsm_handle_t *copy)
+{
+	CK_BBOOL no = CK_FALSE;
+	CK_ATTRIBUTE tpl[] = { { CKA_TOKEN, &no, sizeof(no) } };
+	CK_OBJECT_HANDLE h = 0;
+	CK_RV rv;
+
+	*copy = 0;
+	hsm_store_lock(s);
+	P11_CALL(s, rv = s->hsm->f->C_CopyObject(s->h, key, tpl, 1, &h));
+	hsm_store_unlock(s);
+	if (rv != CKR_OK)
+		return hsm_map_rv("C_CopyObject", rv);
+	*copy = h;
+	return 0;
+}
+
 /*
  * The operations as the metrics count them (kms_hsm_operations_total):
  * each public entry point runs its _op and counts the result.

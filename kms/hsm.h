@@ -249,4 +249,14 @@ int hsm_generate_hmac_key(struct hsm_session *s, const char *label,
 int hsm_hmac(struct hsm_session *s, hsm_handle_t key, const uint8_t *in,
     size_t inlen, uint8_t out[HSM_HMAC_LEN]);
 
+/*
+ * A copy of key as a session object of s (C_CopyObject with CKA_TOKEN
+ * false): the same secret, still sensitive and never extractable, gone
+ * when s closes or is reopened.  SoftHSM2's file store re-reads a token
+ * object's file (open, lock, read) on every use, a session object lives
+ * in memory, so a key used on every batch costs less as its copy.
+ */
+int hsm_session_copy(struct hsm_session *s, hsm_handle_t key,
+    hsm_handle_t *copy);
+
 #endif /* KMS_HSM_H */

@@ -160,29 +160,21 @@ add_ext(X509 *x, X509V3_CTX *v3, int nid, const char *value)
 }
 
 /*
- * The unsigned certificate: a random serial, subject = issuer, valid
- * from now for days, pk, the signature algorithm a (a copy is kept), and
- * the extensions of a code-signing leaf.
+ * The unsigned certificate: a random serial, subject = issuer = name,
+ * valid from now for days, pk, the signature algorithm a (a copy is
+ * kept), and the extensions of a code-signing leaf.
  */
 static X509 *
-tbs_cert(EVP_PKEY *pk, const char *subject, long days, const X509_ALGOR *a)
+tbs_cert(EVP_PKEY *pk, const X509_NAME *name, long days, const X509_ALGOR *a)
 {
 	X509 *x = X509_new();
-	X509_NAME *name = X509_NAME_new();
 	X509_ALGOR *tbsalg;
 	BIGNUM *bn = NULL;
 	X509V3_CTX v3;
 	uint8_t serial[16];
 	int ok = 0;
 
-	if (x == NULL || name == NULL)
-		goto out;
-	if (parse_subject(subject, name) != 0) {
-		fprintf(stderr, "kmsctl: --subject: NAME=VALUE pairs, as "
-		    "CN=release,O=Example or /CN=release/O=Example\n");
-		goto out;
-	}
-	if (RAND_bytes(serial, sizeof(serial)) != 1)
+	if (x == NULL || RAND_bytes(serial, sizeof(serial)) != 1)
 		goto out;
 	serial[0] = (serial[0] & 0x7f) | 0x40;	/* positive, 16 bytes */
 	if ((bn = BN_bin2bn(serial, sizeof(serial), NULL)) == NULL ||
@@ -211,7 +203,6 @@ tbs_cert(EVP_PKEY *pk, const char *subject, long days, const X509_ALGOR *a)
 	ok = 1;
  out:
 	BN_free(bn);
-	X509_NAME_free(name);
 	if (!ok) {
 		X509_free(x);
 		x = NULL;
@@ -340,13 +331,14 @@ key_cert_self_sign(struct ctx *x, int argc, char **argv)
 	const EVP_MD *md = NULL;
 	ProtobufCMessage *resp = NULL;
 	const char *subject = NULL, *outpath = NULL;
-	char *dflt = NULL, *pem = NULL;
+	char *pem = NULL;
 	uint8_t *tbs = NULL, *sig = NULL;
 	size_t siglen, len;
 	uint32_t days = 365;
 	int ch, attach = 0, tbslen, r;
 	EVP_PKEY *pk = NULL;
 	X509_ALGOR *a = NULL;
+	X509_NAME *name = NULL;
 	X509 *unsigned_cert = NULL, *cert = NULL;
 	BIO *bio = NULL;
 	char *p;
@@ -382,11 +374,23 @@ key_cert_self_sign(struct ctx *x, int argc, char **argv)
 	if (optind != argc - 1 || (attach && outpath != NULL))
 		return die_usage(usage);
 	preq.name = argv[optind];
+	/* The subject is checked before any call: bad input changes nothing. */
+	if ((name = X509_NAME_new()) == NULL)
+		return KMSCTL_EXIT_IO;
+	if (subject != NULL ? parse_subject(subject, name) != 0 :
+	    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8,
+	    (const unsigned char *)preq.name, -1, -1, 0) != 1) {
+		X509_NAME_free(name);
+		return die_usage("--subject: NAME=VALUE pairs, as "
+		    "CN=release,O=Example or /CN=release/O=Example");
+	}
 
 	/* The version's public key and algorithm; the version resolved. */
 	if ((r = kmsctl_call(x, "GetPublicKey", &preq.base,
-	    &kms__v1__public_key__descriptor, &resp)) != 0)
+	    &kms__v1__public_key__descriptor, &resp)) != 0) {
+		X509_NAME_free(name);
 		return r;
+	}
 	pub = (Kms__V1__PublicKey *)resp;
 	r = KMSCTL_EXIT_REFUSED;
 	if ((alg = kms_alg_lookup(pub->algorithm)) == NULL || !alg->can_sign) {
@@ -403,22 +407,13 @@ key_cert_self_sign(struct ctx *x, int argc, char **argv)
 	if (alg->family != KMS_FAMILY_EDDSA)
 		md = alg->hash == KMS_HASH_SHA384 ? EVP_sha384() :
 		    EVP_sha256();
-	if (subject == NULL) {
-		len = strlen(preq.name) + 4;
-		if ((dflt = malloc(len)) == NULL) {
-			r = KMSCTL_EXIT_IO;
-			goto out;
-		}
-		snprintf(dflt, len, "CN=%s", preq.name);
-		subject = dflt;
-	}
 	if ((a = sig_algorithm(pk, alg, md)) == NULL) {
 		fprintf(stderr, "kmsctl: no certificate signature algorithm "
 		    "for %s\n", kms_alg_name(pub->algorithm));
 		goto out;
 	}
-	if ((unsigned_cert = tbs_cert(pk, subject, (long)days, a)) == NULL) {
-		r = subject == dflt ? KMSCTL_EXIT_IO : KMSCTL_EXIT_USAGE;
+	if ((unsigned_cert = tbs_cert(pk, name, (long)days, a)) == NULL) {
+		r = KMSCTL_EXIT_IO;
 		goto out;
 	}
 	if ((tbslen = i2d_re_X509_tbs(unsigned_cert, &tbs)) <= 0) {
@@ -457,7 +452,7 @@ key_cert_self_sign(struct ctx *x, int argc, char **argv)
 	X509_ALGOR_free(a);
 	EVP_PKEY_free(pk);
 	BIO_free(bio);
-	free(dflt);
+	X509_NAME_free(name);
 	protobuf_c_message_free_unpacked(resp, NULL);
 	return r;
 }

@@ -302,33 +302,49 @@ object_of(CK_OBJECT_HANDLE h, enum p11_kind *kind)
 }
 
 /*
- * Locks the module and finds session h: CKR_OK with the lock held and *s
- * set, or an error with the lock released.
+ * The entry points' one prologue and epilogue.  module_enter locks the
+ * module and checks that it is initialised in this process (not a forked
+ * child): CKR_OK with the lock held, or CKR_CRYPTOKI_NOT_INITIALIZED with
+ * it released.  session_enter also finds session h.  leave releases the
+ * lock and returns rv, so that an entry point ends with `return leave(rv)`.
  */
 static CK_RV
-enter(CK_SESSION_HANDLE h, struct session **s)
+module_enter(void)
 {
 	pthread_mutex_lock(&g.lock);
 	if (!ready()) {
 		pthread_mutex_unlock(&g.lock);
 		return CKR_CRYPTOKI_NOT_INITIALIZED;
 	}
-	if ((*s = session_of(h)) == NULL) {
-		pthread_mutex_unlock(&g.lock);
-		return CKR_SESSION_HANDLE_INVALID;
-	}
 	return CKR_OK;
 }
 
+static CK_RV
+leave(CK_RV rv)
+{
+	pthread_mutex_unlock(&g.lock);
+	return rv;
+}
+
+static CK_RV
+session_enter(CK_SESSION_HANDLE h, struct session **s)
+{
+	CK_RV rv;
+
+	if ((rv = module_enter()) != CKR_OK)
+		return rv;
+	if ((*s = session_of(h)) == NULL)
+		return leave(CKR_SESSION_HANDLE_INVALID);
+	return CKR_OK;
+}
+
+/* For the entry points that need no lock beyond the check. */
 static CK_RV
 check_ready(void)
 {
 	CK_RV rv;
 
-	pthread_mutex_lock(&g.lock);
-	rv = ready() ? CKR_OK : CKR_CRYPTOKI_NOT_INITIALIZED;
-	pthread_mutex_unlock(&g.lock);
-	return rv;
+	return (rv = module_enter()) != CKR_OK ? rv : leave(CKR_OK);
 }
 
 CK_RV
@@ -395,22 +411,19 @@ C_Initialize(CK_VOID_PTR init_args)
 	g.pid = getpid();
 	g.initialized = 1;
  out:
-	pthread_mutex_unlock(&g.lock);
-	return rv;
+	return leave(rv);
 }
 
 CK_RV
 C_Finalize(CK_VOID_PTR reserved)
 {
 	struct kmsclient *c;
+	CK_RV rv;
 
 	if (reserved != NULL)
 		return CKR_ARGUMENTS_BAD;
-	pthread_mutex_lock(&g.lock);
-	if (!ready()) {
-		pthread_mutex_unlock(&g.lock);
-		return CKR_CRYPTOKI_NOT_INITIALIZED;
-	}
+	if ((rv = module_enter()) != CKR_OK)
+		return rv;
 	c = g.client;
 	g.client = NULL;
 	drop_state();
@@ -486,15 +499,13 @@ C_GetTokenInfo(CK_SLOT_ID slot, CK_TOKEN_INFO_PTR info)
 {
 	CK_ULONG n = 0, rw = 0;
 	size_t i;
+	CK_RV rv;
 
 	if (info == NULL)
 		return slot != SLOT_ID ? CKR_SLOT_ID_INVALID :
 		    CKR_ARGUMENTS_BAD;
-	pthread_mutex_lock(&g.lock);
-	if (!ready()) {
-		pthread_mutex_unlock(&g.lock);
-		return CKR_CRYPTOKI_NOT_INITIALIZED;
-	}
+	if ((rv = module_enter()) != CKR_OK)
+		return rv;
 	for (i = 0; i < SESSIONS_MAX; i++)
 		if (g.sessions[i] != NULL) {
 			n++;
@@ -572,8 +583,8 @@ C_OpenSession(CK_SLOT_ID slot, CK_FLAGS flags, CK_VOID_PTR app,
     CK_NOTIFY notify, CK_SESSION_HANDLE_PTR out)
 {
 	struct session *s;
-	CK_RV rv = CKR_SESSION_COUNT;
 	size_t i;
+	CK_RV rv;
 
 	if (out == NULL)
 		return CKR_ARGUMENTS_BAD;
@@ -582,16 +593,10 @@ C_OpenSession(CK_SLOT_ID slot, CK_FLAGS flags, CK_VOID_PTR app,
 	if ((s = calloc(1, sizeof(*s))) == NULL)
 		return CKR_HOST_MEMORY;
 	s->flags = flags & (CKF_SERIAL_SESSION | CKF_RW_SESSION);
-	pthread_mutex_lock(&g.lock);
-	if (!ready()) {
-		rv = CKR_CRYPTOKI_NOT_INITIALIZED;
+	if ((rv = module_enter()) != CKR_OK)
 		goto out;
-	}
-	if (slot != SLOT_ID) {
-		rv = CKR_SLOT_ID_INVALID;
-		goto out;
-	}
-	for (i = 0; i < SESSIONS_MAX; i++)
+	rv = slot != SLOT_ID ? CKR_SLOT_ID_INVALID : CKR_SESSION_COUNT;
+	for (i = 0; slot == SLOT_ID && i < SESSIONS_MAX; i++)
 		if (g.sessions[i] == NULL) {
 			g.sessions[i] = s;
 			*out = (CK_SESSION_HANDLE)(i + 1);
@@ -599,8 +604,8 @@ C_OpenSession(CK_SLOT_ID slot, CK_FLAGS flags, CK_VOID_PTR app,
 			rv = CKR_OK;
 			break;
 		}
+	leave(rv);
  out:
-	pthread_mutex_unlock(&g.lock);
 	free(s);
 	return rv;
 }
@@ -611,7 +616,7 @@ C_CloseSession(CK_SESSION_HANDLE h)
 	struct session *s;
 	CK_RV rv;
 
-	if ((rv = enter(h, &s)) != CKR_OK)
+	if ((rv = session_enter(h, &s)) != CKR_OK)
 		return rv;
 	g.sessions[h - 1] = NULL;
 	pthread_mutex_unlock(&g.lock);
@@ -623,23 +628,18 @@ CK_RV
 C_CloseAllSessions(CK_SLOT_ID slot)
 {
 	size_t i;
+	CK_RV rv;
 
-	pthread_mutex_lock(&g.lock);
-	if (!ready()) {
-		pthread_mutex_unlock(&g.lock);
-		return CKR_CRYPTOKI_NOT_INITIALIZED;
-	}
-	if (slot != SLOT_ID) {
-		pthread_mutex_unlock(&g.lock);
-		return CKR_SLOT_ID_INVALID;
-	}
+	if ((rv = module_enter()) != CKR_OK)
+		return rv;
+	if (slot != SLOT_ID)
+		return leave(CKR_SLOT_ID_INVALID);
 	for (i = 0; i < SESSIONS_MAX; i++) {
 		session_free(g.sessions[i]);
 		g.sessions[i] = NULL;
 	}
 	g.logged_in = 0;
-	pthread_mutex_unlock(&g.lock);
-	return CKR_OK;
+	return leave(CKR_OK);
 }
 
 CK_RV
@@ -651,7 +651,7 @@ C_GetSessionInfo(CK_SESSION_HANDLE h, CK_SESSION_INFO_PTR info)
 
 	if (info == NULL)
 		return CKR_ARGUMENTS_BAD;
-	if ((rv = enter(h, &s)) != CKR_OK)
+	if ((rv = session_enter(h, &s)) != CKR_OK)
 		return rv;
 	rw = (s->flags & CKF_RW_SESSION) != 0;
 	memset(info, 0, sizeof(*info));
@@ -663,8 +663,7 @@ C_GetSessionInfo(CK_SESSION_HANDLE h, CK_SESSION_INFO_PTR info)
 	else
 		info->state = rw ? CKS_RW_PUBLIC_SESSION :
 		    CKS_RO_PUBLIC_SESSION;
-	pthread_mutex_unlock(&g.lock);
-	return CKR_OK;
+	return leave(CKR_OK);
 }
 
 /*
@@ -678,7 +677,7 @@ C_Login(CK_SESSION_HANDLE h, CK_USER_TYPE user, CK_UTF8CHAR_PTR pin,
 	struct session *s;
 	CK_RV rv;
 
-	if ((rv = enter(h, &s)) != CKR_OK)
+	if ((rv = session_enter(h, &s)) != CKR_OK)
 		return rv;
 	if (user != CKU_USER && user != CKU_SO && user != CKU_CONTEXT_SPECIFIC)
 		rv = CKR_USER_TYPE_INVALID;
@@ -686,8 +685,7 @@ C_Login(CK_SESSION_HANDLE h, CK_USER_TYPE user, CK_UTF8CHAR_PTR pin,
 		rv = CKR_USER_ALREADY_LOGGED_IN;
 	else
 		g.logged_in = 1;
-	pthread_mutex_unlock(&g.lock);
-	return rv;
+	return leave(rv);
 }
 
 CK_RV
@@ -696,12 +694,11 @@ C_Logout(CK_SESSION_HANDLE h)
 	struct session *s;
 	CK_RV rv;
 
-	if ((rv = enter(h, &s)) != CKR_OK)
+	if ((rv = session_enter(h, &s)) != CKR_OK)
 		return rv;
 	rv = g.logged_in ? CKR_OK : CKR_USER_NOT_LOGGED_IN;
 	g.logged_in = 0;
-	pthread_mutex_unlock(&g.lock);
-	return rv;
+	return leave(rv);
 }
 
 CK_RV
@@ -715,14 +712,13 @@ C_GetAttributeValue(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE obj,
 
 	if (tmpl == NULL && n > 0)
 		return CKR_ARGUMENTS_BAD;
-	if ((rv = enter(h, &s)) != CKR_OK)
+	if ((rv = session_enter(h, &s)) != CKR_OK)
 		return rv;
 	if ((k = object_of(obj, &kind)) == NULL)
 		rv = CKR_OBJECT_HANDLE_INVALID;
 	else
 		rv = p11_obj_get(k, kind, tmpl, n);
-	pthread_mutex_unlock(&g.lock);
-	return rv;
+	return leave(rv);
 }
 
 /*
@@ -804,13 +800,13 @@ C_FindObjectsInit(CK_SESSION_HANDLE h, CK_ATTRIBUTE_PTR tmpl, CK_ULONG n)
 
 	if (tmpl == NULL && n > 0)
 		return CKR_ARGUMENTS_BAD;
-	if ((rv = enter(h, &s)) != CKR_OK)
+	if ((rv = session_enter(h, &s)) != CKR_OK)
 		return rv;
 	rv = s->finding ? CKR_OPERATION_ACTIVE : CKR_OK;
 	pthread_mutex_unlock(&g.lock);
 	if (rv != CKR_OK || (rv = refresh_keys()) != CKR_OK)
 		return rv;
-	if ((rv = enter(h, &s)) != CKR_OK)
+	if ((rv = session_enter(h, &s)) != CKR_OK)
 		return rv;
 	if (s->finding) {
 		rv = CKR_OPERATION_ACTIVE;
@@ -847,15 +843,14 @@ C_FindObjects(CK_SESSION_HANDLE h, CK_OBJECT_HANDLE_PTR out, CK_ULONG max,
 
 	if (out == NULL || count == NULL)
 		return CKR_ARGUMENTS_BAD;
-	if ((rv = enter(h, &s)) != CKR_OK)
+	if ((rv = session_enter(h, &s)) != CKR_OK)
 		return rv;
 	*count = 0;
 	if (!s->finding)
 		rv = CKR_OPERATION_NOT_INITIALIZED;
 	while (rv == CKR_OK && *count < max && s->pos < s->nfound)
 		out[(*count)++] = s->found[s->pos++];
-	pthread_mutex_unlock(&g.lock);
-	return rv;
+	return leave(rv);
 }
 
 CK_RV
@@ -864,7 +859,7 @@ C_FindObjectsFinal(CK_SESSION_HANDLE h)
 	struct session *s;
 	CK_RV rv;
 
-	if ((rv = enter(h, &s)) != CKR_OK)
+	if ((rv = session_enter(h, &s)) != CKR_OK)
 		return rv;
 	if (!s->finding)
 		rv = CKR_OPERATION_NOT_INITIALIZED;
@@ -872,8 +867,7 @@ C_FindObjectsFinal(CK_SESSION_HANDLE h)
 	s->found = NULL;
 	s->nfound = s->pos = 0;
 	s->finding = 0;
-	pthread_mutex_unlock(&g.lock);
-	return rv;
+	return leave(rv);
 }
 
 /* C_SignInit and C_VerifyInit: the key, mechanism and running hash. */
@@ -890,7 +884,7 @@ op_init(CK_SESSION_HANDLE h, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE key,
 
 	if (m == NULL)
 		return CKR_ARGUMENTS_BAD;
-	if ((rv = enter(h, &s)) != CKR_OK)
+	if ((rv = session_enter(h, &s)) != CKR_OK)
 		return rv;
 	op = verify ? &s->verify : &s->sign;
 	if (op->active) {
@@ -931,8 +925,7 @@ op_init(CK_SESSION_HANDLE h, CK_MECHANISM_PTR m, CK_OBJECT_HANDLE key,
 	op->mech = m->mechanism;
 	op->active = 1;
  out:
-	pthread_mutex_unlock(&g.lock);
-	return rv;
+	return leave(rv);
 }
 
 CK_RV
@@ -959,7 +952,7 @@ op_update(CK_SESSION_HANDLE h, CK_BYTE_PTR part, CK_ULONG len, int verify)
 
 	if (part == NULL && len > 0)
 		return CKR_ARGUMENTS_BAD;
-	if ((rv = enter(h, &s)) != CKR_OK)
+	if ((rv = session_enter(h, &s)) != CKR_OK)
 		return rv;
 	op = verify ? &s->verify : &s->sign;
 	if (!op->active) {
@@ -1000,8 +993,7 @@ op_update(CK_SESSION_HANDLE h, CK_BYTE_PTR part, CK_ULONG len, int verify)
  out:
 	if (rv != CKR_OK)
 		op_clear(op);
-	pthread_mutex_unlock(&g.lock);
-	return rv;
+	return leave(rv);
 }
 
 CK_RV
@@ -1107,18 +1099,16 @@ sign_finish(CK_SESSION_HANDLE h, const uint8_t *data, size_t len,
 	memset(&j, 0, sizeof(j));
 	if (siglen == NULL || (single && data == NULL && len > 0))
 		return CKR_ARGUMENTS_BAD;
-	if ((rv = enter(h, &s)) != CKR_OK)
+	if ((rv = session_enter(h, &s)) != CKR_OK)
 		return rv;
 	if (!s->sign.active) {
-		pthread_mutex_unlock(&g.lock);
-		return CKR_OPERATION_NOT_INITIALIZED;
+		return leave(CKR_OPERATION_NOT_INITIALIZED);
 	}
 	want = p11_sig_len(s->sign.alg);
 	if (sig == NULL || *siglen < want) {
 		rv = sig == NULL ? CKR_OK : CKR_BUFFER_TOO_SMALL;
 		*siglen = want;
-		pthread_mutex_unlock(&g.lock);
-		return rv;
+		return leave(rv);
 	}
 	rv = take_job(&s->sign, data, len, single, &j);
 	c = g.client;
@@ -1180,11 +1170,10 @@ verify_finish(CK_SESSION_HANDLE h, const uint8_t *data, size_t len,
 
 	if (sig == NULL || (single && data == NULL && len > 0))
 		return CKR_ARGUMENTS_BAD;
-	if ((rv = enter(h, &s)) != CKR_OK)
+	if ((rv = session_enter(h, &s)) != CKR_OK)
 		return rv;
 	if (!s->verify.active) {
-		pthread_mutex_unlock(&g.lock);
-		return CKR_OPERATION_NOT_INITIALIZED;
+		return leave(CKR_OPERATION_NOT_INITIALIZED);
 	}
 	rv = take_job(&s->verify, data, len, single, &j);
 	pthread_mutex_unlock(&g.lock);

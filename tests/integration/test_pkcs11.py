@@ -797,6 +797,16 @@ def test_self_signed_certificates(p11, certs, w):
     assert "jar verified." in out, out
     assert "CN=self ec384" in out, out
 
+    # Without --subject the certificate names the key; without -o it is
+    # printed.
+    pem = p11.kmsd.kmsctl("key", "cert", "self-sign", KEYS["ec256"][0]).stdout
+    (w / "default.pem").write_bytes(pem)
+    text = run(["openssl", "x509", "-in", w / "default.pem", "-noout",
+                "-subject", "-enddate"]).stdout.decode()
+    assert "subject=CN = %s\n" % KEYS["ec256"][0] in text, text
+    run(["openssl", "verify", "-CAfile", w / "default.pem",
+         w / "default.pem"])
+
     # Bad input is refused before any Sign.
     before = audit_signs(p11.kmsd, KEYS["ec256"][0])
     for extra in (["--subject", "no equals sign"], ["--subject", "XX=a"],

@@ -24,8 +24,11 @@
 #include <openssl/ec.h>
 #include <openssl/evp.h>
 #include <openssl/x509.h>
+#include <jansson.h>
 
 #include "audit.h"
+#include "auditjson.h"
+#include "auditjson_ref.h"
 #include "auditread.h"
 #include "kmserr.h"
 
@@ -554,6 +557,118 @@ test_parse_time(void **state)
 	assert_int_not_equal(audit_parse_time("yesterday", &t), 0);
 }
 
+/*
+ * The audit record's encoder (auditjson.c) against jansson, which wrote
+ * the log before it: the same object must give the same bytes, and a
+ * string jansson refuses must be refused.
+ */
+static char *
+jansson_quote(const char *s)
+{
+	json_t *v;
+	char *out;
+
+	if ((v = json_string(s)) == NULL)
+		return NULL;
+	out = json_dumps(v, JSON_COMPACT | JSON_ENSURE_ASCII | JSON_ENCODE_ANY);
+	json_decref(v);
+	return out;
+}
+
+/* Both texts the same, or both refused; frees them. */
+static void
+assert_same_text(char *a, char *b)
+{
+	if (b == NULL)
+		assert_null(a);
+	else {
+		assert_non_null(a);
+		assert_string_equal(a, b);
+	}
+	free(a);
+	free(b);
+}
+
+static void
+assert_same_quote(const char *s)
+{
+	assert_same_text(auditjson_quote(s), jansson_quote(s));
+}
+
+static const char *const tricky[] = {
+	"", "plain", "quote\" and \\ backslash", "slash / stays",
+	"\b\f\n\r\t", "\x01\x02\x1f\x7f", "caf\xc3\xa9", "\xe2\x82\xac euro",
+	"\xf0\x9f\x94\x91 key", "\xf4\x8f\xbf\xbf", "\xef\xbb\xbf bom",
+	"\xed\x9f\xbf", "\xee\x80\x80",
+	/* Refused by json_string(): */
+	"\xc3", "\xc0\x80", "\xc1\xbf", "\xe0\x80\xaf", "\xed\xa0\x80",
+	"\xf0\x80\x80\x80", "\xf4\x90\x80\x80", "\xf5\x80\x80\x80", "\x80",
+	"ok\xbf", "\xe2\x82", "\xff",
+};
+
+static void
+test_record_encoder_matches_jansson(void **state)
+{
+	static const uint8_t digest[32] = { 0x00, 0x01, 0xab, 0xff, 0x10 };
+	struct auditjson_head h = { 18446744073709551615ULL / 2,
+	    "2026-12-04T21:00:00.000001Z", "127.0.0.1_7443",
+	    "00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff00ff" };
+	struct audit_event ev;
+	unsigned char buf[24];
+	json_t *cp;
+	size_t i, j, n;
+	unsigned int seed = 1;
+
+	(void)state;
+	for (i = 0; i < sizeof(tricky) / sizeof(tricky[0]); i++)
+		assert_same_quote(tricky[i]);
+	/* Random bytes: the valid UTF-8 among them and the invalid. */
+	for (i = 0; i < 20000; i++) {
+		n = (size_t)(rand_r(&seed) % (sizeof(buf) - 1));
+		for (j = 0; j < n; j++) {
+			do
+				buf[j] = (unsigned char)rand_r(&seed);
+			while (buf[j] == 0);
+			/* Mostly UTF-8 lead and continuation bytes. */
+			if (rand_r(&seed) % 2)
+				buf[j] |= 0x80;
+		}
+		buf[n] = '\0';
+		assert_same_quote((const char *)buf);
+	}
+
+	cp = json_pack("{s:s}", "note", "kms/x\n42\nQUJD\n\n\xe2\x80\x94 kms "
+	    "c2lnbmF0dXJl\n");
+	assert_non_null(cp);
+	for (i = 0; i < sizeof(tricky) / sizeof(tricky[0]); i++) {
+		memset(&ev, 0, sizeof(ev));
+		ev.identity = tricky[i];
+		ev.fingerprint = i % 2 ? NULL : "ab";
+		ev.peer = "ipv6:[::1]:5000";
+		ev.rpc = "Sign";
+		ev.key = i % 3 ? tricky[(i + 1) %
+		    (sizeof(tricky) / sizeof(tricky[0]))] : NULL;
+		ev.version = (uint32_t)(i % 4 == 0 ? 0 : i == 5 ? 4294967295u :
+		    i);
+		ev.result = "denied";
+		ev.status = "PERMISSION_DENIED";
+		ev.reason = i % 2 ? "no rule \"allows\" it\n" : NULL;
+		ev.request_sha256 = i % 2 ? digest : NULL;
+		ev.detail_json = i % 4 == 1 ? "{ \"b\" : 1.5e3, \"a\": "
+		    "[true, null, \"\\u00e9\\/\"], \"c\": {} }" :
+		    i % 4 == 3 ? "{\"cert_chain\":\"x\"}" : NULL;
+		h.seq = i;
+		assert_same_text(auditjson_record(&h, &ev, i % 5 == 2 ? cp :
+		    NULL), jansson_record(&h, &ev, i % 5 == 2 ? cp : NULL));
+	}
+	/* Bad detail text is refused by both. */
+	memset(&ev, 0, sizeof(ev));
+	ev.rpc = "Sign";
+	ev.detail_json = "{\"a\":";
+	assert_null(auditjson_record(&h, &ev, NULL));
+	json_decref(cp);
+}
+
 int
 main(void)
 {
@@ -579,6 +694,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_chain_is_locked, setup,
 		    teardown),
 		cmocka_unit_test(test_parse_time),
+		cmocka_unit_test(test_record_encoder_matches_jansson),
 		cmocka_unit_test_setup_teardown(test_tail_of_a_long_segment,
 		    setup, teardown),
 	};

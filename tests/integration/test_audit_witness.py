@@ -34,17 +34,24 @@ def witness(k, state, wkey, check=True):
                     "--pubkey", k.pinned, identity="auditor", check=check)
 
 
-def test_witness_cosigns_and_refuses_a_fork(tmp_path):
+def started(tmp_path, key):
+    """kmsd on a home of its own with one P-256 key, its audit key pinned
+    in k.pinned."""
     home = make_home(tmp_path, "home", AUDIT_CONF)
     k = Kmsd(home, tmp_path / "work")
     k.start()
-    k.key = "release/witness/p256"
+    k.key = key
     k.client("officer").kms.CreateKey(
         pb.CreateKeyRequest(name=k.key, algorithm=pb.EC_P256_SHA256),
         timeout=60)
     k.pinned = tmp_path / "audit-key.pem"
     k.pinned.write_text(k.client("auditor").kms.ListAuditRecords(
         pb.ListAuditRecordsRequest(limit=1), timeout=30).audit_key_pem)
+    return home, k
+
+
+def test_witness_cosigns_and_refuses_a_fork(tmp_path):
+    home, k = started(tmp_path, "release/witness/p256")
     wkey = tmp_path / "witness.pem"
     run(["openssl", "genpkey", "-algorithm", "ed25519", "-out", wkey])
     wpub = tlog.load_pem_public(run(["openssl", "pkey", "-in", wkey,
@@ -90,16 +97,7 @@ def verify(path, *args):
 
 
 def test_verify_requires_the_witness_cosignature(tmp_path):
-    home = make_home(tmp_path, "home", AUDIT_CONF)
-    k = Kmsd(home, tmp_path / "work")
-    k.start()
-    k.key = "release/witness/verify"
-    k.client("officer").kms.CreateKey(
-        pb.CreateKeyRequest(name=k.key, algorithm=pb.EC_P256_SHA256),
-        timeout=60)
-    k.pinned = tmp_path / "audit-key.pem"
-    k.pinned.write_text(k.client("auditor").kms.ListAuditRecords(
-        pb.ListAuditRecordsRequest(limit=1), timeout=30).audit_key_pem)
+    home, k = started(tmp_path, "release/witness/verify")
     keys = {}
     for w in ("witness", "other"):
         keys[w] = tmp_path / (w + ".pem")

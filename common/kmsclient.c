@@ -17,6 +17,7 @@
 
 #include <openssl/crypto.h>
 
+#include "grpcbuf.h"
 #include "kmsclient.h"
 #include "kmserr.h"
 
@@ -168,17 +169,6 @@ kmsclient_open(const struct kmsclient_opts *o, struct kmsclient **out,
 	return r;
 }
 
-static void
-cq_destroy(grpc_completion_queue *cq)
-{
-	grpc_completion_queue_shutdown(cq);
-	while (grpc_completion_queue_pluck(cq, NULL,
-	    gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
-	    GRPC_QUEUE_SHUTDOWN)
-		;
-	grpc_completion_queue_destroy(cq);
-}
-
 void
 kmsclient_close(struct kmsclient *c)
 {
@@ -186,28 +176,9 @@ kmsclient_close(struct kmsclient *c)
 		return;
 	grpc_channel_destroy(c->ch);
 	if (c->cq != NULL)
-		cq_destroy(c->cq);
+		grpcbuf_cq_destroy(c->cq);
 	free(c);
 	grpc_shutdown();
-}
-
-/* Unpacks one reply message; the wire bytes are wiped (unwrapped keys). */
-static ProtobufCMessage *
-unpack_reply(grpc_byte_buffer *bb, const ProtobufCMessageDescriptor *desc)
-{
-	grpc_byte_buffer_reader rd;
-	ProtobufCMessage *m;
-	grpc_slice s;
-
-	if (!grpc_byte_buffer_reader_init(&rd, bb))
-		return NULL;
-	s = grpc_byte_buffer_reader_readall(&rd);
-	grpc_byte_buffer_reader_destroy(&rd);
-	m = protobuf_c_message_unpack(desc, NULL, GRPC_SLICE_LENGTH(s),
-	    GRPC_SLICE_START_PTR(s));
-	OPENSSL_cleanse(GRPC_SLICE_START_PTR(s), GRPC_SLICE_LENGTH(s));
-	grpc_slice_unref(s);
-	return m;
 }
 
 /* The waits below end at the latest with the call's own deadline. */
@@ -317,7 +288,7 @@ kmsclient_call_stream(struct kmsclient *c, const char *method,
 		/* No message: the stream ended (the status says how). */
 		if (ev.type != GRPC_OP_COMPLETE || !ev.success || recv == NULL)
 			break;
-		m = unpack_reply(recv, resp_desc);
+		m = grpcbuf_unpack(recv, resp_desc);
 		grpc_byte_buffer_destroy(recv);
 		recv = NULL;
 		if (m == NULL) {
@@ -373,7 +344,7 @@ kmsclient_call_stream(struct kmsclient *c, const char *method,
 	if (call != NULL)
 		grpc_call_unref(call);
 	if (cq != NULL && cq != c->cq)
-		cq_destroy(cq);
+		grpcbuf_cq_destroy(cq);
 	return r;
 }
 

@@ -16,6 +16,7 @@ enum {
 	GRPC_PERMISSION_DENIED = 7,
 	GRPC_RESOURCE_EXHAUSTED = 8,
 	GRPC_FAILED_PRECONDITION = 9,
+	GRPC_ABORTED = 10,
 	GRPC_UNIMPLEMENTED = 12,
 	GRPC_INTERNAL = 13,
 	GRPC_UNAVAILABLE = 14,
@@ -45,6 +46,7 @@ static const struct {
 	{ KMS_ERR_RESOURCE_EXHAUSTED, GRPC_RESOURCE_EXHAUSTED, "resource exhausted" },
 	{ KMS_ERR_STALE_HANDLE, GRPC_UNAVAILABLE, "stale HSM object handle" },
 	{ KMS_ERR_VERIFY_FAILED, GRPC_INVALID_ARGUMENT, "verification failed" },
+	{ KMS_ERR_CONFLICT, GRPC_ABORTED, "changed concurrently" },
 };
 
 const char *

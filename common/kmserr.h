@@ -29,7 +29,8 @@ enum kms_err {
 	KMS_ERR_RESOURCE_EXHAUSTED = -15, /* too large or too many */
 	KMS_ERR_STALE_HANDLE = -16,	/* cached HSM object handle no longer valid: look it up again */
 	KMS_ERR_VERIFY_FAILED = -17,	/* a signature or MAC did not verify */
-	KMS_ERR_LAST = -18
+	KMS_ERR_CONFLICT = -18,		/* the store changed meanwhile: read it again */
+	KMS_ERR_LAST = -19
 };
 
 /* A human-readable, static description of an error code. */

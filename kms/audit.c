@@ -429,6 +429,18 @@ audit_anchor_parse(const char *v, struct anchor *an)
 	return 0;
 }
 
+int
+audit_anchor_position(const char *v, uint64_t *pos)
+{
+	struct anchor an;
+
+	*pos = 0;
+	if (audit_anchor_parse(v, &an) != 0)
+		return KMS_ERR_INVALID_ARGUMENT;
+	*pos = an.base + an.size;
+	return 0;
+}
+
 /*
  * Signs a checkpoint of the tree as the writer has built it and queues
  * it as a record.  Called by the writer thread with the lock held; the

@@ -136,6 +136,13 @@ int audit_submit(struct audit *a, const struct audit_event *ev,
 int audit_append(struct audit *a, const struct audit_event *ev,
     uint64_t *seq);
 
+/*
+ * Where the text of a chain's HSM anchor stands: the first seq plus the
+ * size of the checkpoint it anchors, which only grows as the chain and
+ * its successors grow.  KMS_ERR_INVALID_ARGUMENT when v is no anchor.
+ */
+int audit_anchor_position(const char *v, uint64_t *pos);
+
 /* The chain directory, e.g. "var/audit/127.0.0.1_7443". */
 const char *audit_chain_dir(const struct audit *a);
 /* The chain's name, e.g. "127.0.0.1_7443". */

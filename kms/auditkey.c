@@ -126,6 +126,8 @@ audit_key_anchor_get(void *arg, char **value, size_t *len)
 
 	*value = NULL;
 	*len = 0;
+	if (k->aget != NULL)
+		return k->aget(k->aarg, k->anchor_label, value, len);
 	if (k->anchor == 0)
 		return KMS_ERR_NOT_FOUND;
 	r = hsm_data_get(k->s, k->anchor, &v, len);
@@ -143,11 +145,22 @@ audit_key_anchor_set(void *arg, const char *value, size_t len)
 {
 	struct audit_key *k = arg;
 
+	if (k->aset != NULL)
+		return k->aset(k->aarg, k->anchor_label, value, len);
 	if (k->anchor == 0)
 		return hsm_data_create(k->s, k->anchor_label,
 		    (const uint8_t *)value, len, &k->anchor);
 	return hsm_data_set(k->s, k->anchor_label, &k->anchor,
 	    (const uint8_t *)value, len);
+}
+
+void
+audit_key_anchor_elsewhere(struct audit_key *k, audit_anchor_get_fn *get,
+    audit_anchor_set_fn *set, void *arg)
+{
+	k->aget = get;
+	k->aset = set;
+	k->aarg = arg;
 }
 
 void

@@ -23,6 +23,15 @@
 
 struct kms_status;
 
+/*
+ * An anchor kept outside the token, by its label: *value (malloc'd) or
+ * KMS_ERR_NOT_FOUND; set replaces it.
+ */
+typedef int audit_anchor_get_fn(void *arg, const char *label, char **value,
+    size_t *len);
+typedef int audit_anchor_set_fn(void *arg, const char *label,
+    const char *value, size_t len);
+
 struct audit_key {
 	struct hsm_session *s;
 	const struct kms_alg_info *alg;
@@ -35,6 +44,10 @@ struct audit_key {
 	char anchor_label[HSM_LABEL_MAX + 16];
 	hsm_handle_t seal, anchor;
 	hsm_handle_t seal_copy;		/* seal as a session object, or 0 */
+	/* The anchor kept elsewhere (audit_key_anchor_elsewhere), or NULL. */
+	audit_anchor_get_fn *aget;
+	audit_anchor_set_fn *aset;
+	void *aarg;
 };
 
 /*
@@ -66,6 +79,13 @@ int audit_key_mac(void *arg, const uint8_t *in, size_t len,
 int audit_key_anchor_get(void *arg, char **value, size_t *len);
 /* Replaces the anchor's value. */
 int audit_key_anchor_set(void *arg, const char *value, size_t len);
+/*
+ * Keeps the anchor with get and set (arg) instead of in a data object on
+ * the token: where the token must hold key objects only (the etcd store,
+ * docs/etcd.md).
+ */
+void audit_key_anchor_elsewhere(struct audit_key *k, audit_anchor_get_fn *get,
+    audit_anchor_set_fn *set, void *arg);
 
 /* Closes its session and frees it; a zeroed k is a no-op. */
 void audit_key_close(struct audit_key *k);

@@ -62,6 +62,9 @@ config_defaults(struct config *cfg)
 	cfg->keys_min_rotation_period = 3600;
 	cfg->keys_sync_ms = 1000;
 	strcpy(cfg->keys_lock_file, "keys.lock");
+	cfg->store_backend = CONFIG_STORE_TOKEN;
+	strcpy(cfg->store_prefix, "/kms/");
+	cfg->store_timeout_ms = 2000;
 }
 
 static int fail(struct parse_ctx *c, const char *fmt, ...)
@@ -328,6 +331,43 @@ keys_key(struct parse_ctx *c, const char *key, const char *value)
 }
 
 static int
+store_key(struct parse_ctx *c, const char *key, const char *value)
+{
+	struct config *cfg = c->cfg;
+
+	if (strcmp(key, "backend") == 0) {
+		if (strcmp(value, "token") == 0)
+			cfg->store_backend = CONFIG_STORE_TOKEN;
+		else if (strcmp(value, "etcd") == 0)
+			cfg->store_backend = CONFIG_STORE_ETCD;
+		else
+			return fail(c, "backend is token or etcd, not "
+			    "\"%.64s\"", value);
+		return 1;
+	}
+	if (strcmp(key, "endpoints") == 0)
+		return set_string(c, cfg->store_endpoints,
+		    sizeof(cfg->store_endpoints), key, value);
+	if (strcmp(key, "ca") == 0)
+		return set_path(c, cfg->store_ca, key, value);
+	if (strcmp(key, "cert") == 0)
+		return set_path(c, cfg->store_cert, key, value);
+	if (strcmp(key, "key") == 0)
+		return set_path(c, cfg->store_key, key, value);
+	if (strcmp(key, "prefix") == 0) {
+		if (*value != '/' || strchr(value, ' ') != NULL)
+			return fail(c, "prefix must start with / and hold no "
+			    "space");
+		return set_string(c, cfg->store_prefix,
+		    sizeof(cfg->store_prefix), key, value);
+	}
+	if (strcmp(key, "timeout_ms") == 0)
+		return set_uint(c, &cfg->store_timeout_ms, key, value, 100,
+		    60000);
+	return fail(c, "unknown key \"%.64s\" in [store]", key);
+}
+
+static int
 handler(void *user, const char *section, const char *key, const char *value)
 {
 	struct parse_ctx *c = user;
@@ -353,9 +393,36 @@ handler(void *user, const char *section, const char *key, const char *value)
 	}
 	if (strcmp(section, "keys") == 0)
 		return keys_key(c, key, value);
+	if (strcmp(section, "store") == 0)
+		return store_key(c, key, value);
 	if (*section == '\0')
 		return fail(c, "\"%.64s\" is outside any [section]", key);
 	return fail(c, "unknown section [%.64s]", section);
+}
+
+/* What the [store] keys must say together. */
+static int
+check_store(const char *path, const struct config *cfg,
+    struct kms_status *st)
+{
+	int tls = (cfg->store_ca[0] != '\0') + (cfg->store_cert[0] != '\0') +
+	    (cfg->store_key[0] != '\0');
+
+	if (cfg->store_backend != CONFIG_STORE_ETCD) {
+		if (cfg->store_endpoints[0] != '\0' || tls != 0)
+			return kms_status_set(st, KMS_ERR_CONFIG, "%s: [store] "
+			    "endpoints, ca, cert and key are for backend = "
+			    "etcd", path);
+		return 0;
+	}
+	if (cfg->store_endpoints[0] == '\0')
+		return kms_status_set(st, KMS_ERR_CONFIG, "%s: [store] backend "
+		    "= etcd needs endpoints (host:port, ...)", path);
+	if (tls != 0 && tls != 3)
+		return kms_status_set(st, KMS_ERR_CONFIG, "%s: [store] ca, cert "
+		    "and key go together (TLS to etcd), or none of them "
+		    "(plaintext, loopback endpoints only)", path);
+	return 0;
 }
 
 int
@@ -410,5 +477,5 @@ config_load(const char *path, struct config *cfg, struct kms_status *st)
 		    "(%zu) + 65536", path, line, cfg->max_message_bytes,
 		    cfg->max_data_bytes);
 	}
-	return 0;
+	return check_store(path, cfg, st);
 }

@@ -36,6 +36,14 @@
  *                                   ; due rotations and destructions run
  *   lock_file = keys.lock           ; serialises key changes between the
  *                                   ; instances of one host (see keystore.c)
+ *   [store]                         ; where key metadata lives (docs/etcd.md)
+ *   backend = token                 ; token (default) or etcd
+ *   endpoints = 127.0.0.1:2379, ... ; etcd's client URLs (backend = etcd)
+ *   ca = pki/etcd-ca.pem            ; TLS to etcd: ca, cert and key together;
+ *   cert = pki/etcd-client.pem      ; none of them: plaintext, loopback
+ *   key = pki/etcd-client.key       ; endpoints only
+ *   prefix = /kms/                  ; every etcd key of kms starts with it
+ *   timeout_ms = 2000               ; each etcd call's deadline (100..60000)
  *
  * Relative paths are taken relative to the directory of the config file.
  */
@@ -88,7 +96,14 @@ struct config {
 	int64_t keys_min_rotation_period;	/* 1 s .. 1 year */
 	unsigned int keys_sync_ms;		/* 50 .. 60000 */
 	char keys_lock_file[CONFIG_PATH_MAX];
-	enum config_store store_backend;	/* [store] backend */
+
+	enum config_store store_backend;
+	char store_endpoints[1024];
+	char store_ca[CONFIG_PATH_MAX];		/* "": plaintext */
+	char store_cert[CONFIG_PATH_MAX];
+	char store_key[CONFIG_PATH_MAX];
+	char store_prefix[201];			/* STORE_ETCD_PREFIX_MAX */
+	unsigned int store_timeout_ms;		/* 100 .. 60000 */
 };
 
 /* Fills cfg with the defaults above (paths relative to the current directory). */

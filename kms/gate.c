@@ -377,6 +377,11 @@ service_open_audit(struct service *svc, const char *base,
 		audit_key_close(akey);
 		if ((r = audit_key_open(svc->hsm, chain, akey, st)) != 0)
 			return r;
+		/* With etcd, the token holds key objects only. */
+		if (svc->ks != NULL &&
+		    store_etcd_client(keystore_store(svc->ks), NULL) != NULL)
+			audit_key_anchor_elsewhere(akey, store_etcd_value_get,
+			    store_etcd_value_set, keystore_store(svc->ks));
 		memset(&signer, 0, sizeof(signer));
 		signer.sign = audit_key_sign;
 		signer.arg = akey;

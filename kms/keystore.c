@@ -306,7 +306,7 @@ keystore_open_store(struct store *sto, struct hsm_session *s,
 	if ((r = store_list(sto, s, load_one, &lc)) != 0) {
 		keystore_free(ks);
 		return kms_status_set(st, r, "cannot load key metadata from "
-		    "the token: %s", kms_strerror(r));
+		    "the store: %s", kms_strerror(r));
 	}
 	log_info("keystore: %zu keys loaded, %zu objects skipped",
 	    ks->count, lc.skipped);
@@ -332,6 +332,12 @@ struct store *
 keystore_store(struct keystore *ks)
 {
 	return ks->store;
+}
+
+int
+keystore_set_notify(struct keystore *ks, void (*fn)(void *), void *arg)
+{
+	return store_set_notify(ks->store, fn, arg);
 }
 
 int

@@ -79,6 +79,12 @@ struct store *keystore_store(struct keystore *ks);
  */
 int keystore_doc_rev(const char *name, const uint8_t *value, size_t len,
     uint64_t *rev, struct kms_status *st);
+/*
+ * Has fn(arg) called when the store sees a change (so that the caller
+ * runs keystore_refresh at once); returns 0 when the store cannot tell
+ * and must be polled.
+ */
+int keystore_set_notify(struct keystore *ks, void (*fn)(void *), void *arg);
 
 /*
  * Reads again the documents that changed on the token since they were

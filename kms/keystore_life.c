@@ -15,6 +15,9 @@
 #include <string.h>
 #include <time.h>
 
+#include <openssl/rand.h>
+
+#include "clock.h"
 #include "hsm.h"
 #include "keystore.h"
 #include "keystore_int.h"
@@ -22,6 +25,7 @@
 #include "log.h"
 
 #define MAX_OBJECTS 16			/* key objects of one label seen at once */
+#define KS_CHANGE_TRIES 64		/* lost races before a change gives up */
 
 /* Generates the HSM objects of version i of e, labelled as it says. */
 static int
@@ -74,6 +78,25 @@ version_undo(struct hsm_session *s, const char *label)
 	if (objects_destroy(s, label) != 0)
 		log_error("keystore: could not remove the objects of a "
 		    "version that was not recorded (label %s)", label);
+}
+
+/*
+ * Removes the objects of a version whose document was never written.  A
+ * write whose outcome is unknown (KMS_ERR_UNAVAILABLE from a store whose
+ * puts may land later: etcd did not answer, and may still commit it)
+ * keeps them: an orphan that no
+ * document names is harmless, a document naming destroyed objects is not.
+ */
+static void
+version_undo_after(struct keystore *ks, struct hsm_session *s,
+    const char *label, int err)
+{
+	if (err == KMS_ERR_UNAVAILABLE && ks->store->put_may_land) {
+		log_warn("keystore: the objects of %s stay in the HSM: the "
+		    "store did not say whether it recorded them", label);
+		return;
+	}
+	version_undo(s, label);
 }
 
 /*
@@ -168,6 +191,27 @@ entry_read_locked(struct keystore *ks, struct hsm_session *s,
 	return r;
 }
 
+/*
+ * After a change lost its race in a store that compares (KMS_ERR_CONFLICT):
+ * 0 to try again after a short random pause, or KMS_ERR_UNAVAILABLE once
+ * KS_CHANGE_TRIES attempts lost.
+ */
+static int
+change_retry(const char *name, int tries, struct kms_status *st)
+{
+	unsigned char rnd = 0;
+
+	if (tries >= KS_CHANGE_TRIES)
+		return kms_status_set(st, KMS_ERR_UNAVAILABLE, "key \"%s\" "
+		    "was changed by others %d times in a row while this change "
+		    "was made: try again", name, tries);
+	if (RAND_bytes(&rnd, 1) != 1)
+		rnd = (unsigned char)tries;
+	clock_pause_ms(1 + rnd % (tries < 8 ? 4u * (unsigned)tries : 32u));
+	kms_status_clear(st);
+	return 0;
+}
+
 int
 keystore_create(struct keystore *ks, struct hsm_session *s,
     const char *name, const struct kms_alg_info *alg,
@@ -212,7 +256,11 @@ keystore_create(struct keystore *ks, struct hsm_session *s,
 	r = entry_write(ks, s, lock, e, st);
 	e = NULL;
 	if (r != 0) {
-		version_undo(s, label);	/* nothing half-made stays */
+		version_undo_after(ks, s, label, r);	/* nothing half-made stays */
+		/* Another instance created it first. */
+		if (r == KMS_ERR_CONFLICT)
+			r = kms_status_set(st, KMS_ERR_ALREADY_EXISTS,
+			    "key \"%s\" already exists", name);
 		goto out;
 	}
 	store_touch(ks->store, s);
@@ -242,28 +290,36 @@ keystore_change(struct keystore *ks, struct hsm_session *s, const char *name,
 	struct store_lock *lock = NULL;
 	const char *made = NULL;
 	char undo[KM_LABEL_MAX];
-	int r;
+	int r, tries;
 
 	if ((r = store_lock(ks->store, s, name, &lock, st)) != 0)
 		return r;
-	if ((r = entry_read_locked(ks, s, lock, name, &e, st)) != 0)
-		goto out;
-	if ((r = fn(e, s, arg, &made, st)) != 0) {
-		if (r == KS_NO_CHANGE) {
-			ks_install(ks, e);	/* what the store says now */
-			e = NULL;
-		} else if (made != NULL)
-			version_undo(s, made);
-		goto out;
+	for (tries = 1;; tries++) {
+		made = NULL;
+		if ((r = entry_read_locked(ks, s, lock, name, &e, st)) != 0)
+			goto out;
+		if ((r = fn(e, s, arg, &made, st)) != 0) {
+			if (r == KS_NO_CHANGE) {
+				ks_install(ks, e);	/* what the store says now */
+				e = NULL;
+			} else if (made != NULL)
+				version_undo(s, made);
+			goto out;
+		}
+		if (made != NULL)
+			snprintf(undo, sizeof(undo), "%s", made);
+		r = entry_write(ks, s, lock, e, st);
+		e = NULL;
+		if (r != 0 && made != NULL)
+			version_undo_after(ks, s, undo, r);
+		/* Even when the write failed: fn may have destroyed objects. */
+		store_touch(ks->store, s);
+		if (r != KMS_ERR_CONFLICT)
+			break;
+		/* Another instance changed the key first: again, on its change. */
+		if ((r = change_retry(name, tries, st)) != 0)
+			break;
 	}
-	if (made != NULL)
-		snprintf(undo, sizeof(undo), "%s", made);
-	r = entry_write(ks, s, lock, e, st);
-	e = NULL;
-	if (r != 0 && made != NULL)
-		version_undo(s, undo);
-	/* Even when the write failed: fn may have destroyed objects. */
-	store_touch(ks->store, s);
  out:
 	ks_entry_free(e);
 	store_unlock(ks->store, s, lock);
@@ -649,7 +705,7 @@ keystore_counter_advance(struct keystore *ks, struct hsm_session *s,
 	struct store_lock *lock = NULL;
 	struct store_doc d;
 	unsigned long long best = 0;
-	int r, found;
+	int r, found, tries;
 
 	*last = 0;
 	memset(&d, 0, sizeof(d));
@@ -659,35 +715,43 @@ keystore_counter_advance(struct keystore *ks, struct hsm_session *s,
 	snprintf(label, sizeof(label), KS_COUNTER_PREFIX "%s", name);
 	if ((r = store_lock(ks->store, s, label, &lock, st)) != 0)
 		return r;
-	r = store_get(ks->store, s, label, lock, 0, &d, st);
-	if (r != 0 && r != KMS_ERR_NOT_FOUND) {
-		kms_status_set(st, r, "cannot read counter %s: %s", name,
-		    kms_strerror(r));
-		goto out;
+	for (tries = 1;; tries++) {
+		store_doc_clear(&d);
+		r = store_get(ks->store, s, label, lock, 0, &d, st);
+		if (r != 0 && r != KMS_ERR_NOT_FOUND) {
+			kms_status_set(st, r, "cannot read counter %s: %s",
+			    name, kms_strerror(r));
+			goto out;
+		}
+		found = r == 0;
+		kms_status_clear(st);
+		best = found ? d.at.rev : 0;
+		*last = best;
+		if (value <= best) {
+			r = kms_status_set(st, KMS_ERR_FAILED_PRECONDITION,
+			    "sequence number %llu is not above %llu, the last "
+			    "one signed for %s", (unsigned long long)value,
+			    best, name);
+			goto out;
+		}
+		if (value - best > max_step) {
+			r = kms_status_set(st, KMS_ERR_INVALID_ARGUMENT,
+			    "sequence number %llu is more than %llu above "
+			    "%llu, the last one signed for %s",
+			    (unsigned long long)value,
+			    (unsigned long long)max_step, best, name);
+			goto out;
+		}
+		snprintf(text, sizeof(text), "seq %llu",
+		    (unsigned long long)value);
+		if ((r = store_put(ks->store, s, lock, label, found ? &d.at :
+		    NULL, (const uint8_t *)text, strlen(text), NULL, st)) == 0)
+			break;
+		/* The store's message names the counter and the cause. */
+		if (r != KMS_ERR_CONFLICT || (r = change_retry(label, tries,
+		    st)) != 0)
+			goto out;
 	}
-	found = r == 0;
-	kms_status_clear(st);
-	if (found)
-		best = d.at.rev;
-	*last = best;
-	if (value <= best) {
-		r = kms_status_set(st, KMS_ERR_FAILED_PRECONDITION, "sequence "
-		    "number %llu is not above %llu, the last one signed for "
-		    "%s", (unsigned long long)value, best, name);
-		goto out;
-	}
-	if (value - best > max_step) {
-		r = kms_status_set(st, KMS_ERR_INVALID_ARGUMENT, "sequence "
-		    "number %llu is more than %llu above %llu, the last one "
-		    "signed for %s", (unsigned long long)value,
-		    (unsigned long long)max_step, best, name);
-		goto out;
-	}
-	snprintf(text, sizeof(text), "seq %llu", (unsigned long long)value);
-	if ((r = store_put(ks->store, s, lock, label, found ? &d.at : NULL,
-	    (const uint8_t *)text, strlen(text), NULL, st)) != 0)
-		kms_status_set(st, r, "cannot store counter %s: %s", name,
-		    kms_strerror(r));
  out:
 	store_doc_clear(&d);
 	store_unlock(ks->store, s, lock);

@@ -44,6 +44,7 @@
 #include "reload.h"
 #include "rpc.h"
 #include "rpclog.h"
+#include "store.h"
 #include "storeopen.h"
 #include "tlsfront.h"
 #include "version.h"
@@ -67,6 +68,7 @@ struct maint {
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	int stop;
+	int kick;			/* the store saw a change: refresh now */
 	pthread_t thread;
 	int running;
 };
@@ -94,17 +96,30 @@ maint_main(void *arg)
 			ts.tv_sec++;
 			ts.tv_nsec -= 1000000000L;
 		}
-		while (!m->stop && pthread_cond_timedwait(&m->cv, &m->mu,
-		    &ts) == 0)
+		while (!m->stop && !m->kick && pthread_cond_timedwait(&m->cv,
+		    &m->mu, &ts) == 0)
 			;
 		if (m->stop)
 			break;
+		m->kick = 0;
 		pthread_mutex_unlock(&m->mu);
 		service_maintain(m->svc, m->hs);
 		pthread_mutex_lock(&m->mu);
 	}
 	pthread_mutex_unlock(&m->mu);
 	return NULL;
+}
+
+/* The store saw a change (on its own thread): refresh at once. */
+static void
+maint_kick(void *arg)
+{
+	struct maint *m = arg;
+
+	pthread_mutex_lock(&m->mu);
+	m->kick = 1;
+	pthread_cond_signal(&m->cv);
+	pthread_mutex_unlock(&m->mu);
 }
 
 static int
@@ -125,6 +140,8 @@ maint_start(struct maint *m, struct service *svc, unsigned int ms)
 	if (pthread_create(&m->thread, NULL, maint_main, m) != 0)
 		return KMS_ERR_NOMEM;
 	m->running = 1;
+	if (keystore_set_notify(svc->ks, maint_kick, m))
+		log_info("keystore: the store's watch triggers refreshes");
 	return 0;
 }
 
@@ -132,6 +149,7 @@ static void
 maint_stop(struct maint *m)
 {
 	if (m->running) {
+		keystore_set_notify(m->svc->ks, NULL, NULL);
 		pthread_mutex_lock(&m->mu);
 		m->stop = 1;
 		pthread_cond_signal(&m->cv);

@@ -7,22 +7,29 @@
  * gives:
  *  - get: the newest document of a name;
  *  - put: a new document replacing the one of a known revision (or none),
- *    under the name's lock;
+ *    under the name's lock; a store without locks compares instead and
+ *    answers KMS_ERR_CONFLICT when it lost a race, and the caller reads
+ *    again and retries;
  *  - list: every document, for loading and refreshing a cache;
- *  - mark / touch: a change mark that every writer moves on after a
- *    change, so that readers list again only when something changed;
+ *  - mark / touch: a change mark that moves on after every change (every
+ *    writer moves it on, or the store follows the changes itself), so
+ *    that readers list again only when something changed;
  *  - lock / unlock: a lock per name, held across get and put, so that
- *    concurrent changes in several processes (or hosts) never lose one;
+ *    concurrent changes in several processes (or hosts) never lose one
+ *    (a store that compares on put gives no lock: *out is NULL);
  *  - claim: who uses the store: every serving kmsd shares it, and the
- *    store commands (a migration, the removal of orphans) take it alone.
+ *    store commands (a migration, the removal of orphans) take it alone;
+ *  - set_notify: a function called when the mark moved (NULL in the ops
+ *    of a store that cannot tell: its readers poll the mark).
  *
- * The keystore sees only this interface; the token (store_token.c:
- * documents as CKO_DATA objects) is the first implementation, and another
- * one (etcd: a key per document, mod_revision, a lease lock, a watch)
- * plugs in without touching the keystore.  Every call takes the calling
- * thread's HSM session, which the token store uses and others may ignore.
- * Revisions come from the documents themselves (store_rev_fn), since the
- * token has none of its own; a store that has them may use its own.
+ * The keystore sees only this interface.  The token (store_token.c:
+ * documents as CKO_DATA objects, a host lock and a lock object, a change
+ * counter) and etcd (store_etcd.c: a key per document, a transaction
+ * comparing its mod_revision, the mark from a watch) implement it.  Every
+ * call takes the calling thread's HSM session, which the token store uses
+ * and others ignore.  Revisions come from the documents themselves
+ * (store_rev_fn), since the token has none of its own; ids are the
+ * store's (the token's object handle, etcd's mod_revision).
  */
 #ifndef KMS_STORE_H
 #define KMS_STORE_H
@@ -71,6 +78,9 @@ enum store_claim {
 	STORE_CLAIM_ALONE		/* a store command: no kmsd serves */
 };
 
+/* Called, on a thread of the store's, when the change mark moved. */
+typedef void store_notify_fn(void *arg);
+
 struct store_ops {
 	int (*get)(struct store *, struct hsm_session *, const char *name,
 	    struct store_lock *held, uint64_t want, struct store_doc *out,
@@ -93,11 +103,19 @@ struct store_ops {
 	    struct kms_status *);
 	/* Optional (NULL: every instance runs the scheduled changes). */
 	int (*leads)(struct store *);
+	/* Optional (NULL: the store cannot tell; its readers poll). */
+	void (*set_notify)(struct store *, store_notify_fn *, void *);
 };
 
 /* Every implementation's struct starts with this. */
 struct store {
 	const struct store_ops *ops;
+	/*
+	 * 1 when a put that failed with KMS_ERR_UNAVAILABLE may still be
+	 * recorded later (a store across the network that did not answer):
+	 * what the document names must then stay.
+	 */
+	int put_may_land;
 };
 
 /*
@@ -119,8 +137,8 @@ store_get(struct store *sto, struct hsm_session *s, const char *name,
  * Stores value as the document of name, replacing prev (NULL: name has
  * no document yet), under name's lock held; *out (may be NULL) is where
  * the new document stands.  A store without a lock of its own compares
- * prev with what it holds and refuses (KMS_ERR_UNAVAILABLE) when they
- * differ.
+ * prev with what it holds and refuses (KMS_ERR_CONFLICT) when they
+ * differ: the caller reads the newest document again and retries.
  */
 static inline int
 store_put(struct store *sto, struct hsm_session *s, struct store_lock *held,
@@ -160,7 +178,10 @@ store_touch(struct store *sto, struct hsm_session *s)
 	sto->ops->touch(sto, s);
 }
 
-/* Takes the lock of name; KMS_ERR_UNAVAILABLE when it stays taken. */
+/*
+ * Takes the lock of name; KMS_ERR_UNAVAILABLE when it stays taken.  *out
+ * is NULL when the store has no locks (its put compares).
+ */
 static inline int
 store_lock(struct store *sto, struct hsm_session *s, const char *name,
     struct store_lock **out, struct kms_status *st)
@@ -174,6 +195,19 @@ store_unlock(struct store *sto, struct hsm_session *s, struct store_lock *l)
 {
 	if (l != NULL)
 		sto->ops->unlock(sto, s, l);
+}
+
+/*
+ * Has fn(arg) called whenever the change mark moves; returns 0 when the
+ * store cannot tell (the caller then polls store_mark).
+ */
+static inline int
+store_set_notify(struct store *sto, store_notify_fn *fn, void *arg)
+{
+	if (sto->ops->set_notify == NULL)
+		return 0;
+	sto->ops->set_notify(sto, fn, arg);
+	return 1;
 }
 
 /*
@@ -221,5 +255,28 @@ void store_doc_clear(struct store_doc *d);
  */
 int store_token_open(const char *lock_file, store_rev_fn *rev,
     struct store **out, struct kms_status *st);
+
+/*
+ * etcd as a store (store_etcd.c): documents are the keys prefix "doc/"
+ * NAME of the cluster o names; a put is one transaction comparing the
+ * key's mod_revision, and a watch on the prefix moves the change mark.
+ * Fails when etcd cannot be reached now.
+ */
+#define STORE_ETCD_PREFIX_MAX 200
+struct etcd_opts;
+int store_etcd_open(const struct etcd_opts *o, const char *prefix,
+    store_rev_fn *rev, struct store **out, struct kms_status *st);
+/*
+ * A value of kmsd's own beside the documents (the audit chains' anchors:
+ * auditkey.h's audit_anchor_get_fn and _set_fn), the etcd key prefix
+ * "audit/" label; arg is an etcd store.  get: *value (malloc'd,
+ * NUL-terminated) or KMS_ERR_NOT_FOUND.
+ */
+int store_etcd_value_get(void *arg, const char *label, char **value,
+    size_t *len);
+int store_etcd_value_set(void *arg, const char *label, const char *value,
+    size_t len);
+/* The etcd client of an etcd store and its prefix; NULL for another. */
+struct etcd *store_etcd_client(struct store *sto, const char **prefix);
 
 #endif /* KMS_STORE_H */

@@ -567,7 +567,7 @@ tok_free(struct store *sto)
 
 static const struct store_ops token_ops = {
 	tok_get, tok_put, tok_list, tok_mark, tok_touch, tok_lock, tok_unlock,
-	tok_free, tok_claim, NULL
+	tok_free, tok_claim, NULL, NULL
 };
 
 int

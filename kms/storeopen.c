@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "etcd.h"
 #include "keystore.h"
 #include "kmserr.h"
 #include "storeopen.h"
@@ -13,16 +14,24 @@ int
 store_open(const struct config *cfg, enum config_store backend,
     struct store **out, struct kms_status *st)
 {
+	struct etcd_opts eo;
+
 	*out = NULL;
 	switch (backend) {
 	case CONFIG_STORE_TOKEN:
 		return store_token_open(cfg->keys_lock_file, keystore_doc_rev,
 		    out, st);
 	case CONFIG_STORE_ETCD:
-		break;
+		memset(&eo, 0, sizeof(eo));
+		eo.endpoints = cfg->store_endpoints;
+		eo.ca_file = cfg->store_ca;
+		eo.cert_file = cfg->store_cert;
+		eo.key_file = cfg->store_key;
+		eo.timeout_ms = cfg->store_timeout_ms;
+		return store_etcd_open(&eo, cfg->store_prefix, keystore_doc_rev,
+		    out, st);
 	}
-	return kms_status_set(st, KMS_ERR_CONFIG, "this kmsd cannot open an "
-	    "etcd store");
+	return kms_status_set(st, KMS_ERR_CONFIG, "unknown store backend");
 }
 
 const char *

@@ -524,6 +524,43 @@ test_keys_section(void **state)
 	assert_refused(fx, "[keys]\nlock_file =\n", 2, "lock_file");
 }
 
+/* [store]: token by default, etcd with endpoints and all or no TLS. */
+static void
+test_store_section(void **state)
+{
+	struct fixture *fx = *state;
+	char want[256];
+
+	assert_loads(fx, "");
+	assert_int_equal(fx->cfg.store_backend, CONFIG_STORE_TOKEN);
+	assert_string_equal(fx->cfg.store_prefix, "/kms/");
+	assert_int_equal(fx->cfg.store_timeout_ms, 2000);
+	assert_loads(fx, "[store]\nbackend = etcd\n"
+	    "endpoints = 127.0.0.1:2379, 127.0.0.1:22379\n"
+	    "ca = pki/etcd-ca.pem\ncert = pki/c.pem\nkey = pki/c.key\n"
+	    "prefix = /prod/kms/\ntimeout_ms = 500\n");
+	assert_int_equal(fx->cfg.store_backend, CONFIG_STORE_ETCD);
+	assert_string_equal(fx->cfg.store_endpoints,
+	    "127.0.0.1:2379, 127.0.0.1:22379");
+	snprintf(want, sizeof(want), "%s/pki/etcd-ca.pem", fx->dir);
+	assert_string_equal(fx->cfg.store_ca, want);
+	assert_string_equal(fx->cfg.store_prefix, "/prod/kms/");
+	assert_int_equal(fx->cfg.store_timeout_ms, 500);
+	assert_refused(fx, "[store]\nbackend = consul\n", 2, "token or etcd");
+	assert_refused(fx, "[store]\nprefix = kms\n", 2, "start with /");
+	assert_refused(fx, "[store]\ntimeout_ms = 99\n", 2, "timeout_ms");
+	assert_refused(fx, "[store]\nwatch = yes\n", 2, "unknown key");
+	/* What the keys say together: checked after the whole file. */
+	assert_int_equal(load(fx, "[store]\nbackend = etcd\n"), KMS_ERR_CONFIG);
+	assert_non_null(strstr(fx->st.msg, "needs endpoints"));
+	assert_int_equal(load(fx, "[store]\nendpoints = 127.0.0.1:2379\n"),
+	    KMS_ERR_CONFIG);
+	assert_non_null(strstr(fx->st.msg, "for backend = etcd"));
+	assert_int_equal(load(fx, "[store]\nbackend = etcd\n"
+	    "endpoints = 127.0.0.1:2379\nca = ca.pem\n"), KMS_ERR_CONFIG);
+	assert_non_null(strstr(fx->st.msg, "go together"));
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 int
@@ -546,6 +583,7 @@ main(void)
 		T(test_syntax),
 		T(test_file_errors),
 		T(test_keys_section),
+		T(test_store_section),
 		T(test_fileio),
 	};
 

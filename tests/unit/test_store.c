@@ -350,6 +350,101 @@ test_etcd_store(void **state)
 	store_free(a);
 }
 
+struct watched {
+	pthread_mutex_t mu;
+	int compacted, puts, ups;
+	int64_t compact_rev, last_rev;
+	char last_value[32];
+};
+
+static void
+watch_cb(void *arg, enum etcd_watch_what what, const struct etcd_kv *kv,
+    int64_t rev, const struct kms_status *st)
+{
+	struct watched *wd = arg;
+
+	pthread_mutex_lock(&wd->mu);
+	if (what == ETCD_WATCH_COMPACTED) {
+		wd->compacted++;
+		wd->compact_rev = rev;
+	} else if (what == ETCD_WATCH_PUT) {
+		wd->puts++;
+		wd->last_rev = kv->mod_rev;
+		snprintf(wd->last_value, sizeof(wd->last_value), "%s",
+		    (const char *)kv->value);
+	} else if (what == ETCD_WATCH_UP)
+		wd->ups++;
+	pthread_mutex_unlock(&wd->mu);
+}
+
+static int
+watched_value(struct watched *wd, const char *want)
+{
+	int same;
+
+	pthread_mutex_lock(&wd->mu);
+	same = strcmp(wd->last_value, want) == 0;
+	pthread_mutex_unlock(&wd->mu);
+	return same;
+}
+
+/*
+ * A watch from a compacted revision is told so (the caller reloads) and
+ * goes on from the oldest revision kept; later events still arrive.
+ */
+static void
+test_etcd_watch_compacted(void **state)
+{
+	struct watched wd = { PTHREAD_MUTEX_INITIALIZER, 0, 0, 0, 0, 0, "" };
+	struct etcd_opts o;
+	struct etcd *e;
+	struct etcd_watch *w;
+	struct kms_status st;
+	char cmd[256], v[16];
+	int64_t rev = 0, end;
+	int i;
+
+	(void)state;
+	if (etcd_pid <= 0 || access("/usr/bin/etcdctl", X_OK) != 0)
+		skip();
+	memset(&o, 0, sizeof(o));
+	o.endpoints = etcd_ep;
+	kms_status_clear(&st);
+	assert_int_equal(etcd_open(&o, &e, &st), 0);
+	for (i = 1; i <= 5; i++) {
+		snprintf(v, sizeof(v), "v%d", i);
+		assert_int_equal(etcd_put(e, "/t3/a", (const uint8_t *)v,
+		    strlen(v), 0, &rev, &st), 0);
+	}
+	snprintf(cmd, sizeof(cmd), "ETCDCTL_API=3 /usr/bin/etcdctl "
+	    "--endpoints=http://%s compact %lld >/dev/null 2>&1", etcd_ep,
+	    (long long)rev);
+	assert_int_equal(system(cmd), 0);
+	assert_int_equal(etcd_watch_start(e, "/t3/", 1, watch_cb, &wd, &w,
+	    &st), 0);
+	for (end = clock_ms() + 5000; !watched_value(&wd, "v5") &&
+	    clock_ms() < end;)
+		clock_pause_ms(10);
+	assert_true(watched_value(&wd, "v5"));
+	pthread_mutex_lock(&wd.mu);
+	assert_int_equal(wd.compacted, 1);
+	assert_true(wd.compact_rev == rev);
+	assert_true(wd.last_rev == rev);
+	pthread_mutex_unlock(&wd.mu);
+	assert_int_equal(etcd_put(e, "/t3/a", (const uint8_t *)"v6", 2, 0,
+	    NULL, &st), 0);
+	for (end = clock_ms() + 2000; !watched_value(&wd, "v6") &&
+	    clock_ms() < end;)
+		clock_pause_ms(10);
+	assert_true(watched_value(&wd, "v6"));
+	pthread_mutex_lock(&wd.mu);
+	assert_int_equal(wd.compacted, 1);
+	assert_true(wd.ups >= 1);
+	pthread_mutex_unlock(&wd.mu);
+	etcd_watch_stop(w);
+	etcd_close(e);
+}
+
 /* Accepts connections and never answers (not even the HTTP/2 preface). */
 static void *
 silent_main(void *arg)
@@ -453,6 +548,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_token_store),
 		cmocka_unit_test(test_etcd_store),
+		cmocka_unit_test(test_etcd_watch_compacted),
 		cmocka_unit_test(test_etcd_error_paths),
 	};
 

@@ -471,10 +471,18 @@ def test_kill9_under_load_loses_no_receipt(ak):
             with lock:
                 receipts.append((r.audit_seq, d))
 
-    threads = [threading.Thread(target=signer, args=(t,)) for t in range(6)]
+    # 8 signers; the kill comes once they have 100 receipts (or after 20 s
+    # on a loaded machine), so that it lands in the middle of the load.
+    threads = [threading.Thread(target=signer, args=(t,)) for t in range(8)]
     for t in threads:
         t.start()
-    time.sleep(1.5)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        with lock:
+            if len(receipts) >= 100:
+                break
+        time.sleep(0.05)
+    time.sleep(0.2)
     ak.proc.send_signal(signal.SIGKILL)
     ak.proc.wait()
     stop.set()

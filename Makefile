@@ -66,12 +66,12 @@ KMS_LIB_SRCS = kms/metrics.c kms/config.c kms/policy.c kms/hsm.c kms/hsm_obj.c \
 LIB_SRCS = $(COMMON_SRCS) $(KMS_LIB_SRCS)
 KMSD_SRCS = kms/rpc.c kms/etcd.c kms/store_etcd.c kms/lead.c common/grpcbuf.c kms/rpclog.c kms/tlsfront.c kms/tlsfront_sock.c kms/reload.c kms/gate.c \
 	kms/handlers.c kms/h_keys.c kms/h_crypto.c kms/h_bundle.c kms/h_service.c \
-	kms/h_audit.c \
+	kms/h_audit.c kms/watch.c \
 	kms/health.c kms/healthsrv.c kms/storeopen.c kms/admin.c kms/main.c
 CLIENT_SRCS = common/kmsclient.c common/grpcbuf.c kmsctl/conn.c kmsctl/output.c \
 	kmsctl/cmdtab.c kmsctl/keycmd.c kmsctl/certcmd.c kmsctl/signcmd.c \
 	kmsctl/wrapcmd.c kmsctl/whoamicmd.c kmsctl/auditlist.c \
-	kmsctl/reportcmd.c kmsctl/auditcmd.c kmsctl/proofcmd.c \
+	kmsctl/reportcmd.c kmsctl/auditcmd.c kmsctl/witnesscheck.c kmsctl/proofcmd.c \
 	kmsctl/otacmd.c kmsctl/capgo.c kmsctl/capgocmd.c
 KMSCTL_SRCS = kmsctl/kmsctl.c
 # The PKCS#11 module (docs/pkcs11.md): its own files, the gRPC client and

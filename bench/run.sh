@@ -25,13 +25,16 @@
 #                   the report then regenerates only their section of
 #                   docs/performance.md and the README's rows.  pkcs11:
 #                   only the PKCS#11 module against kmsload (its section
-#                   of docs/performance.md)
+#                   of docs/performance.md).  auditv2: only the audit log
+#                   v2 against the log before it (its section of
+#                   docs/performance.md)
 #
 # A quick check of the whole run: BENCH_SECONDS=1 BENCH_KEYS=200
 # BENCH_START_RUNS=1 make bench (the results then miss the 10,000-key
 # targets, and say so).  kmsd against the floor alone, short:
 # BENCH_ONLY=floor BENCH_SECONDS=2 make bench.  The module alone:
-# BENCH_ONLY=pkcs11 make bench.
+# BENCH_ONLY=pkcs11 make bench.  The audit log's cost alone:
+# BENCH_ONLY=auditv2 BENCH_SECONDS=3 make bench.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -139,11 +142,55 @@ sed -e "s/^workers *=.*/workers = $WORKERS/" -e 's/^sync *=.*//' \
     "$HOME_DIR/kmsd.conf" >"$HOME_DIR/bench-durable.conf"
 sed -e 's/^\[audit\]$/[audit]\nsync = no/' "$HOME_DIR/bench-durable.conf" \
     >"$HOME_DIR/bench-nosync.conf"
+# The audit log as it was before v2 (no Merkle tree, batch seals or HSM
+# anchor: [audit] v2 = no), in a directory of its own so that the v2
+# chain, whose anchor is on the token, is never written without them.
+sed -e 's/^dir *= *audit$/dir = audit-v1\nv2 = no/' \
+    "$HOME_DIR/bench-durable.conf" >"$HOME_DIR/bench-v1.conf"
+grep -q '^v2 = no$' "$HOME_DIR/bench-v1.conf" || {
+	echo "bench: no [audit] dir line to turn v2 off in" >&2
+	exit 1
+}
+
+# The machine's load around the comparison: other work on the machine
+# takes CPU from both, and the report says so.
+loadavg() {
+	awk '{ printf "{\"load1\": %s, \"load5\": %s}", $1, $2 }' /proc/loadavg
+}
+
+# auditv2_cmp: Sign P-256 at 16 in flight on kmsd with the audit log v2
+# (as shipped) and with v2 = no, one kmsd at a time on the same address,
+# key and token, alternately (the order swapped every round), ROUNDS
+# times, each run after a WARMUP-second one that is not counted.
+auditv2_cmp() {
+	local round mode order
+	add auditv2-load-before "$(loadavg)"
+	for round in $(seq "$ROUNDS"); do
+		order="v2 v1"
+		[ $((round % 2)) = 0 ] && order="v1 v2"
+		for mode in $order; do
+			if [ "$mode" = v2 ]; then
+				start_kmsd "$HOME_DIR/bench-durable.conf" \
+				    "$OUT/kmsd-auditv2.log"
+			else
+				start_kmsd "$HOME_DIR/bench-v1.conf" \
+				    "$OUT/kmsd-auditv1.log"
+			fi
+			SECONDS_EACH=$WARMUP load --key-name bench/p256 \
+			    --inflight 16 --threads 2 >/dev/null
+			add "auditv2-$mode-16-$round" "$(load --key-name \
+			    bench/p256 --inflight 16 --threads 2)"
+			stop_kmsd
+		done
+	done
+	add auditv2-load-after "$(loadavg)"
+}
 
 ONLY=${BENCH_ONLY:-}
 case $ONLY in
-"" | floor | pkcs11) ;;
-*) echo "bench: BENCH_ONLY is empty, floor or pkcs11, not $ONLY" >&2; exit 2 ;;
+"" | floor | pkcs11 | auditv2) ;;
+*) echo "bench: BENCH_ONLY is empty, floor, pkcs11 or auditv2, not $ONLY" >&2
+   exit 2 ;;
 esac
 machine="$(nproc) cores, $(awk '/model name/ {sub(/.*: /, ""); print; exit}' /proc/cpuinfo), $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)"
 ROUNDS=${BENCH_ROUNDS:-3}
@@ -160,6 +207,13 @@ fi
 # 2. kms, audit durable.
 start_kmsd "$HOME_DIR/bench-durable.conf" "$OUT/kmsd-durable.log"
 make_key bench/p256 EC_P256_SHA256
+if [ "$ONLY" = auditv2 ]; then
+	stop_kmsd
+	auditv2_cmp
+	/usr/bin/python3 bench/report.py "$RESULTS" "$OUT" "$machine" \
+	    "$WORKERS" "$SECONDS_EACH" ""
+	exit 0
+fi
 
 # 2a. The PKCS#11 module (build/libkms-pkcs11.so): C_Sign (CKM_ECDSA, a
 # 32-byte digest) from 16 threads, one session each, through
@@ -256,11 +310,6 @@ cmp() {
 	    --key-name bench/p256 --inflight "$2" --threads 2 >/dev/null
 	add "cmp-$1-$2-$3" "$(load_on server "$spid" "$saddr" \
 	    --key-name bench/p256 --inflight "$2" --threads 2)"
-}
-# The machine's load around the comparison: other work on the machine
-# takes CPU from both, and the report says so.
-loadavg() {
-	awk '{ printf "{\"load1\": %s, \"load5\": %s}", $1, $2 }' /proc/loadavg
 }
 add cmp-load-before "$(loadavg)"
 for round in $(seq "$ROUNDS"); do
@@ -380,6 +429,9 @@ start_kmsd "$HOME_DIR/bench-nosync.conf" "$OUT/kmsd-nosync.log"
 add kms-ecdsa-16-nosync "$(load --key-name bench/p256 --inflight 16 \
     --threads 2)"
 stop_kmsd
+
+# 3a. What the audit log v2 costs against the log before it.
+auditv2_cmp
 
 # 4. p11-kit's remote PKCS#11: p11-kit server in front of the same token,
 # C_Sign through its client module.

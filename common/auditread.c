@@ -843,18 +843,16 @@ subdir_filter(const struct dirent *d)
 }
 
 int
-audit_verify(const char *path, const char *pubkey_pem,
-    struct audit_verify_result *res, void (*note)(const char *, void *),
-    void *arg, struct kms_status *st)
+audit_chain_dirs(const char *path, int segments_only,
+    int (*cb)(const char *dir, const char *name, void *arg), void *arg,
+    struct kms_status *st)
 {
 	struct dirent **names = NULL;
 	struct stat sb;
 	char sub[8192], *copy = NULL;
 	const char *base;
-	int i, n = -1, r = -1;
+	int i, n = -1, found = 0, r = 0;
 
-	memset(res, 0, sizeof(*res));
-	res->ok = 1;
 	if (stat(path, &sb) == -1 || !S_ISDIR(sb.st_mode))
 		return kms_status_set(st, KMS_ERR_IO, "%s: %s", path,
 		    errno != 0 && stat(path, &sb) == -1 ? strerror(errno) :
@@ -867,32 +865,61 @@ audit_verify(const char *path, const char *pubkey_pem,
 			copy[strlen(copy) - 1] = '\0';
 		base = strrchr(copy, '/') == NULL ? copy :
 		    strrchr(copy, '/') + 1;
-		r = verify_chain(path, base, pubkey_pem, res, note, arg, st);
+		r = cb(path, base, arg);
 		free(copy);
-		return r == 0 ? 0 : st->err;
+		return r < 0 ? r : 0;
 	}
 	if ((n = scandir(path, &names, subdir_filter, alphasort)) < 0)
 		return kms_status_set(st, KMS_ERR_IO, "%s: %s", path,
 		    strerror(errno));
-	for (i = 0; i < n; i++) {
-		snprintf(sub, sizeof(sub), "%s/%s", path, names[i]->d_name);
-		if (stat(sub, &sb) == -1 || !S_ISDIR(sb.st_mode))
+	for (i = 0; i < n && r == 0; i++) {
+		if ((size_t)snprintf(sub, sizeof(sub), "%s/%s", path,
+		    names[i]->d_name) >= sizeof(sub) || stat(sub, &sb) == -1 ||
+		    !S_ISDIR(sb.st_mode) ||
+		    (segments_only && !has_segments(sub)))
 			continue;
-		if (verify_chain(sub, names[i]->d_name, pubkey_pem, res,
-		    note, arg, st) != 0)
-			goto out;
-		if (!res->ok)
-			break;
+		found++;
+		r = cb(sub, names[i]->d_name, arg);
 	}
-	if (res->chains == 0) {
-		kms_status_set(st, KMS_ERR_NOT_FOUND, "%s: no audit chain in "
-		    "it", path);
-		goto out;
-	}
-	r = 0;
- out:
-	free_names(names, n < 0 ? 0 : n);
-	return r == 0 ? 0 : st->err;
+	free_names(names, n);
+	if (r < 0)
+		return r;
+	if (found == 0)
+		return kms_status_set(st, KMS_ERR_NOT_FOUND, "%s: no audit "
+		    "chain in it", path);
+	return 0;
+}
+
+/* What audit_verify carries from chain to chain. */
+struct verify_walk {
+	const char *pubkey_pem;
+	struct audit_verify_result *res;
+	void (*note)(const char *, void *);
+	void *arg;
+	struct kms_status *st;
+};
+
+static int
+verify_one(const char *dir, const char *name, void *arg)
+{
+	struct verify_walk *vw = arg;
+
+	if (verify_chain(dir, name, vw->pubkey_pem, vw->res, vw->note,
+	    vw->arg, vw->st) != 0)
+		return vw->st->err != 0 ? vw->st->err : KMS_ERR_INTERNAL;
+	return vw->res->ok ? 0 : 1;
+}
+
+int
+audit_verify(const char *path, const char *pubkey_pem,
+    struct audit_verify_result *res, void (*note)(const char *, void *),
+    void *arg, struct kms_status *st)
+{
+	struct verify_walk vw = { pubkey_pem, res, note, arg, st };
+
+	memset(res, 0, sizeof(*res));
+	res->ok = 1;
+	return audit_chain_dirs(path, 0, verify_one, &vw, st);
 }
 
 int
@@ -924,6 +951,17 @@ audit_parse_time(const char *s, int64_t *usec)
 		return -1;
 	*usec = (int64_t)t * 1000000 + frac;
 	return 0;
+}
+
+int
+audit_segment_start(struct dirent **segs, int nseg, uint64_t after_seq)
+{
+	int i, start = 0;
+
+	for (i = 0; i < nseg; i++)
+		if (strtoull(segs[i]->d_name, NULL, 10) <= after_seq + 1)
+			start = i;
+	return start;
 }
 
 int
@@ -976,6 +1014,74 @@ match_str(const char *want, const char *have)
 }
 
 int
+audit_filter_bounds(const struct audit_filter *f, int64_t *from,
+    int64_t *to, struct kms_status *st)
+{
+	*from = INT64_MIN;
+	*to = INT64_MAX;
+	if (f->time_from != NULL && *f->time_from != '\0' &&
+	    audit_parse_time(f->time_from, from) != 0)
+		return kms_status_set(st, KMS_ERR_INVALID_ARGUMENT, "time_from "
+		    "is not an RFC 3339 UTC time like 2026-01-31T12:00:00Z");
+	if (f->time_to != NULL && *f->time_to != '\0' &&
+	    audit_parse_time(f->time_to, to) != 0)
+		return kms_status_set(st, KMS_ERR_INVALID_ARGUMENT, "time_to "
+		    "is not an RFC 3339 UTC time like 2026-01-31T12:00:00Z");
+	return 0;
+}
+
+int
+audit_filter_match(const struct audit_filter *f, int64_t from, int64_t to,
+    const struct audit_record *rec)
+{
+	int64_t t;
+
+	if (!match_str(f->identity, rec->identity) ||
+	    !match_str(f->key, rec->key) ||
+	    !match_str(f->rpc, rec->rpc) ||
+	    !match_str(f->result, rec->result))
+		return 0;
+	if ((from != INT64_MIN || to != INT64_MAX) &&
+	    (audit_parse_time(rec->time, &t) != 0 || t < from || t > to))
+		return 0;
+	return 1;
+}
+
+int
+audit_record_parse(const char *line, size_t len, struct audit_record *rec,
+    struct json_t **hold)
+{
+	json_t *o, *v;
+
+	*hold = NULL;
+	if ((o = json_loadb(line, len, 0, NULL)) == NULL)
+		return -1;
+	if (!json_is_integer(v = json_object_get(o, "seq"))) {
+		json_decref(o);
+		return -1;
+	}
+	memset(rec, 0, sizeof(*rec));
+	rec->seq = (uint64_t)json_integer_value(v);
+	rec->time = get_str(o, "time");
+	rec->chain = get_str(o, "chain");
+	rec->identity = get_str(o, "identity");
+	rec->fingerprint = get_str(o, "fingerprint");
+	rec->peer = get_str(o, "peer");
+	rec->rpc = get_str(o, "rpc");
+	rec->key = get_str(o, "key");
+	rec->result = get_str(o, "result");
+	rec->status = get_str(o, "status");
+	rec->reason = get_str(o, "reason");
+	rec->request_sha256 = get_str(o, "request_sha256");
+	v = json_object_get(o, "version");
+	rec->version = json_is_integer(v) ? (uint32_t)json_integer_value(v) : 0;
+	rec->line = line;
+	rec->len = len;
+	*hold = o;
+	return 0;
+}
+
+int
 audit_list(const char *dir, uint64_t after_seq, size_t limit,
     size_t scan_max, const struct audit_filter *f,
     int (*cb)(const struct audit_record *, void *), void *arg,
@@ -984,22 +1090,16 @@ audit_list(const char *dir, uint64_t after_seq, size_t limit,
 	struct dirent **segs = NULL;
 	struct audit_record rec;
 	struct lreader *lr = NULL;
-	json_t *o = NULL, *v;
-	int64_t from = INT64_MIN, to = INT64_MAX, t;
+	json_t *o = NULL;
+	int64_t from, to;
 	char path[8192];
 	size_t len, emitted = 0, scanned = 0;
 	char *line;
 	int nseg, i, start, rv, torn, r = 0;
 
 	*next_after = after_seq;
-	if (f->time_from != NULL && *f->time_from != '\0' &&
-	    audit_parse_time(f->time_from, &from) != 0)
-		return kms_status_set(st, KMS_ERR_INVALID_ARGUMENT, "time_from "
-		    "is not an RFC 3339 UTC time like 2026-01-31T12:00:00Z");
-	if (f->time_to != NULL && *f->time_to != '\0' &&
-	    audit_parse_time(f->time_to, &to) != 0)
-		return kms_status_set(st, KMS_ERR_INVALID_ARGUMENT, "time_to "
-		    "is not an RFC 3339 UTC time like 2026-01-31T12:00:00Z");
+	if ((r = audit_filter_bounds(f, &from, &to, st)) != 0)
+		return r;
 	if ((nseg = scandir(dir, &segs, audit_segment_filter, alphasort)) < 0) {
 		if (errno == ENOENT)
 			return kms_status_set(st, KMS_ERR_NOT_FOUND,
@@ -1011,10 +1111,7 @@ audit_list(const char *dir, uint64_t after_seq, size_t limit,
 		r = kms_status_set(st, KMS_ERR_NOMEM, "out of memory");
 		goto out;
 	}
-	/* The last segment that starts at or before the first wanted seq. */
-	for (start = 0, i = 0; i < nseg; i++)
-		if (strtoull(segs[i]->d_name, NULL, 10) <= after_seq + 1)
-			start = i;
+	start = audit_segment_start(segs, nseg, after_seq);
 	for (i = start; i < nseg && emitted < limit && scanned < scan_max;
 	    i++) {
 		snprintf(path, sizeof(path), "%s/%s", dir, segs[i]->d_name);
@@ -1027,39 +1124,12 @@ audit_list(const char *dir, uint64_t after_seq, size_t limit,
 		while (emitted < limit && scanned < scan_max &&
 		    (rv = lreader_next(lr, &line, &len, &torn)) == 1) {
 			json_decref(o);
-			if ((o = json_loadb(line, len, 0, NULL)) == NULL ||
-			    !json_is_integer(v = json_object_get(o, "seq")))
-				continue;
-			memset(&rec, 0, sizeof(rec));
-			rec.seq = (uint64_t)json_integer_value(v);
-			if (rec.seq <= after_seq)
+			if (audit_record_parse(line, len, &rec, &o) != 0 ||
+			    rec.seq <= after_seq)
 				continue;
 			scanned++;
 			*next_after = rec.seq;
-			rec.time = get_str(o, "time");
-			rec.chain = get_str(o, "chain");
-			rec.identity = get_str(o, "identity");
-			rec.fingerprint = get_str(o, "fingerprint");
-			rec.peer = get_str(o, "peer");
-			rec.rpc = get_str(o, "rpc");
-			rec.key = get_str(o, "key");
-			rec.result = get_str(o, "result");
-			rec.status = get_str(o, "status");
-			rec.reason = get_str(o, "reason");
-			rec.request_sha256 = get_str(o, "request_sha256");
-			v = json_object_get(o, "version");
-			rec.version = json_is_integer(v) ?
-			    (uint32_t)json_integer_value(v) : 0;
-			rec.line = line;
-			rec.len = len;
-			if (!match_str(f->identity, rec.identity) ||
-			    !match_str(f->key, rec.key) ||
-			    !match_str(f->rpc, rec.rpc) ||
-			    !match_str(f->result, rec.result))
-				continue;
-			if ((from != INT64_MIN || to != INT64_MAX) &&
-			    (audit_parse_time(rec.time, &t) != 0 ||
-			    t < from || t > to))
+			if (!audit_filter_match(f, from, to, &rec))
 				continue;
 			if ((r = cb(&rec, arg)) != 0) {
 				close(lr->fd);

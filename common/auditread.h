@@ -138,6 +138,17 @@ int audit_verify(const char *path, const char *pubkey_pem,
     void (*note)(const char *msg, void *arg), void *arg,
     struct kms_status *st);
 
+/*
+ * Calls cb(dir, name) for the chain path is (when it holds segment files
+ * itself) or for each directory in it (with segments_only, those holding
+ * segment files), in name order, until cb returns non-zero: a negative
+ * return is an error returned as is, a positive one stops the walk.
+ * None found is KMS_ERR_NOT_FOUND, an unreadable path KMS_ERR_IO (st).
+ */
+int audit_chain_dirs(const char *path, int segments_only,
+    int (*cb)(const char *dir, const char *name, void *arg), void *arg,
+    struct kms_status *st);
+
 /* One record as read back, valid during the callback. */
 struct audit_record {
 	uint64_t seq;
@@ -153,6 +164,25 @@ struct audit_filter {
 	const char *identity, *key, *rpc, *result;
 	const char *time_from, *time_to;	/* inclusive bounds */
 };
+
+/*
+ * The time bounds of f in microseconds (INT64_MIN / INT64_MAX when open);
+ * a bad bound is KMS_ERR_INVALID_ARGUMENT with st set.
+ */
+int audit_filter_bounds(const struct audit_filter *f, int64_t *from,
+    int64_t *to, struct kms_status *st);
+/* 1 when rec passes f (from and to as audit_filter_bounds gave them). */
+int audit_filter_match(const struct audit_filter *f, int64_t from, int64_t to,
+    const struct audit_record *rec);
+
+/*
+ * Parses a stored line into rec, whose strings point into *hold (free it
+ * with json_decref once rec is no longer used).  -1 when the line is not
+ * a record (no JSON object with an integer seq).
+ */
+struct json_t;
+int audit_record_parse(const char *line, size_t len, struct audit_record *rec,
+    struct json_t **hold);
 
 /*
  * Calls cb for up to limit records of the chain directory dir with seq >
@@ -180,6 +210,12 @@ int audit_scan(const char *dir,
 void audit_hex(const uint8_t *in, size_t len, char *out);
 /* scandir(3) filter: segment files, NNNNNNNNNNNNNNNNNNNN.jsonl. */
 int audit_segment_filter(const struct dirent *d);
+/*
+ * Of nseg segments sorted by name, the index of the last one that starts
+ * at or before after_seq + 1 (where a reader of the records after
+ * after_seq begins), or 0.
+ */
+int audit_segment_start(struct dirent **segs, int nseg, uint64_t after_seq);
 
 /* Parses "YYYY-MM-DDTHH:MM:SS[.ffffff]Z" into microseconds since 1970. */
 int audit_parse_time(const char *s, int64_t *usec);

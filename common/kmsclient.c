@@ -241,8 +241,9 @@ kmsclient_call_stream(struct kmsclient *c, const char *method,
 	if (cq == NULL)
 		cq = grpc_completion_queue_create_for_pluck(NULL);
 	path = grpc_slice_from_copied_string(full);
-	deadline = gpr_time_add(gpr_now(GPR_CLOCK_REALTIME),
-	    gpr_time_from_seconds(c->timeout, GPR_TIMESPAN));
+	deadline = c->timeout > 0 ? gpr_time_add(gpr_now(GPR_CLOCK_REALTIME),
+	    gpr_time_from_seconds(c->timeout, GPR_TIMESPAN)) :
+	    gpr_inf_future(GPR_CLOCK_REALTIME);
 	call = grpc_channel_create_call(c->ch, NULL, GRPC_PROPAGATE_DEFAULTS,
 	    cq, path, NULL, deadline, NULL);
 	grpc_slice_unref(path);
@@ -346,6 +347,12 @@ kmsclient_call_stream(struct kmsclient *c, const char *method,
 	if (cq != NULL && cq != c->cq)
 		grpcbuf_cq_destroy(cq);
 	return r;
+}
+
+void
+kmsclient_set_timeout(struct kmsclient *c, int seconds)
+{
+	c->timeout = seconds > 0 ? seconds : 0;
 }
 
 struct unary {

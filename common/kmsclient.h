@@ -57,6 +57,12 @@ int kmsclient_open(const struct kmsclient_opts *o, struct kmsclient **out,
 void kmsclient_close(struct kmsclient *c);
 
 /*
+ * The deadline of the calls made from now on, in seconds; 0: none (a
+ * stream followed until the server or the callback ends it).
+ */
+void kmsclient_set_timeout(struct kmsclient *c, int seconds);
+
+/*
  * Calls /kms.v1.KeyManagementService/METHOD (or METHOD itself when it is
  * a full path starting with '/') with req and unpacks the one reply into
  * *resp (free it with protobuf_c_message_free_unpacked).

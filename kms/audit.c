@@ -518,8 +518,12 @@ writer_checkpoint(struct audit *a)
 		pthread_cond_broadcast(&a->cond);
 		return;
 	}
-	/* Records queued while the HSM signed are not covered by it. */
-	a->since_cp = seq - a->base - size;
+	/*
+	 * Records queued while the HSM signed are not covered by it.  Without
+	 * the tree (v2 = no) a checkpoint counts as covering every record, as
+	 * the log before v2 did.
+	 */
+	a->since_cp = a->signer.no_tree ? 0 : seq - a->base - size;
 	a->cp_seq = seq;
 	metrics_audit_checkpoint(__atomic_load_n(&a->metrics,
 	    __ATOMIC_ACQUIRE), seq);
@@ -546,6 +550,8 @@ audit_writer_main(void *arg)
 {
 	struct audit *a = arg;
 	struct audit_waiter *done, *w, **tail;
+	void (*notify)(void *, uint64_t);
+	void *notify_arg;
 	char *buf, base[SHA256_DIGEST_LENGTH * 2 + 1], seal[160];
 	uint8_t mac[SEAL_LEN];
 	uint64_t first, last, since;
@@ -594,7 +600,8 @@ audit_writer_main(void *arg)
 		 * that cannot be written fails nothing already durable but
 		 * leaves proofs unavailable until the next start.
 		 */
-		if (r == 0 && (audit_tree_add_lines(a->tree, buf, len) != 0 ||
+		if (r == 0 && !a->signer.no_tree &&
+		    (audit_tree_add_lines(a->tree, buf, len) != 0 ||
 		    audit_tree_flush(a->tree) != 0))
 			log_error("audit: the Merkle tree of %s is incomplete "
 			    "until kmsd restarts", a->dir);
@@ -626,12 +633,16 @@ audit_writer_main(void *arg)
 		}
 		if (a->whead == NULL)
 			a->wtail = NULL;
+		notify = r == 0 ? a->notify : NULL;
+		notify_arg = a->notify_arg;
 		pthread_cond_broadcast(&a->cond);
 		pthread_mutex_unlock(&a->lock);
 		while ((w = done) != NULL) {
 			done = w->next;
 			w->done(w, w->err);
 		}
+		if (notify != NULL)
+			notify(notify_arg, last);
 		pthread_mutex_lock(&a->lock);
 		if (r == 0 && (a->cp_req != a->cp_tried ||
 		    (a->signer.sign != NULL &&
@@ -786,6 +797,16 @@ audit_append(struct audit *a, const struct audit_event *ev, uint64_t *seq)
  out:
 	pthread_mutex_unlock(&a->lock);
 	return r;
+}
+
+void
+audit_set_notify(struct audit *a, void (*fn)(void *arg, uint64_t durable_seq),
+    void *arg)
+{
+	pthread_mutex_lock(&a->lock);
+	a->notify = fn;
+	a->notify_arg = arg;
+	pthread_mutex_unlock(&a->lock);
 }
 
 void

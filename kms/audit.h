@@ -76,6 +76,13 @@ struct audit_signer {
 	 * write-once stores (NULL: not published).
 	 */
 	const char *publish_dir;
+	/*
+	 * [audit] v2 = no, for measuring what v2 costs only: the writer
+	 * hashes no leaves and writes no tree (checkpoints keep the tree as
+	 * it was at open); with mac and the anchor NULL too, this is the log
+	 * as it was before: a hash chain and signed checkpoints.
+	 */
+	int no_tree;
 };
 
 /*
@@ -109,6 +116,14 @@ void audit_set_sync(struct audit *a, int sync);
 /* Counts durable batches and checkpoints into m (metrics.h); before use. */
 struct metrics;
 void audit_set_metrics(struct audit *a, struct metrics *m);
+
+/*
+ * fn(arg, seq) is called by the writer thread after each batch is durable,
+ * seq being its last record; it must only take note and return at once
+ * (the writer waits for it).  fn NULL: nobody is told.
+ */
+void audit_set_notify(struct audit *a,
+    void (*fn)(void *arg, uint64_t durable_seq), void *arg);
 
 /*
  * A reply waiting for its record: audit_submit fills seq and gen, and the

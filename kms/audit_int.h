@@ -67,6 +67,9 @@ struct audit {
 	pthread_cond_t wcond;		/* records are pending, or stop */
 	int writer_running, wstop;
 	struct audit_waiter *whead, *wtail;
+	/* Told of each durable batch (audit_set_notify); lock. */
+	void (*notify)(void *arg, uint64_t durable_seq);
+	void *notify_arg;
 
 	/* Checkpoints. */
 	struct audit_signer signer;	/* sign == NULL: none */

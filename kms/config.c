@@ -58,6 +58,9 @@ config_defaults(struct config *cfg)
 	cfg->audit_checkpoint_every = 1000;
 	cfg->audit_checkpoint_seconds = 60;
 	cfg->audit_sync = 1;
+	cfg->audit_v2 = 1;
+	cfg->audit_max_watchers = 16;
+	cfg->audit_watch_queue = 1024;
 	cfg->keys_destroy_wait = 86400;
 	cfg->keys_min_rotation_period = 3600;
 	cfg->keys_sync_ms = 1000;
@@ -293,6 +296,13 @@ audit_key(struct parse_ctx *c, const char *key, const char *value)
 		return set_bool(c, &cfg->audit_sync, key, value);
 	if (strcmp(key, "publish") == 0)
 		return set_path(c, cfg->audit_publish, key, value);
+	if (strcmp(key, "v2") == 0)
+		return set_bool(c, &cfg->audit_v2, key, value);
+	if (strcmp(key, "max_watchers") == 0)
+		return set_uint(c, &cfg->audit_max_watchers, key, value, 1, 1024);
+	if (strcmp(key, "watch_queue") == 0)
+		return set_uint(c, &cfg->audit_watch_queue, key, value, 16,
+		    1000000);
 	if (strcmp(key, "on_tamper") == 0) {
 		if (strcmp(value, "refuse") == 0)
 			cfg->audit_new_chain_on_tamper = 0;

@@ -28,6 +28,11 @@
  *   checkpoint_every = 1000         ; records between signed checkpoints
  *   checkpoint_seconds = 60         ; and at least this often (0: off)
  *   sync = yes                      ; no: skip fdatasync (benchmarks only)
+ *   v2 = yes                        ; no: no Merkle tree, batch seals or
+ *                                   ; HSM anchor (benchmarks only)
+ *   max_watchers = 16               ; WatchAuditRecords streams open at once
+ *   watch_queue = 1024              ; records queued per stream before a
+ *                                   ; reader that cannot keep up is cut off
  *   [keys]
  *   destroy_wait = 86400            ; seconds a version stays DESTROY_SCHEDULED
  *   min_rotation_period = 3600      ; shortest rotation_period_seconds accepted
@@ -91,6 +96,9 @@ struct config {
 	int audit_sync;				/* 1: fdatasync every batch */
 	int audit_new_chain_on_tamper;		/* on_tamper = new-chain */
 	char audit_publish[CONFIG_PATH_MAX];	/* "": checkpoints not published */
+	int audit_v2;				/* 0: no tree, seals, anchor */
+	unsigned int audit_max_watchers;	/* 1 .. 1024 */
+	unsigned int audit_watch_queue;		/* 16 .. 1000000 */
 
 	int64_t keys_destroy_wait;		/* 1 s .. 1 year */
 	int64_t keys_min_rotation_period;	/* 1 s .. 1 year */

@@ -24,6 +24,7 @@
 #include "names.h"
 #include "policy.h"
 #include "store.h"
+#include "watch.h"
 
 static void
 call_init(struct call *c, struct service *svc, struct hsm_session *hs,
@@ -261,7 +262,12 @@ gate(struct service *svc, struct hsm_session *hs, size_t method,
 	if (h->fn(&c, req, resp) != 0 && c.st.err == 0)
 		kms_status_set(&c.st, KMS_ERR_INTERNAL, "%s failed", h->name);
  out:
-	finish(&c, resp, out);
+	/* A stream's messages are the watcher's: no reply to pack here. */
+	finish(&c, (h->flags & GATE_STREAM) != 0 ? NULL : resp, out);
+	if (c.stream != NULL && out->st.err == 0)
+		out->stream = c.stream;
+	else if (c.stream != NULL)
+		watch_drop(c.stream);
 	if ((h->flags & GATE_SECRET_OUT) != 0)
 		pb_wipe(resp);
 	if (resp != NULL)
@@ -396,6 +402,13 @@ service_open_audit(struct service *svc, struct store *sto,
 		signer.new_chain_reason = new_chain;
 		signer.publish_dir = cfg->audit_publish[0] != '\0' ?
 		    cfg->audit_publish : NULL;
+		if (!cfg->audit_v2) {
+			/* The log as it was before v2 (benchmarks only). */
+			signer.mac = NULL;
+			signer.anchor_get = NULL;
+			signer.anchor_set = NULL;
+			signer.no_tree = 1;
+		}
 		r = audit_open(cfg->audit_dir, chain, cfg->audit_segment_bytes,
 		    &signer, &svc->audit, st);
 		if (r != KMS_ERR_ALREADY_EXISTS)
@@ -404,6 +417,9 @@ service_open_audit(struct service *svc, struct store *sto,
 	}
 	if (r != 0)
 		return r;
+	if (!cfg->audit_v2)
+		log_warn("audit: v2 = no: no Merkle tree, batch seals or HSM "
+		    "anchor; use this for measurements only");
 	if (!cfg->audit_sync) {
 		log_warn("audit: sync = no: records are not fsync'd and a "
 		    "crash can lose them; use this for measurements only");

@@ -24,6 +24,8 @@ struct hsm;
 struct hsm_session;
 struct keystore;
 struct policy;
+struct watch_hub;
+struct watcher;
 
 struct service {
 	const struct config *cfg;
@@ -33,6 +35,7 @@ struct service {
 	pthread_rwlock_t policy_lock;	/* guards policy (swapped on SIGHUP) */
 	struct policy *policy;
 	struct metrics *metrics;	/* NULL: metrics off */
+	struct watch_hub *watch;	/* WatchAuditRecords (watch.h) */
 };
 
 /* Who is calling, as established by the transport. */
@@ -61,6 +64,11 @@ struct rpc_reply {
 	 * The body is always wiped when it is freed.
 	 */
 	int wipe_request;
+	/*
+	 * A streaming call the gate let in: the transport starts it
+	 * (watch_start) once the reply may leave, or drops it (watch_drop).
+	 */
+	struct watcher *stream;
 };
 
 /* The methods served, numbered from 0: their paths for the transport. */

@@ -1,7 +1,9 @@
 /*
  * h_service.c: the handlers that speak of the service itself rather than
- * of a key: ListAuditRecords, WhoAmI and the gRPC health check.
+ * of a key: ListAuditRecords, WatchAuditRecords, WhoAmI and the gRPC
+ * health check.
  */
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +16,7 @@
 #include "kmserr.h"
 #include "names.h"
 #include "policy.h"
+#include "watch.h"
 
 #include "grpc/health/v1/health.pb-c.h"
 #include "kms/v1/kms.pb-c.h"
@@ -29,11 +32,33 @@ struct audit_page {
 	size_t cap;
 };
 
+/*
+ * The message of a record, its strings pointing into rec (NULL as ""):
+ * copied for a page, packed at once for a stream.
+ */
+static void
+record_view(const struct audit_record *rec, Kms__V1__AuditRecord *m)
+{
+	char **str[] = { &m->time, &m->identity, &m->rpc, &m->key,
+	    &m->result, &m->reason, &m->peer, &m->fingerprint,
+	    &m->request_sha256, &m->status, &m->chain, &m->json };
+	const char *val[] = { rec->time, rec->identity, rec->rpc, rec->key,
+	    rec->result, rec->reason, rec->peer, rec->fingerprint,
+	    rec->request_sha256, rec->status, rec->chain, rec->line };
+	size_t i;
+
+	kms__v1__audit_record__init(m);
+	m->seq = rec->seq;
+	m->version = rec->version;
+	for (i = 0; i < sizeof(str) / sizeof(str[0]); i++)
+		*str[i] = (char *)(val[i] != NULL ? val[i] : "");
+}
+
 static int
 audit_page_add(const struct audit_record *rec, void *arg)
 {
 	struct audit_page *p = arg;
-	Kms__V1__AuditRecord *m;
+	Kms__V1__AuditRecord *m, view;
 
 	if (p->resp->n_records == p->cap)
 		return KMS_ERR_INTERNAL;
@@ -41,22 +66,53 @@ audit_page_add(const struct audit_record *rec, void *arg)
 		return KMS_ERR_NOMEM;
 	kms__v1__audit_record__init(m);
 	p->resp->records[p->resp->n_records++] = m;
-	m->seq = rec->seq;
-	m->version = rec->version;
-	if ((m->time = pb_strdup(rec->time)) == NULL ||
-	    (m->identity = pb_strdup(rec->identity)) == NULL ||
-	    (m->rpc = pb_strdup(rec->rpc)) == NULL ||
-	    (m->key = pb_strdup(rec->key)) == NULL ||
-	    (m->result = pb_strdup(rec->result)) == NULL ||
-	    (m->reason = pb_strdup(rec->reason)) == NULL ||
-	    (m->peer = pb_strdup(rec->peer)) == NULL ||
-	    (m->fingerprint = pb_strdup(rec->fingerprint)) == NULL ||
-	    (m->request_sha256 = pb_strdup(rec->request_sha256)) == NULL ||
-	    (m->status = pb_strdup(rec->status)) == NULL ||
-	    (m->chain = pb_strdup(rec->chain)) == NULL ||
-	    (m->json = pb_strdup(rec->line)) == NULL)
+	record_view(rec, &view);
+	m->seq = view.seq;
+	m->version = view.version;
+	if ((m->time = strdup(view.time)) == NULL ||
+	    (m->identity = strdup(view.identity)) == NULL ||
+	    (m->rpc = strdup(view.rpc)) == NULL ||
+	    (m->key = strdup(view.key)) == NULL ||
+	    (m->result = strdup(view.result)) == NULL ||
+	    (m->reason = strdup(view.reason)) == NULL ||
+	    (m->peer = strdup(view.peer)) == NULL ||
+	    (m->fingerprint = strdup(view.fingerprint)) == NULL ||
+	    (m->request_sha256 = strdup(view.request_sha256)) == NULL ||
+	    (m->status = strdup(view.status)) == NULL ||
+	    (m->chain = strdup(view.chain)) == NULL ||
+	    (m->json = strdup(view.json)) == NULL)
 		return KMS_ERR_NOMEM;
 	return 0;
+}
+
+/* One message of WatchAuditRecords (watch_pack_fn). */
+static int
+audit_record_pack(const struct audit_record *rec, uint8_t **body, size_t *len)
+{
+	Kms__V1__AuditRecord view;
+	size_t n;
+
+	record_view(rec, &view);
+	n = kms__v1__audit_record__get_packed_size(&view);
+	if ((*body = malloc(n == 0 ? 1 : n)) == NULL)
+		return KMS_ERR_NOMEM;
+	*len = kms__v1__audit_record__pack(&view, *body);
+	return 0;
+}
+
+/* The request's filters, pointing into it. */
+static void
+filters_of(const Kms__V1__AuditFilters *in, struct audit_filter *f)
+{
+	memset(f, 0, sizeof(*f));
+	if (in == NULL)
+		return;
+	f->identity = in->identity;
+	f->key = in->key;
+	f->rpc = in->rpc;
+	f->result = in->result;
+	f->time_from = in->time_from;
+	f->time_to = in->time_to;
 }
 
 int
@@ -83,15 +139,7 @@ h_list_audit_records(struct call *c, const void *rq, void *rs)
 		return call_nomem(c);
 	page.resp = resp;
 	page.cap = limit;
-	memset(&f, 0, sizeof(f));
-	if (req->filters != NULL) {
-		f.identity = req->filters->identity;
-		f.key = req->filters->key;
-		f.rpc = req->filters->rpc;
-		f.result = req->filters->result;
-		f.time_from = req->filters->time_from;
-		f.time_to = req->filters->time_to;
-	}
+	filters_of(req->filters, &f);
 	resp->last_seq = strcmp(chain, audit_chain_name(a)) == 0 ?
 	    audit_last_seq(a) : 0;
 	snprintf(dir, sizeof(dir), "%s/%s", c->svc->cfg->audit_dir, chain);
@@ -104,6 +152,33 @@ h_list_audit_records(struct call *c, const void *rq, void *rs)
 	    (resp->audit_key_pem = pb_strdup(audit_key_pem(a))) == NULL))
 		return call_nomem(c);
 	return 0;
+}
+
+/*
+ * Auditors (the table's grant): the stream of this instance's chain.  The
+ * watcher starts once this call's own record is durable (the transport
+ * starts it, see watch_start); until then it only holds its place among
+ * the [audit] max_watchers.
+ */
+int
+h_watch_audit_records(struct call *c, const void *rq, void *rs)
+{
+	const Kms__V1__WatchAuditRecordsRequest *req = rq;
+	struct audit_filter f;
+	const char *mine = audit_chain_name(c->svc->audit);
+
+	if (req->chain[0] != '\0' && strcmp(req->chain, mine) != 0)
+		return kms_status_set(&c->st, KMS_ERR_NOT_FOUND, "only this "
+		    "instance's chain %s is watched (ListAuditRecords reads "
+		    "the others)", mine);
+	if (c->svc->watch == NULL)
+		return kms_status_set(&c->st, KMS_ERR_UNAVAILABLE,
+		    "audit watching is not running");
+	snprintf(c->detail, sizeof(c->detail), "{\"after_seq\":%" PRIu64 "}",
+	    (uint64_t)req->after_seq);
+	filters_of(req->filters, &f);
+	return watch_open(c->svc->watch, req->after_seq, &f,
+	    audit_record_pack, &c->stream, &c->st);
 }
 
 /* The caller's own identity and roles (GATE_NOGRANT). */

@@ -73,6 +73,11 @@ const struct handler_def handler_table[] = {
 	{ KMS_PATH("GetAuditConsistency"), "GetAuditConsistency",
 	    KMS_OP_LIST_AUDIT_RECORDS, 0, MSG(get_audit_consistency_request),
 	    MSG(audit_consistency), NULL, h_get_audit_consistency },
+	/* One call, one record; then a message per record (watch.h). */
+	{ KMS_PATH("WatchAuditRecords"), "WatchAuditRecords",
+	    KMS_OP_LIST_AUDIT_RECORDS, GATE_STREAM,
+	    MSG(watch_audit_records_request), MSG(audit_record), NULL,
+	    h_watch_audit_records },
 	/* Load balancers ask without a grant; the transport still wants mTLS. */
 	{ "/grpc.health.v1.Health/Check", "Health/Check", KMS_OP_NONE,
 	    GATE_NOAUTH, &grpc__health__v1__health_check_request__descriptor,

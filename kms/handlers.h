@@ -36,6 +36,7 @@ struct call {
 	int have_hash;
 	char detail[1024];		/* extra audit members, JSON, or "" */
 	struct kms_status st;
+	struct watcher *stream;		/* GATE_STREAM: what to stream */
 };
 
 /* What the gate does for a method besides decoding and auditing. */
@@ -47,6 +48,10 @@ struct call {
 				   may see, or the caller itself */
 #define GATE_SECRET_IN	0x08	/* the request holds plaintext: wiped */
 #define GATE_SECRET_OUT	0x10	/* the reply holds plaintext: wiped */
+#define GATE_STREAM	0x20	/* server streaming: the handler opens a
+				   watcher (c->stream) that the transport
+				   starts once the call's record is durable;
+				   resp names the type of its messages */
 
 typedef int handler_fn(struct call *c, const void *req, void *resp);
 
@@ -91,7 +96,8 @@ handler_fn h_create_key, h_get_key, h_list_keys, h_get_public_key,
 handler_fn h_sign, h_verify, h_wrap, h_unwrap,
     h_generate_data_key;					/* h_crypto.c */
 handler_fn h_sign_bundle_manifest;				/* h_bundle.c */
-handler_fn h_list_audit_records, h_whoami, h_health_check;	/* h_service.c */
+handler_fn h_list_audit_records, h_watch_audit_records, h_whoami,
+    h_health_check;						/* h_service.c */
 handler_fn h_get_audit_proof, h_get_audit_consistency;	/* h_audit.c */
 
 #endif /* KMS_HANDLERS_H */

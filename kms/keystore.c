@@ -5,7 +5,8 @@
  * Every instance loads all documents at start and reads again the ones
  * that changed every sync period (keystore_refresh), comparing the
  * store's copy ids, so that it sees what the others did within about that
- * period.  The store's change mark spares the listing of an idle store:
+ * period; a store that can tell of changes (etcd's watch) has
+ * keystore_refresh run at once instead (keystore_set_notify).  The store's change mark spares the listing of an idle store:
  * keystore_refresh lists only when the mark differs from the one read
  * before the last listing, when it cannot be read (a token made before
  * it existed gets one at its next change), and at least every
@@ -474,8 +475,8 @@ ks_key_free(struct ks_key *k)
 	free(k);
 }
 
-static struct ks_key *
-snapshot_locked(const struct ks_entry *e)
+struct ks_key *
+ks_snapshot(const struct ks_entry *e)
 {
 	const struct km_version *p;
 	struct ks_key *k;
@@ -521,7 +522,7 @@ keystore_get(struct keystore *ks, const char *name, struct ks_key **out,
 	pthread_rwlock_rdlock(&ks->lock);
 	if ((e = ks_find_locked(ks, name)) == NULL)
 		r = ks_not_found(st, name);
-	else if ((*out = snapshot_locked(e)) == NULL)
+	else if ((*out = ks_snapshot(e)) == NULL)
 		r = kms_status_set(st, KMS_ERR_NOMEM, "out of memory");
 	pthread_rwlock_unlock(&ks->lock);
 	return r;
@@ -559,7 +560,7 @@ keystore_list(struct keystore *ks, const char *prefix,
 				continue;
 			if (visible != NULL && !visible(e->m.name, arg))
 				continue;
-			if ((k = snapshot_locked(e)) == NULL) {
+			if ((k = ks_snapshot(e)) == NULL) {
 				r = KMS_ERR_NOMEM;
 				goto out;
 			}

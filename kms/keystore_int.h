@@ -62,5 +62,10 @@ int ks_resolve_locked(struct keystore *ks, const char *name,
     uint32_t version, struct ks_entry **ep, size_t *ip,
     struct kms_status *st);
 int ks_not_found(struct kms_status *st, const char *name);
+/*
+ * A copy of e as callers see it (NULL: out of memory), made under the
+ * table lock or of an entry not installed yet.
+ */
+struct ks_key *ks_snapshot(const struct ks_entry *e);
 
 #endif /* KMS_KEYSTORE_INT_H */

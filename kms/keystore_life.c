@@ -144,7 +144,7 @@ entry_add_version(struct ks_entry *e, struct hsm_session *s, int64_t now,
  */
 static int
 entry_write(struct keystore *ks, struct hsm_session *s, struct store_lock *lock,
-    struct ks_entry *e, struct kms_status *st)
+    struct ks_entry *e, struct ks_key **snap, struct kms_status *st)
 {
 	struct store_rev prev = e->at;
 	char *doc;
@@ -163,8 +163,21 @@ entry_write(struct keystore *ks, struct hsm_session *s, struct store_lock *lock,
 		ks_entry_free(e);
 		return r;
 	}
-	if ((r = ks_install(ks, e)) != 0)
+	/*
+	 * What was written, as the caller's answer: by the time it could
+	 * read the cache, a later change may have replaced it there.
+	 */
+	if (snap != NULL && (*snap = ks_snapshot(e)) == NULL) {
+		ks_install(ks, e);
+		return kms_status_set(st, KMS_ERR_NOMEM, "out of memory");
+	}
+	if ((r = ks_install(ks, e)) != 0) {
+		if (snap != NULL) {
+			ks_key_free(*snap);
+			*snap = NULL;
+		}
 		return kms_status_set(st, r, "out of memory");
+	}
 	return 0;
 }
 
@@ -253,7 +266,7 @@ keystore_create(struct keystore *ks, struct hsm_session *s,
 	if ((r = entry_add_version(e, s, e->m.create_time, st)) != 0)
 		goto out;
 	strcpy(label, e->m.v[0].label);
-	r = entry_write(ks, s, lock, e, st);
+	r = entry_write(ks, s, lock, e, out, st);
 	e = NULL;
 	if (r != 0) {
 		version_undo_after(ks, s, label, r);	/* nothing half-made stays */
@@ -264,7 +277,6 @@ keystore_create(struct keystore *ks, struct hsm_session *s,
 		goto out;
 	}
 	store_touch(ks->store, s);
-	r = keystore_get(ks, name, out, st);
  out:
 	store_unlock(ks->store, s, lock);
 	ks_entry_free(e);
@@ -276,7 +288,8 @@ keystore_create(struct keystore *ks, struct hsm_session *s,
  * document, let fn change a copy (fn may generate HSM objects: *made then
  * names the version to undo if fn fails after all or the document cannot
  * be written), write it, unlock.  fn returning KS_NO_CHANGE leaves the store as it was, and so
- * is returned (not an error).
+ * is returned (not an error).  *out (out may be NULL) is the key as this
+ * change wrote it, when it wrote one.
  */
 #define KS_NO_CHANGE 1
 typedef int change_fn(struct ks_entry *e, struct hsm_session *s, void *arg,
@@ -284,7 +297,7 @@ typedef int change_fn(struct ks_entry *e, struct hsm_session *s, void *arg,
 
 static int
 keystore_change(struct keystore *ks, struct hsm_session *s, const char *name,
-    change_fn *fn, void *arg, struct kms_status *st)
+    change_fn *fn, void *arg, struct ks_key **out, struct kms_status *st)
 {
 	struct ks_entry *e = NULL;
 	struct store_lock *lock = NULL;
@@ -308,7 +321,7 @@ keystore_change(struct keystore *ks, struct hsm_session *s, const char *name,
 		}
 		if (made != NULL)
 			snprintf(undo, sizeof(undo), "%s", made);
-		r = entry_write(ks, s, lock, e, st);
+		r = entry_write(ks, s, lock, e, out, st);
 		e = NULL;
 		if (r != 0 && made != NULL)
 			version_undo_after(ks, s, undo, r);
@@ -383,9 +396,9 @@ keystore_rotate(struct keystore *ks, struct hsm_session *s, const char *name,
 	int r;
 
 	*out = NULL;
-	if ((r = keystore_change(ks, s, name, rotate_fn, NULL, st)) < 0)
+	if ((r = keystore_change(ks, s, name, rotate_fn, NULL, out, st)) < 0)
 		return r;
-	return keystore_get(ks, name, out, st);
+	return *out != NULL ? 0 : keystore_get(ks, name, out, st);
 }
 
 struct state_arg {
@@ -483,7 +496,7 @@ keystore_set_state(struct keystore *ks, struct hsm_session *s,
 	a.version = version;
 	a.state = state;
 	a.destroy_wait = destroy_wait;
-	if ((r = keystore_change(ks, s, name, state_fn, &a, st)) < 0)
+	if ((r = keystore_change(ks, s, name, state_fn, &a, NULL, st)) < 0)
 		return r;
 	*out = a.result;
 	return 0;
@@ -537,7 +550,7 @@ keystore_set_chain(struct keystore *ks, struct hsm_session *s,
 	if (a.pem != NULL && strlen(a.pem) > KM_CHAIN_MAX)
 		return kms_status_set(st, KMS_ERR_INVALID_ARGUMENT, "the "
 		    "certificate chain is longer than %d bytes", KM_CHAIN_MAX);
-	if ((r = keystore_change(ks, s, name, chain_fn, &a, st)) < 0)
+	if ((r = keystore_change(ks, s, name, chain_fn, &a, NULL, st)) < 0)
 		return r;
 	*out = a.result;
 	return 0;
@@ -563,9 +576,11 @@ keystore_set_rotation_period(struct keystore *ks, struct hsm_session *s,
 	int r;
 
 	*out = NULL;
-	if ((r = keystore_change(ks, s, name, period_fn, &period, st)) < 0)
+	if ((r = keystore_change(ks, s, name, period_fn, &period, out,
+	    st)) < 0)
 		return r;
-	return keystore_get(ks, name, out, st);
+	/* Nothing to write: the key as it stands. */
+	return *out != NULL ? 0 : keystore_get(ks, name, out, st);
 }
 
 static int
@@ -675,7 +690,7 @@ keystore_maintain(struct keystore *ks, struct hsm_session *s, int64_t now,
 		sc.arg = arg;
 		what = sc.version == 0 ? KS_EVENT_ROTATED : KS_EVENT_DESTROYED;
 		r = keystore_change(ks, s, todo[i].name, sc.version == 0 ?
-		    rotate_fn : destroy_fn, &sc, &st);
+		    rotate_fn : destroy_fn, &sc, NULL, &st);
 		/* Nothing to report when another instance did it first. */
 		if (r == 0 || r == KS_NO_CHANGE)
 			continue;

@@ -48,6 +48,7 @@
 #include "storeopen.h"
 #include "tlsfront.h"
 #include "version.h"
+#include "watch.h"
 
 #define STOP_GRACE_SECONDS 30
 #define SELFCHECK_SECONDS 10	/* how often the listener is tried */
@@ -449,6 +450,12 @@ main(int argc, char **argv)
 		goto out;
 	}
 	audit_set_metrics(svc.audit, svc.metrics);
+	if (watch_hub_new(svc.audit, cfg.audit_max_watchers,
+	    cfg.audit_watch_queue, &svc.watch, &st) != 0) {
+		log_error("audit: %s", st.msg);
+		goto out;
+	}
+	audit_set_notify(svc.audit, watch_hub_notify, svc.watch);
 	if (service_reload_policy(&svc, &st) != 0) {
 		log_error("policy: %s", st.msg);
 		goto out;
@@ -523,6 +530,9 @@ main(int argc, char **argv)
 	watchdog_free(wd);
 	maint_stop(&maint);
 	rpc_server_stop(srv, 0);
+	if (svc.audit != NULL)
+		audit_set_notify(svc.audit, NULL, NULL);
+	watch_hub_free(svc.watch);
 	hsm_session_close(hs);
 	policy_free(svc.policy);
 	audit_close(svc.audit);

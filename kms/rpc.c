@@ -41,6 +41,7 @@
 #include "secret.h"
 #include "tlsctx.h"
 #include "tlsfront.h"
+#include "watch.h"
 
 #define SLOTS_PER_METHOD 16	/* requests posted per method at any time */
 #define GENERIC_SLOTS 4
@@ -49,6 +50,8 @@ enum tag_kind {
 	TAG_REGISTERED = 1,
 	TAG_GENERIC,
 	TAG_REPLY,
+	TAG_STREAM_SEND,		/* a streamed message has left */
+	TAG_STREAM_CLOSE,		/* a streaming call is over */
 	TAG_SHUTDOWN
 };
 
@@ -86,7 +89,20 @@ struct job {
 	int have_details;
 	int cancelled;
 	struct timespec t0;		/* arrival, for the metrics */
+
+	/*
+	 * A streaming call (watch.h): the hub hands it one message at a
+	 * time; the job lives until the hub releases it.
+	 */
+	struct watcher *watch;
+	struct tag send_tag;		/* TAG_STREAM_SEND */
+	struct tag close_tag;		/* TAG_STREAM_CLOSE */
+	grpc_byte_buffer *send_bb;	/* the message in flight */
+	int md_sent;			/* initial metadata went with the first */
 };
+
+#define JOB_OF(p, member) \
+	((struct job *)((char *)(p) - offsetof(struct job, member)))
 
 /* Per-worker state: its HSM session. */
 struct worker {
@@ -126,6 +142,8 @@ job_new(void)
 	if ((j = calloc(1, sizeof(*j))) == NULL)
 		return NULL;
 	j->tag.kind = TAG_REPLY;
+	j->send_tag.kind = TAG_STREAM_SEND;
+	j->close_tag.kind = TAG_STREAM_CLOSE;
 	return j;
 }
 
@@ -138,6 +156,8 @@ job_free(struct job *j)
 		grpc_byte_buffer_destroy(j->payload);
 	if (j->reply != NULL)
 		grpc_byte_buffer_destroy(j->reply);
+	if (j->send_bb != NULL)
+		grpc_byte_buffer_destroy(j->send_bb);
 	if (j->have_details)
 		grpc_slice_unref(j->details);
 	grpc_metadata_array_destroy(&j->md);
@@ -206,6 +226,17 @@ peer_of(struct rpc_server *srv, grpc_call *call, struct tlsfront_peer *tp,
 	gpr_free(peer);
 }
 
+static void
+call_metrics(struct rpc_server *srv, struct job *j, int code)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	metrics_request(srv->svc->metrics, j->generic ? gate_nmethods() :
+	    j->method, code, (double)(now.tv_sec - j->t0.tv_sec) +
+	    (now.tv_nsec - j->t0.tv_nsec) / 1e9);
+}
+
 /*
  * Sends the reply (or the error status) in one batch.  The reply's slice
  * takes rep->body and wipes it when gRPC lets the last reference go:
@@ -220,12 +251,8 @@ send_reply(struct rpc_server *srv, struct job *j, struct rpc_reply *rep)
 	size_t n = 0;
 	int code = rep->st.err == 0 ? GRPC_STATUS_OK :
 	    kms_err_grpc_code(rep->st.err);
-	struct timespec now;
 
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	metrics_request(srv->svc->metrics, j->generic ? gate_nmethods() :
-	    j->method, code, (double)(now.tv_sec - j->t0.tv_sec) +
-	    (now.tv_nsec - j->t0.tv_nsec) / 1e9);
+	call_metrics(srv, j, code);
 
 	memset(ops, 0, sizeof(ops));
 	ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
@@ -257,6 +284,112 @@ send_reply(struct rpc_server *srv, struct job *j, struct rpc_reply *rep)
 }
 
 /*
+ * The transport's side of a watcher (watch_ops): one SEND_MESSAGE batch
+ * per record, the first with the initial metadata; the hub sends the next
+ * once this one has left (watch_sent).
+ */
+static void
+free_len(void *p, size_t len)
+{
+	free(p);
+}
+
+static void
+stream_send(void *arg, uint8_t *body, size_t len)
+{
+	struct job *j = arg;
+	grpc_slice slice;
+	grpc_op ops[2];
+	size_t n = 0;
+
+	slice = grpc_slice_new_with_len(body, len, free_len);
+	j->send_bb = grpc_raw_byte_buffer_create(&slice, 1);
+	grpc_slice_unref(slice);
+	memset(ops, 0, sizeof(ops));
+	if (!j->md_sent)
+		ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+	ops[n].op = GRPC_OP_SEND_MESSAGE;
+	ops[n++].data.send_message.send_message = j->send_bb;
+	if (grpc_call_start_batch(j->call, ops, n, &j->send_tag, NULL) !=
+	    GRPC_CALL_OK) {
+		grpc_byte_buffer_destroy(j->send_bb);
+		j->send_bb = NULL;
+		watch_sent(j->watch, 0);
+		return;
+	}
+	j->md_sent = 1;
+}
+
+/* Ends the call: the client sees the status; the close follows. */
+static void
+stream_end(void *arg, int err, const char *msg)
+{
+	struct job *j = arg;
+
+	grpc_call_cancel_with_status(j->call,
+	    (grpc_status_code)kms_err_grpc_code(err), msg, NULL);
+}
+
+static void
+stream_release(void *arg)
+{
+	struct job *j = arg;
+
+	job_done(j->srv, j);
+}
+
+/*
+ * Starts streaming a call the gate let in, now that its record is
+ * durable.  RECV_CLOSE_ON_SERVER tells when the call is over: the client
+ * cancelled, its deadline passed, or the hub ended it.
+ */
+static void
+stream_start(struct job *j, struct watcher *w, struct rpc_reply *rep)
+{
+	static const struct watch_ops wops = {
+		stream_send, stream_end, stream_release
+	};
+	grpc_op op;
+
+	j->watch = w;
+	if (watch_start(w, &wops, j) != 0) {
+		j->watch = NULL;
+		watch_drop(w);
+		kms_status_set(&rep->st, KMS_ERR_UNAVAILABLE,
+		    "kmsd is stopping");
+		send_reply(j->srv, j, rep);
+		return;
+	}
+	call_metrics(j->srv, j, GRPC_STATUS_OK);
+	memset(&op, 0, sizeof(op));
+	op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+	op.data.recv_close_on_server.cancelled = &j->cancelled;
+	if (grpc_call_start_batch(j->call, &op, 1, &j->close_tag, NULL) !=
+	    GRPC_CALL_OK) {
+		log_error("rpc: cannot watch a stream's end");
+		grpc_call_cancel_with_status(j->call, GRPC_STATUS_INTERNAL,
+		    "cannot watch the stream's end", NULL);
+		watch_closed(w);
+	}
+}
+
+/* Sends the reply, or starts the stream the gate let in. */
+static void
+reply_or_stream(struct job *j, struct rpc_reply *rep)
+{
+	if (rep->stream != NULL && rep->st.err == 0) {
+		free(rep->body);
+		rep->body = NULL;
+		stream_start(j, rep->stream, rep);
+		return;
+	}
+	if (rep->stream != NULL)
+		watch_drop(rep->stream);
+	rep->stream = NULL;
+	send_reply(j->srv, j, rep);
+}
+
+/*
  * Sends a reply that waited for its audit record: the result when the
  * record is durable, UNAVAILABLE without the result when it was lost.
  * The job may be freed as soon as the reply is started, so it is sent
@@ -276,7 +409,7 @@ reply_complete(struct job *j)
 		    "be written: the request was refused and no result is "
 		    "released");
 	}
-	send_reply(j->srv, j, &rep);
+	reply_or_stream(j, &rep);
 }
 
 /*
@@ -364,7 +497,7 @@ serve(struct worker *w, struct job *j)
 		j->rep = rep;
 		reply_part_done(j);
 	} else {
-		send_reply(srv, j, &rep);
+		reply_or_stream(j, &rep);
 	}
 	if (have_slice)
 		grpc_slice_unref(slice);
@@ -426,6 +559,7 @@ worker_main(void *arg)
 	struct rpc_server *srv = w->srv;
 	grpc_event ev;
 	struct tag *t;
+	struct job *j;
 
 	for (;;) {
 		ev = grpc_completion_queue_next(srv->cq,
@@ -442,6 +576,15 @@ worker_main(void *arg)
 			break;
 		case TAG_REPLY:
 			job_done(srv, (struct job *)t);
+			break;
+		case TAG_STREAM_SEND:
+			j = JOB_OF(t, send_tag);
+			grpc_byte_buffer_destroy(j->send_bb);
+			j->send_bb = NULL;
+			watch_sent(j->watch, ev.success);
+			break;
+		case TAG_STREAM_CLOSE:
+			watch_closed(JOB_OF(t, close_tag)->watch);
 			break;
 		case TAG_SHUTDOWN:
 			pthread_mutex_lock(&srv->lock);
@@ -658,6 +801,8 @@ rpc_server_stop(struct rpc_server *srv, int grace_seconds)
 	pthread_mutex_unlock(&srv->lock);
 	/* No new connections; the established ones finish their calls. */
 	tlsfront_quiesce(srv->front);
+	/* Streams never finish by themselves: end them. */
+	watch_hub_shutdown(srv->svc->watch);
 	grpc_server_shutdown_and_notify(srv->server, srv->cq,
 	    &srv->shutdown_tag);
 	/*

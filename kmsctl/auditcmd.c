@@ -27,8 +27,8 @@ print_note(const char *msg, void *arg)
 static void
 verify_usage(void)
 {
-	fprintf(stderr, "usage: kmsctl audit verify [--pubkey PEM] [--json] "
-	    "[PATH]\n"
+	fprintf(stderr, "usage: kmsctl audit verify [--pubkey PEM] "
+	    "[--witness PUB [--cosigned DIR]] [--json] [PATH]\n"
 	    "  PATH defaults to $KMS_HOME/audit; it may be the audit "
 	    "directory\n  or one chain directory in it.  Exit 0 intact, 1 "
 	    "tampered, 5 unreadable.\n");
@@ -39,14 +39,17 @@ audit_cmd_verify(int argc, char **argv, int json)
 {
 	static const struct option opts[] = {
 		{ "pubkey", required_argument, NULL, 'p' },
+		{ "witness", required_argument, NULL, 'w' },
+		{ "cosigned", required_argument, NULL, 'c' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 }
 	};
 	struct audit_verify_result res;
 	struct kms_status st;
-	const char *pubkey = NULL;
-	char defpath[4096];
+	const char *pubkey = NULL, *witness = NULL, *cosigned = NULL;
+	char defpath[4096], why[1024];
+	int wr = 0;
 	const char *path;
 	json_t *o;
 	int ch;
@@ -56,6 +59,12 @@ audit_cmd_verify(int argc, char **argv, int json)
 		switch (ch) {
 		case 'p':
 			pubkey = optarg;
+			break;
+		case 'w':
+			witness = optarg;
+			break;
+		case 'c':
+			cosigned = optarg;
 			break;
 		case 'j':
 			json = 1;
@@ -68,7 +77,7 @@ audit_cmd_verify(int argc, char **argv, int json)
 			return KMSCTL_EXIT_USAGE;
 		}
 	}
-	if (argc - optind > 1) {
+	if (argc - optind > 1 || (cosigned != NULL && witness == NULL)) {
 		verify_usage();
 		return KMSCTL_EXIT_USAGE;
 	}
@@ -84,6 +93,10 @@ audit_cmd_verify(int argc, char **argv, int json)
 		fprintf(stderr, "kmsctl: audit verify: %s\n", st.msg);
 		return KMSCTL_EXIT_IO;
 	}
+	/* The witness is asked only about a log that verifies. */
+	if (res.ok && witness != NULL)
+		wr = audit_witness_check(path, witness, cosigned, json, why,
+		    sizeof(why));
 	if (json) {
 		o = json_pack("{s:b, s:i, s:I, s:I, s:I, s:i, s:I, s:s}", "ok",
 		    res.ok, "chains", (int)res.chains,
@@ -93,6 +106,10 @@ audit_cmd_verify(int argc, char **argv, int json)
 		    "warnings", (int)res.warnings,
 		    "tree_size", (json_int_t)res.tree_size,
 		    "root", res.root);
+		if (o != NULL && witness != NULL && res.ok)
+			json_object_set_new(o, "witness", wr == 0 ?
+			    json_pack("{s:b}", "ok", 1) :
+			    json_pack("{s:b, s:s}", "ok", 0, "why", why));
 		if (o != NULL && !res.ok)
 			json_object_set_new(o, "first_bad", json_pack(
 			    "{s:s, s:I, s:I, s:s}", "file", res.file,
@@ -118,6 +135,10 @@ audit_cmd_verify(int argc, char **argv, int json)
 			printf(": seq %" PRIu64, res.seq);
 		printf(": %s\n", res.why);
 	}
+	if (res.ok && wr != 0 && !json)
+		printf("audit log NOT witnessed: %s\n", why);
 	fflush(stdout);
+	if (res.ok && wr != 0)
+		return wr;
 	return res.ok ? KMSCTL_EXIT_OK : KMSCTL_EXIT_VERIFY;
 }

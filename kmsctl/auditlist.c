@@ -1,6 +1,7 @@
 /*
  * auditlist.c: `kmsctl audit list`: the audit records kmsd serves, with
- * filters, page by page or followed as they are written.
+ * filters, page by page (ListAuditRecords) or followed as they become
+ * durable (--follow: one WatchAuditRecords stream, no polling).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -23,28 +24,30 @@ struct audit_page {
 	size_t n;
 };
 
+static void
+print_record(const struct audit_page *p, const Kms__V1__AuditRecord *a)
+{
+	if (p->json)
+		printf("%s\n", a->json);
+	else
+		printf("%" PRIu64 " %s %s %s %s %s%s%s\n", (uint64_t)a->seq,
+		    a->time, a->identity[0] ? a->identity : "-", a->rpc,
+		    a->key[0] ? a->key : "-", a->result,
+		    a->reason[0] ? " " : "", a->reason);
+}
+
 static int
 audit_page_cb(ProtobufCMessage *m, void *arg)
 {
 	Kms__V1__ListAuditRecordsResponse *l =
 	    (Kms__V1__ListAuditRecordsResponse *)m;
 	struct audit_page *p = arg;
-	Kms__V1__AuditRecord *a;
 	size_t i;
 
 	for (i = 0; i < l->n_records; i++) {
 		if (p->limit != 0 && p->shown >= p->limit)
 			break;
-		a = l->records[i];
-		if (p->json)
-			printf("%s\n", a->json);
-		else
-			printf("%" PRIu64 " %s %s %s %s %s%s%s\n",
-			    (uint64_t)a->seq, a->time,
-			    a->identity[0] ? a->identity : "-",
-			    a->rpc, a->key[0] ? a->key : "-",
-			    a->result, a->reason[0] ? " " : "",
-			    a->reason);
+		print_record(p, l->records[i]);
 		p->shown++;
 	}
 	fflush(stdout);
@@ -59,6 +62,53 @@ audit_page_cb(ProtobufCMessage *m, void *arg)
 		p->last = l->last_seq;
 	protobuf_c_message_free_unpacked(m, NULL);
 	return 0;
+}
+
+/* One record of a WatchAuditRecords stream; 1 (stop) at --limit. */
+static int
+audit_watch_cb(ProtobufCMessage *m, void *arg)
+{
+	Kms__V1__AuditRecord *a = (Kms__V1__AuditRecord *)m;
+	struct audit_page *p = arg;
+
+	print_record(p, a);
+	fflush(stdout);
+	p->shown++;
+	if (a->seq > p->after)
+		p->after = a->seq;
+	protobuf_c_message_free_unpacked(m, NULL);
+	return p->limit != 0 && p->shown >= p->limit ? 1 : 0;
+}
+
+/*
+ * --follow: the records after --after, then each new one as it becomes
+ * durable, on one call (recorded once).  A reader cut off for falling
+ * behind resumes after the last record it printed, as long as it made
+ * progress since the last time.
+ */
+static int
+audit_follow(struct ctx *x, const char *chain, Kms__V1__AuditFilters *f,
+    struct audit_page *p)
+{
+	Kms__V1__WatchAuditRecordsRequest req =
+	    KMS__V1__WATCH_AUDIT_RECORDS_REQUEST__INIT;
+	uint64_t before;
+	int r;
+
+	req.chain = (char *)(chain != NULL ? chain : "");
+	req.filters = f;
+	for (;;) {
+		req.after_seq = before = p->after;
+		if ((r = kmsctl_follow(x, "WatchAuditRecords", &req.base,
+		    &kms__v1__audit_record__descriptor, audit_watch_cb,
+		    p)) == 0)
+			return 0;
+		if (x->grpc_code != 8 /* RESOURCE_EXHAUSTED */ ||
+		    p->after == before)
+			return r;
+		fprintf(stderr, "kmsctl: resuming after seq %" PRIu64 "\n",
+		    p->after);
+	}
 }
 
 /*
@@ -178,6 +228,8 @@ audit_list_cmd(struct ctx *x, int argc, char **argv)
 	page.json = x->json;
 	page.limit = limit;
 	page.after = after;
+	if (follow)
+		return audit_follow(x, req.chain, &f, &page);
 	for (;;) {
 		req.after_seq = prev = page.after;
 		req.limit = 1000;
@@ -190,9 +242,7 @@ audit_list_cmd(struct ctx *x, int argc, char **argv)
 			return r;
 		if (limit != 0 && page.shown >= limit)
 			return 0;
-		if (!follow && (page.after >= page.last || page.after == prev))
+		if (page.after >= page.last || page.after == prev)
 			return 0;
-		if (follow && (page.n == 0 || page.after == prev))
-			sleep(1);
 	}
 }

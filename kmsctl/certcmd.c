@@ -381,8 +381,10 @@ key_cert_self_sign(struct ctx *x, int argc, char **argv)
 	    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8,
 	    (const unsigned char *)preq.name, -1, -1, 0) != 1) {
 		X509_NAME_free(name);
-		return die_usage("--subject: NAME=VALUE pairs, as "
-		    "CN=release,O=Example or /CN=release/O=Example");
+		return die_usage(subject != NULL ? "--subject: NAME=VALUE "
+		    "pairs, as CN=release,O=Example or /CN=release/O=Example" :
+		    "the key name does not fit a CN (64 characters): give "
+		    "--subject");
 	}
 
 	/* The version's public key and algorithm; the version resolved. */

@@ -206,7 +206,9 @@ SIGN_INPUT_HELP
 	  "       [--rpc R] [--result ok|denied|error] [--since RFC3339]\n"
 	  "       [--until RFC3339] [--after SEQ] [--limit N]",
 "Options:\n"
-"  --follow         keep printing records as they are written\n"
+"  --follow         then keep printing each record as it becomes durable,\n"
+"                   on one WatchAuditRecords stream (recorded once; no\n"
+"                   deadline unless --timeout)\n"
 "  --rpc R          an RPC name (Sign, CreateKey, ...), any case; an\n"
 "                   unknown name is refused\n"
 "  --result R       ok, denied or error, any case\n"
@@ -221,16 +223,23 @@ SIGN_INPUT_HELP
 "      2026-01-01T00:00:00Z\n" },
 	{ "audit", "verify", 1, NULL, audit_verify_run,
 	  "check a copy of the audit log offline",
-	  "audit verify [--pubkey PEM] [PATH]",
+	  "audit verify [--pubkey PEM] [--witness PUB [--cosigned DIR]] [PATH]",
 "PATH is the audit directory ($KMS_HOME/audit by default) or one chain\n"
 "directory in it.  Exit 0 intact, 1 altered (the first bad record is\n"
-"named), 5 unreadable.\n"
+"named) or, with --witness, not witnessed; 5 unreadable.\n"
 "\n"
 "Options:\n"
-"  --pubkey PEM   the audit key to trust, instead of the one beside the log\n"
+"  --pubkey PEM     the audit key to trust, instead of the one beside the\n"
+"                   log\n"
+"  --witness PUB    also require, for every chain, a checkpoint of the log\n"
+"                   cosigned by this witness key (Ed25519 PEM); a cosigned\n"
+"                   checkpoint the log does not hold (cut, forked) fails\n"
+"  --cosigned DIR   where the cosigned notes are (the witness's --state\n"
+"                   directory); default CHAIN/witness/ beside each chain\n"
 "\n"
 "Example:\n"
-"  kmsctl audit verify --pubkey audit-key.pem /backup/kms/audit\n" },
+"  kmsctl audit verify --pubkey audit-key.pem --witness witness-pub.pem \\\n"
+"      --cosigned /var/lib/witness /backup/kms/audit\n" },
 	{ "audit", "prove", 0, NULL, audit_prove_cmd,
 	  "fetch and check the inclusion proof of a record",
 	  "audit prove [--pubkey PEM] SEQ",
@@ -254,19 +263,20 @@ SIGN_INPUT_HELP
 "  kmsctl --as auditor audit consistency --pubkey audit-key.pem 1000 0\n" },
 	{ "audit", "witness", 0, NULL, audit_witness_cmd,
 	  "cosign kmsd's latest checkpoint if it extends the last one seen",
-	  "audit witness --state DIR --witness-key KEY --pubkey AUDIT_PUB\n"
+	  "audit witness --state DIR --key KEY --pubkey AUDIT_PUB\n"
 	  "       [--name NAME]",
 "Keeps the last checkpoint it cosigned in DIR/latest (and each in\n"
 "DIR/SIZE.note).  Given kmsd's latest, it checks the audit key's\n"
 "signature and the RFC 9162 consistency proof from the one it holds,\n"
 "then appends its own signed-note signature (Ed25519 PEM key, key name\n"
 "NAME, default kms-witness).  A fork or a truncation is refused with both\n"
-"checkpoints, exit 1.  Run it as an auditor, from a machine of its own\n"
-"(--witness-key, as --key names the client certificate's key).\n"
+"checkpoints, exit 1.  Run it as an auditor, from a machine of its own.\n"
+"After \"audit witness\", --key is the witness's key (--witness-key is the\n"
+"same); give the client certificate with --as or before the command.\n"
 "\n"
 "Example:\n"
 "  kmsctl --as auditor audit witness --state /var/lib/witness \\\n"
-"      --witness-key witness.pem --pubkey audit-key.pem\n" },
+"      --key witness.pem --pubkey audit-key.pem\n" },
 	{ "audit", "report", 1, NULL, audit_report_cmd,
 	  "write an HTML report of an audit log, offline",
 	  "audit report [--since RFC3339] [--until RFC3339] -o REPORT.html [PATH]",

@@ -55,10 +55,10 @@ kmsctl_call(struct ctx *x, const char *method, const ProtobufCMessage *req,
 	return call_failed(x, method, &res, &st);
 }
 
-int
-kmsctl_call_stream(struct ctx *x, const char *method,
-    const ProtobufCMessage *req, const ProtobufCMessageDescriptor *rd,
-    kmsclient_msg_cb cb, void *arg)
+static int
+call_stream(struct ctx *x, const char *method, const ProtobufCMessage *req,
+    const ProtobufCMessageDescriptor *rd, kmsclient_msg_cb cb, void *arg,
+    int forever)
 {
 	struct kmsclient_result res;
 	struct kms_status st;
@@ -67,8 +67,31 @@ kmsctl_call_stream(struct ctx *x, const char *method,
 	if ((r = connect_server(x)) != 0)
 		return r;
 	kms_status_clear(&st);
-	if (kmsclient_call_stream(x->c, method, req, rd, cb, arg, &res,
-	    &st) == 0)
+	/* A followed stream has no deadline unless --timeout gives one. */
+	if (forever)
+		kmsclient_set_timeout(x->c, x->o.timeout_seconds);
+	r = kmsclient_call_stream(x->c, method, req, rd, cb, arg, &res, &st);
+	if (forever)
+		kmsclient_set_timeout(x->c, x->o.timeout_seconds > 0 ?
+		    x->o.timeout_seconds : KMSCLIENT_DEFAULT_TIMEOUT);
+	/* A positive value is the callback's: it has all it wanted. */
+	if (r >= 0)
 		return 0;
 	return call_failed(x, method, &res, &st);
+}
+
+int
+kmsctl_call_stream(struct ctx *x, const char *method,
+    const ProtobufCMessage *req, const ProtobufCMessageDescriptor *rd,
+    kmsclient_msg_cb cb, void *arg)
+{
+	return call_stream(x, method, req, rd, cb, arg, 0);
+}
+
+int
+kmsctl_follow(struct ctx *x, const char *method,
+    const ProtobufCMessage *req, const ProtobufCMessageDescriptor *rd,
+    kmsclient_msg_cb cb, void *arg)
+{
+	return call_stream(x, method, req, rd, cb, arg, 1);
 }

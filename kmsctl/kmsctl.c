@@ -197,20 +197,24 @@ static const char *const global_names[] = {
  */
 static const struct {
 	const char *cmd;
+	const char *sub;		/* NULL: every subcommand */
 	const char *opt;
 } command_owns[] = {
-	{ "bundle", "--key" },
-	{ "ota", "--key" },
+	{ "bundle", NULL, "--key" },
+	{ "ota", NULL, "--key" },
+	{ "audit", "witness", "--key" },	/* the witness's own key */
 };
 
 static int
-command_owns_opt(const char *cmd, const char *opt)
+command_owns_opt(const char *cmd, const char *sub, const char *opt)
 {
 	size_t i;
 
 	for (i = 0; cmd != NULL &&
 	    i < sizeof(command_owns) / sizeof(command_owns[0]); i++)
 		if (strcmp(cmd, command_owns[i].cmd) == 0 &&
+		    (command_owns[i].sub == NULL || (sub != NULL &&
+		    strcmp(sub, command_owns[i].sub) == 0)) &&
 		    strcmp(opt, command_owns[i].opt) == 0)
 			return 1;
 	return 0;
@@ -252,7 +256,7 @@ set_global(struct ctx *x, const char *name, char *v)
 static int
 global_opts(struct ctx *x, struct mode *m, int *argc, char **argv)
 {
-	const char *cmd = NULL, *name;
+	const char *cmd = NULL, *sub = NULL, *name;
 	char *a, *v;
 	size_t k, nl;
 	int i, j = 0, r, rest = 0;
@@ -278,9 +282,11 @@ global_opts(struct ctx *x, struct mode *m, int *argc, char **argv)
 			    (a[nl] == '\0' || a[nl] == '='))
 				name = global_names[k];
 		}
-		if (name != NULL && command_owns_opt(cmd, name))
+		if (name != NULL && command_owns_opt(cmd, sub, name))
 			name = NULL;
 		if (name == NULL) {
+			if (cmd != NULL && sub == NULL && a[0] != '-')
+				sub = a;
 			if (cmd == NULL && a[0] != '-')
 				cmd = a;
 			argv[++j] = a;

@@ -64,8 +64,15 @@ const char *kmsctl_exit_meaning(int code);
  */
 int kmsctl_call(struct ctx *x, const char *method, const ProtobufCMessage *req,
     const ProtobufCMessageDescriptor *rd, ProtobufCMessage **resp);
-/* A server-streaming RPC (or a unary one), cb called for each reply. */
+/*
+ * A server-streaming RPC (or a unary one), cb called for each reply; a
+ * positive cb return ends the call early and counts as success.
+ */
 int kmsctl_call_stream(struct ctx *x, const char *method,
+    const ProtobufCMessage *req, const ProtobufCMessageDescriptor *rd,
+    kmsclient_msg_cb cb, void *arg);
+/* The same for a stream followed without end: no deadline but --timeout. */
+int kmsctl_follow(struct ctx *x, const char *method,
     const ProtobufCMessage *req, const ProtobufCMessageDescriptor *rd,
     kmsclient_msg_cb cb, void *arg);
 

@@ -309,7 +309,7 @@ witness_refuses(const char *what, const char *held, const char *seen)
 }
 
 /*
- * kmsctl audit witness --state DIR --witness-key KEY --pubkey AUDIT_PUB:
+ * kmsctl audit witness --state DIR --key KEY --pubkey AUDIT_PUB:
  * takes kmsd's latest checkpoint, checks that it extends the one this
  * witness holds (consistency proof), cosigns it and keeps it; a fork or a
  * truncation is refused with both checkpoints, exit 1.
@@ -319,7 +319,8 @@ audit_witness_cmd(struct ctx *x, int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "state", required_argument, NULL, 's' },
-		{ "witness-key", required_argument, NULL, 'k' },
+		{ "key", required_argument, NULL, 'k' },
+		{ "witness-key", required_argument, NULL, 'k' },	/* alias */
 		{ "pubkey", required_argument, NULL, 'p' },
 		{ "name", required_argument, NULL, 'n' },
 		{ NULL, 0, NULL, 0 }
@@ -349,12 +350,12 @@ audit_witness_cmd(struct ctx *x, int argc, char **argv)
 		case 'p': pubkey = optarg; break;
 		case 'n': name = optarg; break;
 		default:
-			return die_usage("audit witness --state DIR --witness-key KEY "
+			return die_usage("audit witness --state DIR --key KEY "
 			    "--pubkey AUDIT_PUB");
 		}
 	}
 	if (state == NULL || keyf == NULL || pubkey == NULL || optind != argc)
-		return die_usage("audit witness --state DIR --witness-key KEY "
+		return die_usage("audit witness --state DIR --key KEY "
 		    "--pubkey AUDIT_PUB");
 	if ((f = fopen(keyf, "r")) == NULL ||
 	    (wk = PEM_read_PrivateKey(f, NULL, NULL, NULL)) == NULL ||

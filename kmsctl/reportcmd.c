@@ -756,28 +756,16 @@ report_html(FILE *f, const struct report *rp, const char *path)
 	return ferror(f) ? -1 : 0;
 }
 
-/* 1 when dir holds audit segment files itself (a chain directory). */
 static int
-is_chain_dir(const char *dir)
+add_chain(const char *dir, const char *name, void *arg)
 {
-	struct dirent **ents = NULL;
-	int i, n = scandir(dir, &ents, audit_segment_filter, NULL);
-
-	for (i = 0; i < n; i++)
-		free(ents[i]);
-	free(ents);
-	return n > 0;
-}
-
-static int
-add_chain(struct report *rp, const char *dir, const char *name)
-{
+	struct report *rp = arg;
 	struct chain_info *c;
 
 	if (rp->nchains == REPORT_CHAINS) {
 		fprintf(stderr, "kmsctl: audit report: more than %d chains\n",
 		    REPORT_CHAINS);
-		return KMSCTL_EXIT_USAGE;
+		return KMS_ERR_RESOURCE_EXHAUSTED;
 	}
 	c = &rp->chains[rp->nchains++];
 	snprintf(c->dir, sizeof(c->dir), "%s", dir);
@@ -789,35 +777,16 @@ add_chain(struct report *rp, const char *dir, const char *name)
 static int
 find_chains(struct report *rp, const char *path)
 {
-	struct dirent **ents = NULL;
-	char sub[4096];
-	const char *base;
-	int i, n, r = 0;
+	struct kms_status st;
+	int r;
 
-	if (is_chain_dir(path)) {
-		base = strrchr(path, '/');
-		return add_chain(rp, path, base != NULL && base[1] != '\0' ?
-		    base + 1 : path);
-	}
-	if ((n = scandir(path, &ents, NULL, alphasort)) < 0) {
-		fprintf(stderr, "kmsctl: audit report: %s: %s\n", path,
-		    strerror(errno));
-		return KMSCTL_EXIT_IO;
-	}
-	for (i = 0; i < n; i++) {
-		if (r == 0 && ents[i]->d_name[0] != '.' &&
-		    (size_t)snprintf(sub, sizeof(sub), "%s/%s", path,
-		    ents[i]->d_name) < sizeof(sub) && is_chain_dir(sub))
-			r = add_chain(rp, sub, ents[i]->d_name);
-		free(ents[i]);
-	}
-	free(ents);
-	if (r == 0 && rp->nchains == 0) {
-		fprintf(stderr, "kmsctl: audit report: no audit chain in %s\n",
-		    path);
-		return KMSCTL_EXIT_IO;
-	}
-	return r;
+	kms_status_clear(&st);
+	if ((r = audit_chain_dirs(path, 1, add_chain, rp, &st)) == 0)
+		return 0;
+	if (r == KMS_ERR_RESOURCE_EXHAUSTED)
+		return KMSCTL_EXIT_USAGE;
+	fprintf(stderr, "kmsctl: audit report: %s\n", st.msg);
+	return KMSCTL_EXIT_IO;
 }
 
 static void

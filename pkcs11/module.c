@@ -1375,12 +1375,76 @@ static CK_FUNCTION_LIST function_list = {
 	.C_WaitForSlotEvent = C_WaitForSlotEvent,
 };
 
-/* The module's one exported symbol (libkms-pkcs11.map). */
+/*
+ * The entry points a caller finds by name (libkms-pkcs11.map):
+ * C_GetFunctionList, and PKCS#11 3.0's C_GetInterfaceList and
+ * C_GetInterface, through which a 3.0 caller finds the same v2.40
+ * function list as the one interface "PKCS 11".  Debian 12's p11-kit
+ * headers stop at v2.40, so the 3.0 interface type is declared here, as
+ * the standard's pkcs11t.h has it.
+ */
 CK_RV
 C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR out)
 {
 	if (out == NULL)
 		return CKR_ARGUMENTS_BAD;
 	*out = &function_list;
+	return CKR_OK;
+}
+
+struct p11_interface {			/* CK_INTERFACE */
+	CK_CHAR *pInterfaceName;
+	CK_VOID_PTR pFunctionList;
+	CK_FLAGS flags;
+};
+
+#define P11_INTERFACE_NAME	"PKCS 11"
+
+/* The one interface; read-only, whatever the 3.0 signature's type says. */
+static const struct p11_interface interface = {
+	(CK_CHAR *)P11_INTERFACE_NAME, &function_list, 0
+};
+
+CK_RV C_GetInterfaceList(struct p11_interface *list, CK_ULONG_PTR count);
+CK_RV C_GetInterface(CK_UTF8CHAR_PTR name, CK_VERSION_PTR version,
+    struct p11_interface **out, CK_FLAGS flags);
+
+CK_RV
+C_GetInterfaceList(struct p11_interface *list, CK_ULONG_PTR count)
+{
+	if (count == NULL)
+		return CKR_ARGUMENTS_BAD;
+	if (list != NULL) {
+		if (*count < 1) {
+			*count = 1;
+			return CKR_BUFFER_TOO_SMALL;
+		}
+		list[0] = interface;
+	}
+	*count = 1;
+	return CKR_OK;
+}
+
+/*
+ * The interface named name (NULL: the default), of version (NULL: any)
+ * and with the flags asked for: "PKCS 11" 2.40 without flags, or
+ * CKR_ARGUMENTS_BAD.
+ */
+CK_RV
+C_GetInterface(CK_UTF8CHAR_PTR name, CK_VERSION_PTR version,
+    struct p11_interface **out, CK_FLAGS flags)
+{
+	if (out == NULL)
+		return CKR_ARGUMENTS_BAD;
+	if (name != NULL && strcmp((const char *)name,
+	    P11_INTERFACE_NAME) != 0)
+		return CKR_ARGUMENTS_BAD;
+	if (version != NULL && (version->major !=
+	    function_list.version.major || version->minor !=
+	    function_list.version.minor))
+		return CKR_ARGUMENTS_BAD;
+	if (flags != 0)
+		return CKR_ARGUMENTS_BAD;
+	*out = (struct p11_interface *)&interface;
 	return CKR_OK;
 }

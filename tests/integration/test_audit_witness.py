@@ -6,9 +6,10 @@ the token restored from a copy and written on) with both checkpoints.
 
 import hashlib
 import shutil
+import time
 
 import tlog
-from conftest import Kmsd, make_home, pb, run
+from conftest import KMSCTL, Kmsd, make_home, pb, run
 
 AUDIT_CONF = {"audit": {"checkpoint_every": 1000, "checkpoint_seconds": 0}}
 
@@ -33,17 +34,24 @@ def witness(k, state, wkey, check=True):
                     "--pubkey", k.pinned, identity="auditor", check=check)
 
 
-def test_witness_cosigns_and_refuses_a_fork(tmp_path):
+def started(tmp_path, key):
+    """kmsd on a home of its own with one P-256 key, its audit key pinned
+    in k.pinned."""
     home = make_home(tmp_path, "home", AUDIT_CONF)
     k = Kmsd(home, tmp_path / "work")
     k.start()
-    k.key = "release/witness/p256"
+    k.key = key
     k.client("officer").kms.CreateKey(
         pb.CreateKeyRequest(name=k.key, algorithm=pb.EC_P256_SHA256),
         timeout=60)
     k.pinned = tmp_path / "audit-key.pem"
     k.pinned.write_text(k.client("auditor").kms.ListAuditRecords(
         pb.ListAuditRecordsRequest(limit=1), timeout=30).audit_key_pem)
+    return home, k
+
+
+def test_witness_cosigns_and_refuses_a_fork(tmp_path):
+    home, k = started(tmp_path, "release/witness/p256")
     wkey = tmp_path / "witness.pem"
     run(["openssl", "genpkey", "-algorithm", "ed25519", "-out", wkey])
     wpub = tlog.load_pem_public(run(["openssl", "pkey", "-in", wkey,
@@ -80,3 +88,89 @@ def test_witness_cosigns_and_refuses_a_fork(tmp_path):
     assert "witness REFUSES" in out and held.split("\n\n")[0] in out, out
     assert (state / "latest").read_text() == held
     k.stop_clean()
+
+
+def verify(path, *args):
+    p = run([KMSCTL, "audit", "verify"] + [str(a) for a in args] +
+            [str(path)], check=False)
+    return p.returncode, (p.stdout + p.stderr).decode()
+
+
+def test_verify_requires_the_witness_cosignature(tmp_path):
+    home, k = started(tmp_path, "release/witness/verify")
+    keys = {}
+    for w in ("witness", "other"):
+        keys[w] = tmp_path / (w + ".pem")
+        run(["openssl", "genpkey", "-algorithm", "ed25519", "-out",
+             keys[w]])
+        (tmp_path / (w + "-pub.pem")).write_bytes(run(
+            ["openssl", "pkey", "-in", keys[w], "-pubout"]).stdout)
+    wpub, other = tmp_path / "witness-pub.pem", tmp_path / "other-pub.pem"
+    state = tmp_path / "state"
+    state.mkdir()
+    audit = home / "audit"
+    chain = "127.0.0.1_%d" % k.port
+
+    # No cosignature anywhere yet: the log is intact but not witnessed.
+    checkpoint_now(k, signs(k, 5, "one"))
+    rc, out = verify(audit, "--pubkey", k.pinned, "--witness", wpub)
+    assert rc == 1, out
+    assert "NOT witnessed" in out and "no checkpoint of it is cosigned" \
+        in out, out
+    # The witness's key as the request spells it (--key after the
+    # command), twice: two cosigned checkpoints.
+    k.kmsctl("audit", "witness", "--state", state, "--key", keys["witness"],
+             "--pubkey", k.pinned, identity="auditor")
+    first = sorted(state.glob("*.note"))
+    time.sleep(1.1)             # a checkpoint on demand: once a second
+    checkpoint_now(k, signs(k, 6, "two"))
+    witness(k, state, keys["witness"])     # the old spelling still works
+    k.stop_clean()
+    rc, out = verify(audit, "--pubkey", k.pinned, "--witness", wpub,
+                     "--cosigned", state)
+    assert rc == 0, out
+    assert "2 checkpoint(s) cosigned by the witness" in out, out
+    # Another witness's key is not this one.
+    rc, out = verify(audit, "--pubkey", k.pinned, "--witness", other,
+                     "--cosigned", state)
+    assert rc == 1 and "no checkpoint of it is cosigned" in out, out
+    # Beside the chain, where verify looks by default.
+    shutil.copytree(state, audit / chain / "witness")
+    rc, out = verify(audit, "--pubkey", k.pinned, "--witness", wpub)
+    assert rc == 0, out
+    p = run([KMSCTL, "audit", "verify", "--json", "--witness", wpub,
+             audit], check=False)
+    assert p.returncode == 0 and b'"witness": {"ok": true}' in \
+        p.stdout.replace(b'":{', b'": {').replace(b'":true', b'": true'), \
+        p.stdout
+    shutil.rmtree(audit / chain / "witness")
+
+    # Cut the log back to the first witnessed checkpoint: the log alone
+    # still verifies, the witness's later checkpoint shows the cut.
+    cut = tmp_path / "cut" / chain
+    shutil.copytree(audit / chain, cut)
+    size = int(first[-1].name.split(".")[0])
+    segs = sorted(cut.glob("*.jsonl"))
+    done = False
+    for seg in segs:
+        lines = []
+        for line in seg.read_bytes().split(b"\n"):
+            if not line or done:
+                continue
+            lines.append(line)
+            if b'"rpc":"Checkpoint"' in line and \
+                    (b"\\n%d\\n" % size) in line:
+                done = True
+        seg.write_bytes(b"".join(l + b"\n" for l in lines))
+    for seg in segs:
+        if seg.stat().st_size == 0:
+            seg.unlink()
+    assert done
+    rc, out = verify(cut, "--pubkey", k.pinned)
+    assert rc == 0, out
+    rc, out = verify(cut, "--pubkey", k.pinned, "--witness", wpub,
+                     "--cosigned", state)
+    assert rc == 1 and "does not hold" in out and "cut or forked" in out, out
+    # Usage: --cosigned without --witness.
+    rc, out = verify(audit, "--cosigned", state)
+    assert rc == 2, out

@@ -104,8 +104,9 @@ def test_concurrent_rotations_on_both_lose_and_duplicate_nothing(
         t.start()
     for t in threads:
         t.join(300)
-    assert errors == []
-    assert len(done) == 40 and len(set(done)) == 40
+    assert errors == [], "%d rotations failed: %s\nA:\n%s\nB:\n%s" % (
+        len(errors), errors[:3], a.log()[-3000:], b.log()[-3000:])
+    assert len(done) == 40 and len(set(done)) == 40, sorted(done)
     for k in (a, b):
         deadline = time.monotonic() + CHANGE_SECONDS
         while True:
@@ -114,7 +115,9 @@ def test_concurrent_rotations_on_both_lose_and_duplicate_nothing(
                 break
             time.sleep(0.02)
         assert sorted(v.version for v in key.versions) == list(range(1, 42))
-        assert key.primary_version == 41
+        assert key.primary_version == 41, (
+            "%s shows primary %d %.1f s after the last rotation" % (
+                k.addr, key.primary_version, CHANGE_SECONDS))
     # Every version is a key pair of its own: 41 distinct public keys.
     pems = {a.client("ci").kms.GetPublicKey(pb.GetPublicKeyRequest(
         name=name, version=v), timeout=30).pem for v in range(1, 42)}
@@ -122,7 +125,8 @@ def test_concurrent_rotations_on_both_lose_and_duplicate_nothing(
     # Every version signs, and no lost race left a key pair behind.
     assert sign(b, name).version == 41
     labels = [b_ for b_ in token_objects(a, "privkey") if name in b_]
-    assert len(labels) == 41
+    assert len(labels) == 41, "%d private keys of %s:\n%s" % (
+        len(labels), name, a.log()[-3000:] + b.log()[-3000:])
 
 
 def _openssl(*args, cwd):

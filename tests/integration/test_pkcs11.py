@@ -816,6 +816,9 @@ def test_self_signed_certificates(p11, certs, w):
         assert p.returncode == 2, (extra, p.stderr)
         assert not (w / "no.pem").exists()
     assert audit_signs(p11.kmsd, KEYS["ec256"][0]) == before
+    p = p11.kmsd.kmsctl("key", "cert", "self-sign", "p11/" + "n" * 70,
+                        check=False)
+    assert p.returncode == 2 and b"does not fit a CN" in p.stderr, p.stderr
     # A key that does not exist.
     p = p11.kmsd.kmsctl("key", "cert", "self-sign", "p11/none", "-o",
                         w / "no.pem", check=False)

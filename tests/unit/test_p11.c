@@ -590,7 +590,7 @@ test_config_environment(void **state)
 	assert_string_equal(c.cert, "var/pki/clients/ci.pem");
 }
 
-/* The built module, through its one exported symbol. */
+/* The built module, through C_GetFunctionList. */
 static CK_FUNCTION_LIST *
 load_module(void)
 {
@@ -610,6 +610,69 @@ load_module(void)
 	assert_non_null(get);
 	assert_int_equal(get(&f), CKR_OK);
 	return f;
+}
+
+/* PKCS#11 3.0's CK_INTERFACE (Debian 12's p11-kit headers stop at 2.40). */
+struct interface {
+	CK_CHAR *name;
+	CK_VOID_PTR list;
+	CK_FLAGS flags;
+};
+
+/*
+ * C_GetInterfaceList and C_GetInterface, callable before C_Initialize:
+ * one interface, "PKCS 11", whose list is C_GetFunctionList's; any other
+ * name, version or flag is refused.
+ */
+static void
+test_module_interfaces(void **state)
+{
+	CK_RV (*getlist)(struct interface *, CK_ULONG_PTR);
+	CK_RV (*get)(CK_UTF8CHAR_PTR, CK_VERSION_PTR, struct interface **,
+	    CK_FLAGS);
+	CK_FUNCTION_LIST *f = load_module();
+	const char *build = getenv("BUILD");
+	struct interface list[2], *one = NULL;
+	CK_VERSION v = { 2, 40 }, v3 = { 3, 0 };
+	CK_ULONG n = 0;
+	char path[256];
+	void *h;
+
+	(void)state;
+	snprintf(path, sizeof(path), "%s/libkms-pkcs11.so",
+	    build != NULL ? build : "build");
+	assert_non_null(h = dlopen(path, RTLD_NOW | RTLD_LOCAL));
+	*(void **)&getlist = dlsym(h, "C_GetInterfaceList");
+	*(void **)&get = dlsym(h, "C_GetInterface");
+	assert_non_null(getlist);
+	assert_non_null(get);
+
+	assert_int_equal(getlist(NULL, NULL), CKR_ARGUMENTS_BAD);
+	assert_int_equal(getlist(NULL, &n), CKR_OK);
+	assert_int_equal(n, 1);
+	n = 0;
+	assert_int_equal(getlist(list, &n), CKR_BUFFER_TOO_SMALL);
+	assert_int_equal(n, 1);
+	n = 2;
+	assert_int_equal(getlist(list, &n), CKR_OK);
+	assert_int_equal(n, 1);
+	assert_string_equal((char *)list[0].name, "PKCS 11");
+	assert_ptr_equal(list[0].list, f);
+	assert_int_equal(list[0].flags, 0);
+
+	assert_int_equal(get(NULL, NULL, NULL, 0), CKR_ARGUMENTS_BAD);
+	assert_int_equal(get(NULL, NULL, &one, 0), CKR_OK);
+	assert_ptr_equal(one->list, f);
+	one = NULL;
+	assert_int_equal(get((CK_UTF8CHAR_PTR)"PKCS 11", &v, &one, 0),
+	    CKR_OK);
+	assert_ptr_equal(one->list, f);
+	assert_string_equal((char *)one->name, "PKCS 11");
+	assert_int_equal(get((CK_UTF8CHAR_PTR)"Vendor kms", NULL, &one, 0),
+	    CKR_ARGUMENTS_BAD);
+	assert_int_equal(get(NULL, &v3, &one, 0), CKR_ARGUMENTS_BAD);
+	assert_int_equal(get(NULL, NULL, &one, 1), CKR_ARGUMENTS_BAD);
+	dlclose(h);
 }
 
 /* A configuration with PEM files that gRPC reads only when it connects. */
@@ -739,6 +802,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_config_file, dir_setup,
 		    dir_teardown),
 		cmocka_unit_test(test_config_environment),
+		cmocka_unit_test(test_module_interfaces),
 		cmocka_unit_test_setup_teardown(test_module_fork_rule,
 		    dir_setup, dir_teardown),
 		cmocka_unit_test_setup_teardown(

@@ -5,7 +5,8 @@
  * Every instance loads all documents at start and reads again the ones
  * that changed every sync period (keystore_refresh), comparing the
  * store's copy ids, so that it sees what the others did within about that
- * period.  The store's change mark spares the listing of an idle store:
+ * period; a store that can tell of changes (etcd's watch) has
+ * keystore_refresh run at once instead (keystore_set_notify).  The store's change mark spares the listing of an idle store:
  * keystore_refresh lists only when the mark differs from the one read
  * before the last listing, when it cannot be read (a token made before
  * it existed gets one at its next change), and at least every

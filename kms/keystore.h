@@ -87,7 +87,7 @@ int keystore_doc_rev(const char *name, const uint8_t *value, size_t len,
 int keystore_set_notify(struct keystore *ks, void (*fn)(void *), void *arg);
 
 /*
- * Reads again the documents that changed on the token since they were
+ * Reads again the documents that changed in the store since they were
  * last read (made by other processes); *changed (may be NULL) counts them.
  * Lists the store only when its change mark moved (store_mark), and at
  * least once a minute; otherwise reads the mark alone.

@@ -523,9 +523,10 @@ def mount_tmpfs(path, size):
     return p.returncode == 0
 
 
-def fill_disk(k, audit, key):
+def fill_disk(k, audit, key, smaller=False):
     """Fills the tmpfs of the audit log until a Sign with key is refused
-    for it; returns the file to remove to free it."""
+    for it (smaller: then a WhoAmI too, whose record is shorter); returns
+    the file to remove to free it."""
     filler = audit / "filler"
     with open(filler, "wb") as f:
         try:
@@ -542,8 +543,21 @@ def fill_disk(k, audit, key):
         except grpc.RpcError as e:
             assert e.code() == grpc.StatusCode.UNAVAILABLE, e
             assert "audit" in e.details()
+            break
+    else:
+        pytest.fail("64 Signs succeeded on a full disk")
+    if not smaller:
+        return filler
+    # A WhoAmI record is shorter than a Sign's: once one is refused too,
+    # the page's slack is below a WhoAmI record.
+    for _ in range(8):
+        try:
+            ci.WhoAmI(pb.WhoAmIRequest(), timeout=30)
+        except grpc.RpcError as e:
+            assert e.code() == grpc.StatusCode.UNAVAILABLE, e
+            assert "audit" in e.details()
             return filler
-    pytest.fail("64 Signs succeeded on a full disk")
+    pytest.fail("WhoAmI succeeded 8 times on a full disk")
 
 
 def test_full_disk_fails_closed_and_recovers(tmp_root):
@@ -587,7 +601,10 @@ def test_scheduled_destroy_waits_for_the_audit_log(tmp_root):
     if os.geteuid() != 0 or not mount_tmpfs(audit, "1m"):
         pytest.skip("needs root and tmpfs mounts to make a real full disk")
     k = Kmsd(home, tmp_root / "sched-full-work")
-    name = "release/sched-full/p256"
+    # A long name makes the ScheduledDestroy record (about 250 bytes plus
+    # the name) longer than a WhoAmI record (about 380), so that it cannot
+    # fit in what fill_disk leaves of the segment's last page.
+    name = "release/sched-full/" + "p" * 96 + "/p256"
     try:
         k.start()
         officer = k.client("officer").kms
@@ -597,7 +614,7 @@ def test_scheduled_destroy_waits_for_the_audit_log(tmp_root):
         v = officer.SetVersionState(pb.SetVersionStateRequest(
             name=name, version=1, state=pb.KeyVersionState.Value(
                 "DESTROY_SCHEDULED")), timeout=30)
-        filler = fill_disk(k, audit, name)
+        filler = fill_disk(k, audit, name, smaller=True)
         # Past the destroy time, with room for a few maintenance rounds.
         time.sleep(max(0, v.destroy_time - time.time()) + 2)
         assert "scheduled changes wait for the audit log" in k.log()

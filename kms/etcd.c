@@ -5,7 +5,8 @@
  * call (and a keep-alive, which is one message each way on the
  * LeaseKeepAlive stream) has one deadline; it starts at the endpoint that
  * answered last and moves to the next on UNAVAILABLE (a member down, or
- * one without a leader), as long as the deadline allows.  A Txn retried
+ * one without a leader, or a leader being elected), round after round,
+ * as long as the deadline allows.  A Txn retried
  * this way may have been applied by the member that failed to answer:
  * its compare then fails, and the caller (store_etcd.c) recognises its
  * own write in what the failure branch read.
@@ -41,6 +42,7 @@
 #define PEM_MAX (1u << 20)
 #define KEY_MAX 4096			/* the longest key sent */
 #define ATTEMPT_MIN_MS 250		/* the least time one endpoint gets */
+#define ROUND_PAUSE_MS 50		/* between rounds of the endpoints */
 #define WATCH_TICK_MS 250		/* how soon a stopped watch sees it */
 #define WATCH_PAUSE_MIN_MS 100		/* between two tries of a stream */
 #define WATCH_PAUSE_MAX_MS 1000
@@ -343,14 +345,23 @@ call(struct etcd *e, const char *path, const ProtobufCMessage *req,
 	pthread_mutex_lock(&e->lock);
 	first = at = e->cur;
 	pthread_mutex_unlock(&e->lock);
-	for (i = first; tried < e->n && (left = end - clock_ms()) > 0;
-	    i = (i + 1) % e->n) {
+	for (i = first; (left = end - clock_ms()) > 0; i = (i + 1) % e->n) {
 		/*
-		 * Each endpoint gets its share of what is left (at least
-		 * ATTEMPT_MIN_MS), so that one that hangs leaves time for
-		 * the others.
+		 * A round of refusals (members down, a leader being
+		 * elected): a pause, then round again while time is left.
 		 */
-		share = left / (int64_t)(e->n - tried);
+		if (tried > 0 && tried % e->n == 0) {
+			if (left <= ROUND_PAUSE_MS)
+				break;
+			clock_pause_ms(ROUND_PAUSE_MS);
+			left = end - clock_ms();
+		}
+		/*
+		 * Each endpoint gets its share of what is left in this round
+		 * (at least ATTEMPT_MIN_MS), so that one that hangs leaves
+		 * time for the others.
+		 */
+		share = left / (int64_t)(e->n - tried % e->n);
 		if (share < ATTEMPT_MIN_MS)
 			share = left < ATTEMPT_MIN_MS ? left : ATTEMPT_MIN_MS;
 		deadline = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
@@ -401,7 +412,7 @@ call(struct etcd *e, const char *path, const ProtobufCMessage *req,
 		r = KMS_ERR_INTERNAL;
 		break;
 	}
-	return kms_status_set(st, r, "etcd %s (%zu of %zu endpoints tried "
+	return kms_status_set(st, r, "etcd %s (%zu tries on %zu endpoints "
 	    "in %u ms): %s", r == KMS_ERR_UNAVAILABLE ? "unavailable" :
 	    "refused the call", tried, e->n,
 	    e->timeout_ms, last);

@@ -6,8 +6,8 @@
  * Txn and DeleteRange, Lease Grant, KeepAlive and Revoke, and Watch.
  * Every call is bounded by the client's timeout (2 s unless told) and
  * tries the endpoints in turn, starting with the one that answered last,
- * while that time lasts: a member that is down or has lost its leader is
- * passed over.  Errors are KMS_ERR_UNAVAILABLE (no endpoint answered in
+ * round after round while that time lasts: a member that is down or has
+ * lost its leader is passed over, and an election is waited out.  Errors are KMS_ERR_UNAVAILABLE (no endpoint answered in
  * time, or the cluster has no quorum; the message names etcd and the
  * reason), KMS_ERR_CONFLICT (a compare failed), KMS_ERR_NOT_FOUND, or
  * KMS_ERR_INTERNAL (a reply that makes no sense).

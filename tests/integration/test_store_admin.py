@@ -48,6 +48,15 @@ def make_orphans(k, name):
     return lost, unrec, nokey
 
 
+def two_versions(k, name):
+    """Key name made on k and rotated once."""
+    off = k.client("officer").kms
+    off.CreateKey(pb.CreateKeyRequest(name=name,
+                                      algorithm=pb.Algorithm.Value(EC)),
+                  timeout=60)
+    off.RotateKey(pb.RotateKeyRequest(name=name), timeout=60)
+
+
 def sign(k, name, version, msg=b"gc"):
     return k.client("ci").kms.Sign(pb.SignRequest(
         name=name, version=version, digest=hashlib.sha256(msg).digest()),
@@ -66,11 +75,7 @@ def audit_lines(home, chain):
 def test_gc_orphans_dry_run_apply_and_audit(own_kmsd):
     k = own_kmsd()
     name = "gc/ec"
-    off = k.client("officer").kms
-    off.CreateKey(pb.CreateKeyRequest(name=name,
-                                      algorithm=pb.Algorithm.Value(EC)),
-                  timeout=60)
-    off.RotateKey(pb.RotateKeyRequest(name=name), timeout=60)
+    two_versions(k, name)
     live = [lb for lb in token_labels(k) if lb.startswith(name + "#")]
     assert len(set(live)) == 2
     lost, unrec, nokey = make_orphans(k, name)
@@ -153,11 +158,7 @@ def test_gc_orphans_on_etcd(etcd_cluster, etcd_pair):
     from etcdcluster import wait_until
     a, b = etcd_pair(etcd_cluster)
     name = "gc/etcd/ec"
-    off = a.client("officer").kms
-    off.CreateKey(pb.CreateKeyRequest(name=name,
-                                      algorithm=pb.Algorithm.Value(EC)),
-                  timeout=60)
-    off.RotateKey(pb.RotateKeyRequest(name=name), timeout=60)
+    two_versions(a, name)
     wait_until(lambda: b.client("officer").kms.GetKey(
         pb.GetKeyRequest(name=name), timeout=30).primary_version == 2, 3,
         "the rotation on B")

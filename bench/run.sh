@@ -27,19 +27,26 @@
 #                   only the PKCS#11 module against kmsload (its section
 #                   of docs/performance.md).  auditv2: only the audit log
 #                   v2 against the log before it (its section of
-#                   docs/performance.md)
+#                   docs/performance.md).  etcd: only the etcd store
+#                   against the token store (bench/etcd.py: Sign
+#                   throughput, CreateKey/RotateKey latency, a change's
+#                   way to the other instance)
 #
 # A quick check of the whole run: BENCH_SECONDS=1 BENCH_KEYS=200
 # BENCH_START_RUNS=1 make bench (the results then miss the 10,000-key
 # targets, and say so).  kmsd against the floor alone, short:
 # BENCH_ONLY=floor BENCH_SECONDS=2 make bench.  The module alone:
 # BENCH_ONLY=pkcs11 make bench.  The audit log's cost alone:
-# BENCH_ONLY=auditv2 BENCH_SECONDS=3 make bench.
+# BENCH_ONLY=auditv2 BENCH_SECONDS=3 make bench.  The etcd store alone,
+# quick: BENCH_ONLY=etcd BENCH_SECONDS=2 make bench.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 TOP=$(pwd)
 BUILD=${BUILD:-build}
+if [ "${BENCH_ONLY:-}" = etcd ]; then
+	BUILD=$BUILD exec /usr/bin/python3 bench/etcd.py
+fi
 SECONDS_EACH=${BENCH_SECONDS:-5}
 ADDR=${BENCH_ADDR:-127.0.0.1:17443}
 HOME_DIR=$TOP/$BUILD/bench-home
@@ -189,7 +196,8 @@ auditv2_cmp() {
 ONLY=${BENCH_ONLY:-}
 case $ONLY in
 "" | floor | pkcs11 | auditv2) ;;
-*) echo "bench: BENCH_ONLY is empty, floor, pkcs11 or auditv2, not $ONLY" >&2
+*) echo "bench: BENCH_ONLY is empty, floor, pkcs11, auditv2 or etcd, not" \
+    "$ONLY" >&2
    exit 2 ;;
 esac
 machine="$(nproc) cores, $(awk '/model name/ {sub(/.*: /, ""); print; exit}' /proc/cpuinfo), $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)"
@@ -764,3 +772,8 @@ BUILD=$BUILD bash bench/capgo.sh
 # kms OTA bundles: sealing against its own kmsd, the verifier's throughput
 # and peak memory (bench/ota.sh writes bench/results/ota.json).
 BUILD=$BUILD bash bench/ota.sh
+
+# Several hosts: the etcd store against the token store, on a 3-member
+# etcd cluster of its own (bench/etcd.py writes bench/results/etcd.json
+# and its section of docs/performance.md).
+BUILD=$BUILD /usr/bin/python3 bench/etcd.py

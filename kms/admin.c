@@ -25,7 +25,10 @@
 #include <string.h>
 
 #include "admin.h"
+#include "audit.h"
+#include "auditkey.h"
 #include "config.h"
+#include "etcd.h"
 #include "gate.h"
 #include "hsm.h"
 #include "keymeta.h"
@@ -95,19 +98,14 @@ is_counter(const char *name)
 	    names_check_key(name + n, &st) == 0;
 }
 
-/* A store_list_fn keeping the key documents and counters. */
+/* Appends a copy of (name, value) to d. */
 static int
-docs_add(const char *name, uint64_t id, const uint8_t *value, size_t len,
-    void *arg)
+docs_push(struct docs *d, const char *name, const uint8_t *value,
+    size_t len)
 {
-	struct docs *d = arg;
-	struct kms_status st;
 	struct doc *nv;
 	int r;
 
-	(void)id;
-	if (names_check_key(name, &st) != 0 && !is_counter(name))
-		return 0;	/* the store's own, or not the keystore's */
 	if ((r = grow((void **)&d->v, &d->cap, d->n, sizeof(*d->v))) != 0)
 		return r;
 	nv = &d->v[d->n];
@@ -121,6 +119,19 @@ docs_add(const char *name, uint64_t id, const uint8_t *value, size_t len,
 	nv->len = len;
 	d->n++;
 	return 0;
+}
+
+/* A store_list_fn keeping the key documents and counters. */
+static int
+docs_add(const char *name, uint64_t id, const uint8_t *value, size_t len,
+    void *arg)
+{
+	struct kms_status st;
+
+	(void)id;
+	if (names_check_key(name, &st) != 0 && !is_counter(name))
+		return 0;	/* the store's own, or not the keystore's */
+	return docs_push(arg, name, value, len);
 }
 
 static int
@@ -187,6 +198,133 @@ migrate_one(struct store *dst, struct hsm_session *s, const struct doc *src,
  out:
 	store_doc_clear(&cur);
 	store_unlock(dst, s, lock);
+	return step;
+}
+
+/*
+ * The audit chains' HSM anchors move with the documents: on the token
+ * each is a data object labelled AUDIT_ANCHOR_LABEL CHAIN, in etcd a
+ * value beside the documents (store_etcd_value_get/set).  A chain opened
+ * on the other store would otherwise find no anchor for the checkpoints
+ * it signed, and refuse to open.  One is newer than another when it
+ * anchors a later point of the chain (audit_anchor_position).
+ */
+static int
+is_anchor(const char *label)
+{
+	return strncmp(label, AUDIT_ANCHOR_LABEL,
+	    strlen(AUDIT_ANCHOR_LABEL)) == 0;
+}
+
+
+static int
+anchor_token_one(const struct hsm_object *o, void *arg)
+{
+	if (!is_anchor(o->label))
+		return 0;
+	return docs_push(arg, o->label, o->value, o->value_len);
+}
+
+struct anchor_etcd_ctx {
+	struct docs *d;
+	size_t skip;		/* the key's part before the label */
+};
+
+static int
+anchor_etcd_one(const struct etcd_kv *kv, void *arg)
+{
+	struct anchor_etcd_ctx *ac = arg;
+
+	if (kv->key_len <= ac->skip || !is_anchor(kv->key + ac->skip))
+		return 0;
+	return docs_push(ac->d, kv->key + ac->skip, kv->value, kv->len);
+}
+
+/* Every anchor of the store: on the token, or in etcd. */
+static int
+anchors_load(struct store *sto, struct hsm_session *s, struct docs *d,
+    struct kms_status *st)
+{
+	struct anchor_etcd_ctx ac = { d, 0 };
+	const char *prefix = NULL;
+	struct etcd *e;
+	char key[1024];
+
+	if ((e = store_etcd_client(sto, &prefix)) == NULL)
+		return hsm_list_data(s, anchor_token_one, d);
+	if ((size_t)snprintf(key, sizeof(key), "%s" STORE_ETCD_VALUE_DIR
+	    AUDIT_ANCHOR_LABEL, prefix) >= sizeof(key))
+		return kms_status_set(st, KMS_ERR_CONFIG, "etcd prefix too "
+		    "long");
+	ac.skip = strlen(prefix) + strlen(STORE_ETCD_VALUE_DIR);
+	return etcd_range(e, key, 1, anchor_etcd_one, &ac, NULL, NULL, st);
+}
+
+/* The anchor label in the store; KMS_ERR_NOT_FOUND when it has none. */
+static int
+anchor_get(struct store *sto, struct hsm_session *s, const char *label,
+    char **value, size_t *len, hsm_handle_t *h)
+{
+	uint8_t *v = NULL;
+	int r;
+
+	*h = 0;
+	if (store_etcd_client(sto, NULL) != NULL)
+		return store_etcd_value_get(sto, label, value, len);
+	if ((r = hsm_find(s, HSM_OBJ_DATA, label, h)) != 0 ||
+	    (r = hsm_data_get(s, *h, &v, len)) != 0)
+		return r;
+	*value = (char *)v;
+	return 0;
+}
+
+static int
+anchor_set(struct store *sto, struct hsm_session *s, const char *label,
+    const struct doc *src, hsm_handle_t h)
+{
+	if (store_etcd_client(sto, NULL) != NULL)
+		return store_etcd_value_set(sto, label,
+		    (const char *)src->value, src->len);
+	if (h == 0)
+		return hsm_data_create(s, label, src->value, src->len, &h);
+	return hsm_data_set(s, label, &h, src->value, src->len);
+}
+
+/* Brings the anchor src into dst: absent there or older, it is written. */
+static enum step
+migrate_anchor(struct store *dst, struct hsm_session *s,
+    const struct doc *src, int dry_run, struct kms_status *st)
+{
+	uint64_t spos, dpos;
+	hsm_handle_t h = 0;
+	char *cur = NULL;
+	size_t len = 0;
+	enum step step;
+	int r;
+
+	if (audit_anchor_position((const char *)src->value, &spos) != 0) {
+		kms_status_set(st, KMS_ERR_INVALID_ARGUMENT, "not an audit "
+		    "anchor");
+		return STEP_FAILED;
+	}
+	r = anchor_get(dst, s, src->name, &cur, &len, &h);
+	if (r != 0 && r != KMS_ERR_NOT_FOUND) {
+		kms_status_set(st, r, "cannot read it: %s", kms_strerror(r));
+		return STEP_FAILED;
+	}
+	if (r == 0 && len == src->len && memcmp(cur, src->value, len) == 0)
+		step = STEP_SAME;
+	else if (r == 0 && audit_anchor_position(cur, &dpos) == 0 &&
+	    dpos >= spos)
+		step = STEP_KEPT;
+	else
+		step = r == 0 ? STEP_UPDATE : STEP_COPY;
+	free(cur);
+	if ((step == STEP_COPY || step == STEP_UPDATE) && !dry_run &&
+	    (r = anchor_set(dst, s, src->name, src, h)) != 0) {
+		kms_status_set(st, r, "cannot write it: %s", kms_strerror(r));
+		return STEP_FAILED;
+	}
 	return step;
 }
 
@@ -286,11 +424,37 @@ admin_migrate_store(struct service *svc, const char *spec, int dry_run)
 	    verbs[dry_run][STEP_UPDATE], count[STEP_SAME], tn,
 	    count[STEP_KEPT], tn, count[STEP_FAILED]);
 	rc = count[STEP_FAILED] + count[STEP_KEPT] > 0;
+	memset(count, 0, sizeof(count));
+	docs_clear(&d);
+	kms_status_clear(&st);
+	if ((r = anchors_load(src, s, &d, &st)) != 0) {
+		printf("cannot list the audit anchors in %s: %s\n", fn,
+		    st.msg[0] != '\0' ? st.msg : kms_strerror(r));
+		rc = 1;
+		goto out;
+	}
+	for (i = 0; i < d.n; i++) {
+		kms_status_clear(&st);
+		step = migrate_anchor(dst, s, &d.v[i], dry_run, &st);
+		count[step]++;
+		if (step == STEP_FAILED)
+			printf("  failed        %s: %s\n", d.v[i].name, st.msg);
+		else if (step == STEP_KEPT)
+			printf("  kept          %s: %s anchors a later "
+			    "checkpoint\n", d.v[i].name, tn);
+		else if (step != STEP_SAME)
+			printf("  %-13s %s\n", verbs[dry_run][step],
+			    d.v[i].name);
+	}
+	printf("audit anchors: %zu %s, %zu %s, %zu already in %s, %zu "
+	    "kept, %zu failed\n", count[STEP_COPY], verbs[dry_run][STEP_COPY],
+	    count[STEP_UPDATE], verbs[dry_run][STEP_UPDATE], count[STEP_SAME],
+	    tn, count[STEP_KEPT], count[STEP_FAILED]);
+	if (count[STEP_FAILED] + count[STEP_KEPT] > 0)
+		rc = 1;
 	if (!dry_run)
-		log_info("store: migration %s -> %s: %zu copied, %zu updated, "
-		    "%zu already there, %zu kept, %zu failed", fn, tn,
-		    count[STEP_COPY], count[STEP_UPDATE], count[STEP_SAME],
-		    count[STEP_KEPT], count[STEP_FAILED]);
+		log_info("store: migration %s -> %s %s", fn, tn, rc == 0 ?
+		    "done" : "incomplete");
  out:
 	docs_clear(&d);
 	store_free(src);
@@ -540,7 +704,7 @@ admin_gc_orphans(struct service *svc, struct audit_key *akey, int apply)
 		rc = 0;
 		goto out;
 	}
-	if (orphans > 0 && service_open_audit(svc, ADMIN_CHAIN, NULL,
+	if (orphans > 0 && service_open_audit(svc, sto, ADMIN_CHAIN, NULL,
 	    akey, &st) != 0) {
 		printf("cannot open the audit log: %s\n", st.msg);
 		goto out;

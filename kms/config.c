@@ -418,16 +418,18 @@ check_store(const char *path, const struct config *cfg,
 	int tls = (cfg->store_ca[0] != '\0') + (cfg->store_cert[0] != '\0') +
 	    (cfg->store_key[0] != '\0');
 
-	if (cfg->store_backend != CONFIG_STORE_ETCD) {
-		if (cfg->store_endpoints[0] != '\0' || tls != 0)
+	/* With backend = token they may name etcd for --migrate-store. */
+	if (cfg->store_endpoints[0] == '\0') {
+		if (cfg->store_backend == CONFIG_STORE_ETCD)
 			return kms_status_set(st, KMS_ERR_CONFIG, "%s: [store] "
-			    "endpoints, ca, cert and key are for backend = "
-			    "etcd", path);
+			    "backend = etcd needs endpoints (host:port, ...)",
+			    path);
+		if (tls != 0)
+			return kms_status_set(st, KMS_ERR_CONFIG, "%s: [store] "
+			    "ca, cert and key are for the etcd endpoints, and "
+			    "there are none", path);
 		return 0;
 	}
-	if (cfg->store_endpoints[0] == '\0')
-		return kms_status_set(st, KMS_ERR_CONFIG, "%s: [store] backend "
-		    "= etcd needs endpoints (host:port, ...)", path);
 	if (tls != 0 && tls != 3)
 		return kms_status_set(st, KMS_ERR_CONFIG, "%s: [store] ca, cert "
 		    "and key go together (TLS to etcd), or none of them "

@@ -367,8 +367,9 @@ service_maintain(struct service *svc, struct hsm_session *hs)
 }
 
 int
-service_open_audit(struct service *svc, const char *base,
-    const char *new_chain, struct audit_key *akey, struct kms_status *st)
+service_open_audit(struct service *svc, struct store *sto,
+    const char *base, const char *new_chain, struct audit_key *akey,
+    struct kms_status *st)
 {
 	const struct config *cfg = svc->cfg;
 	struct audit_signer signer;
@@ -384,10 +385,9 @@ service_open_audit(struct service *svc, const char *base,
 		if ((r = audit_key_open(svc->hsm, chain, akey, st)) != 0)
 			return r;
 		/* With etcd, the token holds key objects only. */
-		if (svc->ks != NULL &&
-		    store_etcd_client(keystore_store(svc->ks), NULL) != NULL)
+		if (sto != NULL && store_etcd_client(sto, NULL) != NULL)
 			audit_key_anchor_elsewhere(akey, store_etcd_value_get,
-			    store_etcd_value_set, keystore_store(svc->ks));
+			    store_etcd_value_set, sto);
 		memset(&signer, 0, sizeof(signer));
 		signer.sign = audit_key_sign;
 		signer.arg = akey;

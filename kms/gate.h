@@ -95,11 +95,15 @@ int service_reload_policy(struct service *svc, struct kms_status *st);
  * base-2 .. base-SERVICE_CHAIN_TRIES, signed by its key in the HSM
  * (*akey: closed by the caller after audit_close).  new_chain: the reason
  * to end the chain and start the next one (--audit-new-chain), or NULL.
+ * The chain's anchor is kept in sto when it is an etcd store (the token
+ * then holds key objects only), else (sto NULL too) on the token.
  */
 #define SERVICE_CHAIN_TRIES 16
 struct audit_key;
-int service_open_audit(struct service *svc, const char *base,
-    const char *new_chain, struct audit_key *akey, struct kms_status *st);
+struct store;
+int service_open_audit(struct service *svc, struct store *sto,
+    const char *base, const char *new_chain, struct audit_key *akey,
+    struct kms_status *st);
 
 /*
  * Audits what happens without a call (the scheduler, the store commands)

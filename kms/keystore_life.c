@@ -708,22 +708,29 @@ keystore_maintain(struct keystore *ks, struct hsm_session *s, int64_t now,
 
 /*
  * Counters (bundle sequence numbers): documents named KS_COUNTER_PREFIX +
- * name whose value is "seq N", replaced as a key's document is, under
- * the same locks.
+ * name whose value is "seq N w RANDOM" (older ones: "seq N"), replaced as
+ * a key's document is, under the same locks.  The random part makes each
+ * writer's document its own: a store that takes a compare that failed on
+ * a document equal to its own as its own earlier write (etcd, after an
+ * answer was lost) must never take another writer's "seq N" for it, or N
+ * would be signed twice.
  */
 int
 keystore_counter_advance(struct keystore *ks, struct hsm_session *s,
     const char *name, uint64_t value, uint64_t max_step, uint64_t *last,
     struct kms_status *st)
 {
-	char label[HSM_LABEL_MAX], text[32];
+	char label[HSM_LABEL_MAX], text[64];
 	struct store_lock *lock = NULL;
 	struct store_doc d;
 	unsigned long long best = 0;
+	uint8_t rnd[8];
 	int r, found, tries;
 
 	*last = 0;
 	memset(&d, 0, sizeof(d));
+	if (RAND_bytes(rnd, sizeof(rnd)) != 1)
+		return kms_status_set(st, KMS_ERR_INTERNAL, "no randomness");
 	if (strlen(name) + sizeof(KS_COUNTER_PREFIX) > sizeof(label))
 		return kms_status_set(st, KMS_ERR_INVALID_ARGUMENT, "counter "
 		    "name too long");
@@ -757,8 +764,9 @@ keystore_counter_advance(struct keystore *ks, struct hsm_session *s,
 			    (unsigned long long)max_step, best, name);
 			goto out;
 		}
-		snprintf(text, sizeof(text), "seq %llu",
-		    (unsigned long long)value);
+		snprintf(text, sizeof(text), "seq %llu w %02x%02x%02x%02x"
+		    "%02x%02x%02x%02x", (unsigned long long)value, rnd[0],
+		    rnd[1], rnd[2], rnd[3], rnd[4], rnd[5], rnd[6], rnd[7]);
 		if ((r = store_put(ks->store, s, lock, label, found ? &d.at :
 		    NULL, (const uint8_t *)text, strlen(text), NULL, st)) == 0)
 			break;

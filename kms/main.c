@@ -444,7 +444,8 @@ main(int argc, char **argv)
 	 * with port 0, say) makes this one take the next free name.
 	 */
 	names_chain_from(cfg.listen, base, sizeof(base));
-	if (service_open_audit(&svc, base, new_chain, &akey, &st) != 0) {
+	if (service_open_audit(&svc, keystore_store(svc.ks), base, new_chain,
+	    &akey, &st) != 0) {
 		log_error("audit: %s", st.msg);
 		goto out;
 	}

@@ -272,6 +272,8 @@ int store_etcd_open(const struct etcd_opts *o, const char *prefix,
  * "audit/" label; arg is an etcd store.  get: *value (malloc'd,
  * NUL-terminated) or KMS_ERR_NOT_FOUND.
  */
+/* Where the values live under the prefix (beside doc/). */
+#define STORE_ETCD_VALUE_DIR "audit/"
 int store_etcd_value_get(void *arg, const char *label, char **value,
     size_t *len);
 int store_etcd_value_set(void *arg, const char *label, const char *value,

@@ -30,11 +30,12 @@
 
 #include "etcd.h"
 #include "kmserr.h"
+#include "lead.h"
 #include "log.h"
 #include "store.h"
 
 #define DOC_DIR "doc/"
-#define VALUE_DIR "audit/"
+#define VALUE_DIR STORE_ETCD_VALUE_DIR
 #define KEY_MAX 1024
 
 struct store_etcd {
@@ -49,6 +50,7 @@ struct store_etcd {
 	uint64_t gen;			/* reloads forced by compaction */
 	store_notify_fn *notify;
 	void *notify_arg;
+	struct lead *lead;		/* the claim (lead.h), or NULL */
 };
 
 static int
@@ -239,6 +241,7 @@ se_free(struct store *sto)
 {
 	struct store_etcd *t = (struct store_etcd *)sto;
 
+	lead_free(t->lead);
 	etcd_watch_stop(t->w);
 	etcd_close(t->e);
 	pthread_mutex_destroy(&t->lock);
@@ -350,9 +353,29 @@ store_etcd_value_set(void *arg, const char *label, const char *value,
 	return r;
 }
 
+/* Who serves, and who runs the scheduled changes: lead.h. */
+static int
+se_claim(struct store *sto, struct hsm_session *s, enum store_claim how,
+    struct kms_status *st)
+{
+	struct store_etcd *t = (struct store_etcd *)sto;
+
+	(void)s;
+	if (t->lead != NULL)
+		return kms_status_set(st, KMS_ERR_INTERNAL, "the etcd store "
+		    "is claimed already");
+	return lead_open(t->e, t->top, how, &t->lead, st);
+}
+
+static int
+se_leads(struct store *sto)
+{
+	return lead_leads(((struct store_etcd *)sto)->lead);
+}
+
 static const struct store_ops etcd_ops = {
 	se_get, se_put, se_list, se_mark, se_touch, se_lock,
-	se_unlock, se_free, NULL, NULL, se_set_notify
+	se_unlock, se_free, se_claim, se_leads, se_set_notify
 };
 
 int

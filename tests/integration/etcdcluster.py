@@ -237,6 +237,76 @@ class EtcdCluster:
                          for m in self.members)
 
 
+# What a client of kms does with UNAVAILABLE from key management while etcd
+# elects a leader (docs/etcd.md, "Failure semantics"): try again after
+# RETRY_PAUSE, at most RETRIES times.
+RETRIES = 5
+RETRY_PAUSE = 1.0
+
+
+def with_retries(fn, *args, retries=RETRIES, counter=None, **kw):
+    """fn(*args, **kw), tried again on UNAVAILABLE as docs/etcd.md tells
+    clients to; counter (a list) gets one entry per retry."""
+    import grpc
+    for attempt in range(retries + 1):
+        try:
+            return fn(*args, **kw)
+        except grpc.RpcError as e:
+            if e.code() != grpc.StatusCode.UNAVAILABLE or attempt == retries:
+                raise
+            if counter is not None:
+                counter.append(e.details())
+            time.sleep(RETRY_PAUSE)
+
+
+def wait_until(fn, seconds, what, pause=0.02):
+    """fn()'s first true value within seconds (exceptions count as false
+    until the end), else the test fails saying what."""
+    deadline = time.monotonic() + seconds
+    last = None
+    while True:
+        try:
+            got = fn()
+            if got:
+                return got
+        except Exception as e:      # reported if it lasts
+            last = e
+        if time.monotonic() > deadline:
+            pytest.fail("not within %.1f s: %s (last error: %r)" % (
+                seconds, what, last), pytrace=False)
+        time.sleep(pause)
+
+
+def ota_manifests(k, d, root, signer, app):
+    """Makes ED25519 keys root and signer on kmsd k, a device key and a
+    signing-key statement in directory d, seals one bundle (sequence 1)
+    and returns with_seq(n): its manifest with sequence number n, for
+    SignBundleManifest (the number's offset is docs/bundle-format.md's)."""
+    from conftest import pb
+    for name in (root, signer):
+        with_retries(k.client("officer").kms.CreateKey, pb.CreateKeyRequest(
+            name=name, algorithm=pb.ED25519), timeout=60)
+    k.kmsctl("ota", "keygen", "-o", d / "dev.key", "--pub", d / "dev.pub",
+             identity=None)
+    k.kmsctl("ota", "statement", "--root-key", root, "--app", app,
+             "--signing-key", signer, "--seq", "1", "--expires-in", "3600",
+             "-o", d / "statement")
+    (d / "in").write_bytes(b"payload")
+    k.kmsctl("ota", "seal", "--key", signer, "--app", app, "--channel",
+             "production", "--version", "1", "--seq", "1", "--recipient",
+             d / "dev.pub", "--statement", d / "statement", "-o",
+             d / "bundle", d / "in")
+    raw = (d / "bundle").read_bytes()
+    manifest = raw[:int.from_bytes(raw[6:10], "big")]
+
+    def with_seq(n):
+        m = bytearray(manifest)
+        m[46:54] = n.to_bytes(8, "big")
+        return bytes(m)
+
+    return with_seq
+
+
 def shared_token_home(root, name, token_home, conf=None):
     """A state directory root/name of its own (TLS, policy, audit, kmsd.conf)
     whose SoftHSM2 configuration names the token directory of token_home,

@@ -553,9 +553,12 @@ test_store_section(void **state)
 	/* What the keys say together: checked after the whole file. */
 	assert_int_equal(load(fx, "[store]\nbackend = etcd\n"), KMS_ERR_CONFIG);
 	assert_non_null(strstr(fx->st.msg, "needs endpoints"));
-	assert_int_equal(load(fx, "[store]\nendpoints = 127.0.0.1:2379\n"),
-	    KMS_ERR_CONFIG);
-	assert_non_null(strstr(fx->st.msg, "for backend = etcd"));
+	/* With backend = token, endpoints name etcd for --migrate-store. */
+	assert_loads(fx, "[store]\nendpoints = 127.0.0.1:2379\n");
+	assert_int_equal(fx->cfg.store_backend, CONFIG_STORE_TOKEN);
+	assert_int_equal(load(fx, "[store]\nca = a.pem\ncert = c.pem\n"
+	    "key = c.key\n"), KMS_ERR_CONFIG);
+	assert_non_null(strstr(fx->st.msg, "there are none"));
 	assert_int_equal(load(fx, "[store]\nbackend = etcd\n"
 	    "endpoints = 127.0.0.1:2379\nca = ca.pem\n"), KMS_ERR_CONFIG);
 	assert_non_null(strstr(fx->st.msg, "go together"));

@@ -729,6 +729,9 @@ admin_gc_orphans(struct service *svc, struct audit_key *akey, int apply)
 	log_info("store: gc-orphans destroyed %zu orphaned key objects",
 	    destroyed);
  out:
+	/* Its last checkpoint moves the anchor, which may live in sto. */
+	audit_close(svc->audit);
+	svc->audit = NULL;
 	free(ko.v);
 	docs_clear(&d);
 	store_free(sto);

@@ -31,8 +31,8 @@ int admin_migrate_store(struct service *svc, const char *spec, int dry_run);
  * when its key's document holds that version with other material, or as
  * DESTROYED; one of a version not recorded (yet) may belong to a change
  * in flight, and is one only when no kmsd serves from the store.  The
- * records go to the audit chain "kmsd-admin", whose key *akey is (the
- * caller closes svc->audit and then akey).
+ * records go to the audit chain "kmsd-admin" (svc->audit, closed before
+ * the store it anchors in; its key *akey is closed by the caller).
  */
 int admin_gc_orphans(struct service *svc, struct audit_key *akey,
     int apply);

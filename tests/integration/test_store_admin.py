@@ -8,7 +8,7 @@ import hashlib
 import json
 import os
 
-from conftest import KMSCTL, KMSD, MODULE, SANITIZER_MARKS, pb, run
+from conftest import KMSCTL, KMSD, MODULE, SANITIZER_MARKS, Kmsd, pb, run
 
 EC = "EC_P256_SHA256"
 
@@ -48,6 +48,15 @@ def make_orphans(k, name):
     return lost, unrec, nokey
 
 
+def two_versions(k, name):
+    """Key name made on k and rotated once."""
+    off = k.client("officer").kms
+    off.CreateKey(pb.CreateKeyRequest(name=name,
+                                      algorithm=pb.Algorithm.Value(EC)),
+                  timeout=60)
+    off.RotateKey(pb.RotateKeyRequest(name=name), timeout=60)
+
+
 def sign(k, name, version, msg=b"gc"):
     return k.client("ci").kms.Sign(pb.SignRequest(
         name=name, version=version, digest=hashlib.sha256(msg).digest()),
@@ -66,11 +75,7 @@ def audit_lines(home, chain):
 def test_gc_orphans_dry_run_apply_and_audit(own_kmsd):
     k = own_kmsd()
     name = "gc/ec"
-    off = k.client("officer").kms
-    off.CreateKey(pb.CreateKeyRequest(name=name,
-                                      algorithm=pb.Algorithm.Value(EC)),
-                  timeout=60)
-    off.RotateKey(pb.RotateKeyRequest(name=name), timeout=60)
+    two_versions(k, name)
     live = [lb for lb in token_labels(k) if lb.startswith(name + "#")]
     assert len(set(live)) == 2
     lost, unrec, nokey = make_orphans(k, name)
@@ -144,3 +149,44 @@ def test_migration_into_a_served_token_is_refused(own_kmsd):
     out = p.stdout.decode()
     assert p.returncode == 1
     assert "refused: a kmsd serves from this token" in out, out
+
+
+def test_gc_orphans_on_etcd(etcd_cluster, etcd_pair):
+    """The same on the etcd store: while the pair serves, only the lost
+    version's objects go; with both stopped the rest go too, the admin
+    chain's anchor goes to etcd and the token holds no data object."""
+    from etcdcluster import wait_until
+    a, b = etcd_pair(etcd_cluster)
+    name = "gc/etcd/ec"
+    two_versions(a, name)
+    wait_until(lambda: b.client("officer").kms.GetKey(
+        pb.GetKeyRequest(name=name), timeout=30).primary_version == 2, 3,
+        "the rotation on B")
+    lost, unrec, nokey = make_orphans(a, name)
+    p = kmsd_cmd(a, "--gc-orphans", "--apply")
+    out = p.stdout.decode()
+    assert p.returncode == 0, out + p.stderr.decode()
+    assert "documents in the etcd store; kmsd serves" in out
+    assert "1 orphans destroyed, 2 possibly in flight kept" in out, out
+    # A store command cannot hold etcd alone while the pair serves.
+    p = kmsd_cmd(a, "--migrate-store", "token:etcd")
+    assert p.returncode == 1 and b"serve from etcd" in p.stdout, p.stdout
+    Kmsd.stop_all([a, b])
+    p = kmsd_cmd(a, "--gc-orphans", "--apply")
+    out = p.stdout.decode()
+    assert p.returncode == 0, out + p.stderr.decode()
+    assert "2 orphans destroyed, 0 possibly in flight kept" in out, out
+    labels = token_labels(a)
+    assert not {lost, unrec, nokey} & set(labels)
+    assert len({lb for lb in labels if lb.startswith(name + "#")}) == 2
+    anchors = etcd_cluster.get_prefix("/kms/audit/")
+    assert "/kms/audit/kms-audit!anchor#kmsd-admin" in anchors, anchors
+    data = p11(a, "--list-objects", "--type", "data").stdout
+    assert b"Data object" not in data, data
+    recs = [r for r in audit_lines(a.home, "kmsd-admin")
+            if r["rpc"] == "GcOrphans"]
+    assert sorted(r["detail"]["label"] for r in recs) == sorted(
+        [lost, unrec, nokey])
+    a.start()
+    b.start()
+    assert sign(a, name, 1).version == 1 and sign(b, name, 2).version == 2

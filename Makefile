@@ -64,7 +64,7 @@ KMS_LIB_SRCS = kms/metrics.c kms/config.c kms/policy.c kms/hsm.c kms/hsm_obj.c \
 	kms/store_token.c kms/keystore.c kms/keystore_life.c kms/keystore_ops.c \
 	kms/audit.c kms/auditjson.c kms/auditopen.c kms/auditproof.c kms/audittree.c kms/auditkey.c kms/identity.c kms/tlsctx.c
 LIB_SRCS = $(COMMON_SRCS) $(KMS_LIB_SRCS)
-KMSD_SRCS = kms/rpc.c kms/etcd.c kms/store_etcd.c kms/lead.c common/grpcbuf.c kms/rpclog.c kms/tlsfront.c kms/tlsfront_sock.c kms/reload.c kms/gate.c \
+KMSD_SRCS = kms/rpc.c kms/etcd.c kms/etcdwatch.c kms/store_etcd.c kms/lead.c common/grpcbuf.c kms/rpclog.c kms/tlsfront.c kms/tlsfront_sock.c kms/reload.c kms/gate.c \
 	kms/handlers.c kms/h_keys.c kms/h_crypto.c kms/h_bundle.c kms/h_service.c \
 	kms/h_audit.c kms/watch.c \
 	kms/health.c kms/healthsrv.c kms/storeopen.c kms/admin.c kms/main.c
@@ -236,12 +236,14 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libkms.a $(BUILD)/libkmsb.a \
 # The store interface on both backends: the etcd client is kmsd's (RPC
 # layer), so this test links it, etcd's generated code and gRPC.
 $(BUILD)/tests/test_store: tests/unit/test_store.c $(BUILD)/obj/kms/etcd.o \
-    $(BUILD)/obj/kms/store_etcd.o $(BUILD)/obj/kms/lead.o \
-    $(BUILD)/obj/common/grpcbuf.o $(ETCD_PROTO_OBJS) $(BUILD)/libkms.a
+    $(BUILD)/obj/kms/etcdwatch.o $(BUILD)/obj/kms/store_etcd.o \
+    $(BUILD)/obj/kms/lead.o $(BUILD)/obj/common/grpcbuf.o \
+    $(ETCD_PROTO_OBJS) $(BUILD)/libkms.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(INC_TESTS) $(CFLAGS) $(LDFLAGS) -o $@ $< \
-		$(BUILD)/obj/kms/etcd.o $(BUILD)/obj/kms/store_etcd.o \
-		$(BUILD)/obj/kms/lead.o $(BUILD)/obj/common/grpcbuf.o \
+		$(BUILD)/obj/kms/etcd.o $(BUILD)/obj/kms/etcdwatch.o \
+		$(BUILD)/obj/kms/store_etcd.o $(BUILD)/obj/kms/lead.o \
+		$(BUILD)/obj/common/grpcbuf.o \
 		$(ETCD_PROTO_OBJS) $(BUILD)/libkms.a -lcmocka $(LDLIBS_GRPC) \
 		$(LDLIBS_COMMON)
 

@@ -12,8 +12,8 @@
  * reason), KMS_ERR_CONFLICT (a compare failed), KMS_ERR_NOT_FOUND, or
  * KMS_ERR_INTERNAL (a reply that makes no sense).
  *
- * etcd.c is part of the RPC layer: with kms/rpc.c and kms/healthsrv.c it
- * is one of the files that include gRPC headers (docs/design.md); nothing
+ * etcd.c and etcdwatch.c are part of the RPC layer: with kms/rpc.c and
+ * kms/healthsrv.c they are the files that include gRPC headers (docs/design.md); nothing
  * gRPC or protobuf leaves it.
  */
 #ifndef KMS_ETCD_H

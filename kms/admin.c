@@ -204,7 +204,8 @@ migrate_one(struct store *dst, struct hsm_session *s, const struct doc *src,
 /*
  * The audit chains' HSM anchors move with the documents: on the token
  * each is a data object labelled AUDIT_ANCHOR_LABEL CHAIN, in etcd a
- * value beside the documents (store_etcd_value_get/set).  A chain opened
+ * value beside the documents (store_etcd_value_get/set), sealed by the
+ * chain's seal key (audit_anchor_seal, opened when read).  A chain opened
  * on the other store would otherwise find no anchor for the checkpoints
  * it signed, and refuse to open.  One is newer than another when it
  * anchors a later point of the chain (audit_anchor_position).
@@ -260,17 +261,26 @@ anchors_load(struct store *sto, struct hsm_session *s, struct docs *d,
 	return etcd_range(e, key, 1, anchor_etcd_one, &ac, NULL, NULL, st);
 }
 
-/* The anchor label in the store; KMS_ERR_NOT_FOUND when it has none. */
+/*
+ * The text of the anchor label in the store; KMS_ERR_NOT_FOUND when it has
+ * none, KMS_ERR_VERIFY_FAILED when its seal in etcd is wrong.
+ */
 static int
 anchor_get(struct store *sto, struct hsm_session *s, const char *label,
     char **value, size_t *len, hsm_handle_t *h)
 {
 	uint8_t *v = NULL;
+	char *e = NULL;
+	size_t n = 0;
 	int r;
 
 	*h = 0;
-	if (store_etcd_client(sto, NULL) != NULL)
-		return store_etcd_value_get(sto, label, value, len);
+	if (store_etcd_client(sto, NULL) != NULL) {
+		if ((r = store_etcd_value_get(sto, label, &e, &n)) == 0)
+			r = audit_anchor_open(s, label, e, n, value, len);
+		free(e);
+		return r;
+	}
 	if ((r = hsm_find(s, HSM_OBJ_DATA, label, h)) != 0 ||
 	    (r = hsm_data_get(s, *h, &v, len)) != 0)
 		return r;
@@ -278,53 +288,83 @@ anchor_get(struct store *sto, struct hsm_session *s, const char *label,
 	return 0;
 }
 
+/* Writes the anchor's text, sealed in etcd (audit_anchor_seal). */
 static int
 anchor_set(struct store *sto, struct hsm_session *s, const char *label,
-    const struct doc *src, hsm_handle_t h)
+    const char *text, size_t len, hsm_handle_t h)
 {
-	if (store_etcd_client(sto, NULL) != NULL)
-		return store_etcd_value_set(sto, label,
-		    (const char *)src->value, src->len);
+	char *v = NULL;
+	size_t n = 0;
+	int r;
+
+	if (store_etcd_client(sto, NULL) != NULL) {
+		if ((r = audit_anchor_seal(s, label, text, len, &v, &n)) == 0)
+			r = store_etcd_value_set(sto, label, v, n);
+		free(v);
+		return r;
+	}
 	if (h == 0)
-		return hsm_data_create(s, label, src->value, src->len, &h);
-	return hsm_data_set(s, label, &h, src->value, src->len);
+		return hsm_data_create(s, label, (const uint8_t *)text, len,
+		    &h);
+	return hsm_data_set(s, label, &h, (const uint8_t *)text, len);
 }
 
-/* Brings the anchor src into dst: absent there or older, it is written. */
+/*
+ * Brings the anchor d of store src into dst: absent there or older, it is
+ * written.  One from etcd whose seal is wrong is not migrated.
+ */
 static enum step
-migrate_anchor(struct store *dst, struct hsm_session *s,
-    const struct doc *src, int dry_run, struct kms_status *st)
+migrate_anchor(struct store *src, struct store *dst, struct hsm_session *s,
+    const struct doc *d, int dry_run, struct kms_status *st)
 {
 	uint64_t spos, dpos;
 	hsm_handle_t h = 0;
-	char *cur = NULL;
-	size_t len = 0;
-	enum step step;
+	char *text = NULL, *cur = NULL;
+	size_t tlen = 0, len = 0;
+	enum step step = STEP_FAILED;
 	int r;
 
-	if (audit_anchor_position((const char *)src->value, &spos) != 0) {
+	if (store_etcd_client(src, NULL) == NULL) {
+		if ((text = malloc(d->len + 1)) == NULL) {
+			kms_status_set(st, KMS_ERR_NOMEM, "out of memory");
+			return STEP_FAILED;
+		}
+		memcpy(text, d->value, d->len);
+		text[d->len] = '\0';
+		tlen = d->len;
+	} else if ((r = audit_anchor_open(s, d->name, (const char *)d->value,
+	    d->len, &text, &tlen)) != 0) {
+		kms_status_set(st, r, "its MAC by the HSM seal key is %s: "
+		    "forged or damaged in etcd, not migrated",
+		    r == KMS_ERR_VERIFY_FAILED ? "missing or wrong" :
+		    kms_strerror(r));
+		return STEP_FAILED;
+	}
+	if (strlen(text) != tlen || audit_anchor_position(text, &spos) != 0) {
 		kms_status_set(st, KMS_ERR_INVALID_ARGUMENT, "not an audit "
 		    "anchor");
-		return STEP_FAILED;
+		goto out;
 	}
-	r = anchor_get(dst, s, src->name, &cur, &len, &h);
+	r = anchor_get(dst, s, d->name, &cur, &len, &h);
 	if (r != 0 && r != KMS_ERR_NOT_FOUND) {
 		kms_status_set(st, r, "cannot read it: %s", kms_strerror(r));
-		return STEP_FAILED;
+		goto out;
 	}
-	if (r == 0 && len == src->len && memcmp(cur, src->value, len) == 0)
+	if (r == 0 && len == tlen && memcmp(cur, text, len) == 0)
 		step = STEP_SAME;
 	else if (r == 0 && audit_anchor_position(cur, &dpos) == 0 &&
 	    dpos >= spos)
 		step = STEP_KEPT;
 	else
 		step = r == 0 ? STEP_UPDATE : STEP_COPY;
-	free(cur);
 	if ((step == STEP_COPY || step == STEP_UPDATE) && !dry_run &&
-	    (r = anchor_set(dst, s, src->name, src, h)) != 0) {
+	    (r = anchor_set(dst, s, d->name, text, tlen, h)) != 0) {
 		kms_status_set(st, r, "cannot write it: %s", kms_strerror(r));
-		return STEP_FAILED;
+		step = STEP_FAILED;
 	}
+ out:
+	free(cur);
+	free(text);
 	return step;
 }
 
@@ -435,7 +475,8 @@ admin_migrate_store(struct service *svc, const char *spec, int dry_run)
 	}
 	for (i = 0; i < d.n; i++) {
 		kms_status_clear(&st);
-		step = migrate_anchor(dst, s, &d.v[i], dry_run, &st);
+		step = migrate_anchor(src, dst, s, &d.v[i], dry_run,
+		    &st);
 		count[step]++;
 		if (step == STEP_FAILED)
 			printf("  failed        %s: %s\n", d.v[i].name, st.msg);

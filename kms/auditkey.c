@@ -10,7 +10,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/crypto.h>
+
 #include "auditkey.h"
+#include "auditread.h"
 #include "kmserr.h"
 #include "log.h"
 #include "pubkey.h"
@@ -117,17 +120,183 @@ audit_key_mac(void *arg, const uint8_t *in, size_t len, uint8_t out[32])
 	return r;
 }
 
+/*
+ * An anchor kept outside the token is its text and a line "mac=HEX\n":
+ * HMAC-SHA256 by the chain's seal key over ANCHOR_MAC_DOMAIN, the
+ * anchor's label, "\n" and the text, so that neither an anchor of
+ * another chain nor one under another label passes for it.
+ */
+#define ANCHOR_MAC_DOMAIN "kms-audit-anchor-mac-v1\n"
+#define ANCHOR_MAC_LINE (4 + 64 + 1)	/* "mac=" HEX "\n" */
+#define ANCHOR_TEXT_MAX 4096
+
+typedef int anchor_mac_fn(void *arg, const uint8_t *in, size_t len,
+    uint8_t out[32]);
+
+/* The MAC of text under label, in hex (65 bytes). */
+static int
+anchor_mac_hex(anchor_mac_fn *mac, void *arg, const char *label,
+    const char *text, size_t len, char hex[65])
+{
+	size_t dlen = strlen(ANCHOR_MAC_DOMAIN), llen = strlen(label), n;
+	uint8_t m[32], *in;
+	int r;
+
+	if (len > ANCHOR_TEXT_MAX || llen > HSM_LABEL_MAX + 16)
+		return KMS_ERR_INVALID_ARGUMENT;
+	n = dlen + llen + 1 + len;
+	if ((in = malloc(n)) == NULL)
+		return KMS_ERR_NOMEM;
+	memcpy(in, ANCHOR_MAC_DOMAIN, dlen);
+	memcpy(in + dlen, label, llen);
+	in[dlen + llen] = '\n';
+	memcpy(in + dlen + llen + 1, text, len);
+	if ((r = mac(arg, in, n, m)) == 0)
+		audit_hex(m, sizeof(m), hex);
+	free(in);
+	return r;
+}
+
+/* *out (malloc'd, NUL-terminated): text and its MAC line. */
+static int
+anchor_seal(anchor_mac_fn *mac, void *arg, const char *label,
+    const char *text, size_t len, char **out, size_t *outlen)
+{
+	char hex[65], *v;
+	int r;
+
+	*out = NULL;
+	*outlen = 0;
+	if ((r = anchor_mac_hex(mac, arg, label, text, len, hex)) != 0)
+		return r;
+	if ((v = malloc(len + ANCHOR_MAC_LINE + 1)) == NULL)
+		return KMS_ERR_NOMEM;
+	memcpy(v, text, len);
+	snprintf(v + len, ANCHOR_MAC_LINE + 1, "mac=%s\n", hex);
+	*out = v;
+	*outlen = len + ANCHOR_MAC_LINE;
+	return 0;
+}
+
+/*
+ * *text (malloc'd, NUL-terminated): the text of the sealed anchor v, or
+ * KMS_ERR_VERIFY_FAILED when its MAC line is missing or does not match.
+ */
+static int
+anchor_open(anchor_mac_fn *mac, void *arg, const char *label,
+    const char *v, size_t len, char **text, size_t *textlen)
+{
+	char hex[65], *t;
+	size_t n;
+	int r;
+
+	*text = NULL;
+	*textlen = 0;
+	if (len <= ANCHOR_MAC_LINE)
+		return KMS_ERR_VERIFY_FAILED;
+	n = len - ANCHOR_MAC_LINE;
+	if (v[n - 1] != '\n' || memcmp(v + n, "mac=", 4) != 0 ||
+	    v[len - 1] != '\n' || memchr(v, '\0', len) != NULL)
+		return KMS_ERR_VERIFY_FAILED;
+	if ((r = anchor_mac_hex(mac, arg, label, v, n, hex)) != 0)
+		return r == KMS_ERR_INVALID_ARGUMENT ?
+		    KMS_ERR_VERIFY_FAILED : r;
+	if (CRYPTO_memcmp(hex, v + n + 4, 64) != 0)
+		return KMS_ERR_VERIFY_FAILED;
+	if ((t = malloc(n + 1)) == NULL)
+		return KMS_ERR_NOMEM;
+	memcpy(t, v, n);
+	t[n] = '\0';
+	*text = t;
+	*textlen = n;
+	return 0;
+}
+
+/* The seal key of the chain an anchor's label names, on session s. */
+struct anchor_key {
+	struct hsm_session *s;
+	hsm_handle_t key;
+};
+
+static int
+anchor_key_mac(void *arg, const uint8_t *in, size_t len, uint8_t out[32])
+{
+	struct anchor_key *ak = arg;
+
+	return hsm_hmac(ak->s, ak->key, in, len, out);
+}
+
+static int
+anchor_key_find(struct hsm_session *s, const char *label,
+    struct anchor_key *ak)
+{
+	char seal[HSM_LABEL_MAX + 16];
+	size_t n = strlen(AUDIT_ANCHOR_LABEL);
+
+	ak->s = s;
+	ak->key = 0;
+	if (strncmp(label, AUDIT_ANCHOR_LABEL, n) != 0 ||
+	    (size_t)snprintf(seal, sizeof(seal), AUDIT_SEAL_LABEL "%s",
+	    label + n) >= sizeof(seal))
+		return KMS_ERR_INVALID_ARGUMENT;
+	return hsm_find(s, HSM_OBJ_SECRET_KEY, seal, &ak->key);
+}
+
+int
+audit_anchor_seal(struct hsm_session *s, const char *label,
+    const char *text, size_t len, char **out, size_t *outlen)
+{
+	struct anchor_key ak;
+	int r;
+
+	*out = NULL;
+	*outlen = 0;
+	if ((r = anchor_key_find(s, label, &ak)) != 0)
+		return r;
+	return anchor_seal(anchor_key_mac, &ak, label, text, len, out,
+	    outlen);
+}
+
+int
+audit_anchor_open(struct hsm_session *s, const char *label, const char *v,
+    size_t len, char **text, size_t *textlen)
+{
+	struct anchor_key ak;
+	int r;
+
+	*text = NULL;
+	*textlen = 0;
+	/* No seal key for it: no MAC can be right. */
+	if ((r = anchor_key_find(s, label, &ak)) != 0)
+		return r == KMS_ERR_NOT_FOUND ? KMS_ERR_VERIFY_FAILED : r;
+	return anchor_open(anchor_key_mac, &ak, label, v, len, text,
+	    textlen);
+}
+
 int
 audit_key_anchor_get(void *arg, char **value, size_t *len)
 {
 	struct audit_key *k = arg;
 	uint8_t *v = NULL;
+	char *e = NULL;
+	size_t n = 0;
 	int r;
 
 	*value = NULL;
 	*len = 0;
-	if (k->aget != NULL)
-		return k->aget(k->aarg, k->anchor_label, value, len);
+	if (k->aget != NULL) {
+		if ((r = k->aget(k->aarg, k->anchor_label, &e, &n)) != 0)
+			return r;
+		r = anchor_open(audit_key_mac, k, k->anchor_label, e, n,
+		    value, len);
+		free(e);
+		if (r == KMS_ERR_VERIFY_FAILED)
+			log_error("audit: the anchor %s kept in %s carries no "
+			    "valid MAC by the HSM seal key %s: forged or "
+			    "damaged in %s", k->anchor_label, k->awhere,
+			    k->seal_label, k->awhere);
+		return r;
+	}
 	if (k->anchor == 0)
 		return KMS_ERR_NOT_FOUND;
 	r = hsm_data_get(k->s, k->anchor, &v, len);
@@ -144,9 +313,17 @@ int
 audit_key_anchor_set(void *arg, const char *value, size_t len)
 {
 	struct audit_key *k = arg;
+	char *v = NULL;
+	size_t n = 0;
+	int r;
 
-	if (k->aset != NULL)
-		return k->aset(k->aarg, k->anchor_label, value, len);
+	if (k->aset != NULL) {
+		if ((r = anchor_seal(audit_key_mac, k, k->anchor_label, value,
+		    len, &v, &n)) == 0)
+			r = k->aset(k->aarg, k->anchor_label, v, n);
+		free(v);
+		return r;
+	}
 	if (k->anchor == 0)
 		return hsm_data_create(k->s, k->anchor_label,
 		    (const uint8_t *)value, len, &k->anchor);
@@ -155,9 +332,10 @@ audit_key_anchor_set(void *arg, const char *value, size_t len)
 }
 
 void
-audit_key_anchor_elsewhere(struct audit_key *k, audit_anchor_get_fn *get,
-    audit_anchor_set_fn *set, void *arg)
+audit_key_anchor_elsewhere(struct audit_key *k, const char *where,
+    audit_anchor_get_fn *get, audit_anchor_set_fn *set, void *arg)
 {
+	k->awhere = where;
 	k->aget = get;
 	k->aset = set;
 	k->aarg = arg;

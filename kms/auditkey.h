@@ -48,6 +48,7 @@ struct audit_key {
 	audit_anchor_get_fn *aget;
 	audit_anchor_set_fn *aset;
 	void *aarg;
+	const char *awhere;		/* its name in messages: "etcd" */
 };
 
 /*
@@ -80,12 +81,28 @@ int audit_key_anchor_get(void *arg, char **value, size_t *len);
 /* Replaces the anchor's value. */
 int audit_key_anchor_set(void *arg, const char *value, size_t len);
 /*
- * Keeps the anchor with get and set (arg) instead of in a data object on
- * the token: where the token must hold key objects only (the etcd store,
- * docs/etcd.md).
+ * Keeps the anchor with get and set (arg) in where ("etcd") instead of in
+ * a data object on the token: where the token must hold key objects only
+ * (the etcd store, docs/etcd.md).  Kept there, anything with write access
+ * could rewrite it without the PIN, so it is kept sealed
+ * (audit_anchor_seal): audit_key_anchor_get then answers
+ * KMS_ERR_VERIFY_FAILED for a value whose MAC is missing or wrong.
  */
-void audit_key_anchor_elsewhere(struct audit_key *k, audit_anchor_get_fn *get,
-    audit_anchor_set_fn *set, void *arg);
+void audit_key_anchor_elsewhere(struct audit_key *k, const char *where,
+    audit_anchor_get_fn *get, audit_anchor_set_fn *set, void *arg);
+/*
+ * An anchor kept outside the token, sealed: its text followed by a line
+ * "mac=HEX\n", HMAC-SHA256 in the token by the seal key of the chain its
+ * label (AUDIT_ANCHOR_LABEL CHAIN) names, over "kms-audit-anchor-mac-v1\n",
+ * the label, "\n" and the text.  s is a logged-in session; *out
+ * (malloc'd, NUL-terminated).  audit_anchor_open gives back the text, or
+ * KMS_ERR_VERIFY_FAILED when the MAC line is missing or wrong or the
+ * chain has no seal key.
+ */
+int audit_anchor_seal(struct hsm_session *s, const char *label,
+    const char *text, size_t len, char **out, size_t *outlen);
+int audit_anchor_open(struct hsm_session *s, const char *label,
+    const char *v, size_t len, char **text, size_t *textlen);
 
 /* Closes its session and frees it; a zeroed k is a no-op. */
 void audit_key_close(struct audit_key *k);

@@ -857,12 +857,14 @@ audit_open(const char *dir, const char *chain, size_t segment_max,
 	memset(&an, 0, sizeof(an));
 	if (signer != NULL && signer->anchor_get != NULL) {
 		r = signer->anchor_get(signer->arg, &v, &len);
-		if (r == 0 && (strlen(v) != len || audit_anchor_parse(v, &an) != 0 ||
-		    !is_generation(chain, an.chain)))
+		/* VERIFY_FAILED: kept outside the token, its MAC is wrong. */
+		if (r == KMS_ERR_VERIFY_FAILED || (r == 0 &&
+		    (strlen(v) != len || audit_anchor_parse(v, &an) != 0 ||
+		    !is_generation(chain, an.chain))))
 			r = kms_status_set(st, KMS_ERR_VERIFY_FAILED, "the HSM "
 			    "anchor of audit chain %s does not belong to it: "
-			    "swapped or damaged; inspect the chain with kmsctl "
-			    "audit verify %s/%s", chain, dir, chain);
+			    "swapped, forged or damaged; inspect the chain with "
+			    "kmsctl audit verify %s/%s", chain, dir, chain);
 		else if (r != 0 && r != KMS_ERR_NOT_FOUND)
 			r = kms_status_set(st, r, "cannot read the HSM anchor "
 			    "of audit chain %s: %s", chain, kms_strerror(r));

@@ -386,8 +386,8 @@ service_open_audit(struct service *svc, struct store *sto,
 			return r;
 		/* With etcd, the token holds key objects only. */
 		if (sto != NULL && store_etcd_client(sto, NULL) != NULL)
-			audit_key_anchor_elsewhere(akey, store_etcd_value_get,
-			    store_etcd_value_set, sto);
+			audit_key_anchor_elsewhere(akey, "etcd",
+			    store_etcd_value_get, store_etcd_value_set, sto);
 		memset(&signer, 0, sizeof(signer));
 		signer.sign = audit_key_sign;
 		signer.arg = akey;

@@ -814,6 +814,41 @@ audit_sign_and_verify(struct audit_key *k)
 	    sizeof(md), sig, siglen));
 }
 
+/* An anchor kept outside the token: one value in memory. */
+struct fake_anchor {
+	char label[128];
+	char v[512];
+	size_t len;
+};
+
+static int
+fake_anchor_get(void *arg, const char *label, char **value, size_t *len)
+{
+	struct fake_anchor *f = arg;
+
+	if (f->len == 0 || strcmp(label, f->label) != 0)
+		return KMS_ERR_NOT_FOUND;
+	if ((*value = malloc(f->len + 1)) == NULL)
+		return KMS_ERR_NOMEM;
+	memcpy(*value, f->v, f->len + 1);
+	*len = f->len;
+	return 0;
+}
+
+static int
+fake_anchor_set(void *arg, const char *label, const char *value, size_t len)
+{
+	struct fake_anchor *f = arg;
+
+	if (len >= sizeof(f->v))
+		return KMS_ERR_INVALID_ARGUMENT;
+	snprintf(f->label, sizeof(f->label), "%s", label);
+	memcpy(f->v, value, len);
+	f->v[len] = '\0';
+	f->len = len;
+	return 0;
+}
+
 static void
 test_audit_key(void **state)
 {
@@ -882,6 +917,63 @@ test_audit_key(void **state)
 		assert_string_equal(v, "two!");
 		free(v);
 		assert_int_equal(hsm_destroy(s, k.anchor), 0);
+	}
+
+	/* Kept elsewhere, the anchor is sealed by the seal key. */
+	{
+		const char *text = "kms-audit-anchor-v1\nchain=ut\nbase=1\n"
+		    "size=2\nroot=00\n";
+		struct fake_anchor f;
+		char *v = NULL, *w = NULL;
+		size_t vlen, wlen;
+
+		memset(&f, 0, sizeof(f));
+		audit_key_anchor_elsewhere(&k, "memory", fake_anchor_get,
+		    fake_anchor_set, &f);
+		assert_int_equal(audit_key_anchor_get(&k, &v, &vlen),
+		    KMS_ERR_NOT_FOUND);
+		assert_int_equal(audit_key_anchor_set(&k, text, strlen(text)),
+		    0);
+		assert_string_equal(f.label, "kms-audit!anchor#ut");
+		assert_int_equal(f.len, strlen(text) + 69);
+		assert_memory_equal(f.v, text, strlen(text));
+		assert_memory_equal(f.v + strlen(text), "mac=", 4);
+		assert_int_equal(audit_key_anchor_get(&k, &v, &vlen), 0);
+		assert_int_equal(vlen, strlen(text));
+		assert_string_equal(v, text);
+		free(v);
+		/* The same seal by a session and the label alone. */
+		assert_int_equal(audit_anchor_seal(s, f.label, text,
+		    strlen(text), &w, &wlen), 0);
+		assert_int_equal(wlen, f.len);
+		assert_memory_equal(w, f.v, wlen);
+		free(w);
+		assert_int_equal(audit_anchor_open(s, f.label, f.v, f.len, &w,
+		    &wlen), 0);
+		assert_string_equal(w, text);
+		free(w);
+		/* Under another label (no seal key, or not an anchor's). */
+		assert_int_equal(audit_anchor_open(s, "kms-audit!anchor#ut2",
+		    f.v, f.len, &w, &wlen), KMS_ERR_VERIFY_FAILED);
+		assert_int_equal(audit_anchor_open(s, "kms-audit!seal#ut",
+		    f.v, f.len, &w, &wlen), KMS_ERR_INVALID_ARGUMENT);
+		assert_null(w);
+		/* Changed text, changed MAC, or no MAC: refused. */
+		f.v[strlen(text) - 2] = '1';
+		assert_int_equal(audit_key_anchor_get(&k, &v, &vlen),
+		    KMS_ERR_VERIFY_FAILED);
+		assert_null(v);
+		f.v[strlen(text) - 2] = '0';
+		f.v[strlen(text) + 4] ^= 1;
+		assert_int_equal(audit_key_anchor_get(&k, &v, &vlen),
+		    KMS_ERR_VERIFY_FAILED);
+		f.v[strlen(text) + 4] ^= 1;
+		assert_int_equal(audit_key_anchor_get(&k, &v, &vlen), 0);
+		free(v);
+		f.len = strlen(text);
+		f.v[f.len] = '\0';
+		assert_int_equal(audit_key_anchor_get(&k, &v, &vlen),
+		    KMS_ERR_VERIFY_FAILED);
 		assert_int_equal(hsm_destroy(s, k.seal), 0);
 	}
 	audit_key_close(&k);

@@ -61,9 +61,11 @@ proof_size(struct audit *a, uint64_t want, uint64_t *size,
 
 	if (want == AUDIT_CHECKPOINT_NOW && a->signer.sign != NULL) {
 		clock_gettime(CLOCK_MONOTONIC, &now);
-		if (a->forced.tv_sec != 0 && now.tv_sec - a->forced.tv_sec < 1 &&
-		    !(now.tv_sec == a->forced.tv_sec + 1 &&
-		    now.tv_nsec >= a->forced.tv_nsec))
+		/* Refused while less than a second has passed. */
+		if (a->forced.tv_sec != 0 &&
+		    (now.tv_sec - a->forced.tv_sec < 1 ||
+		    (now.tv_sec - a->forced.tv_sec == 1 &&
+		    now.tv_nsec < a->forced.tv_nsec)))
 			return kms_status_set(st, KMS_ERR_RESOURCE_EXHAUSTED,
 			    "a checkpoint was made less than a second ago; "
 			    "ask for tree_size 0");

@@ -410,3 +410,9 @@ def test_guard_grants_apps_and_channels(kmsd, ota):
     finally:
         path.write_text(original)
         kmsd.hup()
+        # The reload is asynchronous: later tests must not see the role.
+        deadline = time.monotonic() + 20
+        while "it-beta-publisher" in kmsd.client("officer").kms.WhoAmI(
+                pb.WhoAmIRequest(), timeout=10).roles:
+            assert time.monotonic() < deadline, "policy not restored"
+            time.sleep(0.1)

@@ -324,6 +324,7 @@ worker_main(void *arg)
 	grpc_event ev;
 	struct tag *t;
 
+	pthread_setname_np(pthread_self(), "floor-worker");
 	for (;;) {
 		ev = grpc_completion_queue_next(fl->cq,
 		    gpr_inf_future(GPR_CLOCK_REALTIME), NULL);

@@ -559,6 +559,7 @@ audit_writer_main(void *arg)
 	size_t len;
 	int r;
 
+	pthread_setname_np(pthread_self(), "kms-audit");
 	pthread_mutex_lock(&a->lock);
 	for (;;) {
 		while (a->pend_len == 0 && !a->wstop &&
@@ -700,6 +701,7 @@ audit_timer_main(void *arg)
 	struct audit *a = arg;
 	struct timespec ts;
 
+	pthread_setname_np(pthread_self(), "kms-audit-timer");
 	pthread_mutex_lock(&a->lock);
 	while (!a->stopping) {
 		clock_gettime(CLOCK_MONOTONIC, &ts);

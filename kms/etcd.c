@@ -5,8 +5,8 @@
  * call (and a keep-alive, which is one message each way on the
  * LeaseKeepAlive stream) has one deadline; it starts at the endpoint that
  * answered last and moves to the next on UNAVAILABLE (a member down, or
- * one without a leader, or a leader being elected), round after round,
- * as long as the deadline allows.  A Txn retried this way may have been
+ * one without a leader, or a leader being elected) or on a timeout,
+ * round after round as long as the deadline allows.  A Txn retried this way may have been
  * applied by the member that failed to answer: its compare then fails,
  * and the caller (store_etcd.c) recognises its own write in what the
  * failure branch read.
@@ -275,6 +275,15 @@ call_once(grpc_channel *ch, const char *path, grpc_byte_buffer *send,
 	if (ev.type != GRPC_OP_COMPLETE)
 		status = GRPC_STATUS_INTERNAL;
 	*details = grpc_slice_to_c_string(det);
+	/*
+	 * A member whose own deadline for the request ran out (a leader
+	 * being elected, a slow quorum) may answer with the bare Go error,
+	 * which gRPC-go sends as UNKNOWN: it is a timeout like any other.
+	 */
+	if (status == GRPC_STATUS_UNKNOWN && *details != NULL &&
+	    (strcmp(*details, "context deadline exceeded") == 0 ||
+	    strcmp(*details, "context canceled") == 0))
+		status = GRPC_STATUS_DEADLINE_EXCEEDED;
  out:
 	if (status != GRPC_STATUS_OK && *recv != NULL) {
 		grpc_byte_buffer_destroy(*recv);

@@ -294,6 +294,7 @@ watch_main(void *arg)
 	size_t i;
 	int up;
 
+	pthread_setname_np(pthread_self(), "kms-etcd-watch");
 	pthread_mutex_lock(&w->e->lock);
 	i = w->e->cur;
 	pthread_mutex_unlock(&w->e->lock);

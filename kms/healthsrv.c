@@ -308,6 +308,7 @@ health_main(void *arg)
 	grpc_event ev;
 	int shut = 0, posted;
 
+	pthread_setname_np(pthread_self(), "kms-health");
 	posted = post_request(hs) == 0;
 	for (;;) {
 		ev = grpc_completion_queue_next(hs->cq,

@@ -207,6 +207,7 @@ lead_main(void *arg)
 	struct lead *l = arg;
 	struct timespec ts;
 
+	pthread_setname_np(pthread_self(), "kms-lead");
 	pthread_mutex_lock(&l->mu);
 	while (!l->stop) {
 		clock_gettime(CLOCK_MONOTONIC, &ts);

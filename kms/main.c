@@ -82,6 +82,7 @@ maint_main(void *arg)
 	size_t n = 0;
 	int r;
 
+	pthread_setname_np(pthread_self(), "kms-maint");
 	/* Calls served meanwhile look their key up themselves. */
 	if ((r = keystore_warm(m->svc->ks, m->hs, &n)) != 0)
 		log_warn("keystore: cannot list the key objects: %s",

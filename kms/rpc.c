@@ -561,6 +561,7 @@ worker_main(void *arg)
 	struct tag *t;
 	struct job *j;
 
+	pthread_setname_np(pthread_self(), "kms-worker");
 	for (;;) {
 		ev = grpc_completion_queue_next(srv->cq,
 		    gpr_inf_future(GPR_CLOCK_REALTIME), NULL);

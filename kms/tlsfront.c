@@ -678,6 +678,7 @@ front_main(void *arg)
 	uint64_t now, v;
 	int i, n, stop, quiesce, listening = 1;
 
+	pthread_setname_np(pthread_self(), "kms-tlsfront");
 	for (;;) {
 		now = now_ms();
 		n = epoll_wait(f->epfd, evs, EVENTS_MAX, next_timeout(f, now));

@@ -432,6 +432,7 @@ pump_main(void *arg)
 	unsigned int i, n;
 	int more;
 
+	pthread_setname_np(pthread_self(), "kms-watch");
 	pthread_mutex_lock(&h->lock);
 	while (!h->stopping) {
 		if (h->gen == seen) {

@@ -252,6 +252,12 @@ pend_add(struct audit *a, const char *line, size_t len, int is_cp)
 	size_t ncap;
 	char *n;
 
+	if (a->pend == NULL && a->spare != NULL) {
+		a->pend = a->spare;
+		a->pend_cap = a->spare_cap;
+		a->spare = NULL;
+		a->spare_cap = 0;
+	}
 	if (a->pend_len + len + 1 > a->pend_cap) {
 		ncap = a->pend_cap == 0 ? 64 * 1024 : a->pend_cap;
 		while (ncap < a->pend_len + len + 1)
@@ -441,6 +447,15 @@ audit_anchor_position(const char *v, uint64_t *pos)
 	return 0;
 }
 
+#define SPARE_CAP_MAX	(1024 * 1024)
+
+static void
+tree_incomplete(struct audit *a)
+{
+	log_error("audit: the Merkle tree of %s is incomplete until kmsd "
+	    "restarts", a->dir);
+}
+
 /*
  * Signs a checkpoint of the tree as the writer has built it and queues
  * it as a record.  Called by the writer thread with the lock held; the
@@ -465,6 +480,9 @@ writer_checkpoint(struct audit *a)
 	size = audit_tree_size(a->tree);
 	audit_tree_root(a->tree, root);
 	pthread_mutex_unlock(&a->lock);
+	/* Proofs at this size read its nodes from the files. */
+	if (!a->signer.no_tree && audit_tree_flush(a->tree) != 0)
+		tree_incomplete(a);
 	r = KMS_ERR_INTERNAL;
 	if ((n = checkpoint_text(a->origin, size, root, text,
 	    sizeof(text))) > 0 &&
@@ -556,7 +574,7 @@ audit_writer_main(void *arg)
 	uint8_t mac[SEAL_LEN];
 	uint64_t first, last, since;
 	struct timespec t0, t1;
-	size_t len;
+	size_t len, cap;
 	int r;
 
 	pthread_setname_np(pthread_self(), "kms-audit");
@@ -572,6 +590,7 @@ audit_writer_main(void *arg)
 		if (a->pend_len == 0)
 			break;
 		buf = a->pend;
+		cap = a->pend_cap;
 		len = a->pend_len;
 		first = a->pend_first;
 		last = a->pend_last;
@@ -599,15 +618,21 @@ audit_writer_main(void *arg)
 		/*
 		 * The leaves are hashed here, off the requests' path; a tree
 		 * that cannot be written fails nothing already durable but
-		 * leaves proofs unavailable until the next start.
+		 * leaves proofs unavailable until the next start.  Its nodes
+		 * are written before each checkpoint (see audittree.h).
 		 */
 		if (r == 0 && !a->signer.no_tree &&
 		    (audit_tree_add_lines(a->tree, buf, len) != 0 ||
-		    audit_tree_flush(a->tree) != 0))
-			log_error("audit: the Merkle tree of %s is incomplete "
-			    "until kmsd restarts", a->dir);
-		free(buf);
+		    (audit_tree_pending(a->tree) > AUDIT_TREE_PENDING_MAX &&
+		    audit_tree_flush(a->tree) != 0)))
+			tree_incomplete(a);
 		pthread_mutex_lock(&a->lock);
+		/* The buffer serves a later batch, unless a burst grew it. */
+		if (a->spare == NULL && cap <= SPARE_CAP_MAX) {
+			a->spare = buf;
+			a->spare_cap = cap;
+		} else
+			free(buf);
 		if (r == 0) {
 			a->durable_seq = last;
 			a->tree_size = audit_tree_size(a->tree);

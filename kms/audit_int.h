@@ -55,6 +55,8 @@ struct audit {
 	uint64_t gen;			/* bumped when a flush fails */
 	char *pend;			/* the pending batch */
 	size_t pend_len, pend_cap;
+	char *spare;			/* a written batch's buffer, for reuse */
+	size_t spare_cap;
 	uint64_t pend_first, pend_last;
 	char pend_base[SHA256_DIGEST_LENGTH * 2 + 1];	/* prev before it */
 	uint64_t pend_base_since;	/* since_cp before it */

@@ -961,6 +961,7 @@ audit_close(struct audit *a)
 	pthread_cond_destroy(&a->wcond);
 	pthread_cond_destroy(&a->timer_cond);
 	free(a->pend);
+	free(a->spare);
 	free(a->key_pem);
 	free(a);
 }

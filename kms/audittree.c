@@ -170,6 +170,16 @@ audit_tree_flush(struct audit_tree *t)
 	return 0;
 }
 
+size_t
+audit_tree_pending(const struct audit_tree *t)
+{
+	size_t l, n = 0;
+
+	for (l = 0; l < MERKLE_LEVELS; l++)
+		n += t->lv[l].len;
+	return n;
+}
+
 uint64_t
 audit_tree_size(const struct audit_tree *t)
 {

@@ -10,7 +10,11 @@
  * and not fsync'd.
  *
  * Only the writer thread adds; any thread may read nodes of a tree size
- * the writer has published (audit_tree_node opens the file itself).
+ * the writer has published (audit_tree_node opens the file itself).  The
+ * writer flushes before it signs a checkpoint, since proofs are only
+ * given for checkpointed sizes, and in between only when
+ * AUDIT_TREE_PENDING_MAX bytes of nodes wait: node writes per batch of
+ * records would cost a system call per level.
  */
 #ifndef KMS_AUDITTREE_H
 #define KMS_AUDITTREE_H
@@ -34,6 +38,10 @@ int audit_tree_add(struct audit_tree *t, const char *line, size_t len);
 int audit_tree_add_lines(struct audit_tree *t, const char *buf, size_t len);
 /* Writes the nodes completed since the last flush. */
 int audit_tree_flush(struct audit_tree *t);
+/* Bytes of completed nodes not yet flushed. */
+size_t audit_tree_pending(const struct audit_tree *t);
+
+#define AUDIT_TREE_PENDING_MAX	(256 * 1024)
 
 /* The writer's view: leaves added, and the root over them. */
 uint64_t audit_tree_size(const struct audit_tree *t);

@@ -30,6 +30,7 @@
 #include "auditjson.h"
 #include "auditjson_ref.h"
 #include "auditread.h"
+#include "audittree.h"
 #include "kmserr.h"
 
 struct fixture {
@@ -669,6 +670,51 @@ test_record_encoder_matches_jansson(void **state)
 	json_decref(cp);
 }
 
+/*
+ * The tree's nodes wait in memory until a flush (the writer flushes
+ * before each checkpoint): then every completed node is in its file and
+ * the root read from the files is the writer's.
+ */
+static void
+test_tree_nodes_written_at_flush(void **state)
+{
+	struct fixture *fx = *state;
+	struct audit_tree *t = NULL;
+	struct kms_status st;
+	uint8_t leaf[MERKLE_HASH_LEN], got[MERKLE_HASH_LEN];
+	uint8_t root[MERKLE_HASH_LEN], want[MERKLE_HASH_LEN];
+	char line[32];
+	int i, n;
+
+	assert_int_equal(mkdir(fx->chain_dir, 0700), 0);
+	kms_status_clear(&st);
+	assert_int_equal(audit_tree_open(fx->chain_dir, &t, &st), 0);
+	for (i = 0; i < 7; i++) {
+		n = snprintf(line, sizeof(line), "{\"seq\":%d}", i);
+		assert_int_equal(audit_tree_add(t, line, (size_t)n), 0);
+	}
+	/* 7 leaves, 3 nodes above them, 1 above those. */
+	assert_int_equal(audit_tree_pending(t), 11 * MERKLE_HASH_LEN);
+	assert_int_not_equal(audit_tree_node(fx->chain_dir, 0, 0, got), 0);
+	assert_int_equal(audit_tree_flush(t), 0);
+	assert_int_equal(audit_tree_pending(t), 0);
+	n = snprintf(line, sizeof(line), "{\"seq\":%d}", 6);
+	merkle_leaf_hash(line, (size_t)n, leaf);
+	assert_int_equal(audit_tree_node(fx->chain_dir, 0, 6, got), 0);
+	assert_memory_equal(got, leaf, MERKLE_HASH_LEN);
+	assert_int_equal(audit_tree_node(fx->chain_dir, 2, 0, got), 0);
+	audit_tree_root(t, want);
+	assert_int_equal(merkle_root(audit_tree_node, fx->chain_dir, 7, root),
+	    0);
+	assert_memory_equal(root, want, MERKLE_HASH_LEN);
+	/* One more leaf: in memory only until the next flush. */
+	assert_int_equal(audit_tree_add(t, "x", 1), 0);
+	assert_int_not_equal(audit_tree_node(fx->chain_dir, 0, 7, got), 0);
+	assert_int_equal(audit_tree_flush(t), 0);
+	assert_int_equal(audit_tree_node(fx->chain_dir, 3, 0, got), 0);
+	audit_tree_close(t);
+}
+
 int
 main(void)
 {
@@ -697,6 +743,8 @@ main(void)
 		cmocka_unit_test(test_record_encoder_matches_jansson),
 		cmocka_unit_test_setup_teardown(test_tail_of_a_long_segment,
 		    setup, teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_tree_nodes_written_at_flush, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

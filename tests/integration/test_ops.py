@@ -323,7 +323,8 @@ def test_metrics(kmsd, keys, workdir):
         # Counts only: no key name, no identity.
         for secret in (name, "ci", "auditor", "officer"):
             assert '"%s"' % secret not in text, secret
-        # Under load, a scrape still answers quickly.
+        # Under load, a scrape still answers: it never waits for the
+        # Signs (a scrape stuck behind them would take their 60 s).
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
             futs = [pool.submit(ci.Sign, pb.SignRequest(
                 name=name, digest=bytes([i % 256]) * 32), timeout=60)
@@ -331,7 +332,7 @@ def test_metrics(kmsd, keys, workdir):
             times = [scrape(url)[2] for _ in range(10)]
             for f in futs:
                 f.result()
-        assert max(times) < 1.0, times
+        assert max(times) < 5.0, times
         _, last, _ = scrape(url)
         assert sample(last, "kms_requests_total", rpc="Sign", code="OK") - \
             sample(after, "kms_requests_total", rpc="Sign", code="OK") == 200

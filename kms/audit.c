@@ -35,6 +35,9 @@
 #include "metrics.h"
 #include "names.h"
 
+/* A batch buffer larger than this (a burst) is not kept for reuse. */
+#define SPARE_CAP_MAX	(1024 * 1024)
+
 void
 audit_line_hash(const char *line, size_t len, char *out)
 {
@@ -446,8 +449,6 @@ audit_anchor_position(const char *v, uint64_t *pos)
 	*pos = an.base + an.size;
 	return 0;
 }
-
-#define SPARE_CAP_MAX	(1024 * 1024)
 
 static void
 tree_incomplete(struct audit *a)

@@ -502,11 +502,14 @@ def test_capgo_cli_decrypts_our_bundle(kmsd, raw_key, capgo_cli, workdir):
     p = capgo(capgo_cli, proj, "bundle", "decrypt", bad.name,
               sealed["ivSessionKey"], "--checksum", sealed["checksum"])
     assert p.returncode != 0, (p.stdout + p.stderr).decode(errors="replace")
-    # A checksum that does not belong to the bundle.
+    # A checksum that does not belong to the bundle: its last hex digit
+    # changed (reversing its tail, as before, left a palindrome as it was).
     c = sealed["checksum"]
+    other = c[:-1] + ("1" if c[-1] == "0" else "0")
+    assert other != c
     p = capgo(capgo_cli, proj, "bundle", "decrypt", enc.name,
-              sealed["ivSessionKey"], "--checksum", c[:-4] + c[-4:][::-1])
-    assert p.returncode != 0
+              sealed["ivSessionKey"], "--checksum", other)
+    assert p.returncode != 0, (p.stdout + p.stderr).decode(errors="replace")
 
 
 def test_our_verify_accepts_capgo_cli_bundle(capgo_cli, workdir):

@@ -225,6 +225,18 @@ change_retry(const char *name, int tries, struct kms_status *st)
 	return 0;
 }
 
+/* The version of e whose objects are labelled label, or NULL. */
+static const struct km_version *
+version_labelled(const struct ks_entry *e, const char *label)
+{
+	size_t i;
+
+	for (i = 0; i < e->m.nv; i++)
+		if (strcmp(e->m.v[i].label, label) == 0)
+			return &e->m.v[i];
+	return NULL;
+}
+
 int
 keystore_create(struct keystore *ks, struct hsm_session *s,
     const char *name, const struct kms_alg_info *alg,
@@ -268,6 +280,20 @@ keystore_create(struct keystore *ks, struct hsm_session *s,
 	strcpy(label, e->m.v[0].label);
 	r = entry_write(ks, s, lock, e, out, st);
 	e = NULL;
+	/* Lost, or landed and changed since (see keystore_change)? */
+	if (r == KMS_ERR_CONFLICT &&
+	    entry_read_locked(ks, s, lock, name, &e, st) == 0 &&
+	    version_labelled(e, label) != NULL) {
+		kms_status_clear(st);
+		r = 0;
+		if ((*out = ks_snapshot(e)) == NULL)
+			r = kms_status_set(st, KMS_ERR_NOMEM, "out of memory");
+		ks_install(ks, e);
+		e = NULL;
+		goto out;
+	}
+	ks_entry_free(e);
+	e = NULL;
 	if (r != 0) {
 		version_undo_after(ks, s, label, r);	/* nothing half-made stays */
 		/* Another instance created it first. */
@@ -301,16 +327,42 @@ keystore_change(struct keystore *ks, struct hsm_session *s, const char *name,
 {
 	struct ks_entry *e = NULL;
 	struct store_lock *lock = NULL;
+	const struct km_version *mine;
 	const char *made = NULL;
 	char undo[KM_LABEL_MAX];
-	int r, tries;
+	int r, tries, lost = 0;
 
 	if ((r = store_lock(ks->store, s, name, &lock, st)) != 0)
 		return r;
 	for (tries = 1;; tries++) {
 		made = NULL;
 		if ((r = entry_read_locked(ks, s, lock, name, &e, st)) != 0)
+			goto out;	/* a lost version's objects stay: unknown */
+		/*
+		 * A put that lost its race may have landed after all: etcd
+		 * applied an attempt that timed out, and another change was
+		 * made on top of it before the retry compared.  Its version's
+		 * random label in the document tells; only a version that no
+		 * document names is destroyed.
+		 */
+		if (lost && (mine = version_labelled(e, undo)) != NULL) {
+			if (out != NULL) {
+				if ((*out = ks_snapshot(e)) == NULL) {
+					r = kms_status_set(st, KMS_ERR_NOMEM,
+					    "out of memory");
+					goto out;
+				}
+				(*out)->primary = mine->version;
+			}
+			ks_install(ks, e);
+			e = NULL;
+			kms_status_clear(st);
+			r = 0;
 			goto out;
+		}
+		if (lost)
+			version_undo(s, undo);
+		lost = 0;
 		if ((r = fn(e, s, arg, &made, st)) != 0) {
 			if (r == KS_NO_CHANGE) {
 				ks_install(ks, e);	/* what the store says now */
@@ -323,7 +375,9 @@ keystore_change(struct keystore *ks, struct hsm_session *s, const char *name,
 			snprintf(undo, sizeof(undo), "%s", made);
 		r = entry_write(ks, s, lock, e, out, st);
 		e = NULL;
-		if (r != 0 && made != NULL)
+		if (r == KMS_ERR_CONFLICT && made != NULL)
+			lost = 1;	/* decided on the next read */
+		else if (r != 0 && made != NULL)
 			version_undo_after(ks, s, undo, r);
 		/* Even when the write failed: fn may have destroyed objects. */
 		store_touch(ks->store, s);

@@ -26,6 +26,7 @@
 #include "algo.h"
 #include "hsm.h"
 #include "keystore.h"
+#include "store.h"
 #include "kmserr.h"
 #include "p11token.h"
 
@@ -189,6 +190,71 @@ test_rotation_failures_change_nothing(void **state)
 	assert_int_equal(count(HSM_OBJ_PRIVATE_KEY), privs + 1);
 	assert_int_equal(count(HSM_OBJ_DATA), datas);
 	assert_int_equal(rotate(ks, s, "fail/none", &st), KMS_ERR_NOT_FOUND);
+	keystore_free(ks);
+}
+
+/*
+ * A put answered as lost although it landed (etcd applied an attempt that
+ * timed out, and the retry's compare then failed): the store below
+ * writes, then says KMS_ERR_CONFLICT once.
+ */
+static const struct store_ops *real_ops;
+static int lie_once;
+
+static int
+landed_but_conflict(struct store *sto, struct hsm_session *hs,
+    struct store_lock *held, const char *name, const struct store_rev *prev,
+    const uint8_t *value, size_t len, struct store_rev *out,
+    struct kms_status *st)
+{
+	int r = real_ops->put(sto, hs, held, name, prev, value, len, out, st);
+
+	if (r == 0 && lie_once) {
+		lie_once = 0;
+		return kms_status_set(st, KMS_ERR_CONFLICT, "changed meanwhile");
+	}
+	return r;
+}
+
+/* Such a change is recognised by its version's label, and its objects kept. */
+static void
+test_landed_change_is_not_undone(void **state)
+{
+	struct keystore *ks = open_ks(s);
+	struct store *sto = keystore_store(ks);
+	struct store_ops lying;
+	struct kms_status st;
+	struct ks_key *k = NULL;
+	size_t privs;
+
+	(void)state;
+	real_ops = sto->ops;
+	lying = *real_ops;
+	lying.put = landed_but_conflict;
+	sto->ops = &lying;
+	privs = count(HSM_OBJ_PRIVATE_KEY);
+	lie_once = 1;
+	kms_status_clear(&st);
+	assert_int_equal(keystore_create(ks, s, "landed/ec",
+	    kms_alg_by_name("EC_P256_SHA256"), 0, &k, &st), 0);
+	assert_int_equal(lie_once, 0);
+	assert_int_equal(k->primary, 1);
+	ks_key_free(k);
+	assert_int_equal(count(HSM_OBJ_PRIVATE_KEY), privs + 1);
+
+	lie_once = 1;
+	k = NULL;
+	assert_int_equal(keystore_rotate(ks, s, "landed/ec", &k, &st), 0);
+	assert_int_equal(lie_once, 0);
+	/* The version this rotation made, not one more. */
+	assert_int_equal(k->primary, 2);
+	ks_key_free(k);
+	k = get(ks, "landed/ec");
+	assert_int_equal(k->primary, 2);
+	assert_int_equal(k->nversions, 2);
+	ks_key_free(k);
+	assert_int_equal(count(HSM_OBJ_PRIVATE_KEY), privs + 2);
+	sto->ops = real_ops;
 	keystore_free(ks);
 }
 
@@ -589,6 +655,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_rotation_failures_change_nothing),
+		cmocka_unit_test(test_landed_change_is_not_undone),
 		cmocka_unit_test(test_state_rules),
 		cmocka_unit_test(test_maintain_on_two_instances),
 		cmocka_unit_test(test_refresh_follows_the_change_counter),

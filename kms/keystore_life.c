@@ -245,7 +245,7 @@ keystore_create(struct keystore *ks, struct hsm_session *s,
 	struct ks_entry *e = NULL;
 	struct store_lock *lock = NULL;
 	char label[KM_LABEL_MAX];
-	int r, exists;
+	int r, rr, exists;
 
 	*out = NULL;
 	pthread_rwlock_rdlock(&ks->lock);
@@ -282,8 +282,12 @@ keystore_create(struct keystore *ks, struct hsm_session *s,
 	e = NULL;
 	/* Lost, or landed and changed since (see keystore_change)? */
 	if (r == KMS_ERR_CONFLICT &&
-	    entry_read_locked(ks, s, lock, name, &e, st) == 0 &&
-	    version_labelled(e, label) != NULL) {
+	    (rr = entry_read_locked(ks, s, lock, name, &e, st)) != 0 &&
+	    rr != KMS_ERR_NOT_FOUND) {
+		r = rr;		/* unknown: its objects stay, as an orphan */
+		goto out;
+	}
+	if (r == KMS_ERR_CONFLICT && version_labelled(e, label) != NULL) {
 		kms_status_clear(st);
 		r = 0;
 		if ((*out = ks_snapshot(e)) == NULL)
